@@ -1,0 +1,122 @@
+"""The prediction contract (SPEC.md) and the online store of the latest prediction per symbol.
+
+The online store is a SQLite file in WAL mode: the streaming job writes, the API and
+dashboard read, and readers never block the writer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+Signal = Literal["BUY", "SELL", "HOLD"]
+
+
+class Probabilities(BaseModel):
+    up: float = Field(ge=0, le=1)
+    neutral: float = Field(ge=0, le=1)
+    down: float = Field(ge=0, le=1)
+
+
+class Prediction(BaseModel):
+    symbol: str
+    horizon: str
+    predicted_return: float
+    predicted_price: float
+    p10: float
+    p50: float
+    p90: float
+    probabilities: Probabilities
+    signal: Signal
+    confidence: float = Field(ge=0, le=1)
+    model_name: str
+    model_version: str
+    data_timestamp: datetime
+    predicted_at: datetime
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS latest_predictions (
+    symbol TEXT PRIMARY KEY,
+    data_timestamp TEXT NOT NULL,
+    predicted_at TEXT NOT NULL,
+    payload TEXT NOT NULL
+)
+"""
+
+
+class OnlineStore:
+    """Latest prediction per symbol. Cheap to open; one connection per thread."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(_SCHEMA)
+        return conn
+
+    def upsert(self, predictions: list[Prediction]) -> int:
+        """Store predictions, keeping for each symbol the one with the newest data."""
+        rows = [
+            (p.symbol, p.data_timestamp.isoformat(), p.predicted_at.isoformat(), p.model_dump_json())
+            for p in predictions
+        ]
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                """
+                INSERT INTO latest_predictions(symbol, data_timestamp, predicted_at, payload)
+                VALUES (?, ?, ?, ?)
+                ON CONFLICT(symbol) DO UPDATE SET
+                    data_timestamp = excluded.data_timestamp,
+                    predicted_at = excluded.predicted_at,
+                    payload = excluded.payload
+                WHERE excluded.data_timestamp >= latest_predictions.data_timestamp
+                """,
+                rows,
+            )
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+        return len(rows)
+
+    def get(self, symbol: str) -> Prediction | None:
+        if not self.path.exists():
+            return None
+        conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT payload FROM latest_predictions WHERE symbol = ?", (symbol,)
+            ).fetchone()
+        finally:
+            conn.close()
+        return Prediction.model_validate(json.loads(row[0])) if row else None
+
+    def symbols(self) -> list[str]:
+        if not self.path.exists():
+            return []
+        conn = self._connect()
+        try:
+            return [r[0] for r in conn.execute("SELECT symbol FROM latest_predictions ORDER BY symbol")]
+        finally:
+            conn.close()
+
+    def all(self) -> list[Prediction]:
+        if not self.path.exists():
+            return []
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT payload FROM latest_predictions ORDER BY symbol").fetchall()
+        finally:
+            conn.close()
+        return [Prediction.model_validate(json.loads(r[0])) for r in rows]

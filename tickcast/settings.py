@@ -1,0 +1,147 @@
+"""Typed settings, read from the environment (prefix ``TICKCAST_``) and ``.env``.
+
+Every service builds one ``Settings`` object at start-up; nothing here touches the
+filesystem until a path property is used by the caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Values that ship in examples and must never reach a shared deployment.
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "test", "token"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TICKCAST_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    mode: Literal["local", "production"] = "local"
+    home: Path = Field(default=Path("var"), description="Data and state root")
+    jars_dir: Path = Field(
+        default=REPO_ROOT / ".cache" / "jars",
+        description="JVM jars resolved by Maven (broker and Spark extras)",
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_broker_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_broker_heap: str = "1g"
+    topic_ticks: str = "ticks"
+    topic_predictions: str = "predictions"
+    topic_alerts: str = "alerts"
+    topic_dead_letter: str = "ticks.dead-letter"
+    topic_partitions: int = 4
+
+    # Spark
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = 4
+    spark_driver_memory: str = "2g"
+    ingest_trigger_seconds: float = 1.0
+    ingest_max_offsets_per_trigger: int = 500_000
+    # A tick older than its own feed's newest tick by more than this is late.
+    late_tolerance_seconds: int = 300
+    # Ticks stamped further than this in the future are rejected.
+    future_tolerance_seconds: int = 300
+
+    # Models and serving
+    market_index_symbol: str = "MKT"
+    predictor_lookback_bars: int = 5
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8050
+    dashboard_refresh_seconds: float = 2.0
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> "Settings":
+        if self.mode != "local" and self.kafka_sasl_mechanism:
+            if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret "
+                    "outside local mode"
+                )
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.home_dir / "delta"
+
+    def table_path(self, name: str) -> str:
+        return str(self.delta_dir / name)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.home_dir / "checkpoints"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, sockets, progress snapshots."""
+        return self.home_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def online_store_path(self) -> Path:
+        return self.home_dir / "online" / "predictions.sqlite"
+
+    @property
+    def broker_jars_dir(self) -> Path:
+        return self.jars_dir / "broker"
+
+    @property
+    def spark_jars_dir(self) -> Path:
+        return self.jars_dir / "spark"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka configuration shared by producers, consumers and admin clients."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = self.kafka_sasl_password or ""
+        return config
+
+    def spark_kafka_options(self) -> dict[str, str]:
+        """The same connection, spelled for Spark's Kafka source."""
+        options = {
+            "kafka.bootstrap.servers": self.kafka_bootstrap_servers,
+            "kafka.security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["kafka.sasl.mechanism"] = self.kafka_sasl_mechanism
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.kafka_sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            options["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{self.kafka_sasl_username}" '
+                f'password="{self.kafka_sasl_password}";'
+            )
+        return options
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]
