@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
+import uuid
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from tickcast import broker
 from tickcast.settings import Settings
+
+# The CLI of the environment running the tests or benchmarks.
+TICKCAST = str(Path(sys.executable).parent / "tickcast")
 
 
 def free_port() -> int:
@@ -51,3 +56,45 @@ def running_broker(settings: Settings, root: Path) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log_file.close()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 1.0,
+               on_timeout: Callable[[], str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    detail = on_timeout() if on_timeout else ""
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}\n{detail}")
+
+
+def delta_rows(settings: Settings, table: str, columns: list[str] | None = None):
+    """Rows of a Delta table as a pyarrow Table, read with delta-rs (no Spark)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return DeltaTable(settings.table_path(table)).to_pyarrow_table(columns=columns)
+    except TableNotFoundError:
+        return None
+
+
+def delta_count(settings: Settings, table: str) -> int:
+    rows = delta_rows(settings, table, ["symbol"] if table != "quarantine" else ["reason"])
+    return 0 if rows is None else rows.num_rows
+
+
+def topic_message_count(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{uuid.uuid4().hex}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        total = 0
+        for partition in meta.topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            total += high - low
+        return total
+    finally:
+        consumer.close()

@@ -1,9 +1,38 @@
-"""`tickcast` commands: stream (placeholder, filled in by its owner)."""
+"""`tickcast stream ...`: the Spark Structured Streaming jobs."""
 
 from __future__ import annotations
 
 import typer
 
+stream_app = typer.Typer(help="Spark Structured Streaming jobs.", no_args_is_help=True)
+
+
+@stream_app.command("ingest")
+def ingest(
+    starting_offsets: str = typer.Option(
+        "earliest", help="Where a new checkpoint starts reading `ticks`: earliest or latest."
+    ),
+    trigger_seconds: float = typer.Option(
+        None, help="Micro-batch interval (default TICKCAST_INGEST_TRIGGER_SECONDS, 1 s)."
+    ),
+    stop_after: float = typer.Option(
+        None, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
+    ),
+) -> None:
+    """Kafka `ticks` -> Delta ticks/quarantine -> 1m and 1d bars -> baseline predictions.
+
+    Checkpointed under $TICKCAST_HOME/checkpoints/ingest: a restart resumes where the
+    last committed micro-batch ended, with nothing lost or duplicated.
+    """
+    from spark_jobs import ingest as job
+    from tickcast.settings import Settings
+
+    overrides = {}
+    if trigger_seconds is not None:
+        overrides["ingest_trigger_seconds"] = trigger_seconds
+    settings = Settings(**overrides)
+    job.run(settings, starting_offsets=starting_offsets, stop_after_seconds=stop_after)
+
 
 def register(app: typer.Typer) -> None:
-    """Attach this module's commands to the main app."""
+    app.add_typer(stream_app, name="stream")

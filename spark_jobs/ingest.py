@@ -1,0 +1,346 @@
+"""Streaming ingest: Kafka ``ticks`` -> Delta ``ticks``/``quarantine`` -> bars -> predictions.
+
+Exactly-once by construction:
+
+* Kafka offsets are checkpointed by Spark; a restarted job replays at most the last,
+  uncommitted micro-batch.
+* Every Delta write of a batch is idempotent: appends carry ``txnAppId``/``txnVersion``
+  and MERGEs the same through session confs, so a replayed batch is skipped table by table.
+* What a replayed batch *decides* is the same as the first time: duplicates are judged
+  against ticks stored by other batches, lateness against the feed watermarks saved by
+  the previous batch, and "too far in the future" against the Kafka record timestamp.
+
+Bars are folded from per-batch partials with an order-independent MERGE, so a history
+replayed next to the live feed still lands in full; lateness is per feed (source and
+symbol), so one feed's clock never makes another feed's ticks late.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tickcast.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger("tickcast.ingest")
+
+QUERY_NAME = "ingest"
+BAR_INTERVALS = ("1m", "1d")
+PREDICTION_INTERVAL = "1d"
+WATERMARK_FILES_KEPT = 5
+
+
+class FeedWatermarks:
+    """Newest event time per (source, symbol), saved after each batch.
+
+    Batch b reads the state saved by the newest batch before b, so a replay of b
+    sees exactly what its first run saw.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._cached: tuple[int, dict[tuple[str, str], str]] | None = None
+
+    def _files(self) -> list[tuple[int, Path]]:
+        if not self.directory.exists():
+            return []
+        return sorted((int(p.stem), p) for p in self.directory.glob("*.json") if p.stem.isdigit())
+
+    def before(self, batch_id: int) -> dict[tuple[str, str], str]:
+        if self._cached is not None and self._cached[0] < batch_id:
+            return self._cached[1]
+        earlier = [(b, p) for b, p in self._files() if b < batch_id]
+        if not earlier:
+            return {}
+        rows = json.loads(earlier[-1][1].read_text())
+        return {(r["source"], r["symbol"]): r["max_ts"] for r in rows}
+
+    def save(self, batch_id: int, state: dict[tuple[str, str], str]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        rows = [{"source": s, "symbol": y, "max_ts": ts} for (s, y), ts in state.items()]
+        tmp = self.directory / f".{batch_id}.json.tmp"
+        tmp.write_text(json.dumps(rows))
+        os.replace(tmp, self.directory / f"{batch_id}.json")
+        self._cached = (batch_id, state)
+        for _, old in self._files()[:-WATERMARK_FILES_KEPT]:
+            old.unlink(missing_ok=True)
+
+
+def _app_id(checkpoint: Path) -> str:
+    """Identity of this checkpoint for idempotent Delta writes; a new checkpoint gets a new one."""
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    marker = checkpoint / "tickcast-app-id"
+    if not marker.exists():
+        marker.write_text(f"tickcast-ingest-{uuid.uuid4().hex[:12]}")
+    return marker.read_text().strip()
+
+
+@contextmanager
+def idempotent_dml(spark: SparkSession, app_id: str, version: int) -> Iterator[None]:
+    """Make the MERGEs inside skip themselves if this (app, version) already committed."""
+    spark.conf.set("spark.databricks.delta.write.txnAppId", app_id)
+    spark.conf.set("spark.databricks.delta.write.txnVersion", str(version))
+    try:
+        yield
+    finally:
+        spark.conf.unset("spark.databricks.delta.write.txnAppId")
+        spark.conf.unset("spark.databricks.delta.write.txnVersion")
+
+
+class IngestJob:
+    def __init__(self, settings: Settings, spark: SparkSession):
+        from tickcast.predictions import OnlineStore
+
+        self.settings = settings
+        self.spark = spark
+        self.checkpoint = settings.checkpoint_dir / QUERY_NAME
+        self.app_id = _app_id(self.checkpoint)
+        self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
+        self.online_store = OnlineStore(settings.online_store_path)
+
+    # -- IO shell -----------------------------------------------------------------
+
+    def start(self, starting_offsets: str = "earliest"):
+        from tickcast.tables import ensure_tables
+
+        ensure_tables(self.spark, self.settings)
+        reader = self.spark.readStream.format("kafka")
+        for key, value in self.settings.spark_kafka_options().items():
+            reader = reader.option(key, value)
+        source = (
+            reader.option("subscribe", self.settings.topic_ticks)
+            .option("startingOffsets", starting_offsets)
+            .option("maxOffsetsPerTrigger", str(self.settings.ingest_max_offsets_per_trigger))
+            # A gap in the topic (retention, a recreated topic) is logged, not fatal.
+            .option("failOnDataLoss", "false")
+            .load()
+        )
+        return (
+            source.writeStream.queryName(QUERY_NAME)
+            .foreachBatch(self.process_batch)
+            .option("checkpointLocation", str(self.checkpoint / "spark"))
+            .trigger(processingTime=f"{self.settings.ingest_trigger_seconds} seconds")
+            .start()
+        )
+
+    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
+        (
+            df.write.format("delta").mode("append")
+            .option("txnAppId", self.app_id)
+            .option("txnVersion", batch_id)
+            .save(self.settings.table_path(table))
+        )
+
+    def process_batch(self, raw: DataFrame, batch_id: int) -> None:
+        from pyspark.sql import functions as F
+
+        from spark_jobs import transforms as T
+
+        started = time.monotonic()
+        spark = raw.sparkSession
+        tag = f"{self.app_id}:{batch_id}"
+
+        parsed = T.parse_ticks(raw, F.col("timestamp"), self.settings.future_tolerance_seconds)
+        parsed = T.mark_in_batch_duplicates(parsed)
+        before = self.watermarks.before(batch_id)
+        watermark_df = spark.createDataFrame(
+            [(s, y, datetime.fromisoformat(ts)) for (s, y), ts in before.items()],
+            "source string, symbol string, max_ts timestamp",
+        )
+        parsed = T.mark_late(parsed, watermark_df, self.settings.late_tolerance_seconds)
+        parsed = parsed.persist()
+
+        bounds = (
+            parsed.where(F.col("reason").isNull())
+            .agg(F.min("ts").alias("lo"), F.max("ts").alias("hi"),
+                 F.collect_set(F.to_date("ts")).alias("dates"))
+            .first()
+        )
+        classified = parsed
+        if bounds is not None and bounds["lo"] is not None:
+            stored = (
+                spark.read.format("delta").load(self.settings.table_path("ticks"))
+                .where(F.col("ts_date").isin(bounds["dates"]))
+                .where(F.col("ts").between(bounds["lo"], bounds["hi"]))
+                .where(F.col("ingest_batch") != tag)
+                .select("msg_id")
+            )
+            classified = T.mark_known_duplicates(parsed, stored)
+        classified = classified.persist()
+
+        now = F.current_timestamp()
+        quarantined = classified.where(F.col("reason").isNotNull()).select(
+            "reason", F.lit("ingest").alias("stage"), "raw", "msg_id", "symbol", "ts", "source",
+            "kafka_topic", "kafka_partition", "kafka_offset",
+            F.lit(tag).alias("ingest_batch"), now.alias("quarantined_at"),
+        )
+        accepted = classified.where(F.col("reason").isNull())
+        ticks = accepted.select(
+            "msg_id", "symbol", "ts", "price", "volume", "bid", "ask", "source", "produced_at",
+            "schema_version", "kafka_partition", "kafka_offset",
+            F.lit(tag).alias("ingest_batch"), now.alias("ingested_at"),
+            F.to_date("ts").alias("ts_date"),
+        )
+        self._append(quarantined, "quarantine", batch_id)
+        self._append(ticks, "ticks", batch_id)
+
+        for interval in BAR_INTERVALS:
+            partials = T.bar_partials(accepted, interval).withColumn("updated_at", now)
+            self._merge_bars(partials, f"bars_{interval}", batch_id)
+
+        feed_maxima = accepted.groupBy("source", "symbol").agg(F.max("ts").alias("max_ts")).collect()
+        state = dict(before)
+        for row in feed_maxima:
+            key = (row["source"], row["symbol"])
+            new = row["max_ts"].replace(tzinfo=UTC).isoformat()
+            if key not in state or datetime.fromisoformat(state[key]) < datetime.fromisoformat(new):
+                state[key] = new
+        touched = sorted({row["symbol"] for row in feed_maxima})
+        if touched:
+            self._predict(touched, batch_id)
+        self.watermarks.save(batch_id, state)
+
+        counts = classified.groupBy(F.col("reason").isNull().alias("ok")).count().collect()
+        ok = sum(r["count"] for r in counts if r["ok"])
+        bad = sum(r["count"] for r in counts if not r["ok"])
+        classified.unpersist()
+        parsed.unpersist()
+        log.info(
+            "batch %d: %d ticks stored, %d quarantined, %d symbols updated in %.2fs",
+            batch_id, ok, bad, len(touched), time.monotonic() - started,
+        )
+
+    def _merge_bars(self, partials: DataFrame, table: str, batch_id: int) -> None:
+        from delta.tables import DeltaTable
+        from pyspark.sql import functions as F
+
+        from spark_jobs.transforms import BAR_MERGE_SET
+
+        bounds = partials.agg(F.min("window_start").alias("lo")).first()
+        if bounds is None or bounds["lo"] is None:
+            return
+        target = DeltaTable.forPath(self.spark, self.settings.table_path(table))
+        # The range on the target lets Delta skip files of bars this batch cannot touch.
+        condition = (
+            f"t.symbol = s.symbol AND t.window_start = s.window_start "
+            f"AND t.window_start >= timestamp'{bounds['lo'].isoformat(sep=' ')}'"
+        )
+        with idempotent_dml(self.spark, self.app_id, batch_id):
+            (
+                target.alias("t")
+                .merge(partials.alias("s"), condition)
+                .whenMatchedUpdate(set=BAR_MERGE_SET)
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+
+    def _predict(self, symbols: list[str], batch_id: int) -> None:
+        from pyspark.sql import Window
+        from pyspark.sql import functions as F
+
+        from tickcast.models import baseline
+        from tickcast.tables import table_defs
+
+        lookback = self.settings.predictor_lookback_bars
+        recent = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
+        bars = (
+            self.spark.read.format("delta").load(self.settings.table_path(f"bars_{PREDICTION_INTERVAL}"))
+            .where(F.col("symbol").isin(symbols))
+            .withColumn("_rank", F.row_number().over(recent))
+            .where(F.col("_rank") <= lookback + 1)
+            .select("symbol", "window_start", "open", "high", "low", "close", "close_ts")
+            .toPandas()
+        )
+        predictions = baseline.predict(bars, horizon=PREDICTION_INTERVAL, lookback=lookback)
+        if not predictions:
+            return
+        rows = [p.model_dump() for p in predictions]
+        schema = table_defs()["predictions"].schema()
+        self._append(self.spark.createDataFrame(rows, schema), "predictions", batch_id)
+        self.online_store.upsert(predictions)
+
+
+class ProgressFile:
+    """Keeps $TICKCAST_HOME/run/streaming-progress.json current for `tickcast status`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._latest: dict[str, dict] = {}
+
+    def record(self, name: str, progress_json: str) -> None:
+        with self._lock:
+            self._latest[name] = json.loads(progress_json)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(self._latest))
+            os.replace(tmp, self.path)
+
+
+def _progress_listener(progress: ProgressFile):
+    from pyspark.sql.streaming import StreamingQueryListener
+
+    class Listener(StreamingQueryListener):
+        def onQueryStarted(self, event):
+            log.info("query %s started (id %s)", event.name, event.id)
+
+        def onQueryProgress(self, event):
+            progress.record(event.progress.name or QUERY_NAME, event.progress.json)
+
+        def onQueryIdle(self, event):
+            pass
+
+        def onQueryTerminated(self, event):
+            if event.exception:
+                log.error("query %s failed: %s", event.id, event.exception)
+
+    return Listener()
+
+
+def run(settings: Settings, starting_offsets: str = "earliest", stop_after_seconds: float | None = None) -> None:
+    """Run the ingest query until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
+    from tickcast.spark import build_spark
+
+    spark = build_spark(settings, "tickcast-ingest")
+    spark.streams.addListener(_progress_listener(ProgressFile(settings.run_dir / "streaming-progress.json")))
+    job = IngestJob(settings, spark)
+    query = job.start(starting_offsets)
+    log.info(
+        "ingest running: kafka %s topic %s -> %s (checkpoint %s)",
+        settings.kafka_bootstrap_servers, settings.topic_ticks, settings.delta_dir, job.checkpoint,
+    )
+
+    stopping = threading.Event()
+
+    def _request_stop(signum, _frame):
+        log.info("signal %s: stopping after the current batch", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, _request_stop)
+    signal.signal(signal.SIGINT, _request_stop)
+    deadline = time.monotonic() + stop_after_seconds if stop_after_seconds else None
+    try:
+        while query.isActive and not stopping.is_set():
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            query.awaitTermination(1)
+        if query.exception():
+            raise RuntimeError(f"ingest query failed: {query.exception()}")
+    finally:
+        if query.isActive:
+            query.stop()
+        spark.stop()
+        log.info("ingest stopped")

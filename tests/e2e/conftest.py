@@ -1,0 +1,98 @@
+"""Fixtures for end-to-end tests: the real ingest job as a subprocess on the real broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from tickcast.settings import Settings
+from tickcast.testing import TICKCAST
+
+
+class IngestProcess:
+    """`tickcast stream ingest` in its own process group, so a SIGKILL takes the JVM too."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> IngestProcess:
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            [TICKCAST, "stream", "ingest"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if not self.alive:
+            return
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=30)
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(line[:300] for line in text[-lines:])
+
+
+@pytest.fixture
+def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
+    """A fresh home and a fresh `ticks` topic on the session broker, and env for subprocesses."""
+    topic = f"ticks-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+    settings = base_settings.model_copy(
+        update={"home": tmp_path / "home", "kafka_bootstrap_servers": kafka_bootstrap, "topic_ticks": topic}
+    )
+    env = {
+        **os.environ,
+        "TICKCAST_HOME": str(settings.home_dir),
+        "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TICKCAST_TOPIC_TICKS": topic,
+        "TICKCAST_SPARK_MASTER": "local[2]",
+        "TICKCAST_SPARK_SHUFFLE_PARTITIONS": "2",
+        "TICKCAST_SPARK_DRIVER_MEMORY": "1g",
+    }
+    processes: list[IngestProcess] = []
+
+    class Env:
+        def __init__(self):
+            self.settings = settings
+            self.env = env
+            self.topic = topic
+            self.bootstrap = kafka_bootstrap
+
+        def ingest(self) -> IngestProcess:
+            proc = IngestProcess(env, tmp_path / "ingest.log").start()
+            processes.append(proc)
+            return proc
+
+        def run_cli(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+            result = subprocess.run([TICKCAST, *args], env=env, capture_output=True, text=True, timeout=timeout)
+            assert result.returncode == 0, f"tickcast {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            return result
+
+    yield Env()
+    for proc in processes:
+        proc.stop()

@@ -1,0 +1,70 @@
+"""A SIGKILL mid-stream loses and duplicates nothing once the job is restarted."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tickcast.testing import (
+    TICKCAST,
+    delta_count,
+    delta_rows,
+    topic_message_count,
+    wait_until,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+def _committed_batches(settings) -> int:
+    """Highest batch id the ingest query has reported progress for (-1 before the first)."""
+    path = settings.run_dir / "streaming-progress.json"
+    try:
+        return int(json.loads(path.read_text())["ingest"]["batchId"])
+    except (FileNotFoundError, KeyError, ValueError):
+        return -1
+
+
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(e2e):
+    settings = e2e.settings
+    ingest = e2e.ingest()
+    feed = subprocess.Popen(
+        [TICKCAST, "produce", "synthetic", "--symbols", "20", "--rate", "300", "--seconds", "40",
+         "--seed", "3"],
+        env=e2e.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        # Let a few batches commit and the feed keep going, then pull the plug mid-stream.
+        wait_until(lambda: _committed_batches(settings) >= 2 and delta_count(settings, "ticks") > 0,
+                   timeout=400, what="two committed micro-batches", on_timeout=ingest.log_tail)
+        ingest.kill()
+        stored_at_kill = delta_count(settings, "ticks")
+        assert feed.poll() is None, "the feed should still be producing when the job dies"
+
+        restarted = e2e.ingest()
+        _, feed_err = feed.communicate(timeout=300)
+        assert feed.returncode == 0, feed_err
+        produced = topic_message_count(e2e.bootstrap, e2e.topic)
+        assert produced > stored_at_kill
+
+        wait_until(
+            lambda: delta_count(settings, "ticks") + delta_count(settings, "quarantine") >= produced,
+            timeout=600, what=f"all {produced} messages stored after the restart",
+            on_timeout=restarted.log_tail,
+        )
+    finally:
+        if feed.poll() is None:
+            feed.kill()
+
+    ticks = delta_rows(settings, "ticks", ["msg_id", "volume"]).to_pandas()
+    quarantine = delta_rows(settings, "quarantine", ["reason"]).to_pandas()
+    assert len(quarantine) == 0, quarantine["reason"].value_counts().to_dict()
+    assert len(ticks) == produced
+    assert ticks["msg_id"].is_unique
+    # Bars were folded exactly once per tick despite the replayed batch.
+    for interval in ("1m", "1d"):
+        bars = delta_rows(settings, f"bars_{interval}", ["trades", "volume"]).to_pandas()
+        assert bars["trades"].sum() == len(ticks), interval
+        assert bars["volume"].sum() == pytest.approx(ticks["volume"].sum()), interval
