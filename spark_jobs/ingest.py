@@ -150,6 +150,14 @@ class IngestJob:
         from spark_jobs import transforms as T
 
         started = time.monotonic()
+        steps: dict[str, float] = {}
+        mark = [started]
+
+        def step(name: str) -> None:
+            now_ = time.monotonic()
+            steps[name] = now_ - mark[0]
+            mark[0] = now_
+
         spark = raw.sparkSession
         tag = f"{self.app_id}:{batch_id}"
 
@@ -169,6 +177,7 @@ class IngestJob:
                  F.collect_set(F.to_date("ts")).alias("dates"))
             .first()
         )
+        step("parse")
         classified = parsed
         if bounds is not None and bounds["lo"] is not None:
             stored = (
@@ -195,11 +204,14 @@ class IngestJob:
             F.to_date("ts").alias("ts_date"),
         )
         self._append(quarantined, "quarantine", batch_id)
+        step("quarantine")
         self._append(ticks, "ticks", batch_id)
+        step("ticks")
 
         for interval in BAR_INTERVALS:
             partials = T.bar_partials(accepted, interval).withColumn("updated_at", now)
             self._merge_bars(partials, f"bars_{interval}", batch_id)
+            step(f"bars_{interval}")
 
         feed_maxima = accepted.groupBy("source", "symbol").agg(F.max("ts").alias("max_ts")).collect()
         state = dict(before)
@@ -212,6 +224,7 @@ class IngestJob:
         if touched:
             self._predict(touched, batch_id)
         self.watermarks.save(batch_id, state)
+        step("predict")
 
         counts = classified.groupBy(F.col("reason").isNull().alias("ok")).count().collect()
         ok = sum(r["count"] for r in counts if r["ok"])
@@ -219,8 +232,9 @@ class IngestJob:
         classified.unpersist()
         parsed.unpersist()
         log.info(
-            "batch %d: %d ticks stored, %d quarantined, %d symbols updated in %.2fs",
+            "batch %d: %d ticks stored, %d quarantined, %d symbols updated in %.2fs (%s)",
             batch_id, ok, bad, len(touched), time.monotonic() - started,
+            ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()),
         )
 
     def _merge_bars(self, partials: DataFrame, table: str, batch_id: int) -> None:
@@ -282,8 +296,19 @@ class ProgressFile:
         self._latest: dict[str, dict] = {}
 
     def record(self, name: str, progress_json: str) -> None:
+        self._write(name, json.loads(progress_json))
+
+    def mark_alive(self, name: str, query_id: str) -> None:
+        """Before the first batch and while idle: show the query is up, keep its last progress."""
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._lock:
-            self._latest[name] = json.loads(progress_json)
+            entry = dict(self._latest.get(name) or {"name": name, "id": query_id, "batchId": -1, "sources": []})
+        entry["timestamp"] = now
+        self._write(name, entry)
+
+    def _write(self, name: str, progress: dict) -> None:
+        with self._lock:
+            self._latest[name] = progress
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(self._latest))
@@ -315,7 +340,9 @@ def run(settings: Settings, starting_offsets: str = "earliest", stop_after_secon
     from tickcast.spark import build_spark
 
     spark = build_spark(settings, "tickcast-ingest")
-    spark.streams.addListener(_progress_listener(ProgressFile(settings.run_dir / "streaming-progress.json")))
+    from tickcast.platform.status import progress_path
+
+    spark.streams.addListener(_progress_listener(ProgressFile(progress_path(settings))))
     job = IngestJob(settings, spark)
     query = job.start(starting_offsets)
     log.info(

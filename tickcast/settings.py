@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     topic_alerts: str = "alerts"
     topic_dead_letter: str = "ticks.dead-letter"
     topic_partitions: int = 4
+    topic_replication_factor: int = 1
+    # False when kafka_bootstrap_servers points at an external cluster: `up` then skips the embedded broker.
+    kafka_embedded: bool = True
 
     # Spark
     spark_master: str = "local[*]"
@@ -64,6 +67,14 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8050
     dashboard_refresh_seconds: float = 2.0
+    api_workers: int = Field(default=1, ge=1)
+    # Listing the symbols in bars_1d scans a column; readers share the result this long.
+    store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
+
+    # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
+    demo_feed_enabled: bool = True
+    demo_feed_symbols: int = 20
+    demo_feed_rate: float = 40.0
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> "Settings":

@@ -1,0 +1,34 @@
+# Entry points only: the work lives in infra/bootstrap.sh and the `tickcast` CLI.
+SHELL := /bin/bash
+VENV := .venv
+TICKCAST := $(VENV)/bin/tickcast
+PYTEST_ARGS ?= -q -ra --durations=15
+# e.g. make up UP_ARGS="--timeout 600"
+UP_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help bootstrap up down status test bench-ingest clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
+
+bootstrap: ## Install what is missing (Debian packages, uv, .venv, JVM jars)
+	infra/bootstrap.sh
+
+up: bootstrap ## Start the whole platform and wait until it is healthy
+	$(TICKCAST) up $(UP_ARGS)
+
+down: ## Stop everything cleanly
+	@if [ -x $(TICKCAST) ]; then $(TICKCAST) down; else echo "TickCast is not installed (no $(TICKCAST)); nothing to stop."; fi
+
+status: ## Programs, streaming queries and Kafka lag
+	$(TICKCAST) status
+
+test: bootstrap ## Run every test (PYTEST_ARGS overrides the flags)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench-ingest: bootstrap ## Ingest throughput and latency benchmark
+	$(VENV)/bin/python bench/ingest.py
+
+clean: down ## Stop everything and delete ./var (the default TICKCAST_HOME)
+	rm -rf var

@@ -1,0 +1,30 @@
+"""Typed FastAPI dependencies. Tests swap them with ``app.dependency_overrides``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from tickcast.settings import Settings
+from tickcast.store import SYMBOL_PATTERN, MarketStore
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_store(request: Request) -> MarketStore:
+    return request.app.state.store
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[MarketStore, Depends(get_store)]
+SymbolPath = Annotated[
+    str,
+    Path(
+        pattern=SYMBOL_PATTERN,
+        description="Ticker symbol as it appears on the feed, e.g. AAPL, BRK.B, ^GSPC",
+        examples=["AAPL"],
+    ),
+]

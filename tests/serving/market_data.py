@@ -1,0 +1,80 @@
+"""Market data for serving and dashboard tests: real Delta tables written by Spark and a
+real online store, with the rows kept so tests can compare what they read back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from tickcast.predictions import OnlineStore, Prediction, Probabilities
+from tickcast.settings import Settings
+from tickcast.tables import ensure_tables, table_defs
+
+DAY0 = datetime(2024, 1, 2, tzinfo=UTC)
+MINUTE0 = datetime(2024, 1, 31, 14, 30, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Market:
+    settings: Settings
+    bars_1d: dict[str, list[tuple]]  # symbol -> rows in ascending time, BAR_COLUMNS order
+    bars_1m: dict[str, list[tuple]]
+    predictions: dict[str, Prediction]
+
+
+def bar_rows(symbol: str, start: datetime, step: timedelta, count: int, base: float) -> list[tuple]:
+    rows = []
+    for i in range(count):
+        o = base + i * 0.5
+        c = o + (0.75 if i % 3 else -0.4)
+        ws = start + i * step
+        rows.append((symbol, ws, ws + step, o, max(o, c) + 0.3, min(o, c) - 0.3, c, 1000.0 + i, 10 + i))
+    return rows
+
+
+def write_bars(
+    spark, settings: Settings, table: str, rows: list[tuple],
+    written_at: datetime = datetime(2024, 2, 1, tzinfo=UTC),
+) -> None:
+    """Append bars the way the streaming job stores them (all columns of delta/tables.json)."""
+    full = [(*r, r[1], r[2] - timedelta(microseconds=1), written_at) for r in rows]
+    df = spark.createDataFrame(full, table_defs()[table].schema())
+    df.write.format("delta").mode("append").save(settings.table_path(table))
+
+
+def make_prediction(symbol: str, data_timestamp: datetime, price: float) -> Prediction:
+    return Prediction(
+        symbol=symbol,
+        horizon="1d",
+        predicted_return=0.0123,
+        predicted_price=round(price * 1.0123, 4),
+        p10=round(price * 0.98, 4),
+        p50=round(price * 1.0123, 4),
+        p90=round(price * 1.04, 4),
+        probabilities=Probabilities(up=0.55, neutral=0.25, down=0.2),
+        signal="BUY",
+        confidence=0.55,
+        model_name="momentum-baseline",
+        model_version="1",
+        data_timestamp=data_timestamp,
+        predicted_at=datetime(2024, 2, 1, 0, 0, 5, tzinfo=UTC),
+    )
+
+
+def build_market(spark, settings: Settings) -> Market:
+    ensure_tables(spark, settings, ["bars_1d", "bars_1m"])
+    bars_1d = {
+        "AAPL": bar_rows("AAPL", DAY0, timedelta(days=1), 30, 180.0),
+        "MSFT": bar_rows("MSFT", DAY0, timedelta(days=1), 30, 370.0),
+        "NOPRED": bar_rows("NOPRED", DAY0, timedelta(days=1), 5, 12.0),
+    }
+    bars_1m = {"AAPL": bar_rows("AAPL", MINUTE0, timedelta(minutes=1), 90, 190.0)}
+    # Written newest first, so that ascending output is the reader's doing, not the writer's.
+    write_bars(spark, settings, "bars_1d", [r for rows in bars_1d.values() for r in reversed(rows)])
+    write_bars(spark, settings, "bars_1m", bars_1m["AAPL"][::-1])
+    predictions = {
+        s: make_prediction(s, bars_1d[s][-1][2], bars_1d[s][-1][6]) for s in ("AAPL", "MSFT")
+    }
+    predictions["PREDONLY"] = make_prediction("PREDONLY", DAY0, 50.0)
+    OnlineStore(settings.online_store_path).upsert(list(predictions.values()))
+    return Market(settings, bars_1d, bars_1m, predictions)

@@ -1,0 +1,59 @@
+"""`tickcast serve api` as an operator runs it: uvicorn, the app factory, several workers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+from typer.testing import CliRunner
+
+from tests.serving.market_data import Market
+from tickcast.cli import app as cli
+from tickcast.testing import free_port, wait_for_port
+
+
+def test_serve_api_with_two_workers(market: Market, tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "TICKCAST_HOME": str(market.settings.home_dir)}
+    log = (tmp_path / "api.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tickcast.cli", "serve", "api", "--port", str(port), "--workers", "2"],
+        env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=120, proc=proc)
+        # The parent binds the port before the workers have built their apps; an early
+        # request waits in the listen backlog, hence the long timeout (not a speed check).
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            assert client.get("/healthz").json()["status"] == "ok"
+            for _ in range(6):
+                assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"
+            metrics = client.get("/metrics").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()
+    # Requests spread over both workers are counted together.
+    counter = 'http_requests_total{handler="/api/v1/predictions/{symbol}",method="GET",status="200"}'
+    assert f"{counter} 6.0" in metrics
+    assert (market.settings.run_dir / "prometheus-api").is_dir()
+
+
+def test_serve_rejects_bad_options_without_a_traceback() -> None:
+    result = CliRunner().invoke(cli, ["serve", "api", "--port", "0"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--port'" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_serve_reports_a_bad_setting_in_one_line(monkeypatch) -> None:
+    monkeypatch.setenv("TICKCAST_API_WORKERS", "many")
+    result = CliRunner().invoke(cli, ["serve", "api"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: invalid setting TICKCAST_API_WORKERS: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]

@@ -1,0 +1,222 @@
+"""What `tickcast status` reports: supervisor programs and streaming-query progress.
+
+The ingest job writes ``$TICKCAST_HOME/run/streaming-progress.json``:
+``{query_name: <Spark StreamingQueryProgress as a dict>, ...}``. Kafka lag is the
+topic's end offsets minus the offsets the query's last batch read up to
+(``sources[].endOffset``, e.g. ``{"ticks": {"0": 123, "1": 45}}``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from tickcast.platform.supervisor import Supervisor
+from tickcast.settings import Settings
+
+log = logging.getLogger(__name__)
+
+PROGRESS_FILE_NAME = "streaming-progress.json"
+
+# {topic: {partition: (low watermark, high watermark)}}
+Watermarks = dict[str, dict[int, tuple[int, int]]]
+
+
+def progress_path(settings: Settings) -> Path:
+    return settings.run_dir / PROGRESS_FILE_NAME
+
+
+def read_progress(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The progress snapshot, or {} when there is none (yet) or it is unreadable."""
+    try:
+        data = json.loads(progress_path(settings).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+
+
+def _offsets(value: Any) -> Any:
+    # pyspark hands offsets over as JSON strings in some versions, as parsed JSON in others.
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return None
+    return value
+
+
+def consumed_offsets(progress: dict[str, Any]) -> dict[str, dict[int, int]]:
+    """{topic: {partition: next offset to read}} from a progress dict's Kafka sources."""
+    result: dict[str, dict[int, int]] = {}
+    for source in progress.get("sources") or []:
+        end = _offsets(source.get("endOffset"))
+        if not isinstance(end, dict):
+            continue  # not a Kafka source
+        for topic, partitions in end.items():
+            if not isinstance(partitions, dict):
+                continue
+            merged = result.setdefault(topic, {})
+            for partition, offset in partitions.items():
+                try:
+                    merged[int(partition)] = max(int(offset), merged.get(int(partition), -1))
+                except (TypeError, ValueError):
+                    continue
+    return result
+
+
+def kafka_lag(progress: dict[str, Any], watermarks: Watermarks) -> dict[str, int | None]:
+    """Messages per topic written to Kafka that the query's last batch had not reached.
+
+    Partitions the query has not read yet count from their low watermark; offsets
+    below the low watermark (deleted by retention) count from there too. A topic
+    whose watermarks are unknown gets ``None``.
+    """
+    lag: dict[str, int | None] = {}
+    for topic, consumed in consumed_offsets(progress).items():
+        marks = watermarks.get(topic)
+        if marks is None:
+            lag[topic] = None
+            continue
+        total = 0
+        for partition, (low, high) in marks.items():
+            position = consumed.get(partition)
+            position = low if position is None or position < low else position
+            total += max(high - position, 0)
+        lag[topic] = total
+    return lag
+
+
+def topic_watermarks(settings: Settings, topics: list[str], timeout: float = 5.0) -> Watermarks:
+    """Low and high watermarks of every partition of ``topics`` (missing topics omitted)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            **settings.kafka_client_config(),
+            # Required by the client; never joins: no subscribe, no commits.
+            "group.id": "tickcast-status",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        result: Watermarks = {}
+        for topic in topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                continue
+            result[topic] = {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+                for p in sorted(meta.partitions)
+            }
+        return result
+    finally:
+        consumer.close()
+
+
+@dataclass
+class ProgramStatus:
+    name: str
+    state: str
+    pid: int | None
+    uptime_seconds: float | None
+    description: str
+
+
+@dataclass
+class QueryStatus:
+    name: str
+    batch_id: int | None
+    input_rows_per_second: float | None
+    processed_rows_per_second: float | None
+    batch_duration_ms: int | None
+    last_batch_at: str | None
+    last_batch_age_seconds: float | None
+    kafka_lag: dict[str, int | None] = field(default_factory=dict)
+
+
+@dataclass
+class PlatformStatus:
+    running: bool
+    home: str
+    programs: list[ProgramStatus] = field(default_factory=list)
+    queries: list[QueryStatus] = field(default_factory=list)
+    kafka_error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def query_status(name: str, progress: dict[str, Any], watermarks: Watermarks | None,
+                 now: float | None = None) -> QueryStatus:
+    now = time.time() if now is None else now
+    stamp = progress.get("timestamp")
+    age = None
+    if isinstance(stamp, str):
+        try:
+            age = max(now - datetime.fromisoformat(stamp).timestamp(), 0.0)
+        except ValueError:
+            pass
+    duration = (progress.get("durationMs") or {}).get("triggerExecution")
+    lag = (
+        kafka_lag(progress, watermarks)
+        if watermarks is not None
+        else {topic: None for topic in consumed_offsets(progress)}
+    )
+    return QueryStatus(
+        name=progress.get("name") or name,
+        batch_id=progress.get("batchId"),
+        input_rows_per_second=_number(progress.get("inputRowsPerSecond")),
+        processed_rows_per_second=_number(progress.get("processedRowsPerSecond")),
+        batch_duration_ms=int(duration) if isinstance(duration, (int, float)) else None,
+        last_batch_at=stamp if isinstance(stamp, str) else None,
+        last_batch_age_seconds=age,
+        kafka_lag=lag,
+    )
+
+
+def program_statuses(supervisor: Supervisor) -> list[ProgramStatus]:
+    priorities = supervisor.priorities()
+    result = []
+    for name, info in supervisor.processes().items():
+        running = info["statename"] == "RUNNING"
+        result.append(
+            ProgramStatus(
+                name=name,
+                state=info["statename"],
+                pid=info["pid"] or None,
+                uptime_seconds=float(info["now"] - info["start"]) if running else None,
+                description=info.get("spawnerr") or info.get("description") or "",
+            )
+        )
+    return sorted(result, key=lambda p: (priorities.get(p.name, 999), p.name))
+
+
+def collect_status(settings: Settings) -> PlatformStatus:
+    supervisor = Supervisor(settings)
+    status = PlatformStatus(running=supervisor.is_running(), home=str(settings.home_dir))
+    if status.running:
+        status.programs = program_statuses(supervisor)
+    progress = read_progress(settings) if status.running else {}
+    if progress:
+        topics = sorted({t for p in progress.values() for t in consumed_offsets(p)})
+        watermarks: Watermarks | None = None
+        if topics:
+            try:
+                watermarks = topic_watermarks(settings, topics)
+            except Exception as exc:  # the broker may be down while status still reports
+                status.kafka_error = str(exc)
+        status.queries = [query_status(name, p, watermarks) for name, p in sorted(progress.items())]
+    return status
