@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 
 from tickcast.settings import Settings
-from tickcast.store import SYMBOL_PATTERN, MarketStore
+from tickcast.store import MarketStore
+from tickcast.symbols import SYMBOL_PATTERN
 
 
 def get_settings(request: Request) -> Settings:

@@ -300,7 +300,7 @@ class ProgressFile:
 
     def mark_alive(self, name: str, query_id: str) -> None:
         """Before the first batch and while idle: show the query is up, keep its last progress."""
-        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         with self._lock:
             entry = dict(self._latest.get(name) or {"name": name, "id": query_id, "batchId": -1, "sources": []})
         entry["timestamp"] = now

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tickcast.symbols import SYMBOL_PATTERN
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 REQUIRED_FIELDS = ("msg_id", "symbol", "ts", "price", "volume", "source", "produced_at")
-SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=_:/]{1,32}$"
 
 # Quarantine reasons, in the order they are checked; the first that applies wins.
 REASON_INVALID_JSON = "invalid_json"

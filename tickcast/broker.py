@@ -138,7 +138,7 @@ def prepare(settings: Settings, layout: BrokerLayout) -> None:
 def broker_command(settings: Settings, layout: BrokerLayout) -> list[str]:
     return [
         _java(),
-        f"-Xms256m", f"-Xmx{settings.kafka_broker_heap}",
+        "-Xms256m", f"-Xmx{settings.kafka_broker_heap}",
         "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={layout.log4j_file}",
         "-cp", _classpath(settings),

@@ -51,8 +51,9 @@ def build_spark(
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
-        # Small tables and many tiny commits: skip the per-commit checksum work.
-        "spark.databricks.delta.stats.collect": "true",
+        # Delta rebuilds table state with 50 tasks by default; on one machine that is
+        # pure scheduling overhead for every snapshot of every micro-batch.
+        "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or settings.spark_shuffle_partitions),
     }
     conf.update(extra_conf or {})
     builder = SparkSession.builder.appName(app_name).master(master or settings.spark_master)

@@ -29,9 +29,6 @@ Interval = Literal["1d", "1m"]
 INTERVALS: tuple[str, ...] = get_args(Interval)
 INTERVAL_TABLES: dict[str, str] = {"1d": "bars_1d", "1m": "bars_1m"}
 
-# What a symbol may look like on the read side. The ingest job accepts the same characters
-# (it also allows "/", which cannot travel in a URL path segment).
-SYMBOL_PATTERN = r"^[A-Za-z0-9.\-^=_:]{1,32}$"
 
 BAR_COLUMNS: tuple[str, ...] = (
     "symbol", "window_start", "window_end", "open", "high", "low", "close", "volume", "trades",

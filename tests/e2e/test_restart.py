@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 
 import pytest
@@ -30,30 +31,37 @@ def _committed_batches(settings) -> int:
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(e2e):
     settings = e2e.settings
     ingest = e2e.ingest()
+    # The feed runs until told to stop, so the job is killed while ticks keep arriving.
     feed = subprocess.Popen(
-        [TICKCAST, "produce", "synthetic", "--symbols", "20", "--rate", "300", "--seconds", "40",
+        [TICKCAST, "produce", "synthetic", "--symbols", "20", "--rate", "200", "--seconds", "0",
          "--seed", "3"],
         env=e2e.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     try:
-        # Let a few batches commit and the feed keep going, then pull the plug mid-stream.
-        wait_until(lambda: _committed_batches(settings) >= 2 and delta_count(settings, "ticks") > 0,
-                   timeout=400, what="two committed micro-batches", on_timeout=ingest.log_tail)
+        wait_until(lambda: _committed_batches(settings) >= 0 and delta_count(settings, "ticks") > 0,
+                   timeout=600, what="a committed micro-batch", on_timeout=ingest.log_tail)
         ingest.kill()
         stored_at_kill = delta_count(settings, "ticks")
         assert feed.poll() is None, "the feed should still be producing when the job dies"
 
         restarted = e2e.ingest()
-        _, feed_err = feed.communicate(timeout=300)
+        wait_until(lambda: delta_count(settings, "ticks") > stored_at_kill, timeout=600,
+                   what="the restarted job storing new ticks", on_timeout=restarted.log_tail)
+        feed.send_signal(signal.SIGTERM)
+        _, feed_err = feed.communicate(timeout=120)
         assert feed.returncode == 0, feed_err
         produced = topic_message_count(e2e.bootstrap, e2e.topic)
         assert produced > stored_at_kill
 
-        wait_until(
-            lambda: delta_count(settings, "ticks") + delta_count(settings, "quarantine") >= produced,
-            timeout=600, what=f"all {produced} messages stored after the restart",
-            on_timeout=restarted.log_tail,
-        )
+        def all_accounted_for() -> bool:
+            bars = delta_rows(settings, "bars_1d", ["trades"])
+            return (
+                delta_count(settings, "ticks") + delta_count(settings, "quarantine") >= produced
+                and bars is not None and bars.column("trades").to_pandas().sum() >= produced
+            )
+
+        wait_until(all_accounted_for, timeout=600, what=f"all {produced} messages stored and in bars",
+                   on_timeout=restarted.log_tail)
     finally:
         if feed.poll() is None:
             feed.kill()
