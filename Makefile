@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status test bench-ingest clean
+.PHONY: help bootstrap up down status lint test bench-ingest clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -24,7 +24,10 @@ down: ## Stop everything cleanly
 status: ## Programs, streaming queries and Kafka lag
 	$(TICKCAST) status
 
-test: bootstrap ## Run every test (PYTEST_ARGS overrides the flags)
+lint: bootstrap ## Static checks (ruff)
+	$(VENV)/bin/ruff check .
+
+test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the flags)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 bench-ingest: bootstrap ## Ingest throughput and latency benchmark

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +30,11 @@ sys.path.insert(0, str(REPO))
 from tickcast.jars import ensure_jars  # noqa: E402
 from tickcast.settings import Settings  # noqa: E402
 from tickcast.testing import (  # noqa: E402
-    TICKCAST, delta_rows, running_broker, topic_message_count, wait_until,
+    TICKCAST,
+    delta_rows,
+    running_broker,
+    topic_message_count,
+    wait_until,
 )
 
 
@@ -167,7 +171,7 @@ def main() -> int:
     for name, res in results.items():
         table.add_row(f"produced_at -> queryable in {name}: p50 / p99 (s)",
                       f"{res['p50_s']:.2f} / {res['p99_s']:.2f}")
-    table.caption = f"conditions: {conditions}\nmachine: {machine()}\n{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    table.caption = f"conditions: {conditions}\nmachine: {machine()}\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     Console().print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({"conditions": conditions, "machine": machine(), **figures}, indent=2))

@@ -98,7 +98,7 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
     ]
 
 
-def candle_figure(symbol: str | None, interval: str, bars: list[Any]) -> "go.Figure":
+def candle_figure(symbol: str | None, interval: str, bars: list[Any]) -> go.Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -140,7 +140,7 @@ def candle_figure(symbol: str | None, interval: str, bars: list[Any]) -> "go.Fig
     return fig
 
 
-def create_app(settings: Settings | None = None, store: MarketStore | None = None) -> "dash.Dash":
+def create_app(settings: Settings | None = None, store: MarketStore | None = None) -> dash.Dash:
     from dash import Dash, Input, Output, State, dcc, html, no_update
 
     settings = settings or Settings()

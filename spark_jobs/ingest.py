@@ -242,24 +242,27 @@ class IngestJob:
         from pyspark.sql import functions as F
 
         from spark_jobs.transforms import BAR_MERGE_SET
+        from tickcast.tables import commit_conflict_retrying
 
         bounds = partials.agg(F.min("window_start").alias("lo")).first()
         if bounds is None or bounds["lo"] is None:
             return
-        target = DeltaTable.forPath(self.spark, self.settings.table_path(table))
         # The range on the target lets Delta skip files of bars this batch cannot touch.
         condition = (
             f"t.symbol = s.symbol AND t.window_start = s.window_start "
             f"AND t.window_start >= timestamp'{bounds['lo'].isoformat(sep=' ')}'"
         )
-        with idempotent_dml(self.spark, self.app_id, batch_id):
-            (
-                target.alias("t")
-                .merge(partials.alias("s"), condition)
-                .whenMatchedUpdate(set=BAR_MERGE_SET)
-                .whenNotMatchedInsertAll()
-                .execute()
-            )
+        # A backfill may MERGE into the same table; the loser of a commit race retries,
+        # and the txn marker makes a retry after a commit that did land a no-op.
+        for attempt in commit_conflict_retrying(table):
+            with attempt, idempotent_dml(self.spark, self.app_id, batch_id):
+                (
+                    DeltaTable.forPath(self.spark, self.settings.table_path(table)).alias("t")
+                    .merge(partials.alias("s"), condition)
+                    .whenMatchedUpdate(set=BAR_MERGE_SET)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
 
     def _predict(self, symbols: list[str], batch_id: int) -> None:
         from pyspark.sql import Window
@@ -278,13 +281,19 @@ class IngestJob:
             .select("symbol", "window_start", "open", "high", "low", "close", "close_ts")
             .toPandas()
         )
-        predictions = baseline.predict(bars, horizon=PREDICTION_INTERVAL, lookback=lookback)
-        if not predictions:
+        frame = baseline.predict_frame(bars, horizon=PREDICTION_INTERVAL, lookback=lookback)
+        if frame.empty:
             return
-        rows = [p.model_dump() for p in predictions]
-        schema = table_defs()["predictions"].schema()
-        self._append(self.spark.createDataFrame(rows, schema), "predictions", batch_id)
-        self.online_store.upsert(predictions)
+        predictions = self.spark.createDataFrame(frame).select(
+            *[
+                F.struct(F.col("prob_up").alias("up"), F.col("prob_neutral").alias("neutral"),
+                         F.col("prob_down").alias("down")).alias(name)
+                if name == "probabilities" else F.col(name)
+                for name in table_defs()["predictions"].column_names
+            ]
+        )
+        self._append(predictions, "predictions", batch_id)
+        self.online_store.upsert_frame(frame)
 
 
 class ProgressFile:

@@ -10,9 +10,12 @@ import json
 import sqlite3
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Signal = Literal["BUY", "SELL", "HOLD"]
 
@@ -40,6 +43,11 @@ class Prediction(BaseModel):
     predicted_at: datetime
 
 
+_SCALAR_FIELDS = (
+    "symbol", "horizon", "predicted_return", "predicted_price", "p10", "p50", "p90", "signal",
+    "confidence", "model_name", "model_version",
+)
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS latest_predictions (
     symbol TEXT PRIMARY KEY,
@@ -66,10 +74,35 @@ class OnlineStore:
 
     def upsert(self, predictions: list[Prediction]) -> int:
         """Store predictions, keeping for each symbol the one with the newest data."""
-        rows = [
+        return self._upsert_rows([
             (p.symbol, p.data_timestamp.isoformat(), p.predicted_at.isoformat(), p.model_dump_json())
             for p in predictions
-        ]
+        ])
+
+    def upsert_frame(self, frame: pd.DataFrame) -> int:
+        """Store a batch of predictions given as columns (the scorer's fast path).
+
+        ``frame`` has the contract's columns with probabilities flattened into
+        ``prob_up``/``prob_neutral``/``prob_down``; timestamps UTC.
+        """
+        import orjson
+        import pandas as pd
+
+        def iso(values) -> list[str]:
+            return [v.isoformat() for v in pd.to_datetime(values, utc=True)]
+
+        data_ts, predicted_at = iso(frame["data_timestamp"]), iso(frame["predicted_at"])
+        rows = []
+        for i, rec in enumerate(frame.to_dict("records")):
+            payload = {k: rec[k] for k in _SCALAR_FIELDS}
+            payload["probabilities"] = {
+                "up": rec["prob_up"], "neutral": rec["prob_neutral"], "down": rec["prob_down"]
+            }
+            payload["data_timestamp"], payload["predicted_at"] = data_ts[i], predicted_at[i]
+            rows.append((rec["symbol"], data_ts[i], predicted_at[i], orjson.dumps(payload).decode()))
+        return self._upsert_rows(rows)
+
+    def _upsert_rows(self, rows: list[tuple[str, str, str, str]]) -> int:
         conn = self._connect()
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     demo_feed_rate: float = 40.0
 
     @model_validator(mode="after")
-    def _refuse_placeholder_secrets(self) -> "Settings":
+    def _refuse_placeholder_secrets(self) -> Settings:
         if self.mode != "local" and self.kafka_sasl_mechanism:
             if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
                 raise ValueError(

@@ -75,7 +75,7 @@ class DeltaReader:
         # delta-rs table handles are not meant to be refreshed from two threads at once.
         self._lock = threading.Lock()
 
-    def _refreshed(self) -> "DeltaTable | None":
+    def _refreshed(self) -> DeltaTable | None:
         from deltalake import DeltaTable
 
         if self._table is not None:
@@ -91,7 +91,7 @@ class DeltaReader:
         self._table = DeltaTable(self.path)
         return self._table
 
-    def dataset(self) -> "pyarrow.dataset.Dataset | None":
+    def dataset(self) -> pyarrow.dataset.Dataset | None:
         """A snapshot of the table's current version, or None while the table does not exist."""
         with self._lock:
             table = self._refreshed()
@@ -125,7 +125,7 @@ class BarStore:
             raise ValueError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
         return self.readers[interval]
 
-    def bars_table(self, symbol: str, interval: str = "1d", limit: int = 200) -> "pyarrow.Table":
+    def bars_table(self, symbol: str, interval: str = "1d", limit: int = 200) -> pyarrow.Table:
         """The latest ``limit`` bars of ``symbol``, ascending by window_start."""
         import pyarrow as pa
         import pyarrow.compute as pc

@@ -27,7 +27,7 @@ class TableDef:
     def column_names(self) -> list[str]:
         return [part.strip().split()[0] for part in _split_top_level(self.columns)]
 
-    def schema(self) -> "StructType":
+    def schema(self) -> StructType:
         from pyspark.sql.types import StructType
 
         return StructType.fromDDL(self.columns)
@@ -57,7 +57,7 @@ def table_defs() -> dict[str, TableDef]:
     }
 
 
-def ensure_tables(spark: "SparkSession", settings: Settings, names: list[str] | None = None) -> None:
+def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | None = None) -> None:
     """Create the Delta tables that do not exist yet (idempotent)."""
     from delta.tables import DeltaTable
 
@@ -73,3 +73,45 @@ def ensure_tables(spark: "SparkSession", settings: Settings, names: list[str] | 
         if table.partitioned_by:
             builder = builder.partitionedBy(*table.partitioned_by)
         builder.execute()
+
+
+COMMIT_CONFLICT_ATTEMPTS = 12
+
+
+def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPTS):
+    """A tenacity ``Retrying`` for Delta writes that lose a commit race (optimistic
+    concurrency): the streaming job and a backfill both MERGE into the bars tables.
+
+    Use as ``for attempt in commit_conflict_retrying("bars_1d"): with attempt: ...``.
+    """
+    import logging
+
+    from delta import exceptions as dx
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+    log = logging.getLogger("tickcast.delta")
+    conflicts = (
+        dx.ConcurrentAppendException,
+        dx.DeltaConcurrentModificationException,
+        dx.ConcurrentWriteException,
+        dx.ConcurrentDeleteReadException,
+        dx.ConcurrentDeleteDeleteException,
+        dx.ConcurrentTransactionException,
+        dx.MetadataChangedException,
+    )
+
+    def log_conflict(state) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "write to %s conflicted with a concurrent commit (%s); attempt %d of %d, retrying in %.1fs",
+            table, type(exc).__name__, state.attempt_number, attempts,
+            state.next_action.sleep if state.next_action else 0.0,
+        )
+
+    return Retrying(
+        retry=retry_if_exception_type(conflicts),
+        stop=stop_after_attempt(attempts),
+        wait=wait_random_exponential(multiplier=0.5, max=5),
+        before_sleep=log_conflict,
+        reraise=True,
+    )

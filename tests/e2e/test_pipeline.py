@@ -76,7 +76,7 @@ def test_ticks_flow_to_delta_bars_and_api(e2e, spark):
     assert ticks["msg_id"].is_unique
 
     # Each malformed message is quarantined with its reason; nothing else is.
-    reasons = dict(zip(quarantine["raw"].str.encode("utf-8"), quarantine["reason"]))
+    reasons = dict(zip(quarantine["raw"].str.encode("utf-8"), quarantine["reason"], strict=True))
     assert reasons == MALFORMED
 
     # Bars are folded in after the ticks are stored, in the same micro-batch.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from typing import Optional
 
 import typer
 from pydantic import ValidationError
@@ -35,13 +34,13 @@ def _settings():
 
 @serve_app.command("api")
 def api(
-    host: Optional[str] = typer.Option(
+    host: str | None = typer.Option(
         None, help="Interface to bind (default: TICKCAST_API_HOST or 127.0.0.1)"
     ),
-    port: Optional[int] = typer.Option(
+    port: int | None = typer.Option(
         None, min=1, max=65535, help="TCP port (default: TICKCAST_API_PORT or 8000)"
     ),
-    workers: Optional[int] = typer.Option(
+    workers: int | None = typer.Option(
         None, min=1, max=64, help="Worker processes (default: TICKCAST_API_WORKERS or 1)"
     ),
 ) -> None:
@@ -69,10 +68,10 @@ def api(
 
 @serve_app.command("dashboard")
 def dashboard(
-    host: Optional[str] = typer.Option(
+    host: str | None = typer.Option(
         None, help="Interface to bind (default: TICKCAST_DASHBOARD_HOST or 127.0.0.1)"
     ),
-    port: Optional[int] = typer.Option(
+    port: int | None = typer.Option(
         None, min=1, max=65535, help="TCP port (default: TICKCAST_DASHBOARD_PORT or 8050)"
     ),
 ) -> None:

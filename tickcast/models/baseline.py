@@ -25,61 +25,82 @@ DEFAULT_SIGMA = 0.02
 SIGNAL_THRESHOLD = 0.5
 
 
-def _normal_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+_erf = np.vectorize(math.erf, otypes=[float])
 
 
-def predict_symbol(
-    symbol: str, bars: pd.DataFrame, horizon: str, predicted_at: datetime
-) -> Prediction:
-    """``bars``: one symbol's bars in ascending window_start (open, high, low, close, close_ts)."""
-    closes = bars["close"].to_numpy(dtype=float)
-    if len(closes) == 1:
-        # Only the open bar so far: its move since the open is all the momentum there is.
-        closes = np.array([float(bars["open"].iloc[0]), closes[0]])
-    returns = closes[1:] / closes[:-1] - 1.0
-    expected = float(returns.mean())
-    sigma = float(returns.std(ddof=1)) if len(returns) >= 2 else 0.0
-    if not math.isfinite(sigma) or sigma <= 0:
-        last = bars.iloc[-1]
-        sigma = float((last["high"] - last["low"]) / last["close"]) or DEFAULT_SIGMA
+def _normal_cdf(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + _erf(np.asarray(x, dtype=float) / math.sqrt(2.0)))
+
+
+def predict_frame(bars: pd.DataFrame, horizon: str = "1d", lookback: int = 5,
+                  predicted_at: datetime | None = None) -> pd.DataFrame:
+    """One row per symbol with the prediction contract's columns (probabilities as
+    ``prob_up``/``prob_neutral``/``prob_down``), computed for all symbols at once.
+
+    ``bars``: symbol, window_start, open, high, low, close, close_ts; any order.
+    """
+    predicted_at = predicted_at or datetime.now(UTC)
+    ordered = bars.sort_values(["symbol", "window_start"]).groupby("symbol", sort=True).tail(lookback + 1)
+    grouped = ordered.groupby("symbol", sort=True)
+    previous = grouped["close"].shift(1)
+    # Only the open bar so far: its move since the open is all the momentum there is.
+    single = grouped["close"].transform("size") == 1
+    previous = previous.where(~single, ordered["open"])
+    returns = (ordered["close"] / previous - 1.0).rename("ret")
+    stats = returns.groupby(ordered["symbol"], sort=True).agg(["mean", "std", "count"])
+    last = grouped.tail(1).set_index("symbol").sort_index()
+
+    expected = stats["mean"].to_numpy()
+    sigma = np.where(stats["count"].to_numpy() >= 2, stats["std"].to_numpy(), np.nan)
+    fallback = ((last["high"] - last["low"]) / last["close"]).to_numpy()
+    fallback = np.where(np.isfinite(fallback) & (fallback > 0), fallback, DEFAULT_SIGMA)
+    sigma = np.where(np.isfinite(sigma) & (sigma > 0), sigma, fallback)
     band = NEUTRAL_BAND_SIGMAS * sigma
     up = 1.0 - _normal_cdf((band - expected) / sigma)
     down = _normal_cdf((-band - expected) / sigma)
-    neutral = max(0.0, 1.0 - up - down)
-    if up > SIGNAL_THRESHOLD:
-        signal = "BUY"
-    elif down > SIGNAL_THRESHOLD:
-        signal = "SELL"
-    else:
-        signal = "HOLD"
-    last_close = float(closes[-1])
-    data_ts = pd.Timestamp(bars["close_ts"].max())
-    data_ts = data_ts.tz_localize("UTC") if data_ts.tzinfo is None else data_ts.tz_convert("UTC")
-    return Prediction(
-        symbol=symbol,
-        horizon=horizon,
-        predicted_return=expected,
-        predicted_price=last_close * (1.0 + expected),
-        p10=expected - Z_90 * sigma,
-        p50=expected,
-        p90=expected + Z_90 * sigma,
-        probabilities=Probabilities(up=up, neutral=neutral, down=down),
-        signal=signal,
-        confidence=max(up, neutral, down),
-        model_name=MODEL_NAME,
-        model_version=MODEL_VERSION,
-        data_timestamp=data_ts.to_pydatetime(),
-        predicted_at=predicted_at,
-    )
+    neutral = np.clip(1.0 - up - down, 0.0, 1.0)
+    signal = np.where(up > SIGNAL_THRESHOLD, "BUY", np.where(down > SIGNAL_THRESHOLD, "SELL", "HOLD"))
+    close_ts = pd.to_datetime(grouped["close_ts"].max().sort_index(), utc=True)
+    return pd.DataFrame({
+        "symbol": last.index.to_numpy(),
+        "horizon": horizon,
+        "predicted_return": expected,
+        "predicted_price": last["close"].to_numpy() * (1.0 + expected),
+        "p10": expected - Z_90 * sigma,
+        "p50": expected,
+        "p90": expected + Z_90 * sigma,
+        "prob_up": up,
+        "prob_neutral": neutral,
+        "prob_down": down,
+        "signal": signal,
+        "confidence": np.maximum(np.maximum(up, neutral), down),
+        "model_name": MODEL_NAME,
+        "model_version": MODEL_VERSION,
+        "data_timestamp": close_ts.to_numpy(),
+        "predicted_at": pd.Timestamp(predicted_at),
+    })
+
+
+def to_predictions(frame: pd.DataFrame) -> list[Prediction]:
+    """Rows of ``predict_frame`` as contract objects."""
+    out = []
+    for row in frame.itertuples(index=False):
+        out.append(Prediction(
+            symbol=row.symbol, horizon=row.horizon, predicted_return=row.predicted_return,
+            predicted_price=row.predicted_price, p10=row.p10, p50=row.p50, p90=row.p90,
+            probabilities=Probabilities(up=row.prob_up, neutral=row.prob_neutral, down=row.prob_down),
+            signal=row.signal, confidence=row.confidence, model_name=row.model_name,
+            model_version=row.model_version,
+            data_timestamp=pd.Timestamp(row.data_timestamp).tz_localize("UTC")
+            if pd.Timestamp(row.data_timestamp).tzinfo is None else pd.Timestamp(row.data_timestamp),
+            predicted_at=pd.Timestamp(row.predicted_at).to_pydatetime(),
+        ))
+    return out
 
 
 def predict(bars: pd.DataFrame, horizon: str = "1d", lookback: int = 5,
             predicted_at: datetime | None = None) -> list[Prediction]:
     """Latest prediction per symbol from each symbol's last ``lookback + 1`` bars."""
-    predicted_at = predicted_at or datetime.now(UTC)
-    out = []
-    ordered = bars.sort_values(["symbol", "window_start"])
-    for symbol, group in ordered.groupby("symbol", sort=True):
-        out.append(predict_symbol(str(symbol), group.tail(lookback + 1), horizon, predicted_at))
-    return out
+    if bars.empty:
+        return []
+    return to_predictions(predict_frame(bars, horizon, lookback, predicted_at))

@@ -1,0 +1,40 @@
+"""The online store keeps the newest prediction per symbol, via either write path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+
+from tickcast.models import baseline
+from tickcast.predictions import OnlineStore
+
+
+def _bars(symbol: str, closes: list[float], start: datetime) -> pd.DataFrame:
+    return pd.DataFrame({
+        "symbol": symbol,
+        "window_start": [start + timedelta(days=i) for i in range(len(closes))],
+        "open": closes, "high": [c * 1.01 for c in closes], "low": [c * 0.99 for c in closes],
+        "close": closes,
+        "close_ts": [start + timedelta(days=i, hours=20) for i in range(len(closes))],
+    })
+
+
+def test_frame_path_stores_what_the_object_path_would(tmp_path):
+    bars = pd.concat([_bars("A", [10, 11, 12], datetime(2026, 1, 5)), _bars("B", [5, 4.5], datetime(2026, 1, 5))])
+    at = datetime(2026, 1, 8, tzinfo=UTC)
+    frame = baseline.predict_frame(bars, predicted_at=at)
+    store = OnlineStore(tmp_path / "p.sqlite")
+    assert store.upsert_frame(frame) == 2
+    assert store.symbols() == ["A", "B"]
+    assert [store.get("A"), store.get("B")] == baseline.to_predictions(frame)
+
+
+def test_older_data_never_replaces_newer(tmp_path):
+    store = OnlineStore(tmp_path / "p.sqlite")
+    newer = baseline.predict(_bars("A", [10, 11, 12], datetime(2026, 1, 5)))
+    older = baseline.predict(_bars("A", [10, 9], datetime(2026, 1, 1)))
+    store.upsert(newer)
+    store.upsert(older)
+    assert store.get("A") == newer[0]
+    assert store.get("ZZZ") is None
