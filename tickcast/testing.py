@@ -37,6 +37,16 @@ def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | Non
     raise TimeoutError(f"nothing listening on port {port} after {timeout}s")
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, and SIGKILL if it has not exited within ``timeout`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout)
+
+
 @contextmanager
 def running_broker(settings: Settings, root: Path) -> Iterator[str]:
     """Start a real single-node KRaft broker on free ports; yield its bootstrap address."""
@@ -50,11 +60,7 @@ def running_broker(settings: Settings, root: Path) -> Iterator[str]:
         wait_for_port(layout.port, timeout=90, proc=proc)
         yield layout.bootstrap
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log_file.close()
 
 

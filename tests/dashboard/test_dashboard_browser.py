@@ -16,7 +16,7 @@ import pytest
 
 from tests.serving.market_data import Market, bar_rows, make_prediction, write_bars
 from tickcast.predictions import OnlineStore
-from tickcast.testing import free_port, wait_for_port
+from tickcast.testing import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.browser
 
@@ -49,11 +49,7 @@ def dashboard_url(market: Market, tmp_path: Path):
         wait_for_port(port, timeout=WAIT, proc=proc)
         yield f"http://127.0.0.1:{port}/"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 
