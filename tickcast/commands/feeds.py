@@ -69,6 +69,19 @@ def _producer(bootstrap_servers: str | None, topic: str | None, connect_timeout:
         _fail(str(exc))
 
 
+def _run_feed(label: str, producer, send) -> None:
+    """Run ``send(stop)`` until done or SIGTERM/Ctrl-C, then flush and report."""
+    from tickcast.feeds import FeedError
+
+    with _stop_on_signals() as stop:
+        try:
+            send(stop)
+        except FeedError as exc:
+            producer.close(timeout=5.0)
+            _fail(str(exc))
+    _finish(label, producer)
+
+
 def _finish(label: str, producer) -> None:
     stats = producer.close()
     typer.echo(f"{label}: {stats.summary()}")
@@ -137,13 +150,8 @@ def synthetic(
         f"{rate:,.0f}" if rate else "max", f"{seconds:g}s" if seconds else "ever",
         producer.topic, producer.bootstrap_servers,
     )
-    with _stop_on_signals() as stop:
-        try:
-            run_synthetic(producer, market, rate=rate, seconds=seconds, start=start_at, stop=stop)
-        except FeedError as exc:
-            producer.close(timeout=5.0)
-            _fail(str(exc))
-    _finish("synthetic", producer)
+    _run_feed("synthetic", producer, lambda stop: run_synthetic(
+        producer, market, rate=rate, seconds=seconds, start=start_at, stop=stop))
 
 
 def replay(
@@ -172,7 +180,6 @@ def replay(
     file twice sends the same messages (the pipeline deduplicates them).
     Source is `replay:<file stem>`.
     """
-    from tickcast.feeds import FeedError
     from tickcast.feeds.barfiles import BarFileError, parse_bar_file
     from tickcast.feeds.replay import replay_bars
     from tickcast.feeds.ticks import validate_symbol
@@ -186,14 +193,8 @@ def replay(
         _fail(str(exc))
     log.info("replay: %s, %d %s bar(s) as %s", file.name, len(bar_file.bars), bar_file.interval, symbol)
     producer = _producer(bootstrap_servers, topic, connect_timeout)
-    with _stop_on_signals() as stop:
-        try:
-            replay_bars(producer, bar_file, symbol=symbol, speed=speed, stop=stop,
-                        show_progress=progress)
-        except FeedError as exc:
-            producer.close(timeout=5.0)
-            _fail(str(exc))
-    _finish("replay", producer)
+    _run_feed("replay", producer, lambda stop: replay_bars(
+        producer, bar_file, symbol=symbol, speed=speed, stop=stop, show_progress=progress))
 
 
 def backfill(
