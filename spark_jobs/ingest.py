@@ -213,7 +213,15 @@ class IngestJob:
             self._merge_bars(partials, f"bars_{interval}", batch_id)
             step(f"bars_{interval}")
 
-        feed_maxima = accepted.groupBy("source", "symbol").agg(F.max("ts").alias("max_ts")).collect()
+        # One pass gives the feed watermarks and the batch's counts.
+        groups = (
+            classified.groupBy(F.col("reason").isNull().alias("ok"), "source", "symbol")
+            .agg(F.max("ts").alias("max_ts"), F.count(F.lit(1)).alias("rows"))
+            .collect()
+        )
+        feed_maxima = [row for row in groups if row["ok"]]
+        ok = sum(row["rows"] for row in feed_maxima)
+        bad = sum(row["rows"] for row in groups if not row["ok"])
         state = dict(before)
         for row in feed_maxima:
             key = (row["source"], row["symbol"])
@@ -226,9 +234,6 @@ class IngestJob:
         self.watermarks.save(batch_id, state)
         step("predict")
 
-        counts = classified.groupBy(F.col("reason").isNull().alias("ok")).count().collect()
-        ok = sum(r["count"] for r in counts if r["ok"])
-        bad = sum(r["count"] for r in counts if not r["ok"])
         classified.unpersist()
         parsed.unpersist()
         log.info(
