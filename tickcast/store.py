@@ -13,6 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 from tickcast.predictions import OnlineStore, Prediction
@@ -60,6 +61,15 @@ class ComponentHealth:
     detail: str
 
 
+def _is_delta_table(path: str) -> bool:
+    """deltalake 0.x's ``is_deltatable`` creates a missing local directory; a reader must not."""
+    from deltalake import DeltaTable
+
+    if "://" not in path:
+        return (Path(path) / "_delta_log").is_dir()
+    return DeltaTable.is_deltatable(path)
+
+
 class DeltaReader:
     """One Delta table, opened once and brought up to date before each read.
 
@@ -86,7 +96,7 @@ class DeltaReader:
                 log.warning("reopening Delta table %s after a failed refresh", self.path, exc_info=True)
                 self._table = None
                 self._dataset = None
-        if not DeltaTable.is_deltatable(self.path):
+        if not _is_delta_table(self.path):
             return None
         self._table = DeltaTable(self.path)
         return self._table
