@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from tickcast.commands import feeds, platform, serve, stream
+from tickcast.commands import features, feeds, platform, quality, serve, stream
 
 app = typer.Typer(
     name="tickcast",
@@ -28,6 +28,8 @@ platform.register(app)
 feeds.register(app)
 stream.register(app)
 serve.register(app)
+features.register(app)
+quality.register(app)
 
 if __name__ == "__main__":
     app()

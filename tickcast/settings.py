@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     # Listing the symbols in bars_1d scans a column; readers share the result this long.
     store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Data quality (Great Expectations): data docs are rebuilt at most this often by the stream.
+    quality_docs_interval_seconds: float = Field(default=60.0, ge=0)
+
+    # Feature store (Feast): SQLite online store by default, Redis by configuration.
+    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
+    # Feast's Redis connection string: "host:port[,db=N][,password=...]".
+    feast_redis_connection: str = "127.0.0.1:6379"
+    # The stream pushes each micro-batch's features to the online store.
+    feast_push_enabled: bool = True
+
     # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
     demo_feed_enabled: bool = True
     demo_feed_symbols: int = 20
@@ -113,6 +123,16 @@ class Settings(BaseSettings):
     @property
     def online_store_path(self) -> Path:
         return self.home_dir / "online" / "predictions.sqlite"
+
+    @property
+    def gx_dir(self) -> Path:
+        """Great Expectations project: stored validation results and data docs."""
+        return self.home_dir / "gx"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.home_dir / "feast"
 
     @property
     def broker_jars_dir(self) -> Path:
