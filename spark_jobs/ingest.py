@@ -43,6 +43,13 @@ PREDICTION_INTERVAL = "1d"
 WATERMARK_FILES_KEPT = 5
 
 
+def window_floor(ts: datetime, interval: str) -> datetime:
+    """The start of the bar of ``interval`` that ``ts`` falls in (bars are UTC-aligned)."""
+    if interval == "1m":
+        return ts.replace(second=0, microsecond=0)
+    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class FeedWatermarks:
     """Newest event time per (source, symbol), saved after each batch.
 
@@ -213,10 +220,10 @@ class IngestJob:
             self._merge_bars(partials, f"bars_{interval}", batch_id)
             step(f"bars_{interval}")
 
-        # One pass gives the feed watermarks and the batch's counts.
+        # One pass gives the feed watermarks, the batch's counts and the bars it touched.
         groups = (
             classified.groupBy(F.col("reason").isNull().alias("ok"), "source", "symbol")
-            .agg(F.max("ts").alias("max_ts"), F.count(F.lit(1)).alias("rows"))
+            .agg(F.min("ts").alias("min_ts"), F.max("ts").alias("max_ts"), F.count(F.lit(1)).alias("rows"))
             .collect()
         )
         feed_maxima = [row for row in groups if row["ok"]]
@@ -229,6 +236,13 @@ class IngestJob:
             if key not in state or datetime.fromisoformat(state[key]) < datetime.fromisoformat(new):
                 state[key] = new
         touched = sorted({row["symbol"] for row in feed_maxima})
+        earliest: dict[str, datetime] = {}
+        for row in feed_maxima:
+            if row["symbol"] not in earliest or row["min_ts"] < earliest[row["symbol"]]:
+                earliest[row["symbol"]] = row["min_ts"]
+        for interval in BAR_INTERVALS:
+            self._refresh_features(interval, {s: window_floor(ts, interval) for s, ts in earliest.items()}, batch_id)
+            step(f"features_{interval}")
         if touched:
             self._predict(touched, batch_id)
         self.watermarks.save(batch_id, state)
@@ -265,6 +279,61 @@ class IngestJob:
                     DeltaTable.forPath(self.spark, self.settings.table_path(table)).alias("t")
                     .merge(partials.alias("s"), condition)
                     .whenMatchedUpdate(set=BAR_MERGE_SET)
+                    .whenNotMatchedInsertAll()
+                    .execute()
+                )
+
+    def _refresh_features(self, interval: str, touched: dict[str, datetime], batch_id: int) -> None:
+        """Recompute the features of every bar this batch changed, and of the bars after them."""
+        if not touched:
+            return
+        from pyspark.sql import functions as F
+
+        from spark_jobs import features as FX
+        from tickcast.features.compute import BAR_COLUMNS
+
+        index = self.settings.market_index_symbol
+        factor = self.settings.features_lookback_factor
+        bars = self.spark.read.format("delta").load(self.settings.table_path(f"bars_{interval}"))
+        since_index_change: list[str] = []
+        if index in touched:
+            since_index_change = [
+                row["symbol"]
+                for row in bars.where(F.col("window_start") >= F.lit(touched[index]))
+                .select("symbol").distinct().collect()
+            ]
+        scope = FX.refresh_scope(touched, index, since_index_change)
+        scope_df = self.spark.createDataFrame(
+            sorted(scope.items()), "symbol string, refresh_from timestamp"
+        )
+        recent = bars.where(
+            F.col("window_start") >= F.lit(FX.lookback_start(min(scope.values()), interval, factor))
+        )
+        index_bars = recent.where(F.col("symbol") == index).select(*BAR_COLUMNS).toPandas()
+        history = FX.trailing_bars(recent, scope_df, interval, factor).drop("refresh_from")
+        rows = (
+            FX.feature_rows(history, interval, index_bars, self.settings.spark_shuffle_partitions)
+            .join(F.broadcast(scope_df), "symbol")
+            .where(F.col("window_start") >= F.col("refresh_from"))
+            .drop("refresh_from")
+            .withColumn("computed_at", F.current_timestamp())
+        )
+        # Each interval's MERGE is its own transaction on the same table, so each needs its
+        # own txn app id: Delta skips a second commit under the same (app id, version).
+        self._merge_features(rows, f"{self.app_id}-features-{interval}", batch_id)
+
+    def _merge_features(self, rows: DataFrame, app_id: str, batch_id: int) -> None:
+        from delta.tables import DeltaTable
+
+        from spark_jobs import features as FX
+        from tickcast.tables import commit_conflict_retrying
+
+        for attempt in commit_conflict_retrying("features"):
+            with attempt, idempotent_dml(self.spark, app_id, batch_id):
+                (
+                    DeltaTable.forPath(self.spark, self.settings.table_path("features")).alias("t")
+                    .merge(rows.alias("s"), FX.FEATURES_MERGE_CONDITION)
+                    .whenMatchedUpdateAll()
                     .whenNotMatchedInsertAll()
                     .execute()
                 )

@@ -71,6 +71,10 @@ class Settings(BaseSettings):
     # Listing the symbols in bars_1d scans a column; readers share the result this long.
     store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
 
+    # Features: the stream recomputes a touched symbol's features from its trailing bars,
+    # looked for within this many times TRAILING_BARS intervals before the touched bar.
+    features_lookback_factor: float = Field(default=4.0, gt=0)
+
     # Data quality (Great Expectations): data docs are rebuilt at most this often by the stream.
     quality_docs_interval_seconds: float = Field(default=60.0, ge=0)
 

@@ -10,6 +10,42 @@ features_app = typer.Typer(
 )
 
 
+@features_app.command("backfill")
+def backfill(
+    symbol: list[str] = typer.Option(
+        None, "--symbol", "-s", help="Only this symbol (repeatable). Default: every symbol with bars."
+    ),
+    interval: str = typer.Option(
+        None, "--interval", "-i", help="1d or 1m. Default: both."
+    ),
+) -> None:
+    """Recompute features from the full bar history into Delta `features`.
+
+    Uses the same implementation as the stream; the symbols' existing feature rows are
+    replaced (re-running gives the same table). Run it after loading history with
+    `tickcast backfill`, or after `tickcast corporate-actions apply`.
+    """
+    from tickcast.features.backfill import backfill_features
+    from tickcast.features.definitions import INTERVALS
+    from tickcast.settings import get_settings
+    from tickcast.spark import build_spark
+
+    if interval is not None and interval not in INTERVALS:
+        typer.secho(f"error: --interval must be one of {', '.join(INTERVALS)}, not {interval!r}", fg="red", err=True)
+        raise typer.Exit(1)
+    settings = get_settings()
+    spark = build_spark(settings, "tickcast-features-backfill")
+    try:
+        results = backfill_features(
+            spark, settings, symbols=list(symbol) if symbol else None,
+            intervals=(interval,) if interval else INTERVALS,
+        )
+    finally:
+        spark.stop()
+    for result in results:
+        typer.echo(result.summary())
+
+
 def register(app: typer.Typer) -> None:
     from tickcast.commands import featurestore_cli
 

@@ -1,0 +1,152 @@
+"""Features in Spark: the applyInPandas wrapper, the stream's trailing-bar selection and
+the batch backfill against Delta."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+from chispa import assert_approx_df_equality
+
+from spark_jobs import features as FX
+from tickcast.features.backfill import backfill_features
+from tickcast.features.compute import BAR_COLUMNS, compute_features
+from tickcast.features.definitions import TRAILING_BARS
+from tickcast.tables import ensure_tables
+from tickcast.testing import delta_rows
+
+BAR_DDL = (
+    "symbol string, window_start timestamp, window_end timestamp, open double, high double, "
+    "low double, close double, volume double"
+)
+
+
+def random_bars(symbol: str, n: int, seed: int, start: str = "2023-01-02", freq: str = "1D") -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    starts = pd.date_range(start, periods=n, freq=freq)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = close * (1 + rng.normal(0, 0.003, n))
+    return pd.DataFrame({
+        "symbol": symbol, "window_start": starts, "window_end": starts + pd.Timedelta(freq),
+        "open": open_, "high": np.maximum(open_, close) * 1.004, "low": np.minimum(open_, close) * 0.996,
+        "close": close, "volume": rng.integers(1_000, 9_000, n).astype(float),
+    })
+
+
+@pytest.fixture(scope="module")
+def daily_bars() -> pd.DataFrame:
+    return pd.concat(
+        [random_bars("MKT", 330, 1), random_bars("AAA", 330, 2), random_bars("BBB", 250, 3),
+         random_bars("CCC", 40, 4, start="2023-06-01")],
+        ignore_index=True,
+    )
+
+
+def test_spark_rows_equal_the_pandas_implementation(spark, daily_bars):
+    index = daily_bars[daily_bars.symbol == "MKT"]
+    expected = compute_features(daily_bars, "1d", index)
+    got = FX.feature_rows(spark.createDataFrame(daily_bars, BAR_DDL), "1d", index, buckets=3)
+    schema = FX.feature_schema()
+    assert_approx_df_equality(
+        got.orderBy("symbol", "window_start"),
+        spark.createDataFrame(expected, schema).orderBy("symbol", "window_start"),
+        precision=1e-12,
+    )
+
+
+def test_trailing_bars_keep_the_refreshed_bars_and_the_history_before_them(spark):
+    bars = pd.concat([random_bars("AAA", TRAILING_BARS + 50, 5), random_bars("BBB", 30, 6)], ignore_index=True)
+    refresh_from = datetime(2023, 1, 2) + timedelta(days=TRAILING_BARS + 40)
+    scope = spark.createDataFrame(
+        [("AAA", refresh_from), ("BBB", datetime(2023, 1, 2) + timedelta(days=20))],
+        "symbol string, refresh_from timestamp",
+    )
+    picked = FX.trailing_bars(spark.createDataFrame(bars, BAR_DDL), scope, "1d", lookback_factor=4).toPandas()
+    aaa = picked[picked.symbol == "AAA"].sort_values("window_start")
+    # 10 refreshed bars and exactly TRAILING_BARS before them.
+    assert (aaa.window_start >= refresh_from).sum() == 10
+    assert (aaa.window_start < refresh_from).sum() == TRAILING_BARS
+    assert aaa.window_start.iloc[0] == pd.Timestamp(refresh_from) - pd.Timedelta(days=TRAILING_BARS)
+    # A short series is taken whole.
+    assert (picked.symbol == "BBB").sum() == 30
+
+
+def test_trailing_bars_respect_the_lookback_span(spark):
+    bars = random_bars("AAA", 100, 7)
+    refresh_from = datetime(2023, 1, 2) + timedelta(days=90)
+    scope = spark.createDataFrame([("AAA", refresh_from)], "symbol string, refresh_from timestamp")
+    # 0.1 x 400 days = 40 days before refresh_from.
+    picked = FX.trailing_bars(spark.createDataFrame(bars, BAR_DDL), scope, "1d", lookback_factor=0.1).toPandas()
+    assert picked.window_start.min() == pd.Timestamp(refresh_from) - pd.Timedelta(days=40)
+
+
+def test_refresh_scope_extends_to_every_symbol_when_the_index_changes():
+    t0, t1, t2 = datetime(2024, 1, 1), datetime(2024, 1, 2), datetime(2024, 1, 3)
+    assert FX.refresh_scope({"AAA": t2}, "MKT", ["AAA", "BBB"]) == {"AAA": t2}
+    assert FX.refresh_scope({"AAA": t2, "MKT": t1}, "MKT", ["AAA", "BBB", "MKT"]) == {
+        "AAA": t1, "BBB": t1, "MKT": t1,
+    }
+    assert FX.refresh_scope({"AAA": t0, "MKT": t1}, "MKT", ["AAA", "MKT"])["AAA"] == t0
+
+
+def _write_bars(spark, settings, frame: pd.DataFrame, table: str = "bars_1d") -> None:
+    ensure_tables(spark, settings, [table])
+    sdf = spark.createDataFrame(frame, BAR_DDL)
+    from pyspark.sql import functions as F
+
+    sdf = (
+        sdf.withColumn("trades", F.lit(4).cast("bigint"))
+        .withColumn("open_ts", F.col("window_start")).withColumn("close_ts", F.col("window_start"))
+        .withColumn("updated_at", F.current_timestamp())
+    )
+    sdf.write.format("delta").mode("append").save(settings.table_path(table))
+
+
+def test_backfill_writes_full_history_features_and_reruns_converge(spark, settings, daily_bars):
+    _write_bars(spark, settings, daily_bars)
+    [daily, minute] = backfill_features(spark, settings)
+    assert (daily.rows, daily.symbols) == (len(daily_bars), 4)
+    assert minute.rows == 0
+
+    stored = delta_rows(settings, "features").to_pandas()
+    expected = compute_features(daily_bars, "1d", daily_bars[daily_bars.symbol == "MKT"])
+    stored = stored.sort_values(["symbol", "window_start"]).reset_index(drop=True)
+    assert list(stored.symbol) == list(expected.symbol)
+    np.testing.assert_allclose(
+        stored["macd_signal"].to_numpy(float), expected["macd_signal"].to_numpy(float), rtol=1e-12, equal_nan=True
+    )
+    assert stored["return_252d"].notna().sum() == (330 - 252) * 2
+    assert set(stored.feature_set_version) == {"v1"}
+
+    # Re-running gives the same rows, not copies.
+    backfill_features(spark, settings, intervals=("1d",))
+    assert len(delta_rows(settings, "features")) == len(daily_bars)
+
+
+def test_backfill_of_one_symbol_drops_its_stale_rows_only(spark, settings, daily_bars):
+    _write_bars(spark, settings, daily_bars)
+    backfill_features(spark, settings, intervals=("1d",))
+    from delta.tables import DeltaTable
+
+    DeltaTable.forPath(spark, settings.table_path("bars_1d")).delete(
+        "symbol = 'CCC' AND window_start >= timestamp'2023-07-01'"
+    )
+    [result] = backfill_features(spark, settings, symbols=["CCC"], intervals=("1d",))
+    stored = delta_rows(settings, "features").to_pandas()
+    assert result.rows == 30  # June 2023
+    assert (stored.symbol == "CCC").sum() == 30
+    assert (stored.symbol == "AAA").sum() == 330
+
+
+def test_backfill_rejects_an_unknown_interval(spark, settings):
+    with pytest.raises(ValueError, match="unknown interval"):
+        backfill_features(spark, settings, intervals=("5m",))
+
+
+def test_bar_columns_are_what_the_bars_tables_hold():
+    from tickcast.tables import table_defs
+
+    for table in ("bars_1m", "bars_1d"):
+        assert set(BAR_COLUMNS) <= set(table_defs()[table].column_names)

@@ -1,0 +1,272 @@
+"""The one implementation of the technical features (names and meaning in ``definitions``).
+
+``compute_features`` takes bars of any number of symbols as a pandas DataFrame and returns
+one feature row per bar. The same function runs everywhere a feature is needed:
+
+* the streaming job calls it through ``spark_jobs.features`` (``applyInPandas``) on the
+  trailing bars of the symbols a micro-batch touched, so the open bar's features move
+  with its ticks;
+* the batch backfill calls it the same way over whole histories;
+* the scorer and tests call it directly.
+
+Every operation is a per-symbol groupby (rolling windows, shifts, exponential means), so a
+bar's features depend only on its own symbol's bars up to and including it (and the index's
+bars at the same times): no lookahead, and no leakage between symbols. Recursive
+indicators (EMAs, Wilder means) are seeded at the start of whatever history they are
+given; from ``TRAILING_BARS`` bars on, the seed's weight is below 1e-13.
+
+Where the definitions leave room (documented in the README):
+
+* "t - N" counts bars of the symbol's own series; gaps in time are not filled.
+* A value is null (NaN here, null in Spark and Delta) until its window is full: return_N
+  from bar N, volatility_N from bar N (N returns), volume_ratio_N from bar N-1, RSI and
+  ATR from bar 14 (14 changes / true ranges), MACD from bar 25, its signal (an EMA9 seeded
+  at the first MACD value) from bar 33, the SMA cross from bar 199, Bollinger from bar 19.
+* Division by zero gives null, except RSI, which is 100 when the average loss is 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from pandas.api.indexers import BaseIndexer
+
+from tickcast.features.definitions import (
+    BARS_PER_YEAR,
+    FEATURE_NAMES,
+    FEATURE_SET_VERSION,
+    INTRADAY_FEATURE_NAMES,
+    KEY_COLUMNS,
+    feature_names,
+)
+
+BAR_COLUMNS = ("symbol", "window_start", "window_end", "open", "high", "low", "close", "volume")
+RETURN_HORIZONS = (1, 5, 20, 60, 120, 252)
+VOLATILITY_WINDOWS = (5, 20, 60)
+VOLUME_RATIO_WINDOWS = (5, 20)
+WILDER_ALPHA = 1 / 14
+BETA_WINDOW = 60
+# Rough costs (seconds) of one pandas EWM call per series and of one vectorised step
+# across all series; they only choose between two exact methods.
+EWM_PER_SERIES_COST = 150e-6
+EWM_PER_STEP_COST = 20e-6
+OUTPUT_COLUMNS = (*KEY_COLUMNS, *FEATURE_NAMES, "feature_set_version")
+
+
+def compute_features(bars: pd.DataFrame, interval: str, index_bars: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Feature rows for every bar in ``bars``, sorted by (symbol, window_start).
+
+    ``index_bars`` are the market index's bars (one symbol); without them the market
+    features are null.
+    """
+    feature_names(interval)  # validates the interval
+    missing = [c for c in BAR_COLUMNS if c not in bars.columns]
+    if missing:
+        raise ValueError(f"bars lack column(s) {', '.join(missing)}")
+
+    frame = (
+        bars.loc[:, list(BAR_COLUMNS)]
+        .sort_values(["symbol", "window_start"], kind="mergesort")
+        .reset_index(drop=True)
+    )
+    # Columns are collected in a dict and framed once: adding them one by one to a
+    # DataFrame copies blocks each time.
+    out: dict[str, object] = {
+        "symbol": frame["symbol"], "interval": interval,
+        "window_start": frame["window_start"], "window_end": frame["window_end"],
+    }
+    if frame.empty:
+        empty = {name: pd.Series(dtype="float64") for name in FEATURE_NAMES}
+        return pd.DataFrame({**{k: frame[k] for k in ("symbol", "window_start", "window_end")},
+                             "interval": pd.Series(dtype="object"), **empty,
+                             "feature_set_version": pd.Series(dtype="object")}).loc[:, list(OUTPUT_COLUMNS)]
+
+    series = _SymbolSeries(frame)
+    close = series.column("close")
+    high = series.column("high")
+    low = series.column("low")
+    volume = series.column("volume")
+    prev_close = series.shift(close, 1)
+    one_bar_return = _ratio(close, prev_close) - 1
+    pos = series.position
+    annualise = np.sqrt(BARS_PER_YEAR[interval])
+
+    for n in RETURN_HORIZONS:
+        out[f"return_{n}d"] = _ratio(close, series.shift(close, n)) - 1
+    for n in VOLATILITY_WINDOWS:
+        out[f"volatility_{n}d"] = series.rolling_std(one_bar_return, n, ddof=1) * annualise
+    for n in VOLUME_RATIO_WINDOWS:
+        out[f"volume_ratio_{n}d"] = _ratio(volume, series.rolling_mean(volume, n))
+    out["dollar_volume"] = close * volume
+
+    change = close - prev_close
+    avg_gain = series.ewm(change.clip(lower=0), WILDER_ALPHA)
+    avg_loss = series.ewm((-change).clip(lower=0), WILDER_ALPHA)
+    rsi = 100 - 100 / (1 + _ratio(avg_gain, avg_loss))
+    rsi = rsi.where(avg_loss != 0, 100.0)
+    out["rsi_14"] = rsi.where(pos >= 14)
+
+    macd = (series.ewm(close, 2 / 13) - series.ewm(close, 2 / 27)).where(pos >= 25)
+    signal = series.ewm(macd, 2 / 10).where(pos >= 33)
+    out["macd"] = macd
+    out["macd_signal"] = signal
+    out["macd_hist"] = macd - signal
+
+    sma50 = series.rolling_mean(close, 50)
+    sma200 = series.rolling_mean(close, 200)
+    out["sma_50_200_cross"] = (sma50 > sma200).astype("float64").where(sma200.notna())
+
+    sma20 = series.rolling_mean(close, 20)
+    std20 = series.rolling_std(close, 20, ddof=0)
+    out["bollinger_position"] = _ratio(close - (sma20 - 2 * std20), 4 * std20)
+
+    true_range = pd.concat(
+        [high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1
+    ).max(axis=1, skipna=False)
+    out["atr_14"] = series.ewm(true_range, WILDER_ALPHA).where(pos >= 14)
+
+    _market_features(out, frame, series, one_bar_return, index_bars, interval)
+
+    if interval == "1m":
+        starts = _as_utc(frame["window_start"])
+        out["minute_of_hour"] = starts.dt.minute.astype("float64")
+        out["hour_of_day"] = starts.dt.hour.astype("float64")
+        out["day_of_week"] = starts.dt.dayofweek.astype("float64")
+    else:
+        for name in INTRADAY_FEATURE_NAMES:
+            out[name] = np.nan
+    out["feature_set_version"] = FEATURE_SET_VERSION
+    return pd.DataFrame({name: out[name] for name in OUTPUT_COLUMNS}, index=frame.index)
+
+
+def _market_features(
+    out: dict[str, object],
+    frame: pd.DataFrame,
+    series: _SymbolSeries,
+    one_bar_return: pd.Series,
+    index_bars: pd.DataFrame | None,
+    interval: str,
+) -> None:
+    if index_bars is None or index_bars.empty:
+        for name in ("market_beta", "market_return", "market_volatility"):
+            out[name] = np.nan
+        return
+    if index_bars["symbol"].nunique() != 1:
+        raise ValueError("index_bars must hold exactly one symbol")
+    index_frame = index_bars.loc[:, list(BAR_COLUMNS)].sort_values("window_start", kind="mergesort")
+    index_series = _SymbolSeries(index_frame.reset_index(drop=True))
+    index_close = index_series.column("close")
+    index_return = _ratio(index_close, index_series.shift(index_close, 1)) - 1
+    index_volatility = index_series.rolling_std(index_return, 20, ddof=1) * np.sqrt(BARS_PER_YEAR[interval])
+    # Position of the index bar that starts at the same instant as each bar (-1: none).
+    at = pd.Index(_epoch_ns(index_frame["window_start"])).get_indexer(_epoch_ns(frame["window_start"]))
+    found = at >= 0
+    market_return = pd.Series(np.where(found, index_return.to_numpy()[at], np.nan), index=frame.index)
+    out["market_return"] = market_return
+    out["market_volatility"] = pd.Series(np.where(found, index_volatility.to_numpy()[at], np.nan), index=frame.index)
+
+    # Only complete pairs count; a window holding any incomplete pair stays null.
+    both = one_bar_return.notna() & market_return.notna()
+    x = one_bar_return.where(both)
+    y = market_return.where(both)
+    mean_x = series.rolling_mean(x, BETA_WINDOW)
+    mean_y = series.rolling_mean(y, BETA_WINDOW)
+    covariance = series.rolling_mean(x * y, BETA_WINDOW) - mean_x * mean_y
+    variance = series.rolling_mean(y * y, BETA_WINDOW) - mean_y * mean_y
+    out["market_beta"] = _ratio(covariance, variance)
+
+
+class _SymbolSeries:
+    """Per-symbol window operations over a frame sorted by (symbol, window_start).
+
+    pandas' groupby rolling and ewm rebuild a per-group index on every call, which costs
+    more than the arithmetic with thousands of symbols. Here the group bounds are computed
+    once: rolling windows run on the whole column with windows clipped at each symbol's
+    first row (pandas restarts its running sums when a window does not overlap the
+    previous one, so symbols never mix), and exponential means step through the bars'
+    positions for all symbols at once.
+    """
+
+    def __init__(self, frame: pd.DataFrame):
+        self.frame = frame
+        keys = frame["symbol"].to_numpy()
+        n = len(keys)
+        boundary = np.ones(n, dtype=bool)
+        if n > 1:
+            boundary[1:] = keys[1:] != keys[:-1]
+        self.group_starts = np.flatnonzero(boundary)
+        self.group_lengths = np.diff(np.append(self.group_starts, n))
+        first_row = np.repeat(self.group_starts, self.group_lengths)
+        self.position = pd.Series(np.arange(n) - first_row, index=frame.index)
+        self._first_row = first_row
+        self._window_cache: dict[int, _GroupWindow] = {}
+
+    def column(self, name: str) -> pd.Series:
+        return self.frame[name].astype("float64")
+
+    def shift(self, values: pd.Series, periods: int) -> pd.Series:
+        shifted = values.shift(periods)
+        return shifted.where(self.position >= periods)
+
+    def _windows(self, window: int) -> _GroupWindow:
+        if window not in self._window_cache:
+            end = np.arange(1, len(self._first_row) + 1, dtype=np.int64)
+            start = np.maximum(end - window, self._first_row).astype(np.int64)
+            self._window_cache[window] = _GroupWindow(window_size=window, bounds=(start, end))
+        return self._window_cache[window]
+
+    def rolling_mean(self, values: pd.Series, window: int) -> pd.Series:
+        return values.rolling(self._windows(window), min_periods=window).mean()
+
+    def rolling_std(self, values: pd.Series, window: int, ddof: int) -> pd.Series:
+        return values.rolling(self._windows(window), min_periods=window).std(ddof=ddof)
+
+    def ewm(self, values: pd.Series, alpha: float) -> pd.Series:
+        """Exponential mean, not adjusted, seeded with each symbol's first non-null value;
+        a null inside the series carries the previous mean forward."""
+        x = values.to_numpy(dtype="float64")
+        starts, lengths = self.group_starts, self.group_lengths
+        # Many short series (the stream): step through positions for all symbols at once.
+        # Few long ones (a history backfill): pandas' compiled EWM per symbol.
+        if len(starts) * EWM_PER_SERIES_COST < int(lengths.max(initial=0)) * EWM_PER_STEP_COST:
+            y = np.empty_like(x)
+            for start, length in zip(starts, lengths, strict=True):
+                part = pd.Series(x[start:start + length])
+                y[start:start + length] = part.ewm(alpha=alpha, adjust=False, ignore_na=True).mean().to_numpy()
+            return pd.Series(y, index=values.index)
+        y = np.full_like(x, np.nan)
+        y[starts] = x[starts]
+        for step in range(1, int(lengths.max(initial=0))):
+            active = lengths > step
+            rows = starts[active] + step
+            previous = y[rows - 1]
+            current = x[rows]
+            blended = (1 - alpha) * previous + alpha * current
+            y[rows] = np.where(np.isnan(previous), current, np.where(np.isnan(current), previous, blended))
+        return pd.Series(y, index=values.index)
+
+
+class _GroupWindow(BaseIndexer):
+    """Trailing windows of ``window_size`` rows that never reach back past a symbol's first row."""
+
+    def get_window_bounds(self, num_values=0, min_periods=None, center=None, closed=None, step=None):
+        start, end = self.bounds
+        return start[:num_values], end[:num_values]
+
+
+def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        result = numerator / denominator
+    return result.where(np.isfinite(result))
+
+
+def _epoch_ns(values: pd.Series) -> np.ndarray:
+    """Instants as int64 nanoseconds, whatever the input's unit and time zone."""
+    return _as_utc(values).dt.tz_localize(None).astype("datetime64[ns]").to_numpy().view("int64")
+
+
+def _as_utc(values: pd.Series) -> pd.Series:
+    values = pd.to_datetime(values)
+    if values.dt.tz is None:
+        return values.dt.tz_localize("UTC")
+    return values.dt.tz_convert("UTC")
