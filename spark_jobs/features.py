@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 FEATURES_MERGE_CONDITION = (
     "t.symbol = s.symbol AND t.interval = s.interval AND t.window_start = s.window_start"
 )
+EPOCH = datetime(1970, 1, 1)
 INTERVAL_LENGTH = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 
 
@@ -39,9 +40,10 @@ def feature_schema() -> StructType:
 
 
 def feature_rows(
-    bars: DataFrame, interval: str, index_bars: pd.DataFrame | None, buckets: int
+    bars: DataFrame, interval: str, index_bars: pd.DataFrame | None, buckets: int, *, emit_from: str | None = None
 ) -> DataFrame:
-    """Feature rows for every bar in ``bars`` (any number of symbols).
+    """Feature rows for every bar in ``bars`` (any number of symbols); with ``emit_from``
+    (a timestamp column, e.g. ``refresh_from``) only for bars starting at or after it.
 
     A symbol's bars all land in one bucket; ``index_bars`` (the market index's bars as
     pandas, small) travel with the function to every task.
@@ -54,10 +56,10 @@ def feature_rows(
     columns = [field.name for field in schema.fields]
 
     def per_bucket(frame: pd.DataFrame) -> pd.DataFrame:
-        return compute_features(frame, interval, index_bars).loc[:, columns]
+        return compute_features(frame, interval, index_bars, emit_from=emit_from).loc[:, columns]
 
     return (
-        bars.select(*BAR_COLUMNS)
+        bars.select(*BAR_COLUMNS, *([emit_from] if emit_from else []))
         .withColumn("_bucket", F.pmod(F.hash("symbol"), F.lit(max(1, buckets))))
         .groupBy("_bucket")
         .applyInPandas(per_bucket, schema)
@@ -83,7 +85,10 @@ def refresh_scope(
 
 def lookback_start(start: datetime, interval: str, lookback_factor: float) -> datetime:
     """How far back in time to look for a symbol's ``TRAILING_BARS`` bars before ``start``."""
-    return start - INTERVAL_LENGTH[interval] * int(TRAILING_BARS * lookback_factor)
+    try:
+        return max(start - INTERVAL_LENGTH[interval] * int(TRAILING_BARS * lookback_factor), EPOCH)
+    except OverflowError:  # a factor reaching back before year 1
+        return EPOCH
 
 
 def trailing_bars(bars: DataFrame, scope: DataFrame, interval: str, lookback_factor: float) -> DataFrame:

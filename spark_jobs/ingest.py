@@ -310,14 +310,10 @@ class IngestJob:
             F.col("window_start") >= F.lit(FX.lookback_start(min(scope.values()), interval, factor))
         )
         index_bars = recent.where(F.col("symbol") == index).select(*BAR_COLUMNS).toPandas()
-        history = FX.trailing_bars(recent, scope_df, interval, factor).drop("refresh_from")
-        rows = (
-            FX.feature_rows(history, interval, index_bars, self.settings.spark_shuffle_partitions)
-            .join(F.broadcast(scope_df), "symbol")
-            .where(F.col("window_start") >= F.col("refresh_from"))
-            .drop("refresh_from")
-            .withColumn("computed_at", F.current_timestamp())
-        )
+        history = FX.trailing_bars(recent, scope_df, interval, factor)
+        rows = FX.feature_rows(
+            history, interval, index_bars, self.settings.spark_shuffle_partitions, emit_from="refresh_from"
+        ).withColumn("computed_at", F.current_timestamp())
         # Each interval's MERGE is its own transaction on the same table, so each needs its
         # own txn app id: Delta skips a second commit under the same (app id, version).
         self._merge_features(rows, f"{self.app_id}-features-{interval}", batch_id)
@@ -451,6 +447,18 @@ def run(settings: Settings, starting_offsets: str = "earliest", stop_after_secon
             raise RuntimeError(f"ingest query failed: {query.exception()}")
     finally:
         if query.isActive:
-            query.stop()
+            _stop_between_batches(query)
         spark.stop()
         log.info("ingest stopped")
+
+
+def _stop_between_batches(query, patience_seconds: float = 300.0) -> None:
+    """Let the micro-batch in flight finish before stopping: ``query.stop()`` interrupts it.
+
+    An interrupted batch is not lost (it is replayed, exactly once, on the next start), but
+    stopping between batches leaves the tables complete up to the last offset read.
+    """
+    deadline = time.monotonic() + patience_seconds
+    while query.isActive and query.status.get("isTriggerActive") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    query.stop()

@@ -44,7 +44,9 @@ class IngestProcess:
         if not self.alive:
             return
         assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGTERM)
+        # The job itself, not its group: the JVM would stop its SparkContext on SIGTERM
+        # under the batch in flight (supervisord stops it the same way).
+        os.kill(self.proc.pid, signal.SIGTERM)
         try:
             self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:

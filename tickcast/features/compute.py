@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
 from pandas.api.indexers import BaseIndexer
 
 from tickcast.features.definitions import (
@@ -50,22 +51,33 @@ BETA_WINDOW = 60
 # across all series; they only choose between two exact methods.
 EWM_PER_SERIES_COST = 150e-6
 EWM_PER_STEP_COST = 20e-6
+# Rows per chunk of two-pass window statistics: bounds the copies to ~50 MB.
+TWO_PASS_CHUNK_ROWS = 100_000
 OUTPUT_COLUMNS = (*KEY_COLUMNS, *FEATURE_NAMES, "feature_set_version")
 
 
-def compute_features(bars: pd.DataFrame, interval: str, index_bars: pd.DataFrame | None = None) -> pd.DataFrame:
+def compute_features(
+    bars: pd.DataFrame,
+    interval: str,
+    index_bars: pd.DataFrame | None = None,
+    *,
+    emit_from: str | None = None,
+) -> pd.DataFrame:
     """Feature rows for every bar in ``bars``, sorted by (symbol, window_start).
 
     ``index_bars`` are the market index's bars (one symbol); without them the market
-    features are null.
+    features are null. ``emit_from`` names a timestamp column of ``bars``: only rows with
+    ``window_start`` at or after it are returned (the earlier bars are history), which
+    spares the window statistics of rows nobody asked for.
     """
     feature_names(interval)  # validates the interval
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars lack column(s) {', '.join(missing)}")
 
+    kept = [*BAR_COLUMNS, emit_from] if emit_from else list(BAR_COLUMNS)
     frame = (
-        bars.loc[:, list(BAR_COLUMNS)]
+        bars.loc[:, kept]
         .sort_values(["symbol", "window_start"], kind="mergesort")
         .reset_index(drop=True)
     )
@@ -81,7 +93,10 @@ def compute_features(bars: pd.DataFrame, interval: str, index_bars: pd.DataFrame
                              "interval": pd.Series(dtype="object"), **empty,
                              "feature_set_version": pd.Series(dtype="object")}).loc[:, list(OUTPUT_COLUMNS)]
 
-    series = _SymbolSeries(frame)
+    emit = None
+    if emit_from:
+        emit = (_epoch_ns(frame["window_start"]) >= _epoch_ns(frame[emit_from]))
+    series = _SymbolSeries(frame, emit)
     close = series.column("close")
     high = series.column("high")
     low = series.column("low")
@@ -116,9 +131,7 @@ def compute_features(bars: pd.DataFrame, interval: str, index_bars: pd.DataFrame
     sma200 = series.rolling_mean(close, 200)
     out["sma_50_200_cross"] = (sma50 > sma200).astype("float64").where(sma200.notna())
 
-    sma20 = series.rolling_mean(close, 20)
-    std20 = series.rolling_std(close, 20, ddof=0)
-    out["bollinger_position"] = _ratio(close - (sma20 - 2 * std20), 4 * std20)
+    out["bollinger_position"] = series.rolling_bollinger_position(close, 20)
 
     true_range = pd.concat(
         [high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1
@@ -136,7 +149,10 @@ def compute_features(bars: pd.DataFrame, interval: str, index_bars: pd.DataFrame
         for name in INTRADAY_FEATURE_NAMES:
             out[name] = np.nan
     out["feature_set_version"] = FEATURE_SET_VERSION
-    return pd.DataFrame({name: out[name] for name in OUTPUT_COLUMNS}, index=frame.index)
+    result = pd.DataFrame({name: out[name] for name in OUTPUT_COLUMNS}, index=frame.index)
+    if emit is not None:
+        result = result.loc[emit].reset_index(drop=True)
+    return result
 
 
 def _market_features(
@@ -165,15 +181,9 @@ def _market_features(
     out["market_return"] = market_return
     out["market_volatility"] = pd.Series(np.where(found, index_volatility.to_numpy()[at], np.nan), index=frame.index)
 
-    # Only complete pairs count; a window holding any incomplete pair stays null.
-    both = one_bar_return.notna() & market_return.notna()
-    x = one_bar_return.where(both)
-    y = market_return.where(both)
-    mean_x = series.rolling_mean(x, BETA_WINDOW)
-    mean_y = series.rolling_mean(y, BETA_WINDOW)
-    covariance = series.rolling_mean(x * y, BETA_WINDOW) - mean_x * mean_y
-    variance = series.rolling_mean(y * y, BETA_WINDOW) - mean_y * mean_y
-    out["market_beta"] = _ratio(covariance, variance)
+    # A window holding any incomplete pair stays null (NaN propagates through the sums).
+    beta = series.rolling_beta(one_bar_return, market_return, BETA_WINDOW)
+    out["market_beta"] = beta.where(np.isfinite(beta))
 
 
 class _SymbolSeries:
@@ -187,8 +197,9 @@ class _SymbolSeries:
     positions for all symbols at once.
     """
 
-    def __init__(self, frame: pd.DataFrame):
+    def __init__(self, frame: pd.DataFrame, emit: np.ndarray | None = None):
         self.frame = frame
+        self.emit = emit
         keys = frame["symbol"].to_numpy()
         n = len(keys)
         boundary = np.ones(n, dtype=bool)
@@ -219,7 +230,61 @@ class _SymbolSeries:
         return values.rolling(self._windows(window), min_periods=window).mean()
 
     def rolling_std(self, values: pd.Series, window: int, ddof: int) -> pd.Series:
-        return values.rolling(self._windows(window), min_periods=window).std(ddof=ddof)
+        def std(windows: np.ndarray) -> np.ndarray:
+            spread = (windows - windows[:, -1:]).std(axis=1, ddof=ddof)
+            # A constant window has no spread at all, whatever the rounding of its mean.
+            return np.where(windows.max(axis=1) == windows.min(axis=1), 0.0, spread)
+
+        return self._two_pass(window, std, values)
+
+    def rolling_bollinger_position(self, close: pd.Series, window: int) -> pd.Series:
+        """(c - (SMA - 2s)) / 4s with s the population std of the window; null when s is 0."""
+
+        def position(windows: np.ndarray) -> np.ndarray:
+            # Measured from the current close: c - (m - 2s) = 2s - mean(w - c), and w - c is
+            # exact for nearby prices, so a close sitting on a band does not cancel away digits.
+            offsets = windows - windows[:, -1:]
+            mean_offset = offsets.mean(axis=1)
+            spread = np.sqrt(((offsets - mean_offset[:, None]) ** 2).mean(axis=1))
+            flat = windows.max(axis=1) == windows.min(axis=1)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                value = (2 * spread - mean_offset) / (4 * spread)
+            return np.where(flat, np.nan, value)
+
+        return self._two_pass(window, position, close)
+
+    def rolling_beta(self, x: pd.Series, y: pd.Series, window: int) -> pd.Series:
+        """cov(x, y) / var(y) over each full window; null if any pair in it is incomplete."""
+
+        def beta(xw: np.ndarray, yw: np.ndarray) -> np.ndarray:
+            dy = yw - yw.mean(axis=1, keepdims=True)
+            dx = xw - xw.mean(axis=1, keepdims=True)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return (dx * dy).sum(axis=1) / (dy * dy).sum(axis=1)
+
+        return self._two_pass(window, beta, x, y)
+
+    def _two_pass(self, window: int, reduce, *columns: pd.Series) -> pd.Series:
+        """Apply ``reduce`` to every full window of each symbol, in chunks of rows.
+
+        Statistics of spread are computed from each window's own mean (two passes): a
+        running sum of squares loses digits when the spread is tiny next to the values,
+        e.g. Bollinger bands of a $3,000 index on a cent grid, or a volatility window just
+        after a large move has left it.
+        """
+        arrays = [c.to_numpy(dtype="float64") for c in columns]
+        n = len(arrays[0])
+        result = np.full(n, np.nan)
+        full = self.position.to_numpy() >= window - 1
+        rows = np.flatnonzero(full if self.emit is None else full & self.emit)
+        if len(rows) == 0:
+            return pd.Series(result, index=columns[0].index)
+        views = [sliding_window_view(a, window) for a in arrays]
+        for start in range(0, len(rows), TWO_PASS_CHUNK_ROWS):
+            chunk = rows[start:start + TWO_PASS_CHUNK_ROWS]
+            # The window ending at row i starts at row i - window + 1.
+            result[chunk] = reduce(*(view[chunk - window + 1] for view in views))
+        return pd.Series(result, index=columns[0].index)
 
     def ewm(self, values: pd.Series, alpha: float) -> pd.Series:
         """Exponential mean, not adjusted, seeded with each symbol's first non-null value;

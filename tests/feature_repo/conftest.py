@@ -1,0 +1,67 @@
+"""Fixtures for the Feast feature store: a Spark-made `features` table per test, a redis-server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tickcast.settings import Settings
+
+
+@pytest.fixture(scope="session")
+def empty_features_table(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty Delta `features` table exactly as the platform creates it (Spark, tables.json)."""
+    from tickcast.tables import ensure_tables
+
+    settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("features-template")})
+    ensure_tables(spark, settings, ["features"])
+    return Path(settings.table_path("features"))
+
+
+@pytest.fixture
+def fs_settings(settings: Settings, empty_features_table: Path) -> Settings:
+    """Settings with a fresh home holding a copy of the empty table (a Delta log is relocatable)."""
+    shutil.copytree(empty_features_table, settings.table_path("features"))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A real redis-server (Debian's) on a free port, no persistence."""
+    from tickcast.testing import free_port, stop_process, wait_for_port
+
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).exists():
+        pytest.fail("redis-server not installed (apt-get install redis-server)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    log = (workdir / "redis.log").open("w")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(workdir)],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, timeout=30, proc=proc)
+        yield port
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def online_settings(request: pytest.FixtureRequest, fs_settings: Settings) -> Settings:
+    """The same test against the SQLite online store and against a real Redis."""
+    if request.param == "sqlite":
+        return fs_settings
+    import redis
+
+    port = request.getfixturevalue("redis_port")
+    redis.Redis(host="127.0.0.1", port=port).flushall()
+    return fs_settings.model_copy(
+        update={"feast_online_store": "redis", "feast_redis_connection": f"127.0.0.1:{port}"}
+    )
