@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from tickcast.commands import features, feeds, platform, quality, serve, stream
+from tickcast.commands import corporate_actions, features, feeds, platform, quality, serve, stream
 
 app = typer.Typer(
     name="tickcast",
@@ -30,6 +30,7 @@ stream.register(app)
 serve.register(app)
 features.register(app)
 quality.register(app)
+corporate_actions.register(app)
 
 if __name__ == "__main__":
     app()
