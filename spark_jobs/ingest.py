@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -110,6 +110,7 @@ def idempotent_dml(spark: SparkSession, app_id: str, version: int) -> Iterator[N
 class IngestJob:
     def __init__(self, settings: Settings, spark: SparkSession):
         from tickcast.predictions import OnlineStore
+        from tickcast.quality import QualityGate
 
         self.settings = settings
         self.spark = spark
@@ -117,6 +118,7 @@ class IngestJob:
         self.app_id = _app_id(self.checkpoint)
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
         self.online_store = OnlineStore(settings.online_store_path)
+        self.gate = QualityGate(settings)
 
     # -- IO shell -----------------------------------------------------------------
 
@@ -124,6 +126,12 @@ class IngestJob:
         from tickcast.tables import ensure_tables
 
         ensure_tables(self.spark, self.settings)
+        if self.settings.feast_push_enabled:
+            from tickcast import featurestore
+
+            # Registering the repo (and importing Feast) before the first batch keeps that
+            # batch as quick as the others.
+            featurestore.apply(self.settings)
         reader = self.spark.readStream.format("kafka")
         for key, value in self.settings.spark_kafka_options().items():
             reader = reader.option(key, value)
@@ -143,10 +151,10 @@ class IngestJob:
             .start()
         )
 
-    def _append(self, df: DataFrame, table: str, batch_id: int) -> None:
+    def _append(self, df: DataFrame, table: str, batch_id: int, app_id: str | None = None) -> None:
         (
             df.write.format("delta").mode("append")
-            .option("txnAppId", self.app_id)
+            .option("txnAppId", app_id or self.app_id)
             .option("txnVersion", batch_id)
             .save(self.settings.table_path(table))
         )
@@ -181,7 +189,8 @@ class IngestJob:
         bounds = (
             parsed.where(F.col("reason").isNull())
             .agg(F.min("ts").alias("lo"), F.max("ts").alias("hi"),
-                 F.collect_set(F.to_date("ts")).alias("dates"))
+                 F.collect_set(F.to_date("ts")).alias("dates"),
+                 F.max("received_at").alias("kafka_hi"))
             .first()
         )
         step("parse")
@@ -198,10 +207,12 @@ class IngestJob:
         classified = classified.persist()
 
         now = F.current_timestamp()
-        quarantined = classified.where(F.col("reason").isNotNull()).select(
-            "reason", F.lit("ingest").alias("stage"), "raw", "msg_id", "symbol", "ts", "source",
+        quarantine_columns = (
+            "reason", "stage", "raw", "msg_id", "symbol", "ts", "source",
             "kafka_topic", "kafka_partition", "kafka_offset",
-            F.lit(tag).alias("ingest_batch"), now.alias("quarantined_at"),
+        )
+        quarantined = classified.where(F.col("reason").isNotNull()).select(
+            *quarantine_columns[:1], F.lit("ingest").alias("stage"), *quarantine_columns[2:],
         )
         accepted = classified.where(F.col("reason").isNull())
         ticks = accepted.select(
@@ -210,14 +221,49 @@ class IngestJob:
             F.lit(tag).alias("ingest_batch"), now.alias("ingested_at"),
             F.to_date("ts").alias("ts_date"),
         )
-        self._append(quarantined, "quarantine", batch_id)
+        # Quality bounds come from the batch's Kafka timestamps, not the clock, so a
+        # replayed batch decides what its first run decided.
+        kafka_hi = bounds["kafka_hi"] if bounds is not None and bounds["kafka_hi"] else datetime.now()
+        quality_parameters = {
+            "ts_max": kafka_hi.replace(tzinfo=UTC) + timedelta(seconds=self.settings.future_tolerance_seconds)
+        }
+        outcomes = []
+        if bounds is not None and bounds["lo"] is not None:
+            checked = self.gate.validate(
+                ticks, "ticks", ["msg_id"], quality_parameters,
+                table="ticks", layer="stream", run_id=tag, engine="pandas",
+            )
+            outcomes.append(checked)
+            if checked.rows_failed:
+                ticks, failing = checked.split(ticks)
+                reasons = failing.select("msg_id", F.col("reason").alias("quality_reason"))
+                accepted = accepted.join(reasons.select("msg_id"), "msg_id", "left_anti")
+                quarantined = quarantined.unionByName(
+                    classified.join(reasons, "msg_id").select(
+                        F.col("quality_reason").alias("reason"), F.lit("quality").alias("stage"),
+                        *quarantine_columns[2:],
+                    )
+                )
+        self._append(
+            quarantined.withColumn("ingest_batch", F.lit(tag)).withColumn("quarantined_at", now),
+            "quarantine", batch_id,
+        )
         step("quarantine")
         self._append(ticks, "ticks", batch_id)
         step("ticks")
 
         for interval in BAR_INTERVALS:
-            partials = T.bar_partials(accepted, interval).withColumn("updated_at", now)
+            partials = T.bar_partials(accepted, interval).withColumn("updated_at", now).persist()
+            checked = self.gate.validate(
+                partials, "bars", ["symbol", "window_start"], quality_parameters,
+                table=f"bars_{interval}", layer="stream", run_id=tag, engine="pandas",
+            )
+            outcomes.append(checked)
+            if checked.rows_failed:
+                partials, failing = checked.split(partials)
+                self._quarantine_rows(failing, f"bars_{interval}", tag, batch_id)
             self._merge_bars(partials, f"bars_{interval}", batch_id)
+            partials.unpersist()
             step(f"bars_{interval}")
 
         # One pass gives the feed watermarks, the batch's counts and the bars it touched.
@@ -241,8 +287,15 @@ class IngestJob:
             if row["symbol"] not in earliest or row["min_ts"] < earliest[row["symbol"]]:
                 earliest[row["symbol"]] = row["min_ts"]
         for interval in BAR_INTERVALS:
-            self._refresh_features(interval, {s: window_floor(ts, interval) for s, ts in earliest.items()}, batch_id)
+            outcomes += self._refresh_features(
+                interval, {s: window_floor(ts, interval) for s, ts in earliest.items()},
+                batch_id, quality_parameters,
+            )
             step(f"features_{interval}")
+        if outcomes:
+            self.gate.record(spark, outcomes, txn=(self.app_id, batch_id))
+            self.gate.publish_docs()
+        step("quality")
         if touched:
             self._predict(touched, batch_id)
         self.watermarks.save(batch_id, state)
@@ -283,10 +336,21 @@ class IngestJob:
                     .execute()
                 )
 
-    def _refresh_features(self, interval: str, touched: dict[str, datetime], batch_id: int) -> None:
-        """Recompute the features of every bar this batch changed, and of the bars after them."""
+    def _quarantine_rows(self, failing: DataFrame, stage: str, tag: str, batch_id: int) -> None:
+        """Bars or feature rows that failed their suite, kept whole (as JSON) with the reason."""
+        from spark_jobs.transforms import quarantine_rows
+
+        rows = quarantine_rows(failing, stage, tag)
+        # Its own txn app id: the batch's first quarantine append already used (app id, batch).
+        self._append(rows, "quarantine", batch_id, app_id=f"{self.app_id}-quarantine-{stage}")
+
+    def _refresh_features(
+        self, interval: str, touched: dict[str, datetime], batch_id: int, quality_parameters: dict
+    ) -> list:
+        """Recompute the features of every bar this batch changed, and of the bars after them;
+        check them, store them and push them online. Returns the quality outcomes."""
         if not touched:
-            return
+            return []
         from pyspark.sql import functions as F
 
         from spark_jobs import features as FX
@@ -313,10 +377,26 @@ class IngestJob:
         history = FX.trailing_bars(recent, scope_df, interval, factor)
         rows = FX.feature_rows(
             history, interval, index_bars, self.settings.spark_shuffle_partitions, emit_from="refresh_from"
-        ).withColumn("computed_at", F.current_timestamp())
-        # Each interval's MERGE is its own transaction on the same table, so each needs its
-        # own txn app id: Delta skips a second commit under the same (app id, version).
-        self._merge_features(rows, f"{self.app_id}-features-{interval}", batch_id)
+        ).withColumn("computed_at", F.current_timestamp()).persist()
+        try:
+            checked = self.gate.validate(
+                rows, "features", ["symbol", "interval", "window_start"], quality_parameters,
+                table="features", layer="stream", run_id=f"{self.app_id}:{batch_id}", engine="pandas",
+            )
+            good = rows
+            if checked.rows_failed:
+                good, failing = checked.split(rows)
+                self._quarantine_rows(failing, f"features_{interval}", f"{self.app_id}:{batch_id}", batch_id)
+            # Each interval's MERGE is its own transaction on the same table, so each needs its
+            # own txn app id: Delta skips a second commit under the same (app id, version).
+            self._merge_features(good, f"{self.app_id}-features-{interval}", batch_id)
+            if self.settings.feast_push_enabled:
+                from tickcast import featurestore
+
+                featurestore.push_online(self.settings, good.toPandas())
+        finally:
+            rows.unpersist()
+        return [checked]
 
     def _merge_features(self, rows: DataFrame, app_id: str, batch_id: int) -> None:
         from delta.tables import DeltaTable

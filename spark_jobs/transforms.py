@@ -59,6 +59,9 @@ def _not_finite(c: Column) -> Column:
     return F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
 
 
+RAW_BASE64_PREFIX = "base64:"
+
+
 def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> DataFrame:
     """Kafka records -> typed ticks with a ``reason`` column (null when the tick is valid).
 
@@ -71,8 +74,13 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
     parsed = F.from_json(
         text, tick_json_schema(), {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true"}
     )
+    # Bytes that are not UTF-8 would make an unreadable string column; they are kept
+    # losslessly as base64 instead.
+    raw_text = F.when(F.is_valid_utf8(text), text).otherwise(
+        F.concat(F.lit(RAW_BASE64_PREFIX), F.base64(F.col("value")))
+    )
     df = raw.select(
-        text.alias("raw"),
+        raw_text.alias("raw"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
@@ -133,6 +141,9 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
         F.col("_source").alias("source"),
         "produced_at",
         F.col("_schema_version").cast("int").alias("schema_version"),
+        # The clock "future" was judged against (the Kafka record time): later checks of the
+        # same batch use it too, so a replay decides the same.
+        F.col("_now").alias("received_at"),
         reason.alias("reason"),
     )
 
@@ -228,3 +239,18 @@ BAR_MERGE_SET = {
     "close_ts": "greatest(t.close_ts, s.close_ts)",
     "updated_at": "s.updated_at",
 }
+
+
+def quarantine_rows(failing: DataFrame, stage: str, batch_tag: str) -> DataFrame:
+    """Bar or feature rows that failed their quality suite, as ``quarantine`` rows: the whole
+    row kept as JSON in ``raw``, its bar start in ``ts``, the suite's reason."""
+    from pyspark.sql import functions as F
+
+    return failing.select(
+        "reason", F.lit(stage).alias("stage"),
+        F.to_json(F.struct(*[c for c in failing.columns if c != "reason"])).alias("raw"),
+        F.lit(None).cast("string").alias("msg_id"), "symbol", F.col("window_start").alias("ts"),
+        F.lit(None).cast("string").alias("source"), F.lit(None).cast("string").alias("kafka_topic"),
+        F.lit(None).cast("int").alias("kafka_partition"), F.lit(None).cast("bigint").alias("kafka_offset"),
+        F.lit(batch_tag).alias("ingest_batch"), F.current_timestamp().alias("quarantined_at"),
+    )

@@ -9,6 +9,7 @@ writing the same table at the same time; Delta commit conflicts are retried.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -44,6 +45,7 @@ class BackfillResult:
     inserted: int
     updated: int
     skipped: int
+    quarantined: int = 0
 
     def summary(self, file_name: str) -> str:
         text = (
@@ -52,6 +54,8 @@ class BackfillResult:
         )
         if self.skipped:
             text += f" ({self.skipped:,} row(s) of the file skipped)"
+        if self.quarantined:
+            text += f"; {self.quarantined:,} bar(s) failed quality checks and went to quarantine"
         return text
 
 
@@ -162,6 +166,10 @@ def backfill_bars(
     table = target_table(bar_file.interval)
     ensure_tables(spark, settings, [table])
     source = spark_bars(spark, bar_file.bars, symbol=symbol, interval=bar_file.interval)
+    source, quarantined = check_and_quarantine(
+        spark, settings, source, suite="bars", id_columns=["symbol", "window_start"], table=table,
+        stage="backfill", run_id=f"backfill:{table}:{symbol}:{uuid.uuid4().hex[:8]}",
+    )
     first, last = bar_file.bars["ts"].min(), bar_file.bars["ts"].max()
     inserted, updated = merge_bars(
         spark, settings, table, source, symbol=symbol,
@@ -169,8 +177,40 @@ def backfill_bars(
     )
     return BackfillResult(
         table=table, symbol=symbol, interval=bar_file.interval, bars=len(bar_file.bars),
-        inserted=inserted, updated=updated, skipped=bar_file.skipped,
+        inserted=inserted, updated=updated, skipped=bar_file.skipped, quarantined=quarantined,
     )
+
+
+def check_and_quarantine(
+    spark: SparkSession,
+    settings: Settings,
+    frame: DataFrame,
+    *,
+    suite: str,
+    id_columns: list[str],
+    table: str,
+    stage: str,
+    run_id: str,
+) -> tuple[DataFrame, int]:
+    """A batch job's quality gate: rows failing ``suite`` go to ``quarantine`` with the
+    expectation as the reason; the results are recorded and the data docs rebuilt.
+    Returns the passing rows and how many were quarantined."""
+    from spark_jobs.transforms import quarantine_rows
+    from tickcast.quality import QualityGate
+    from tickcast.tables import ensure_tables
+
+    gate = QualityGate(settings)
+    checked = gate.validate(frame, suite, id_columns, table=table, layer="batch", run_id=run_id)
+    if checked.rows_failed:
+        frame, failing = checked.split(frame)
+        ensure_tables(spark, settings, ["quarantine"])
+        quarantine_rows(failing, stage, run_id).write.format("delta").mode("append").save(
+            settings.table_path("quarantine")
+        )
+        log.warning("%s: %d row(s) failed the %s suite and were quarantined", table, checked.rows_failed, suite)
+    gate.record(spark, checked)
+    gate.publish_docs(force=True)
+    return frame, checked.rows_failed
 
 
 def backfill_file(

@@ -168,3 +168,16 @@ def test_partials_merged_in_any_order_equal_one_aggregation(spark, settings, spl
     actual = spark.read.format("delta").load(path).select(*cols)
     expected = T.bar_partials(_ticks(spark, rows), "1d").select(*cols)
     assert_df_equality(actual, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_bytes_that_are_not_utf8_are_kept_as_base64(spark):
+    import base64
+
+    payload = b"\xff\xfe{\x80 not text"
+    raw = spark.createDataFrame(
+        [(payload, "ticks", 0, 0, datetime(2026, 11, 20, 15, 0))],
+        "value binary, topic string, partition int, offset long, timestamp timestamp",
+    )
+    row = T.parse_ticks(raw, F.col("timestamp"), 300).first()
+    assert row["reason"] == T.REASON_INVALID_JSON
+    assert row["raw"] == T.RAW_BASE64_PREFIX + base64.b64encode(payload).decode()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,12 +35,16 @@ class FeatureBackfillResult:
     symbols: int
     rows: int
     seconds: float
+    quarantined: int = 0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"features {self.interval}: {self.rows:,} row(s) for {self.symbols:,} symbol(s) "
             f"in {self.seconds:.1f}s"
         )
+        if self.quarantined:
+            text += f"; {self.quarantined:,} row(s) failed quality checks and went to quarantine"
+        return text
 
 
 def backfill_features(
@@ -87,11 +92,18 @@ def _backfill_interval(
         .persist()
     )
     try:
-        written = rows.count()
-        _replace_features(spark, settings, rows, interval, symbols)
+        from tickcast.backfill import check_and_quarantine
+
+        good, quarantined = check_and_quarantine(
+            spark, settings, rows, suite="features", id_columns=["symbol", "interval", "window_start"],
+            table="features", stage=f"features_{interval}",
+            run_id=f"features-backfill:{interval}:{uuid.uuid4().hex[:8]}",
+        )
+        written = rows.count() - quarantined
+        _replace_features(spark, settings, good, interval, symbols)
     finally:
         rows.unpersist()
-    result = FeatureBackfillResult(interval, len(in_scope), written, time.monotonic() - started)
+    result = FeatureBackfillResult(interval, len(in_scope), written, time.monotonic() - started, quarantined)
     log.info(result.summary())
     return result
 
