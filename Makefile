@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test bench-ingest clean
+.PHONY: help bootstrap up down status lint test bench-ingest bench-features clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the fla
 
 bench-ingest: bootstrap ## Ingest throughput and latency benchmark
 	$(VENV)/bin/python bench/ingest.py
+
+bench-features: bootstrap ## Feature refresh of 5,000 symbols and Feast online read latency
+	$(VENV)/bin/python bench/features.py
 
 clean: down ## Stop everything and delete ./var (the default TICKCAST_HOME)
 	rm -rf var

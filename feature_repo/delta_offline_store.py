@@ -28,6 +28,11 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 import feast.infra.offline_stores.dask as dask_store
+
+from tickcast.feast_import import import_feast_quietly
+
+import_feast_quietly()
+
 from feast.data_format import DeltaFormat
 from feast.infra.offline_stores.dask import DaskOfflineStore, DaskOfflineStoreConfig
 

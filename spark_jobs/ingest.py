@@ -273,8 +273,10 @@ class IngestJob:
             .collect()
         )
         feed_maxima = [row for row in groups if row["ok"]]
-        ok = sum(row["rows"] for row in feed_maxima)
-        bad = sum(row["rows"] for row in groups if not row["ok"])
+        # Ticks the quality gate turned away were counted as parsed-ok above.
+        gate_failed = sum(o.rows_failed for o in outcomes if o.table == "ticks")
+        ok = sum(row["rows"] for row in feed_maxima) - gate_failed
+        bad = sum(row["rows"] for row in groups if not row["ok"]) + gate_failed
         state = dict(before)
         for row in feed_maxima:
             key = (row["source"], row["symbol"])

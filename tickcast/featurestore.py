@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from tickcast.feast_import import import_feast_quietly
 from tickcast.features.definitions import FEATURE_NAMES, INTERVALS
 from tickcast.settings import REPO_ROOT, Settings
 
@@ -91,6 +92,7 @@ def _key(settings: Settings) -> tuple:
 
 
 def _definitions(settings: Settings):
+    import_feast_quietly()
     from feature_repo.definitions import build
 
     return build(settings.table_path("features"))
@@ -98,6 +100,7 @@ def _definitions(settings: Settings):
 
 def repo_config(settings: Settings) -> RepoConfig:
     """The Feast configuration that ``feature_store.yaml`` holds for the CLI, from Settings."""
+    import_feast_quietly()
     from feast.repo_config import RepoConfig
 
     from feature_repo.definitions import PROJECT
@@ -129,6 +132,7 @@ def repo_config(settings: Settings) -> RepoConfig:
 
 
 def _handle(settings: Settings) -> _Handle:
+    import_feast_quietly()
     key = _key(settings)
     with _HANDLES_LOCK:
         handle = _HANDLES.get(key)

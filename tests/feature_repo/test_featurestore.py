@@ -33,9 +33,9 @@ def assert_row_is(actual: pd.Series, expected: dict, names: list[str]) -> None:
 
 
 def test_apply_registers_the_repo_objects_idempotently(fs_settings: Settings) -> None:
+    featurestore.apply(fs_settings)  # imports Feast the platform's way first (tickcast.feast_import)
     from feast import FeatureService
 
-    featurestore.apply(fs_settings)
     store = featurestore.feature_store(fs_settings)
     # A service of an older feature-set version, as a previous apply would have left it, and
     # one that someone else registered.

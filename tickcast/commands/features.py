@@ -23,7 +23,7 @@ def backfill(
 
     Uses the same implementation as the stream; the symbols' existing feature rows are
     replaced (re-running gives the same table). Run it after loading history with
-    `tickcast backfill`, or after `tickcast corporate-actions apply`.
+    `tickcast backfill` (`tickcast corporate-actions apply` recomputes what it adjusts itself).
     """
     from tickcast.features.backfill import backfill_features
     from tickcast.features.definitions import INTERVALS
