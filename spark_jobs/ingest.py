@@ -353,6 +353,7 @@ class IngestJob:
         check them, store them and push them online. Returns the quality outcomes."""
         if not touched:
             return []
+        import pandas as pd
         from pyspark.sql import functions as F
 
         from spark_jobs import features as FX
@@ -377,30 +378,37 @@ class IngestJob:
         )
         index_bars = recent.where(F.col("symbol") == index).select(*BAR_COLUMNS).toPandas()
         history = FX.trailing_bars(recent, scope_df, interval, factor)
-        rows = FX.feature_rows(
+        # The batch's feature rows are few (one or two bars per symbol): bring them to the
+        # driver once and work from that copy. The MERGE source is then a local relation,
+        # which Delta neither recomputes nor materialises, and GX and Feast read pandas.
+        computed = FX.feature_rows(
             history, interval, index_bars, self.settings.spark_shuffle_partitions, emit_from="refresh_from"
-        ).withColumn("computed_at", F.current_timestamp()).persist()
-        try:
-            checked = self.gate.validate(
-                rows, "features", ["symbol", "interval", "window_start"], quality_parameters,
-                table="features", layer="stream", run_id=f"{self.app_id}:{batch_id}", engine="pandas",
-            )
-            good = rows
-            if checked.rows_failed:
-                good, failing = checked.split(rows)
-                self._quarantine_rows(failing, f"features_{interval}", f"{self.app_id}:{batch_id}", batch_id)
-            # Each interval's MERGE is its own transaction on the same table, so each needs its
-            # own txn app id: Delta skips a second commit under the same (app id, version).
-            self._merge_features(good, f"{self.app_id}-features-{interval}", batch_id)
-            if self.settings.feast_push_enabled:
-                from tickcast import featurestore
+        ).toPandas()
+        computed["computed_at"] = pd.Timestamp.now(tz="UTC").tz_localize(None)
+        rows = self.spark.createDataFrame(computed, FX.feature_schema().add("computed_at", "timestamp"))
+        checked = self.gate.validate(
+            rows, "features", ["symbol", "interval", "window_start"], quality_parameters,
+            table="features", layer="stream", run_id=f"{self.app_id}:{batch_id}", engine="pandas",
+        )
+        good, good_frame = rows, computed
+        if checked.rows_failed:
+            good, failing = checked.split(rows)
+            self._quarantine_rows(failing, f"features_{interval}", f"{self.app_id}:{batch_id}", batch_id)
+            good_frame = good.toPandas()
+        # Each interval's MERGE is its own transaction on the same table, so each needs its
+        # own txn app id: Delta skips a second commit under the same (app id, version).
+        self._merge_features(
+            good, interval, min(scope.values()), f"{self.app_id}-features-{interval}", batch_id
+        )
+        if self.settings.feast_push_enabled and len(good_frame):
+            from tickcast import featurestore
 
-                featurestore.push_online(self.settings, good.toPandas())
-        finally:
-            rows.unpersist()
+            featurestore.push_online(self.settings, good_frame)
         return [checked]
 
-    def _merge_features(self, rows: DataFrame, app_id: str, batch_id: int) -> None:
+    def _merge_features(
+        self, rows: DataFrame, interval: str, earliest: datetime, app_id: str, batch_id: int
+    ) -> None:
         from delta.tables import DeltaTable
 
         from spark_jobs import features as FX
@@ -410,7 +418,12 @@ class IngestJob:
             with attempt, idempotent_dml(self.spark, app_id, batch_id):
                 (
                     DeltaTable.forPath(self.spark, self.settings.table_path("features")).alias("t")
-                    .merge(rows.alias("s"), FX.FEATURES_MERGE_CONDITION)
+                    .merge(
+                        rows.alias("s"),
+                        # Partition and time bounds let Delta skip the files this batch cannot touch.
+                        f"{FX.FEATURES_MERGE_CONDITION} AND t.interval = '{interval}' "
+                        f"AND t.window_start >= timestamp'{earliest.isoformat(sep=' ')}'",
+                    )
                     .whenMatchedUpdateAll()
                     .whenNotMatchedInsertAll()
                     .execute()
