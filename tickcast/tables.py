@@ -72,7 +72,11 @@ def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | No
         )
         if table.partitioned_by:
             builder = builder.partitionedBy(*table.partitioned_by)
-        builder.execute()
+        # Two jobs creating the same new table race on its first commit; the loser retries
+        # and then finds the table there.
+        for attempt in commit_conflict_retrying(name):
+            with attempt:
+                builder.execute()
 
 
 COMMIT_CONFLICT_ATTEMPTS = 12
@@ -98,6 +102,7 @@ def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPT
         dx.ConcurrentDeleteDeleteException,
         dx.ConcurrentTransactionException,
         dx.MetadataChangedException,
+        dx.ProtocolChangedException,
     )
 
     def log_conflict(state) -> None:
