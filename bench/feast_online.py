@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import subprocess
@@ -31,6 +30,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
 from tickcast.settings import Settings  # noqa: E402
 
@@ -154,19 +155,6 @@ def start_redis(workdir: Path):
     return proc, port, version.removeprefix("v=")
 
 
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, Python {platform.python_version()}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--entities", type=int, default=5000, help="symbols in the table and in the big read")
@@ -240,11 +228,11 @@ def main() -> int:
                            f"{r['online_features_dataframe'][k]['p99_ms']:,.2f}")
     row(f"push_online {n} rows: p50 (s)", lambda r: f"{r['push_s']['p50_s']:.2f}")
     row(f"push_online {n} new keys, first push (s)", lambda r: f"{r['push_first_s']:.2f}")
-    out.caption = f"conditions: {conditions}\nmachine: {machine()}\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    out.caption = f"conditions: {conditions}\nmachine: {describe_machine(java=False)}\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     Console(width=120).print(out)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(
-        {"conditions": conditions, "machine": machine(), "measured_at": datetime.now(UTC).isoformat(),
+        {"conditions": conditions, "machine": describe_machine(java=False), "measured_at": datetime.now(UTC).isoformat(),
          "entities": n, "results": results}, indent=2))
     return 0
 

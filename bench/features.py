@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -52,6 +51,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
 from tickcast.settings import Settings  # noqa: E402
 
@@ -268,24 +269,6 @@ def bench_feast(args, scratch: Path) -> dict:
     return json.loads(output.read_text())
 
 
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    try:
-        java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
-    except (OSError, IndexError):
-        java = "java unknown"
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, {platform.platform()}, "
-            f"Python {platform.python_version()}, {java}")
-
-
 def summary(samples: list[float]) -> str:
     return f"{statistics.median(samples):.2f} ({min(samples):.2f} / {max(samples):.2f})"
 
@@ -403,11 +386,11 @@ def main() -> int:
         console.print(online)
 
     measured = datetime.now(UTC)
-    console.print(f"conditions: {conditions}\nmachine: {machine()}\n"
+    console.print(f"conditions: {conditions}\nmachine: {describe_machine(java=True)}\n"
                   f"{started_at:%Y-%m-%d %H:%M} - {measured:%H:%M} UTC")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps({
-        "conditions": conditions, "machine": machine(), "measured_at": measured.isoformat(),
+        "conditions": conditions, "machine": describe_machine(java=True), "measured_at": measured.isoformat(),
         "symbols": n, "history": h, "interval": args.interval, "repeats": args.repeats,
         "load_average_1m": {"start": load_start, "after_refresh": load_after_spark, "end": load_end},
         "step_labels": STEP_LABELS, "compute_features": compute, "refresh": refresh, "feast_online": feast,

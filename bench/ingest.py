@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
 from tickcast.jars import ensure_jars  # noqa: E402
 from tickcast.settings import Settings  # noqa: E402
@@ -52,21 +53,6 @@ def commit_times(table_path: Path) -> dict[int, float]:
         if batch is not None and ts is not None:
             times[batch] = ts
     return times
-
-
-def machine() -> str:
-    cpu = "unknown cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()[0]
-    return (f"{os.cpu_count()} cores ({cpu}), {mem_gib:.0f} GiB, Python {platform.python_version()}, "
-            f"{java}")
 
 
 def main() -> int:
@@ -171,10 +157,10 @@ def main() -> int:
     for name, res in results.items():
         table.add_row(f"produced_at -> queryable in {name}: p50 / p99 (s)",
                       f"{res['p50_s']:.2f} / {res['p99_s']:.2f}")
-    table.caption = f"conditions: {conditions}\nmachine: {machine()}\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    table.caption = f"conditions: {conditions}\nmachine: {describe_machine(java=True)}\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     Console().print(table)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"conditions": conditions, "machine": machine(), **figures}, indent=2))
+    args.output.write_text(json.dumps({"conditions": conditions, "machine": describe_machine(java=True), **figures}, indent=2))
     return 0
 
 
