@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import NoReturn
 
 import typer
+
+from tickcast.commands import fail
 
 corporate_actions_app = typer.Typer(
     help="Splits and cash dividends: back-adjust the stored bars (Delta bars_1d, bars_1m) and their features.",
     no_args_is_help=True,
 )
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 def _settings():
@@ -25,7 +21,7 @@ def _settings():
     try:
         return get_settings()
     except ValueError as exc:
-        _fail(f"invalid settings: {exc}")
+        fail(f"invalid settings: {exc}")
 
 
 @corporate_actions_app.command("apply")
@@ -60,7 +56,7 @@ def apply(
     try:
         parse_corporate_actions(file)
     except CorporateActionsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     settings = _settings()
 
     from pyspark.errors import PySparkException
@@ -77,14 +73,14 @@ def apply(
         try:
             spark = build_spark(settings, "tickcast-corporate-actions")
         except RuntimeError as exc:
-            _fail(str(exc))
+            fail(str(exc))
     try:
         result = apply_corporate_actions(spark, settings, file)
     except CorporateActionsError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except PySparkException as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        _fail(f"applying {file} failed: {first_line}")
+        fail(f"applying {file} failed: {first_line}")
     finally:
         if own_session:
             spark.stop()

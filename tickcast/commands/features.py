@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tickcast.commands import fail
+
 features_app = typer.Typer(
     help="Technical features: batch backfill into Delta `features`, and the Feast feature store.",
     no_args_is_help=True,
@@ -31,8 +33,7 @@ def backfill(
     from tickcast.spark import build_spark
 
     if interval is not None and interval not in INTERVALS:
-        typer.secho(f"error: --interval must be one of {', '.join(INTERVALS)}, not {interval!r}", fg="red", err=True)
-        raise typer.Exit(1)
+        fail(f"--interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
     settings = get_settings()
     spark = build_spark(settings, "tickcast-features-backfill")
     try:

@@ -10,17 +10,13 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 
+from tickcast.commands import fail
+
 SYMBOLS_HELP = "Comma-separated symbols, e.g. AAPL,MSFT"
 INTERVAL_HELP = "Bar interval of the feature set: 1d or 1m"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 @contextmanager
@@ -33,11 +29,11 @@ def _clear_errors() -> Iterator[None]:
     except typer.Exit:
         raise
     except FeatureStoreError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except Exception as exc:  # Feast, Redis, delta-rs: their messages are the useful part
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        _fail(f"{type(exc).__name__}: {exc} (--verbose for the traceback)")
+        fail(f"{type(exc).__name__}: {exc} (--verbose for the traceback)")
 
 
 def _settings():
@@ -50,13 +46,13 @@ def _settings():
     try:
         return get_settings()
     except ValueError as exc:
-        _fail(f"invalid settings: {exc}")
+        fail(f"invalid settings: {exc}")
 
 
 def _symbols(raw: str) -> list[str]:
     symbols = [s.strip().upper() for s in raw.split(",") if s.strip()]
     if not symbols:
-        _fail("--symbols: give at least one symbol")
+        fail("--symbols: give at least one symbol")
     return symbols
 
 
@@ -111,7 +107,7 @@ def training_set_command(
     from tickcast import featurestore
 
     if output is not None and output.suffix.lower() not in (".parquet", ".csv"):
-        _fail(f"--output: {output} must end in .parquet or .csv")
+        fail(f"--output: {output} must end in .parquet or .csv")
     settings = _settings()
     with _clear_errors():
         rows = featurestore.training_set(settings, _symbols(symbols), start, end, interval)

@@ -9,9 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 import typer
+
+from tickcast.commands import fail
 
 log = logging.getLogger("tickcast.feeds")
 
@@ -19,11 +20,6 @@ BOOTSTRAP_HELP = "Kafka bootstrap servers (default: TICKCAST_KAFKA_BOOTSTRAP_SER
 TOPIC_HELP = "Topic to produce to (default: TICKCAST_TOPIC_TICKS, i.e. `ticks`)"
 CONNECT_TIMEOUT_HELP = "Seconds to wait for the broker before giving up"
 INTERVAL_HELP = "Bar interval (1m, 5m, 1h, 1d, ...) when it cannot be told from the file"
-
-
-def _fail(message: str) -> NoReturn:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(1)
 
 
 @contextmanager
@@ -52,7 +48,7 @@ def _settings():
     try:
         return get_settings()
     except ValueError as exc:
-        _fail(f"invalid settings: {exc}")
+        fail(f"invalid settings: {exc}")
 
 
 def _producer(bootstrap_servers: str | None, topic: str | None, connect_timeout: float):
@@ -66,7 +62,7 @@ def _producer(bootstrap_servers: str | None, topic: str | None, connect_timeout:
     try:
         return producer.connect()
     except FeedError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def _run_feed(label: str, producer, send) -> None:
@@ -78,7 +74,7 @@ def _run_feed(label: str, producer, send) -> None:
             send(stop)
         except FeedError as exc:
             producer.close(timeout=5.0)
-            _fail(str(exc))
+            fail(str(exc))
     _finish(label, producer)
 
 
@@ -86,7 +82,7 @@ def _finish(label: str, producer) -> None:
     stats = producer.close()
     typer.echo(f"{label}: {stats.summary()}")
     if stats.failed:
-        _fail(f"{stats.failed:,} tick(s) were not delivered to {producer.topic!r}")
+        fail(f"{stats.failed:,} tick(s) were not delivered to {producer.topic!r}")
 
 
 def _parse_start(start: str | None) -> datetime | None:
@@ -95,7 +91,7 @@ def _parse_start(start: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(start)
     except ValueError:
-        _fail(f"--start {start!r} is not an ISO-8601 date/time (e.g. 2024-01-02T14:30:00Z)")
+        fail(f"--start {start!r} is not an ISO-8601 date/time (e.g. 2024-01-02T14:30:00Z)")
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -143,7 +139,7 @@ def synthetic(
             nominal_rate=rate or NOMINAL_MAX_RATE, vol_scale=vol_scale,
         )
     except FeedError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     producer = _producer(bootstrap_servers, topic, connect_timeout)
     log.info(
         "synthetic: %d symbol(s) at %s ticks/s for %s to %s on %s", symbols,
@@ -185,12 +181,12 @@ def replay(
     from tickcast.feeds.ticks import validate_symbol
 
     if speed is not None and speed <= 0:
-        _fail("--speed must be positive")
+        fail("--speed must be positive")
     try:
         symbol = validate_symbol(symbol)
         bar_file = parse_bar_file(file, interval=interval)
     except (BarFileError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     log.info("replay: %s, %d %s bar(s) as %s", file.name, len(bar_file.bars), bar_file.interval, symbol)
     producer = _producer(bootstrap_servers, topic, connect_timeout)
     _run_feed("replay", producer, lambda stop: replay_bars(
@@ -219,7 +215,7 @@ def backfill(
         symbol = validate_symbol(symbol)
         bar_file, table = load_bar_file(file, interval=interval)
     except (BarFileError, BackfillError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     log.info("backfill: %s, %d %s bar(s) of %s into %s", file.name, len(bar_file.bars),
              bar_file.interval, symbol, table)
 
@@ -237,12 +233,12 @@ def backfill(
             extra_conf={"spark.databricks.delta.merge.materializeSource": "none"},
         )
     except RuntimeError as exc:
-        _fail(str(exc))
+        fail(str(exc))
     try:
         result = backfill_bars(spark, settings, bar_file, symbol=symbol)
     except (PySparkException, BackfillError) as exc:
         first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        _fail(f"backfill into {table} failed: {first_line}")
+        fail(f"backfill into {table} failed: {first_line}")
     finally:
         spark.stop()
     typer.echo(result.summary(file.name))
