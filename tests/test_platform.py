@@ -49,8 +49,10 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     options = _parse(write_config(settings))
     configs = _process_configs(options)
 
-    assert list(configs) == ["kafka", "ingest", "api", "dashboard", "feed"]
+    assert list(configs) == ["kafka", "mlflow", "ingest", "api", "dashboard", "feed"]
     bin_dir = Path(sys.prefix) / "bin"
+    assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
+    assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert configs["ingest"].command == f"{bin_dir}/tickcast stream ingest"
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
@@ -77,7 +79,14 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["ingest", "api", "dashboard"]
+    assert list(configs) == ["mlflow", "ingest", "api", "dashboard"]
+
+
+def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:
+    settings = settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000"})
+    configs = _process_configs(_parse(write_config(settings)))
+    assert "mlflow" not in configs
+    assert ("MLflow", "http://mlflow:5000") in lifecycle.urls(settings, list(configs))
 
 
 def test_environment_round_trips_every_setting(
@@ -201,6 +210,7 @@ def _isolated(settings: Settings) -> Settings:
             "kafka_bootstrap_servers": f"127.0.0.1:{port}",
             "api_port": free_port(),
             "dashboard_port": free_port(),
+            "mlflow_port": free_port(),
         }
     )
 

@@ -181,6 +181,95 @@ def backfill_bars(
     )
 
 
+FRAME_COLUMNS = ("symbol", "window_start", "window_end", "open", "high", "low", "close", "volume")
+
+
+def spark_bar_frame(
+    spark: SparkSession,
+    bars: pd.DataFrame,
+    *,
+    interval: str,
+    updated_at: datetime | None = None,
+) -> DataFrame:
+    """Bars of many symbols (``FRAME_COLUMNS``, optionally ``trades``; UTC timestamps) as a
+    Spark DataFrame with the bars-table schema. Pure, and through Arrow, so a history of
+    millions of rows does not pass through Python tuples."""
+    from tickcast.tables import table_defs
+
+    table = target_table(interval)
+    missing = [c for c in FRAME_COLUMNS if c not in bars.columns]
+    if missing:
+        raise BackfillError(f"bars are missing column(s): {', '.join(missing)}")
+    updated_at = updated_at or datetime.now(UTC)
+    start = pd.to_datetime(bars["window_start"], utc=True)
+    end = pd.to_datetime(bars["window_end"], utc=True)
+    trades = bars["trades"] if "trades" in bars.columns else pd.Series(pd.NA, index=bars.index)
+    frame = pd.DataFrame({
+        "symbol": bars["symbol"].astype(str),
+        "window_start": start,
+        "window_end": end,
+        **{c: bars[c].astype("float64") for c in ("open", "high", "low", "close", "volume")},
+        "trades": trades.astype("Int64"),
+        "open_ts": start,
+        # The same convention as the file backfill: the bar's last microsecond.
+        "close_ts": end - pd.Timedelta(microseconds=1),
+        "updated_at": pd.Timestamp(updated_at).tz_convert("UTC"),
+    }).reset_index(drop=True)
+    return spark.createDataFrame(frame, schema=table_defs()[table].schema())
+
+
+def backfill_frame(
+    spark: SparkSession,
+    settings: Settings,
+    bars: pd.DataFrame,
+    *,
+    interval: str,
+    label: str = "frame",
+) -> BackfillResult:
+    """MERGE bars of many symbols into the bars table of ``interval`` in one go.
+
+    The path of ``backfill_bars`` (quality gate, quarantine, MERGE on (symbol,
+    window_start)) for a DataFrame such as ``tickcast.feeds.history.generate_history``
+    returns; loading the same bars again updates rows instead of adding copies. The
+    result's ``symbol`` names the symbols (all of them, or the first and last and a count).
+    """
+    from tickcast.tables import ensure_tables
+
+    table = target_table(interval)
+    if bars.empty:
+        raise BackfillError("no bars to load")
+    names = list(dict.fromkeys(bars["symbol"].tolist()))
+    try:
+        for name in names:
+            if validate_symbol(name) != name:
+                raise ValueError(f"symbol {name!r} is not upper-case")
+    except ValueError as exc:
+        raise BackfillError(str(exc)) from exc
+    # MERGE refuses two source rows for one target row; say which instead of a Spark trace.
+    dupes = bars.duplicated(["symbol", "window_start"])
+    if dupes.any():
+        first = bars[dupes].iloc[0]
+        raise BackfillError(
+            f"{int(dupes.sum()):,} duplicate bar(s), e.g. {first['symbol']} at {first['window_start']}"
+        )
+    ensure_tables(spark, settings, [table])
+    source = spark_bar_frame(spark, bars, interval=interval)
+    source, quarantined = check_and_quarantine(
+        spark, settings, source, suite="bars", id_columns=["symbol", "window_start"], table=table,
+        stage="backfill", run_id=f"backfill:{table}:{label}:{uuid.uuid4().hex[:8]}",
+    )
+    starts = pd.to_datetime(bars["window_start"], utc=True)
+    inserted, updated = merge_bars(
+        spark, settings, table, source,
+        window=(starts.min().to_pydatetime(), starts.max().to_pydatetime()),
+    )
+    described = ", ".join(names) if len(names) <= 3 else f"{names[0]}..{names[-1]} ({len(names):,} symbols)"
+    return BackfillResult(
+        table=table, symbol=described, interval=interval, bars=len(bars),
+        inserted=inserted, updated=updated, skipped=0, quarantined=quarantined,
+    )
+
+
 def check_and_quarantine(
     spark: SparkSession,
     settings: Settings,

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     # The stream pushes each micro-batch's features to the online store.
     feast_push_enabled: bool = True
 
+    # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
+    # SQLite store and artifact directory that commands use directly.
+    mlflow_host: str = "127.0.0.1"
+    mlflow_port: int = 5000
+    # A remote tracking server (e.g. http://mlflow:5000): used instead of the local store.
+    mlflow_tracking_uri: str | None = None
+
     # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
     demo_feed_enabled: bool = True
     demo_feed_symbols: int = 20
@@ -137,6 +144,23 @@ class Settings(BaseSettings):
     def feast_dir(self) -> Path:
         """Feast registry and SQLite online store."""
         return self.home_dir / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """Local MLflow store: the SQLite database and the artifacts."""
+        return self.home_dir / "mlflow"
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir}/mlflow.db"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or self.mlflow_backend_uri
 
     @property
     def broker_jars_dir(self) -> Path:

@@ -115,6 +115,15 @@ def synthetic(
         1.0, "--vol-scale", min=0.001,
         help="Multiply all volatilities (e.g. 20 for livelier demo charts)",
     ),
+    alpha: float = typer.Option(
+        0.0, "--alpha",
+        help="Plant a known weak signal of strength A in [0, 1): each bar's log return "
+        "echoes A times the return 3 bars earlier (0 = pure random walks)",
+    ),
+    alpha_bar_seconds: float = typer.Option(
+        60.0, "--alpha-bar-seconds",
+        help="Length of the event-time bars the --alpha echo acts on, in seconds",
+    ),
     bootstrap_servers: str | None = typer.Option(
         None, "--bootstrap-servers", "-b", help=BOOTSTRAP_HELP
     ),
@@ -127,6 +136,9 @@ def synthetic(
     beta * market move + its own noise. Prices start between 5 and 1,000,
     volumes are integer trade sizes, bid/ask straddle the price.
     Event time is now (or --start plus elapsed time); source is `synthetic`.
+    With --alpha A > 0, bar returns over --alpha-bar-seconds of event time have
+    corr(r_t, r_(t-3)) of about A (see tickcast.feeds.alpha); the same seed with
+    A = 0 gives exactly the stream it gave before --alpha existed.
     """
     from tickcast.feeds import FeedError
     from tickcast.feeds.synthetic import NOMINAL_MAX_RATE, SyntheticMarket, run_synthetic
@@ -137,10 +149,13 @@ def synthetic(
         market = SyntheticMarket(
             symbols, seed=seed, market_symbol=settings.market_index_symbol,
             nominal_rate=rate or NOMINAL_MAX_RATE, vol_scale=vol_scale,
+            alpha=alpha, alpha_bar_seconds=alpha_bar_seconds,
         )
     except FeedError as exc:
         fail(str(exc))
     producer = _producer(bootstrap_servers, topic, connect_timeout)
+    if alpha:
+        log.info("synthetic: planted lag-3 echo, alpha %g on %gs bars", alpha, alpha_bar_seconds)
     log.info(
         "synthetic: %d symbol(s) at %s ticks/s for %s to %s on %s", symbols,
         f"{rate:,.0f}" if rate else "max", f"{seconds:g}s" if seconds else "ever",

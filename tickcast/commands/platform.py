@@ -91,7 +91,7 @@ def setup_cmd() -> None:
 def up_cmd(
     only: list[str] | None = typer.Option(
         None, "--only",
-        help="Start just this program (repeatable): kafka, ingest, api, dashboard, feed.",
+        help="Start just this program (repeatable): kafka, mlflow, ingest, api, dashboard, feed.",
     ),
     timeout: float = typer.Option(
         300.0, help="Seconds to wait for everything to become healthy before failing."
@@ -99,8 +99,8 @@ def up_cmd(
 ) -> None:
     """Start the platform under supervisord and return once it is healthy.
 
-    Order: Kafka broker, topics, then the Spark ingest job, API, dashboard and the
-    demo feed. Programs already running are left alone, so re-running is safe.
+    Order: Kafka broker, topics, then the MLflow tracking server, the Spark ingest
+    job, API, dashboard and the demo feed. Programs already running are left alone, so re-running is safe.
     Logs: $TICKCAST_HOME/logs/<program>.log.
     """
     from tickcast.platform import Supervisor, up, urls

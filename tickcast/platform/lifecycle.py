@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tickcast import tracking
 from tickcast.platform.status import progress_path, read_progress
 from tickcast.platform.supervisor import (
     PROGRAM_ORDER,
@@ -42,6 +43,9 @@ def setup(settings: Settings) -> None:
         settings.log_dir, settings.online_store_path.parent,
     ):
         path.mkdir(parents=True, exist_ok=True)
+    if tracking.is_local(settings):
+        # SQLite creates the database file but not its directory.
+        settings.mlflow_dir.mkdir(exist_ok=True)
 
 
 def _client_host(host: str) -> str:
@@ -60,6 +64,7 @@ def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
             (settings.kafka_broker_port, "TICKCAST_KAFKA_BROKER_PORT"),
             (settings.kafka_controller_port, "TICKCAST_KAFKA_CONTROLLER_PORT"),
         ],
+        "mlflow": [(settings.mlflow_port, "TICKCAST_MLFLOW_PORT")],
         "api": [(settings.api_port, "TICKCAST_API_PORT")],
         "dashboard": [(settings.dashboard_port, "TICKCAST_DASHBOARD_PORT")],
     }.get(name, [])
@@ -82,6 +87,9 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
     if name == "kafka":
         port = settings.kafka_broker_port
         return None if port_open("127.0.0.1", port) else f"port {port} not open yet"
+    if name == "mlflow":
+        url = f"{tracking.server_url(settings)}/health"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "api":
         url = f"http://{_client_host(settings.api_host)}:{settings.api_port}/healthz"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
@@ -250,6 +258,10 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
         rows.append(("API", f"http://{_client_host(settings.api_host)}:{settings.api_port}/docs"))
     if "dashboard" in names:
         rows.append(("Dashboard", f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}"))
+    if "mlflow" in names:
+        rows.append(("MLflow", tracking.server_url(settings)))
+    elif not tracking.is_local(settings):
+        rows.append(("MLflow", str(settings.mlflow_tracking_uri)))
     rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers))
     rows.append(("Logs", str(settings.log_dir)))
     return rows

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import xmlrpc.client
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from tickcast.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "ingest", "api", "dashboard", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "api", "dashboard", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -52,6 +52,8 @@ class Program:
     killasgroup: bool = True
     # Exit codes that count as a clean stop.
     exitcodes: tuple[int, ...] = (0,)
+    # Added to the TICKCAST_* environment every program gets.
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -87,7 +89,7 @@ def program_log(settings: Settings, name: str) -> Path:
 
 def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
     """Every program this configuration runs, in start order."""
-    from tickcast import broker
+    from tickcast import broker, tracking
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []
@@ -101,6 +103,18 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
                 stopwaitsecs=60,
                 stopasgroup=False,
                 exitcodes=(0, 143),  # the JVM exits 143 after a clean shutdown on TERM
+            )
+        )
+    if tracking.is_local(settings):
+        result.append(
+            Program(
+                "mlflow",
+                tracking.server_command(settings, bin_dir),
+                priority=15,
+                # mlflow imports for ~15 s before uvicorn listens; the health probe
+                # (not startsecs) is what waits for that.
+                startsecs=5,
+                environment=tracking.server_environment(),
             )
         )
     result += [
@@ -185,7 +199,6 @@ def render_config(
     paths = Paths.for_settings(settings)
     program_list = programs(settings, bin_dir) if program_list is None else program_list
     env = program_environment(settings)
-    environment = ",".join(_quote_env(k, v) for k, v in env.items())
     home = _escape(str(settings.home_dir))
     lines = [
         "; Written by `tickcast up`; regenerated on every run, edits are lost.",
@@ -212,6 +225,9 @@ def render_config(
     ]
     for program in program_list:
         log = _escape(str(program_log(settings, program.name)))
+        environment = ",".join(
+            _quote_env(k, v) for k, v in {**env, **program.environment}.items()
+        )
         lines += [
             f"[program:{program.name}]",
             f"command={_escape(shlex.join(program.command))}",
