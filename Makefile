@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test bench-ingest bench-features clean
+.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench-ingest: bootstrap ## Ingest throughput and latency benchmark
 
 bench-features: bootstrap ## Feature refresh of 5,000 symbols and Feast online read latency
 	$(VENV)/bin/python bench/features.py
+
+bench-inference: bootstrap ## ONNX scoring of 5,000 symbols with both models; training time per model
+	$(VENV)/bin/python bench/inference.py
 
 clean: down ## Stop everything and delete ./var (the default TICKCAST_HOME)
 	rm -rf var

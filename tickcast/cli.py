@@ -6,7 +6,17 @@ import logging
 
 import typer
 
-from tickcast.commands import corporate_actions, features, feeds, platform, quality, serve, stream
+from tickcast.commands import (
+    corporate_actions,
+    features,
+    feeds,
+    history,
+    models,
+    platform,
+    quality,
+    serve,
+    stream,
+)
 
 app = typer.Typer(
     name="tickcast",
@@ -31,6 +41,8 @@ serve.register(app)
 features.register(app)
 quality.register(app)
 corporate_actions.register(app)
+history.register(app)
+models.register(app)
 
 if __name__ == "__main__":
     app()

@@ -1,0 +1,160 @@
+"""A deployable model: the parent and its per-symbol children in ONNX, with what they need.
+
+One bundle per architecture and training run, a directory that MLflow stores as the
+registered version's artifacts::
+
+    manifest.json      architecture, interval, features, feature-set version, sequence
+                       length, label parameters, children, fold fingerprint
+    scaler.json        the training rows' standardisation (applied before the network)
+    config.yaml        the experiment that trained it
+    parent.onnx        the network trained on the market index: scores symbols without a child
+    children/SYM.onnx  one network per configured symbol, initialised from the parent
+    keras/...          the same networks as Keras files (explanations, retraining)
+
+ONNX Runtime runs them with the CUDA provider when one is available and the CPU otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from tickcast.features.definitions import FEATURE_SET_VERSION
+from tickcast.models.dataset import Scaler
+from tickcast.models.experiment import ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class BundleError(RuntimeError):
+    """A bundle directory that is missing parts or does not fit the input it is given."""
+
+
+def execution_providers(available: list[str] | None = None) -> list[str]:
+    """CUDA first when this onnxruntime build and machine offer it, the CPU always."""
+    if available is None:
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def export_onnx(model, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keras prints "Saved artifact at ..." for every export; our own log line says it once.
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.export(str(path), format="onnx")
+
+
+def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler: Scaler, parent,
+                 children: dict[str, object], fingerprint: str | None = None) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    export_onnx(parent, directory / "parent.onnx")
+    (directory / "keras" / "children").mkdir(parents=True, exist_ok=True)
+    parent.save(directory / "keras" / "parent.keras")
+    child_files = {}
+    for symbol, model in sorted(children.items()):
+        export_onnx(model, directory / "children" / f"{symbol}.onnx")
+        model.save(directory / "keras" / "children" / f"{symbol}.keras")
+        child_files[symbol] = f"children/{symbol}.onnx"
+    scaler.save(directory / "scaler.json")
+    (directory / "config.yaml").write_text(config.to_yaml())
+    manifest = {
+        "architecture": arch,
+        "interval": config.interval,
+        "index": config.index,
+        "features": list(config.features),
+        "feature_set_version": FEATURE_SET_VERSION,
+        "sequence_length": config.training.sequence_length,
+        "labels": config.labels.model_dump(),
+        "outputs": {"direction": ["down", "neutral", "up"], "quantiles": ["p10", "p50", "p90"]},
+        "parent": "parent.onnx",
+        "children": child_files,
+        "transfer_strategy": config.transfer.strategy,
+        "experiment": config.name,
+        "folds_fingerprint": fingerprint,
+    }
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    log.info("bundle: %s parent and %d child model(s) exported to ONNX in %s", arch, len(child_files), directory)
+    return directory
+
+
+@dataclass
+class _Session:
+    session: object
+    input_name: str
+
+    def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        direction, quantiles = self.session.run(None, {self.input_name: x})
+        return direction, quantiles
+
+
+class ModelBundle:
+    """A loaded bundle: raw feature sequences in, probabilities and quantiles out."""
+
+    def __init__(self, directory: Path | str, providers: list[str] | None = None,
+                 threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise BundleError(f"{self.directory} is not a model bundle (no {MANIFEST})")
+        self.manifest = json.loads(manifest_path.read_text())
+        self.scaler = Scaler.load(self.directory / "scaler.json")
+        self.features: list[str] = self.manifest["features"]
+        self.sequence_length: int = int(self.manifest["sequence_length"])
+        self.providers = providers or execution_providers()
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or min(os.cpu_count() or 1, 4)
+        options.log_severity_level = 3  # CUDA-missing and similar notices are not errors here
+
+        def open_session(relative: str) -> _Session:
+            session = ort.InferenceSession(str(self.directory / relative), sess_options=options,
+                                           providers=self.providers)
+            return _Session(session, session.get_inputs()[0].name)
+
+        self.parent = open_session(self.manifest["parent"])
+        self.children = {sym: open_session(path) for sym, path in self.manifest["children"].items()}
+        self.active_providers = self.parent.session.get_providers()
+
+    @property
+    def architecture(self) -> str:
+        return self.manifest["architecture"]
+
+    def prepare(self, raw: np.ndarray) -> np.ndarray:
+        """Scale raw feature sequences (n, L, F) exactly as in training."""
+        raw = np.asarray(raw, dtype=float)
+        expected = (self.sequence_length, len(self.features))
+        if raw.ndim != 3 or raw.shape[1:] != expected:
+            raise BundleError(f"expected sequences of shape (n, {expected[0]}, {expected[1]}), got {raw.shape}")
+        return np.nan_to_num(self.scaler.transform(raw))
+
+    def predict(self, symbols, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 3), quantiles (n, 3)) for each row's symbol: its child when it has
+        one, the parent otherwise; one batched call per network."""
+        x = self.prepare(raw)
+        symbols = np.asarray(symbols)
+        probabilities = np.empty((x.shape[0], 3), dtype=np.float32)
+        quantiles = np.empty((x.shape[0], 3), dtype=np.float32)
+        routed = np.zeros(x.shape[0], dtype=bool)
+        for symbol, child in self.children.items():
+            mine = symbols == symbol
+            if mine.any():
+                probabilities[mine], quantiles[mine] = child.run(x[mine])
+                routed |= mine
+        rest = ~routed
+        if rest.any():
+            probabilities[rest], quantiles[rest] = self.parent.run(x[rest])
+        return probabilities, quantiles

@@ -1,0 +1,245 @@
+"""Honest evaluation: every model and every baseline on the same walk-forward folds.
+
+Per fold, on training rows only: the scaler, the parent on the index, one child per symbol
+(initialised from the parent) and one from-scratch model per symbol, for each architecture;
+then the baselines. Everything predicts the fold's test rows of the configured symbols that
+have a complete feature window, and the pooled out-of-sample predictions are scored by
+``metrics.score``. Model names: ``<arch>_<variant>`` (``lstm_child``...), the baselines'
+own names, and ``dual`` (both architectures' deployed variant under dual-model confirmation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from tickcast.features.definitions import BARS_PER_YEAR
+from tickcast.models import baselines, training
+from tickcast.models.confirmation import confirm, signal_classes
+from tickcast.models.dataset import Scaler, build_sequences, sequence_windows
+from tickcast.models.experiment import ExperimentConfig
+from tickcast.models.metrics import Predictions, score
+from tickcast.models.splits import Fold, walk_forward
+
+log = logging.getLogger(__name__)
+
+# The variant that gets deployed: the children (with the parent for symbols without one).
+DEPLOYED_VARIANT = "child"
+
+
+class EvaluationError(ValueError):
+    """The data cannot support the evaluation asked for (the message says what is missing)."""
+
+
+@dataclass
+class EvaluationResult:
+    config: ExperimentConfig
+    metrics: dict[str, dict[str, float | None]]
+    folds: list[dict[str, object]]
+    fingerprint: str
+    predictions: dict[str, Predictions]
+    extras: dict[str, dict[str, object]]
+    training_seconds: dict[str, float] = field(default_factory=dict)
+
+    def metrics_document(self) -> dict[str, object]:
+        """The content of ``metrics.json``."""
+        return {
+            "experiment": self.config.name,
+            "interval": self.config.interval,
+            "symbols": self.config.symbols,
+            "index": self.config.index,
+            "folds_fingerprint": self.fingerprint,
+            "folds": self.folds,
+            "models": self.metrics,
+            "training_seconds": {k: round(v, 3) for k, v in self.training_seconds.items()},
+        }
+
+
+def deployed_variant(config: ExperimentConfig) -> str:
+    variants = config.evaluation.variants
+    return DEPLOYED_VARIANT if DEPLOYED_VARIANT in variants else variants[0]
+
+
+def eligible_rows(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray:
+    """Rows with a label and a complete, finite feature window: what can be predicted and scored."""
+    values = frame[config.features].to_numpy(dtype=float)
+    _, ends = sequence_windows(values, frame["symbol"].to_numpy(), config.training.sequence_length)
+    eligible = np.zeros(len(frame), dtype=bool)
+    eligible[ends] = True
+    return eligible & np.isfinite(frame["label"].to_numpy(dtype=float))
+
+
+def folds_fingerprint(config: ExperimentConfig, folds: list[Fold]) -> str:
+    """Identifies the evaluation's folds: same data span, symbols, labels and test blocks."""
+    identity = {
+        "interval": config.interval,
+        "symbols": sorted(config.symbols),
+        "index": config.index,
+        "labels": config.labels.model_dump(),
+        "tests": [(f.test_start.isoformat(), None if pd.isna(f.test_end) else f.test_end.isoformat())
+                  for f in folds],
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def make_folds(frame: pd.DataFrame, config: ExperimentConfig) -> list[Fold]:
+    """Folds over the labelled rows; which rows a model can score is decided afterwards, so
+    the fold boundaries do not depend on the features or the sequence length."""
+    e = config.evaluation
+    return walk_forward(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
+                        folds=e.folds, min_train_fraction=e.min_train_fraction,
+                        validation_fraction=config.training.validation_fraction, embargo=e.embargo)
+
+
+class _FoldData:
+    """One fold's scaled sequences, indexable by a row mask."""
+
+    def __init__(self, frame: pd.DataFrame, config: ExperimentConfig, scaler: Scaler, eligible: np.ndarray):
+        self.sequences = build_sequences(frame, config.features, config.training.sequence_length, scaler,
+                                         mask=eligible)
+        self.label = frame["label"].to_numpy(dtype=float)
+        self.forward = frame["forward_return"].to_numpy(dtype=float)
+        self.n_rows = len(frame)
+
+    def select(self, mask: np.ndarray) -> training.TrainingData:
+        keep = mask[self.sequences.rows]
+        rows = self.sequences.rows[keep]
+        return training.TrainingData(self.sequences.x[keep], self.label[rows], self.forward[rows])
+
+    def rows(self, mask: np.ndarray) -> np.ndarray:
+        return self.sequences.rows[mask[self.sequences.rows]]
+
+
+def _predictions(model, data: training.TrainingData, rows: np.ndarray) -> Predictions:
+    probabilities, quantiles = training.predict(model, data.x)
+    return Predictions(rows, probabilities, quantiles)
+
+
+def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data: _FoldData,
+                 test_mask: np.ndarray, timings: dict[str, float], say: Callable[[str], None]
+                 ) -> dict[str, list[Predictions]]:
+    out: dict[str, list[Predictions]] = {}
+    symbols = frame["symbol"].to_numpy()
+    is_index = symbols == config.index
+    scale = training.return_scale(data.forward[fold.train])
+    variants = set(config.evaluation.variants)
+    for arch in config.evaluation.models:
+        parent = None
+        if variants & {"parent", "child"}:
+            fit = training.fit_new(arch, config, data.select(fold.train & is_index),
+                                   data.select(fold.validation & is_index), scale)
+            parent = fit.model
+            timings[f"{arch}_parent"] = timings.get(f"{arch}_parent", 0.0) + fit.seconds
+            say(f"fold {fold.number}: {arch} parent on {config.index}: {fit.epochs} epochs, {fit.seconds:.1f} s")
+            if "parent" in variants:
+                test_rows = data.rows(test_mask)
+                out.setdefault(f"{arch}_parent", []).append(
+                    _predictions(parent, data.select(test_mask), test_rows))
+        for symbol in config.symbols:
+            mine = symbols == symbol
+            test = data.select(test_mask & mine)
+            test_rows = data.rows(test_mask & mine)
+            if "child" in variants:
+                fit = training.fit_child(parent, arch, config, data.select(fold.train & mine),
+                                         data.select(fold.validation & mine), scale)
+                timings[f"{arch}_child"] = timings.get(f"{arch}_child", 0.0) + fit.seconds
+                out.setdefault(f"{arch}_child", []).append(_predictions(fit.model, test, test_rows))
+            if "scratch" in variants:
+                fit = training.fit_new(arch, config, data.select(fold.train & mine),
+                                       data.select(fold.validation & mine), scale)
+                timings[f"{arch}_scratch"] = timings.get(f"{arch}_scratch", 0.0) + fit.seconds
+                out.setdefault(f"{arch}_scratch", []).append(_predictions(fit.model, test, test_rows))
+        say(f"fold {fold.number}: {arch} children and from-scratch models for {len(config.symbols)} symbol(s) done")
+    return out
+
+
+def _fold_baselines(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, scaler: Scaler,
+                    train: np.ndarray, validation: np.ndarray, test_rows: np.ndarray,
+                    timings: dict[str, float]) -> dict[str, Predictions]:
+    out = {}
+    seed = config.training.seed
+    for name in config.evaluation.baselines:
+        started = time.perf_counter()
+        if name == "no_change":
+            out[name] = baselines.no_change(frame, train, test_rows)
+        elif name == "momentum":
+            out[name] = baselines.momentum(frame, train, test_rows, config.evaluation.momentum_lookback)
+        elif name == "logistic":
+            out[name] = baselines.logistic(frame, train, test_rows, config.features, scaler, seed)
+        elif name == "lightgbm":
+            out[name] = baselines.lightgbm(frame, train, validation, test_rows, config.features, scaler, seed)
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+    return out
+
+
+def _dual(config: ExperimentConfig, pooled: dict[str, Predictions]) -> Predictions | None:
+    variant = deployed_variant(config)
+    names = [f"{arch}_{variant}" for arch in ("lstm", "transformer")]
+    if not all(n in pooled for n in names):
+        return None
+    first, second = (pooled[n] for n in names)
+    order_a, order_b = np.argsort(first.rows, kind="stable"), np.argsort(second.rows, kind="stable")
+    if not np.array_equal(first.rows[order_a], second.rows[order_b]):
+        raise EvaluationError("the two architectures predicted different rows")
+    pa, pb = first.probabilities[order_a], second.probabilities[order_b]
+    signals, _confidence = confirm(pa, pb, config.confirmation.threshold)
+    return Predictions(first.rows[order_a], (pa + pb) / 2.0,
+                       (first.quantiles[order_a] + second.quantiles[order_b]) / 2.0, signal_classes(signals))
+
+
+def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
+                   say: Callable[[str], None] | None = None) -> EvaluationResult:
+    """Walk-forward evaluation of ``frame`` (a ``dataset.labelled_frame`` of the configured
+    symbols and the index)."""
+    say = say or log.info
+    frame = frame.sort_values(["symbol", "window_end"], kind="stable").reset_index(drop=True)
+    present = set(frame["symbol"].unique())
+    missing = [s for s in [config.index, *config.symbols] if s not in present]
+    if missing:
+        raise EvaluationError(f"no bars for {', '.join(missing)} between {config.start.date()} and {config.end.date()}")
+    training.seed_everything(config.training.seed)
+    eligible = eligible_rows(frame, config)
+    folds = make_folds(frame, config)
+    fingerprint = folds_fingerprint(config, folds)
+    is_symbol = frame["symbol"].isin(config.symbols).to_numpy()
+    collected: dict[str, list[Predictions]] = {}
+    timings: dict[str, float] = {}
+    described = []
+    for fold in folds:
+        fold = Fold(fold.number, fold.train & eligible, fold.validation & eligible, fold.test,
+                    fold.test_start, fold.test_end)
+        test_mask = fold.test & eligible & is_symbol
+        if not test_mask.any():
+            raise EvaluationError(f"fold {fold.number} has no test rows with a full feature window")
+        if not (fold.train & (frame["symbol"] == config.index).to_numpy()).any():
+            raise EvaluationError(f"fold {fold.number} has no training rows of the index {config.index}")
+        info = fold.describe()
+        info["test_rows"] = int(test_mask.sum())
+        described.append(info)
+        say(f"fold {fold.number}/{len(folds)}: train {info['train_rows']:,} rows, validation "
+            f"{info['validation_rows']:,}, test {info['test_rows']:,} from {info['test_start']}")
+        scaler = Scaler.fit(frame.loc[fold.train, config.features].to_numpy(dtype=float), config.features)
+        data = _FoldData(frame, config, scaler, eligible)
+        test_rows = data.rows(test_mask)
+        for name, parts in _fold_models(frame, config, fold, data, test_mask, timings, say).items():
+            collected.setdefault(name, []).extend(parts)
+        for name, part in _fold_baselines(frame, config, fold, scaler, fold.train, fold.validation,
+                                          test_rows, timings).items():
+            collected.setdefault(name, []).append(part)
+
+    pooled = {name: Predictions.concat(parts) for name, parts in collected.items()}
+    dual = _dual(config, pooled)
+    if dual is not None:
+        pooled["dual"] = dual
+    metrics, extras = {}, {}
+    for name, predictions in pooled.items():
+        metrics[name], extras[name] = score(frame, predictions, cost_bps=config.evaluation.cost_bps,
+                                            bars_per_year=BARS_PER_YEAR[config.interval])
+    return EvaluationResult(config, metrics, described, fingerprint, pooled, extras, timings)

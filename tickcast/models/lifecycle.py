@@ -1,0 +1,301 @@
+"""The model lifecycle against the platform's data: evaluate, train, promote, roll back.
+
+IO lives here; the maths lives in ``evaluation``, ``training`` and friends.
+
+- ``evaluate``: bars from Delta and point-in-time features from Feast for the config's
+  symbols and index, triple-barrier labels, walk-forward evaluation of every model and
+  baseline; ``metrics.json`` and ``report.md`` written to the output directory and logged
+  to MLflow, with the config logged before any training starts.
+- ``train``: the same evaluation, then the deployed models fit on the whole span, exported
+  to ONNX as bundles and registered (alias ``challenger``) with their scaler, feature
+  list, feature-set version, config and metrics.
+- ``promote`` / ``rollback``: move the ``champion`` alias, through the promotion gate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tickcast.features.definitions import FEATURE_SET_VERSION
+from tickcast.models import registry, training
+from tickcast.models.dataset import Scaler, build_sequences, labelled_frame
+from tickcast.models.evaluation import EvaluationResult, deployed_variant, eligible_rows, evaluate_frame
+from tickcast.models.experiment import ExperimentConfig
+from tickcast.models.splits import final_split
+from tickcast.settings import Settings
+
+log = logging.getLogger(__name__)
+
+INTERVAL_TABLES = {"1d": "bars_1d", "1m": "bars_1m"}
+BAR_COLUMNS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume"]
+
+
+class LifecycleError(RuntimeError):
+    """A lifecycle step that cannot run as asked (the message says why and what to do)."""
+
+
+@dataclass
+class Outcome:
+    run_id: str
+    output: Path
+    result: EvaluationResult
+    versions: dict[str, str] = field(default_factory=dict)  # registered name -> version
+
+
+def read_bars(settings: Settings, symbols: list[str], interval: str, start, end) -> pd.DataFrame:
+    """Bars of ``symbols`` with ``window_start`` in [start, end) from Delta, one per bar."""
+    import pyarrow.dataset as pads
+
+    from tickcast.store import DeltaReader
+
+    dataset = DeltaReader(settings.table_path(INTERVAL_TABLES[interval])).dataset()
+    if dataset is None:
+        raise LifecycleError(f"there is no {INTERVAL_TABLES[interval]} table under {settings.home}: "
+                             "load bars first (tickcast backfill, tickcast history synthetic, or the stream)")
+    start, end = pd.Timestamp(start), pd.Timestamp(end)
+    condition = (pads.field("symbol").isin(symbols) & (pads.field("window_start") >= start.to_pydatetime())
+                 & (pads.field("window_start") < end.to_pydatetime()))
+    columns = [*BAR_COLUMNS, "updated_at"] if "updated_at" in dataset.schema.names else BAR_COLUMNS
+    bars = dataset.to_table(columns=columns, filter=condition).to_pandas()
+    if "updated_at" in bars.columns:
+        bars = bars.sort_values("updated_at").drop(columns="updated_at")
+    bars = bars.drop_duplicates(["symbol", "window_start"], keep="last")
+    for column in ("window_start", "window_end"):
+        bars[column] = pd.to_datetime(bars[column], utc=True)
+    return bars.sort_values(["symbol", "window_start"]).reset_index(drop=True)
+
+
+def load_frame(settings: Settings, config: ExperimentConfig) -> pd.DataFrame:
+    """The labelled frame of the config's symbols and index: bars from Delta, features from
+    Feast's point-in-time training set at each bar's close."""
+    from tickcast import featurestore
+
+    names = [config.index, *config.symbols]
+    bars = read_bars(settings, names, config.interval, config.start, config.end)
+    found = set(bars["symbol"].unique())
+    missing = [s for s in names if s not in found]
+    if missing:
+        raise LifecycleError(f"no {config.interval} bars for {', '.join(missing)} between "
+                             f"{config.start.date()} and {config.end.date()}")
+    label_times = pd.DataFrame({"symbol": bars["symbol"], "event_timestamp": bars["window_end"]})
+    try:
+        features = featurestore.training_set(settings, names, config.start, bars["window_end"].max(),
+                                             config.interval, label_times=label_times)
+    except featurestore.FeatureStoreError as exc:
+        raise LifecycleError(f"{exc} (compute features with: tickcast features backfill)") from None
+    features = features.rename(columns={"event_timestamp": "window_end"})
+    if features[config.features].isna().all(axis=None):
+        raise LifecycleError("Feast returned no feature values for these bars: run "
+                             "`tickcast features backfill` for them first")
+    return labelled_frame(bars, features, config.label_spec())
+
+
+# --- MLflow logging ---------------------------------------------------------------------------
+
+def _flatten(prefix: str, value: object, out: dict[str, str]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, out)
+    else:
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        out[prefix] = text[:6000]
+
+
+def _log_config(config: ExperimentConfig, output: Path) -> None:
+    import mlflow
+
+    params: dict[str, str] = {}
+    _flatten("", config.model_dump(mode="json"), params)
+    mlflow.log_params(params)
+    path = output / "config.yaml"
+    path.write_text(config.to_yaml())
+    mlflow.log_artifact(str(path))
+
+
+def _log_metrics(result: EvaluationResult) -> None:
+    import mlflow
+
+    flat = {f"{model}.{metric}": float(value) for model, figures in result.metrics.items()
+            for metric, value in figures.items() if isinstance(value, (int, float)) and np.isfinite(value)}
+    mlflow.log_metrics(flat)
+
+
+def write_outputs(result: EvaluationResult, output: Path) -> tuple[Path, Path]:
+    from tickcast.models.report import write_report
+
+    output.mkdir(parents=True, exist_ok=True)
+    metrics_path = output / "metrics.json"
+    metrics_path.write_text(json.dumps(result.metrics_document(), indent=1))
+    return metrics_path, write_report(result, output)
+
+
+# --- final models -----------------------------------------------------------------------------
+
+def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, arch: str,
+                 say: Callable[[str], None]) -> tuple[Scaler, object, dict[str, object]]:
+    """The parent and children of ``arch`` trained on the whole span (its last
+    ``validation_fraction`` for early stopping), with the scaler they were trained with."""
+    frame = frame.sort_values(["symbol", "window_end"], kind="stable").reset_index(drop=True)
+    eligible = eligible_rows(frame, config)
+    train, validation = final_split(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
+                                    validation_fraction=config.training.validation_fraction,
+                                    embargo=config.evaluation.embargo)
+    train, validation = train & eligible, validation & eligible
+    scaler = Scaler.fit(frame.loc[train, config.features].to_numpy(dtype=float), config.features)
+    sequences = build_sequences(frame, config.features, config.training.sequence_length, scaler, mask=eligible)
+    label = frame["label"].to_numpy(dtype=float)
+    forward = frame["forward_return"].to_numpy(dtype=float)
+
+    def select(mask: np.ndarray) -> training.TrainingData:
+        keep = mask[sequences.rows]
+        rows = sequences.rows[keep]
+        return training.TrainingData(sequences.x[keep], label[rows], forward[rows])
+
+    symbols = frame["symbol"].to_numpy()
+    scale = training.return_scale(forward[train])
+    is_index = symbols == config.index
+    parent = training.fit_new(arch, config, select(train & is_index), select(validation & is_index), scale)
+    say(f"final {arch} parent on {config.index}: {parent.epochs} epochs, {parent.seconds:.1f} s")
+    children = {}
+    for symbol in config.symbols:
+        mine = symbols == symbol
+        child = training.fit_child(parent.model, arch, config, select(train & mine), select(validation & mine), scale)
+        children[symbol] = child.model
+    say(f"final {arch} children for {len(children)} symbol(s) done")
+    return scaler, parent.model, children
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+def run(settings: Settings, config: ExperimentConfig, output: Path, *, register: bool,
+        say: Callable[[str], None] | None = None) -> Outcome:
+    """Evaluate (and with ``register``, train and register) as one MLflow run."""
+    import mlflow
+
+    from tickcast import tracking
+    from tickcast.models.bundle import write_bundle
+
+    say = say or log.info
+    tracking.configure_mlflow(settings)
+    experiment = tracking.experiment(settings, f"tickcast-{config.name}")
+    output.mkdir(parents=True, exist_ok=True)
+    kind = "train" if register else "evaluate"
+    with mlflow.start_run(experiment_id=experiment.experiment_id, run_name=f"{kind}-{config.interval}") as active:
+        run_id = active.info.run_id
+        mlflow.set_tags({"tickcast.kind": kind, "tickcast.interval": config.interval,
+                         "tickcast.feature_set_version": FEATURE_SET_VERSION})
+        _log_config(config, output)
+        say(f"MLflow run {run_id} in experiment tickcast-{config.name} ({settings.tracking_uri})")
+        frame = load_frame(settings, config)
+        say(f"{len(frame):,} bars of {len(config.symbols)} symbol(s) and {config.index}, "
+            f"{int(frame['label'].notna().sum()):,} labelled")
+        result = evaluate_frame(frame, config, say=say)
+        metrics_path, report_path = write_outputs(result, output)
+        _log_metrics(result)
+        mlflow.log_artifacts(str(output), artifact_path="evaluation")
+        mlflow.set_tag("tickcast.folds_fingerprint", result.fingerprint)
+        outcome = Outcome(run_id, output, result)
+        if register:
+            variant = deployed_variant(config)
+            client = registry.client()
+            for arch in config.evaluation.models:
+                scaler, parent, children = fit_deployed(frame, config, arch, say)
+                with tempfile.TemporaryDirectory() as tmp:
+                    bundle = write_bundle(Path(tmp) / f"bundle_{arch}", arch=arch, config=config, scaler=scaler,
+                                          parent=parent, children=children, fingerprint=result.fingerprint)
+                    mlflow.log_artifacts(str(bundle), artifact_path=f"bundle_{arch}")
+                name = registry.registered_name(arch, config.interval)
+                figures = result.metrics.get(f"{arch}_{variant}", {})
+                tags = {"architecture": arch, "interval": config.interval, "experiment": config.name,
+                        "features": ",".join(config.features), "feature_set_version": FEATURE_SET_VERSION,
+                        "variant": variant, "folds_fingerprint": result.fingerprint,
+                        **{f"metric.{k}": str(v) for k, v in figures.items() if v is not None}}
+                version = registry.register(client, name=name, source=f"{active.info.artifact_uri}/bundle_{arch}",
+                                            run_id=run_id, tags=tags,
+                                            description=f"{arch} {variant} models of experiment {config.name}")
+                outcome.versions[name] = version.version
+                say(f"registered {name} version {version.version} (alias challenger)")
+        say(f"wrote {metrics_path} and {report_path}")
+    return outcome
+
+
+def _run_metrics(client, run_id: str) -> dict:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="evaluation/metrics.json",
+                                                   dst_path=tmp)
+        return json.loads(Path(path).read_text())
+
+
+def _run_config(run_id: str) -> ExperimentConfig:
+    import mlflow
+
+    from tickcast.models.experiment import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_config(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="config.yaml",
+                                                               dst_path=tmp))
+
+
+@dataclass
+class PromotionOutcome:
+    name: str
+    version: str
+    decision: registry.Decision
+    previous_champion: str | None
+
+
+def promote(settings: Settings, interval: str, arch: str, version: str | None = None,
+            say: Callable[[str], None] | None = None, output: Path | None = None) -> PromotionOutcome:
+    """Make the challenger (or ``version``) champion if it passes the gate; record the verdict."""
+    from tickcast import tracking
+
+    say = say or log.info
+    tracking.configure_mlflow(settings)
+    client = registry.client()
+    name = registry.registered_name(arch, interval)
+    candidate = registry.version_for(client, name, version)
+    current = registry.champion(client, name)
+    if current is not None and current.version == candidate.version:
+        raise registry.RegistryError(f"{name} version {candidate.version} is already the champion")
+    mine = _run_metrics(client, candidate.run_id)
+    config = _run_config(candidate.run_id)
+    variant = candidate.tags.get("variant", deployed_variant(config))
+    key = f"{arch}_{variant}"
+    baseline_names = config.evaluation.baselines
+    baselines = {b: mine["models"][b] for b in baseline_names if b in mine["models"]}
+    champion_figures = None
+    if current is not None:
+        theirs = _run_metrics(client, current.run_id)
+        if theirs.get("folds_fingerprint") == mine.get("folds_fingerprint"):
+            champion_figures = theirs["models"].get(f"{arch}_{current.tags.get('variant', variant)}")
+        else:
+            say(f"champion version {current.version} was evaluated on other folds: evaluating its "
+                "configuration again on the challenger's folds")
+            champion_config = _run_config(current.run_id).with_overrides(
+                symbols=config.symbols, index=config.index, start=config.start, end=config.end,
+                labels=config.labels.model_dump(), evaluation={
+                    **_run_config(current.run_id).evaluation.model_dump(),
+                    "folds": config.evaluation.folds, "min_train_fraction": config.evaluation.min_train_fraction,
+                    "embargo": config.evaluation.embargo, "models": [arch], "baselines": []})
+            again = run(settings, champion_config, output or Path(tempfile.mkdtemp(prefix="tickcast-reeval-")),
+                        register=False, say=say)
+            if again.result.fingerprint != mine.get("folds_fingerprint"):
+                raise registry.RegistryError("re-evaluating the champion did not reproduce the challenger's folds")
+            champion_figures = again.result.metrics.get(f"{arch}_{deployed_variant(champion_config)}")
+    decision = registry.promotion_gate(mine["models"].get(key, {}), champion_figures, baselines,
+                                       metric=config.promotion.metric, margin=config.promotion.margin)
+    if decision.promote:
+        registry.make_champion(client, name, candidate.version, decision)
+    else:
+        registry.record_refusal(client, name, candidate.version, decision)
+    return PromotionOutcome(name, candidate.version, decision, current.version if current else None)

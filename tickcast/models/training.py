@@ -1,0 +1,109 @@
+"""Fitting the networks: from scratch, the parent on the index, children from the parent.
+
+Inputs are ``Sequences`` (already scaled) with their targets: the class label and the
+forward return. Early stopping watches the validation slice, which always precedes the
+test fold (see ``splits``). Keras is imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from tickcast.models import networks
+from tickcast.models.experiment import ArchitectureConfig, ExperimentConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    x: np.ndarray
+    label: np.ndarray
+    forward_return: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def targets(self) -> dict[str, np.ndarray]:
+        return {"direction": self.label.astype(np.int32), "quantiles": self.forward_return.astype(np.float32)}
+
+
+@dataclass
+class FitResult:
+    model: object
+    epochs: int
+    seconds: float
+    best_val_loss: float | None
+
+
+def return_scale(forward_returns: np.ndarray) -> float:
+    """The spread the quantile head is scaled by: the training fold's forward-return std."""
+    spread = float(np.nanstd(forward_returns))
+    return spread if np.isfinite(spread) and spread > 0 else 0.01
+
+
+def seed_everything(seed: int) -> None:
+    import keras
+
+    keras.utils.set_random_seed(seed)
+
+
+def _fit(model, train: TrainingData, validation: TrainingData, *, epochs: int, batch_size: int,
+         patience: int) -> FitResult:
+    import keras
+
+    started = time.perf_counter()
+    callbacks = []
+    fit_validation = None
+    if len(validation):
+        fit_validation = (validation.x, validation.targets())
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=patience, restore_best_weights=True))
+    history = model.fit(train.x, train.targets(), validation_data=fit_validation, epochs=epochs,
+                        batch_size=batch_size, shuffle=True, verbose=0, callbacks=callbacks)
+    val = history.history.get("val_loss")
+    return FitResult(model, len(history.history["loss"]), time.perf_counter() - started,
+                     float(np.min(val)) if val else None)
+
+
+def fit_new(arch: str, config: ExperimentConfig, train: TrainingData, validation: TrainingData,
+            scale: float) -> FitResult:
+    """A freshly initialised network of ``arch`` trained on ``train``."""
+    if not len(train):
+        raise ValueError(f"no training sequences for the {arch} model")
+    kwargs: ArchitectureConfig = getattr(config, arch)
+    model = networks.BUILDERS[arch](train.x.shape[1], train.x.shape[2], return_scale=scale,
+                                    **kwargs.model_dump())
+    networks.compile_model(model, learning_rate=kwargs.learning_rate,
+                           quantile_weight=kwargs.quantile_weight, return_scale=scale)
+    t = config.training
+    return _fit(model, train, validation, epochs=t.epochs, batch_size=t.batch_size, patience=t.patience)
+
+
+def fit_child(parent, arch: str, config: ExperimentConfig, train: TrainingData, validation: TrainingData,
+              scale: float) -> FitResult:
+    """A copy of ``parent`` adapted to one symbol: heads only (``freeze``) or every layer at a
+    lower learning rate (``finetune``)."""
+    child = networks.clone_with_weights(parent)
+    if config.transfer.strategy == "freeze":
+        networks.freeze_body(child)
+    kwargs: ArchitectureConfig = getattr(config, arch)
+    networks.compile_model(child, learning_rate=config.transfer.child_learning_rate,
+                           quantile_weight=kwargs.quantile_weight, return_scale=scale)
+    if not len(train):
+        return FitResult(child, 0, 0.0, None)
+    t = config.training
+    return _fit(child, train, validation, epochs=config.transfer.child_epochs, batch_size=t.batch_size,
+                patience=t.patience)
+
+
+def predict(model, x: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities (n, 3), quantiles (n, 3)) from a Keras model."""
+    if x.shape[0] == 0:
+        return np.empty((0, 3)), np.empty((0, 3))
+    direction, quantiles = model.predict(x, batch_size=batch_size, verbose=0)
+    return np.asarray(direction, dtype=float), np.asarray(quantiles, dtype=float)
