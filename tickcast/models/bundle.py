@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def execution_providers(available: list[str] | None = None) -> list[str]:
 def export_onnx(model, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keras prints "Saved artifact at ..." for every export; our own log line says it once.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # tf2onnx also probes numpy for the removed ``np.object`` (a FutureWarning): not ours to fix.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
         model.export(str(path), format="onnx")
 
 
