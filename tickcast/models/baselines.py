@@ -111,12 +111,12 @@ def lightgbm(frame: pd.DataFrame, train: np.ndarray, validation: np.ndarray, tes
                   n_jobs=2, verbose=-1)
     stop = [lgb.early_stopping(20, verbose=False)]
     classifier = lgb.LGBMClassifier(objective="multiclass", **common)
-    classifier.fit(x_train, labels[train_rows].astype(int), eval_set=[(x_val, labels[val_rows].astype(int))],
+    classifier.fit(x_train, labels[train_rows].astype(int), eval_X=x_val, eval_y=labels[val_rows].astype(int),
                    callbacks=stop)
     quantiles = []
     for q in QUANTILES:
         regressor = lgb.LGBMRegressor(objective="quantile", alpha=q, **common)
-        regressor.fit(x_train, forward[train_rows], eval_set=[(x_val, forward[val_rows])], callbacks=stop)
+        regressor.fit(x_train, forward[train_rows], eval_X=x_val, eval_y=forward[val_rows], callbacks=stop)
         quantiles.append(regressor.predict(x_test))
     # Separately fit quantiles can cross; sorting restores p10 <= p50 <= p90.
     return Predictions(test_rows, _full_probabilities(classifier, x_test), np.sort(np.column_stack(quantiles), axis=1))

@@ -105,5 +105,9 @@ def predict(model, x: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, n
     """(probabilities (n, 3), quantiles (n, 3)) from a Keras model."""
     if x.shape[0] == 0:
         return np.empty((0, 3)), np.empty((0, 3))
-    direction, quantiles = model.predict(x, batch_size=batch_size, verbose=0)
-    return np.asarray(direction, dtype=float), np.asarray(quantiles, dtype=float)
+    # Calling the model directly: ``model.predict`` builds a new tf.function per model and
+    # warns about retracing when many small models (children, folds) each predict once.
+    parts = [model(x[i: i + batch_size], training=False) for i in range(0, x.shape[0], batch_size)]
+    direction = np.concatenate([np.asarray(p[0]) for p in parts])
+    quantiles = np.concatenate([np.asarray(p[1]) for p in parts])
+    return direction.astype(float), quantiles.astype(float)
