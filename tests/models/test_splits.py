@@ -88,3 +88,14 @@ def test_final_split_uses_every_label_and_purges_validation():
     assert (rows.label_end[train] < rows.window_end[validation].min()).all()
     # Only the purge gap (3 bars x 3 symbols) is left out.
     assert labelled.sum() - (train | validation).sum() == 3 * 3
+
+
+def test_time_units_do_not_matter():
+    """Delta hands over microseconds; a label column derived elsewhere may be nanoseconds."""
+    rows = _rows(horizon=2)
+    micro = rows.window_end.astype("datetime64[us, UTC]")
+    mixed = walk_forward(micro, rows.label_end, folds=2, min_train_fraction=0.5, validation_fraction=0.2)
+    plain = walk_forward(rows.window_end, rows.label_end, folds=2, min_train_fraction=0.5, validation_fraction=0.2)
+    for a, b in zip(mixed, plain, strict=True):
+        assert a.test_start == b.test_start and a.test_start.year == 2020
+        assert (a.train == b.train).all() and (a.test == b.test).all()

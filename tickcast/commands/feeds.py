@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail
+from tickcast.commands import fail, with_merge_spark
 
 log = logging.getLogger("tickcast.feeds")
 
@@ -234,28 +234,9 @@ def backfill(
     log.info("backfill: %s, %d %s bar(s) of %s into %s", file.name, len(bar_file.bars),
              bar_file.interval, symbol, table)
 
-    from pyspark.errors import PySparkException
-
-    # py4j says goodbye at INFO on every shutdown; not news for the user.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-
-    from tickcast.spark import build_spark
-
-    try:
-        # The merge source is a small local table: re-reading it is cheaper than checkpointing it.
-        spark = build_spark(
-            settings, "tickcast-backfill",
-            extra_conf={"spark.databricks.delta.merge.materializeSource": "none"},
-        )
-    except RuntimeError as exc:
-        fail(str(exc))
-    try:
-        result = backfill_bars(spark, settings, bar_file, symbol=symbol)
-    except (PySparkException, BackfillError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        fail(f"backfill into {table} failed: {first_line}")
-    finally:
-        spark.stop()
+    result = with_merge_spark(settings, "tickcast-backfill",
+                              lambda spark: backfill_bars(spark, settings, bar_file, symbol=symbol),
+                              f"backfill into {table} failed")
     typer.echo(result.summary(file.name))
 
 

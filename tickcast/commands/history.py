@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail
+from tickcast.commands import fail, with_merge_spark
 
 log = logging.getLogger("tickcast.history")
 
@@ -107,32 +107,14 @@ def synthetic(
 
 
 def _load_delta(settings, frame, interval: str, what: str, seed: int) -> None:
-    from pyspark.errors import PySparkException
-
-    from tickcast.backfill import BackfillError, backfill_frame, target_table
+    from tickcast.backfill import backfill_frame, target_table
 
     table = target_table(interval)
-    # py4j says goodbye at INFO on every shutdown; not news for the user.
-    logging.getLogger("py4j").setLevel(logging.WARNING)
-
-    from tickcast.spark import build_spark
-
     log.info("history: starting Spark to merge %s row(s) into %s", f"{len(frame):,}", table)
-    try:
-        # The merge source is an in-memory table: re-reading it is cheaper than checkpointing it.
-        spark = build_spark(
-            settings, "tickcast-history",
-            extra_conf={"spark.databricks.delta.merge.materializeSource": "none"},
-        )
-    except RuntimeError as exc:
-        fail(str(exc))
-    try:
-        result = backfill_frame(spark, settings, frame, interval=interval, label=f"synthetic:{seed}")
-    except (PySparkException, BackfillError) as exc:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        fail(f"loading the history into {table} failed: {first_line}")
-    finally:
-        spark.stop()
+    result = with_merge_spark(
+        settings, "tickcast-history",
+        lambda spark: backfill_frame(spark, settings, frame, interval=interval, label=f"synthetic:{seed}"),
+        f"loading the history into {table} failed")
     text = f"{what} -> {result.table}: {result.inserted:,} inserted, {result.updated:,} updated"
     if result.quarantined:
         text += f"; {result.quarantined:,} bar(s) failed quality checks and went to quarantine"

@@ -57,6 +57,7 @@ def export_onnx(model, path: Path) -> None:
     # tf2onnx also probes numpy for the removed ``np.object`` (a FutureWarning): not ours to fix.
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         model.export(str(path), format="onnx")
 
 

@@ -28,7 +28,7 @@ QUANTILE_LEVELS = (0.1, 0.5, 0.9)
 HEAD_PREFIX = "head_"
 
 
-def _keras():
+def keras_module():
     # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
@@ -51,7 +51,7 @@ def _heads(keras, hidden, return_scale: float) -> list:
 
 def build_lstm(sequence_length: int, n_features: int, *, return_scale: float, units: int = 32,
                layers: int = 1, dropout: float = 0.1, **_unused) -> keras.Model:
-    keras = _keras()
+    keras = keras_module()
     inputs = keras.Input(shape=(sequence_length, n_features), name="features")
     x = inputs
     for i in range(layers):
@@ -71,7 +71,7 @@ def _positions(sequence_length: int, width: int) -> np.ndarray:
 def build_transformer(sequence_length: int, n_features: int, *, return_scale: float, units: int = 32,
                       layers: int = 1, heads: int = 2, ff_units: int = 64, dropout: float = 0.1,
                       **_unused) -> keras.Model:
-    keras = _keras()
+    keras = keras_module()
     kl = keras.layers
     inputs = keras.Input(shape=(sequence_length, n_features), name="features")
     x = kl.Dense(units, name="embed")(inputs)
@@ -95,7 +95,7 @@ BUILDERS = {"lstm": build_lstm, "transformer": build_transformer}
 
 def pinball_loss(levels: tuple[float, ...] = QUANTILE_LEVELS, scale: float = 1.0):
     """Mean pinball loss over the quantile columns, in units of ``scale`` (the return spread)."""
-    keras = _keras()
+    keras = keras_module()
     ops = keras.ops
     tau = np.asarray(levels, dtype=np.float32)[None, :]
 
@@ -107,7 +107,7 @@ def pinball_loss(levels: tuple[float, ...] = QUANTILE_LEVELS, scale: float = 1.0
 
 
 def compile_model(model, *, learning_rate: float, quantile_weight: float, return_scale: float) -> None:
-    keras = _keras()
+    keras = keras_module()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=learning_rate, clipnorm=1.0),
         loss={"direction": "sparse_categorical_crossentropy", "quantiles": pinball_loss(scale=return_scale)},
@@ -122,7 +122,7 @@ def freeze_body(model) -> None:
 
 
 def clone_with_weights(model):
-    keras = _keras()
+    keras = keras_module()
     # from_config of the architecture alone: clone_model would also rebuild the compiled
     # loss, which is a closure Keras cannot deserialize.
     clone = keras.Model.from_config(model.get_config())

@@ -47,6 +47,12 @@ class Fold:
         }
 
 
+def _utc_ns(values: pd.Series) -> pd.Series:
+    """UTC timestamps in nanoseconds: Arrow and Delta hand over microseconds, and integer
+    comparisons between columns of different units would be silently wrong."""
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]").reset_index(drop=True)
+
+
 def walk_forward(
     times: pd.Series,
     label_ends: pd.Series,
@@ -60,8 +66,7 @@ def walk_forward(
 
     Rows without a label (``label_ends`` NaT) are in no mask.
     """
-    times = pd.to_datetime(times, utc=True).reset_index(drop=True)
-    label_ends = pd.to_datetime(label_ends, utc=True).reset_index(drop=True)
+    times, label_ends = _utc_ns(times), _utc_ns(label_ends)
     labelled = label_ends.notna().to_numpy()
     # Integer nanoseconds: exact comparisons, no timezone or NaT semantics in the masks.
     t = times.array.asi8
@@ -116,8 +121,7 @@ def _train_validation(t: np.ndarray, ends: np.ndarray, labelled: np.ndarray, gri
 def final_split(times: pd.Series, label_ends: pd.Series, *, validation_fraction: float,
                 embargo: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(train, validation) masks over every labelled row, for the model that gets deployed."""
-    times = pd.to_datetime(times, utc=True).reset_index(drop=True)
-    label_ends = pd.to_datetime(label_ends, utc=True).reset_index(drop=True)
+    times, label_ends = _utc_ns(times), _utc_ns(label_ends)
     labelled = label_ends.notna().to_numpy()
     t, ends = times.array.asi8, label_ends.array.asi8
     grid = np.unique(t[labelled])

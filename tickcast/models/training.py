@@ -47,15 +47,12 @@ def return_scale(forward_returns: np.ndarray) -> float:
 
 
 def seed_everything(seed: int) -> None:
-    import keras
-
-    keras.utils.set_random_seed(seed)
+    networks.keras_module().utils.set_random_seed(seed)
 
 
 def _fit(model, train: TrainingData, validation: TrainingData, *, epochs: int, batch_size: int,
          patience: int) -> FitResult:
-    import keras
-
+    keras = networks.keras_module()
     started = time.perf_counter()
     callbacks = []
     fit_validation = None
