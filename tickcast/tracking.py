@@ -63,6 +63,10 @@ def prepare_local_store(settings: Settings) -> None:
 
 def configure_mlflow(settings: Settings) -> str:
     """Point this process's mlflow at the configured store; returns the tracking URI."""
+    import os
+
+    # A tqdm bar per downloaded artifact clutters command output (they are small files).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     if is_local(settings):
