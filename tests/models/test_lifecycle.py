@@ -194,3 +194,30 @@ def test_lifecycle_errors_are_clear(env, tmp_path):
     assert "has no version 99" in unknown.output or "no registered model" in unknown.output
     nothing = runner.invoke(app, ["rollback", "--interval", "1m", "--model", "transformer"])
     assert nothing.exit_code == 1 and "no registered model" in nothing.output
+
+
+def test_promote_evaluates_a_champion_from_other_folds_again(env, tmp_path):
+    """A champion evaluated on other folds is evaluated again on the challenger's before the gate."""
+    client = _client(env)
+    runner = CliRunner()
+    name = registry.registered_name("lstm", "1d")
+    common = {"name": "refold-test", "evaluation": {"folds": 2, "variants": ["parent", "child"], "models": ["lstm"],
+                                                     "baselines": ["no_change", "momentum"]}}
+    first = runner.invoke(app, ["train", "--config", str(_config(tmp_path, **common)), "--output", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    champion = client.get_model_version_by_alias(name, registry.CHALLENGER)
+    registry.make_champion(client, name, champion.version, None)
+
+    refold = {**common, "evaluation": {**common["evaluation"], "folds": 3}}
+    second = runner.invoke(app, ["train", "--config", str(_config(tmp_path, **refold)), "--output", str(tmp_path / "b")])
+    assert second.exit_code == 0, second.output
+    challenger = client.get_model_version_by_alias(name, registry.CHALLENGER)
+    assert challenger.version != champion.version
+    assert challenger.tags["folds_fingerprint"] != champion.tags["folds_fingerprint"]
+
+    result = runner.invoke(app, ["promote", "--interval", "1d", "--model", "lstm"])
+    assert result.exit_code in (0, 2), result.output
+    assert "evaluating its configuration again on the challenger's folds" in result.output
+    decision = client.get_model_version(name, challenger.version).tags[registry.DECISION_TAG]
+    # The gate compared against the champion's figure on the challenger's folds.
+    assert "champion's" in decision
