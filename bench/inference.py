@@ -65,7 +65,8 @@ def main() -> None:
     from tickcast.models import training
     from tickcast.models.bundle import ModelBundle, write_bundle
     from tickcast.models.confirmation import confirm
-    from tickcast.models.dataset import Scaler, build_sequences, labelled_frame
+    from tickcast.models.dataset import Scaler, labelled_frame
+    from tickcast.models.evaluation import eligible_rows
     from tickcast.models.experiment import load_config
     from tickcast.models.splits import final_split
 
@@ -83,26 +84,22 @@ def main() -> None:
     train, validation = final_split(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
                                     validation_fraction=config.training.validation_fraction)
     scaler = Scaler.fit(frame.loc[train, config.features].to_numpy(dtype=float), config.features)
-    sequences = build_sequences(frame, config.features, config.training.sequence_length, scaler)
-    label, forward = frame["label"].to_numpy(dtype=float), frame["forward_return"].to_numpy(dtype=float)
-
-    def select(mask):
-        keep = mask[sequences.rows] & np.isfinite(label[sequences.rows])
-        rows = sequences.rows[keep]
-        return training.TrainingData(sequences.x[keep], label[rows], forward[rows])
+    eligible = eligible_rows(frame, config)
+    data = training.SequenceSet(frame, config.features, config.training.sequence_length, scaler, eligible)
+    select = data.select
+    scale = training.return_scale(data.forward[train])
 
     is_index = (frame["symbol"] == "MKT").to_numpy()
     training.seed_everything(config.training.seed)
     rows, parents = [], {}
     for arch in ("lstm", "transformer"):
-        data = select(train & is_index)
-        fit = training.fit_new(arch, config, data, select(validation & is_index), training.return_scale(forward[train]))
+        parent_data = select(train & is_index)
+        fit = training.fit_new(arch, config, parent_data, select(validation & is_index), scale)
         parents[arch] = fit.model
-        rows.append((f"train {arch} parent ({len(data):,} sequences, batch {config.training.batch_size})",
+        rows.append((f"train {arch} parent ({len(parent_data):,} sequences, batch {config.training.batch_size})",
                      f"{fit.seconds:.1f} s", f"{fit.epochs} epochs, {fit.seconds / fit.epochs:.2f} s/epoch"))
         child_data = select(train & ~is_index)
-        child = training.fit_child(fit.model, arch, config, child_data, select(validation & ~is_index),
-                                   training.return_scale(forward[train]))
+        child = training.fit_child(fit.model, arch, config, child_data, select(validation & ~is_index), scale)
         rows.append((f"train {arch} child ({config.transfer.strategy}, {len(child_data):,} sequences)",
                      f"{child.seconds:.1f} s", f"{child.epochs} epochs"))
 

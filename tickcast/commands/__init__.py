@@ -21,6 +21,16 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
+def load_settings() -> Settings:
+    """The settings from the environment and ``.env``; invalid ones end the command clearly."""
+    from tickcast.settings import get_settings
+
+    try:
+        return get_settings()
+    except ValueError as exc:
+        fail(f"invalid settings: {exc}")
+
+
 def with_merge_spark(settings: Settings, app_name: str, work: Callable[[SparkSession], T], failure: str) -> T:
     """``work(spark)`` in a Spark session made for MERGEs of small local tables; a Spark or
     backfill error ends the command as ``failure: <first line>``, and Spark always stops."""

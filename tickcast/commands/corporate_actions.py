@@ -7,21 +7,12 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail
+from tickcast.commands import fail, load_settings
 
 corporate_actions_app = typer.Typer(
     help="Splits and cash dividends: back-adjust the stored bars (Delta bars_1d, bars_1m) and their features.",
     no_args_is_help=True,
 )
-
-
-def _settings():
-    from tickcast.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
 
 
 @corporate_actions_app.command("apply")
@@ -57,7 +48,7 @@ def apply(
         parse_corporate_actions(file)
     except CorporateActionsError as exc:
         fail(str(exc))
-    settings = _settings()
+    settings = load_settings()
 
     from pyspark.errors import PySparkException
     from pyspark.sql import SparkSession
@@ -100,7 +91,7 @@ def list_actions(
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    settings = _settings()
+    settings = load_settings()
     path = settings.table_path("corporate_actions")
     try:
         rows = DeltaTable(path).to_pandas()

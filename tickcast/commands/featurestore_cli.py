@@ -13,7 +13,7 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail
+from tickcast.commands import fail, load_settings
 
 SYMBOLS_HELP = "Comma-separated symbols, e.g. AAPL,MSFT"
 INTERVAL_HELP = "Bar interval of the feature set: 1d or 1m"
@@ -37,16 +37,10 @@ def _clear_errors() -> Iterator[None]:
 
 
 def _settings():
-    from tickcast.settings import get_settings
-
     # Feast logs every registry refresh at INFO, and the CLI logs at INFO unless --verbose.
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
         logging.getLogger("feast").setLevel(logging.WARNING)
-
-    try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
+    return load_settings()
 
 
 def _symbols(raw: str) -> list[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail, with_merge_spark
+from tickcast.commands import fail, load_settings, with_merge_spark
 
 log = logging.getLogger("tickcast.feeds")
 
@@ -42,21 +42,12 @@ def _stop_on_signals() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
-def _settings():
-    from tickcast.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
-
-
 def _producer(bootstrap_servers: str | None, topic: str | None, connect_timeout: float):
     from tickcast.feeds import FeedError
     from tickcast.feeds.producer import TickProducer
 
     producer = TickProducer(
-        _settings(), bootstrap_servers=bootstrap_servers, topic=topic,
+        load_settings(), bootstrap_servers=bootstrap_servers, topic=topic,
         connect_timeout=connect_timeout,
     )
     try:
@@ -143,7 +134,7 @@ def synthetic(
     from tickcast.feeds import FeedError
     from tickcast.feeds.synthetic import NOMINAL_MAX_RATE, SyntheticMarket, run_synthetic
 
-    settings = _settings()
+    settings = load_settings()
     start_at = _parse_start(start)
     try:
         market = SyntheticMarket(
@@ -225,7 +216,7 @@ def backfill(
     from tickcast.feeds.barfiles import BarFileError
     from tickcast.feeds.ticks import validate_symbol
 
-    settings = _settings()
+    settings = load_settings()
     try:
         symbol = validate_symbol(symbol)
         bar_file, table = load_bar_file(file, interval=interval)

@@ -8,18 +8,9 @@ from pathlib import Path
 
 import typer
 
-from tickcast.commands import fail, with_merge_spark
+from tickcast.commands import fail, load_settings, with_merge_spark
 
 log = logging.getLogger("tickcast.history")
-
-
-def _settings():
-    from tickcast.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
 
 
 def synthetic(
@@ -70,7 +61,7 @@ def synthetic(
 
     if output is not None and output.exists() and not output.is_dir():
         fail(f"--output {output} exists and is not a directory")
-    settings = _settings()
+    settings = load_settings()
     try:
         market_symbol = validate_symbol(settings.market_index_symbol)
     except ValueError as exc:

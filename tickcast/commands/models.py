@@ -5,24 +5,16 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from tickcast.commands import fail
+from tickcast.commands import fail, load_settings
 
 log = logging.getLogger("tickcast.models")
 
 CONFIG_HELP = "Experiment config (YAML), e.g. experiments/daily.yaml"
 ARCH_CHOICES = ("lstm", "transformer", "both")
-
-
-def _settings():
-    from tickcast.settings import get_settings
-
-    try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
 
 
 def _say(message: str) -> None:
@@ -52,7 +44,7 @@ def _run(config_path: Path, symbols, index, interval, start, end, output: Path |
     from tickcast.models.report import metrics_table
     from tickcast.models.splits import SplitError
 
-    settings = _settings()
+    settings = load_settings()
     config = _load(config_path, symbols, index, interval, start, end)
     output = output or _default_output(settings, config)
     try:
@@ -69,17 +61,21 @@ def _run(config_path: Path, symbols, index, interval, start, end, output: Path |
                    f"(make it champion with: tickcast promote --interval {config.interval})")
 
 
-def evaluate(
-    config: Path = typer.Option(..., "--config", "-c", help=CONFIG_HELP),
-    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated symbols (overrides the config)"),
-    index: str | None = typer.Option(None, "--index", help="Market index symbol the parent learns from"),
-    interval: str | None = typer.Option(None, "--interval", help="1d or 1m (overrides the config)"),
-    start: str | None = typer.Option(None, "--start", help="First bar (date or ISO time, UTC)"),
-    end: str | None = typer.Option(None, "--end", help="End of the span (exclusive)"),
-    output: Path | None = typer.Option(None, "--output", "-o",
-                                       help="Directory for metrics.json and report.md "
-                                            "(default: $TICKCAST_HOME/evaluations/<name>-<time>)"),
-) -> None:
+# Shared by `evaluate` and `train`: the config file and what may override it.
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help=CONFIG_HELP)]
+SymbolsOption = Annotated[str | None, typer.Option("--symbols", help="Comma-separated symbols (overrides the config)")]
+IndexOption = Annotated[str | None, typer.Option("--index", help="Market index symbol the parent learns from")]
+IntervalOption = Annotated[str | None, typer.Option("--interval", help="1d or 1m (overrides the config)")]
+StartOption = Annotated[str | None, typer.Option("--start", help="First bar (date or ISO time, UTC)")]
+EndOption = Annotated[str | None, typer.Option("--end", help="End of the span (exclusive)")]
+OutputOption = Annotated[Path | None, typer.Option(
+    "--output", "-o",
+    help="Directory for metrics.json and report.md (default: $TICKCAST_HOME/evaluations/<name>-<time>)")]
+
+
+def evaluate(config: ConfigOption, symbols: SymbolsOption = None, index: IndexOption = None,
+             interval: IntervalOption = None, start: StartOption = None, end: EndOption = None,
+             output: OutputOption = None) -> None:
     """Walk-forward evaluation of the models and the baselines on the same folds.
 
     Reads bars from Delta and point-in-time features from Feast, labels them with
@@ -90,15 +86,9 @@ def evaluate(
     _run(config, symbols, index, interval, start, end, output, register=False)
 
 
-def train(
-    config: Path = typer.Option(..., "--config", "-c", help=CONFIG_HELP),
-    symbols: str | None = typer.Option(None, "--symbols", help="Comma-separated symbols (overrides the config)"),
-    index: str | None = typer.Option(None, "--index", help="Market index symbol the parent learns from"),
-    interval: str | None = typer.Option(None, "--interval", help="1d or 1m (overrides the config)"),
-    start: str | None = typer.Option(None, "--start", help="First bar (date or ISO time, UTC)"),
-    end: str | None = typer.Option(None, "--end", help="End of the span (exclusive)"),
-    output: Path | None = typer.Option(None, "--output", "-o", help="Directory for metrics.json and report.md"),
-) -> None:
+def train(config: ConfigOption, symbols: SymbolsOption = None, index: IndexOption = None,
+          interval: IntervalOption = None, start: StartOption = None, end: EndOption = None,
+          output: OutputOption = None) -> None:
     """Evaluate, then train the deployed models on the whole span and register them.
 
     One MLflow run: the walk-forward evaluation (as `tickcast evaluate`), then per
@@ -136,7 +126,7 @@ def promote(
     from tickcast.models.lifecycle import promote as do_promote
     from tickcast.models.registry import RegistryError
 
-    settings = _settings()
+    settings = load_settings()
     refused = False
     for arch in _archs(model):
         try:
@@ -160,7 +150,7 @@ def rollback(
     from tickcast import tracking
     from tickcast.models import registry
 
-    settings = _settings()
+    settings = load_settings()
     tracking.configure_mlflow(settings)
     client = registry.client()
     for arch in _archs(model):
@@ -179,7 +169,7 @@ def list_models(
     from tickcast import tracking
     from tickcast.models import registry
 
-    settings = _settings()
+    settings = load_settings()
     tracking.configure_mlflow(settings)
     client = registry.client()
     models = client.search_registered_models()

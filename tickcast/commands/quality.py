@@ -7,6 +7,8 @@ import sys
 
 import typer
 
+from tickcast.commands import load_settings
+
 NO_RESULTS_HINT = (
     "The streaming job and the batch jobs write them to Delta `quality_results` as they "
     "validate ticks, bars and features."
@@ -42,13 +44,7 @@ def quality_command(
     command sums up. An "errored" expectation is one Great Expectations could
     not evaluate (the job's log says why); its rows were let through.
     """
-    from tickcast.settings import get_settings
-
-    try:
-        settings = get_settings()
-    except ValueError as exc:
-        typer.secho(f"error: invalid settings: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
+    settings = load_settings()
 
     if docs:
         _print_docs(settings, as_json)

@@ -23,7 +23,7 @@ import pandas as pd
 from tickcast.features.definitions import BARS_PER_YEAR
 from tickcast.models import baselines, training
 from tickcast.models.confirmation import confirm, signal_classes
-from tickcast.models.dataset import Scaler, build_sequences, sequence_windows
+from tickcast.models.dataset import Scaler, sequence_windows
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.metrics import Predictions, score
 from tickcast.models.splits import Fold, walk_forward
@@ -98,31 +98,12 @@ def make_folds(frame: pd.DataFrame, config: ExperimentConfig) -> list[Fold]:
                         validation_fraction=config.training.validation_fraction, embargo=e.embargo)
 
 
-class _FoldData:
-    """One fold's scaled sequences, indexable by a row mask."""
-
-    def __init__(self, frame: pd.DataFrame, config: ExperimentConfig, scaler: Scaler, eligible: np.ndarray):
-        self.sequences = build_sequences(frame, config.features, config.training.sequence_length, scaler,
-                                         mask=eligible)
-        self.label = frame["label"].to_numpy(dtype=float)
-        self.forward = frame["forward_return"].to_numpy(dtype=float)
-        self.n_rows = len(frame)
-
-    def select(self, mask: np.ndarray) -> training.TrainingData:
-        keep = mask[self.sequences.rows]
-        rows = self.sequences.rows[keep]
-        return training.TrainingData(self.sequences.x[keep], self.label[rows], self.forward[rows])
-
-    def rows(self, mask: np.ndarray) -> np.ndarray:
-        return self.sequences.rows[mask[self.sequences.rows]]
-
-
 def _predictions(model, data: training.TrainingData, rows: np.ndarray) -> Predictions:
     probabilities, quantiles = training.predict(model, data.x)
     return Predictions(rows, probabilities, quantiles)
 
 
-def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data: _FoldData,
+def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data: training.SequenceSet,
                  test_mask: np.ndarray, timings: dict[str, float], say: Callable[[str], None]
                  ) -> dict[str, list[Predictions]]:
     out: dict[str, list[Predictions]] = {}
@@ -226,7 +207,7 @@ def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
         say(f"fold {fold.number}/{len(folds)}: train {info['train_rows']:,} rows, validation "
             f"{info['validation_rows']:,}, test {info['test_rows']:,} from {info['test_start']}")
         scaler = Scaler.fit(frame.loc[fold.train, config.features].to_numpy(dtype=float), config.features)
-        data = _FoldData(frame, config, scaler, eligible)
+        data = training.SequenceSet(frame, config.features, config.training.sequence_length, scaler, eligible)
         test_rows = data.rows(test_mask)
         for name, parts in _fold_models(frame, config, fold, data, test_mask, timings, say).items():
             collected.setdefault(name, []).extend(parts)

@@ -26,7 +26,7 @@ import pandas as pd
 
 from tickcast.features.definitions import FEATURE_SET_VERSION
 from tickcast.models import registry, training
-from tickcast.models.dataset import Scaler, build_sequences, labelled_frame
+from tickcast.models.dataset import Scaler, labelled_frame
 from tickcast.models.evaluation import EvaluationResult, deployed_variant, eligible_rows, evaluate_frame
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.splits import final_split
@@ -34,7 +34,6 @@ from tickcast.settings import Settings
 
 log = logging.getLogger(__name__)
 
-INTERVAL_TABLES = {"1d": "bars_1d", "1m": "bars_1m"}
 BAR_COLUMNS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume"]
 
 
@@ -54,7 +53,7 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
     """Bars of ``symbols`` with ``window_start`` in [start, end) from Delta, one per bar."""
     import pyarrow.dataset as pads
 
-    from tickcast.store import DeltaReader
+    from tickcast.store import INTERVAL_TABLES, DeltaReader
 
     dataset = DeltaReader(settings.table_path(INTERVAL_TABLES[interval])).dataset()
     if dataset is None:
@@ -139,10 +138,10 @@ def write_outputs(result: EvaluationResult, output: Path) -> tuple[Path, Path]:
 
 # --- final models -----------------------------------------------------------------------------
 
-def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, arch: str,
-                 say: Callable[[str], None]) -> tuple[Scaler, object, dict[str, object]]:
-    """The parent and children of ``arch`` trained on the whole span (its last
-    ``validation_fraction`` for early stopping), with the scaler they were trained with."""
+def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[str], None]
+                 ) -> tuple[Scaler, dict[str, tuple[object, dict[str, object]]]]:
+    """Per architecture, the parent and children trained on the whole span (its last
+    ``validation_fraction`` for early stopping), and the one scaler they were trained with."""
     frame = frame.sort_values(["symbol", "window_end"], kind="stable").reset_index(drop=True)
     eligible = eligible_rows(frame, config)
     train, validation = final_split(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
@@ -150,27 +149,23 @@ def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, arch: str,
                                     embargo=config.evaluation.embargo)
     train, validation = train & eligible, validation & eligible
     scaler = Scaler.fit(frame.loc[train, config.features].to_numpy(dtype=float), config.features)
-    sequences = build_sequences(frame, config.features, config.training.sequence_length, scaler, mask=eligible)
-    label = frame["label"].to_numpy(dtype=float)
-    forward = frame["forward_return"].to_numpy(dtype=float)
-
-    def select(mask: np.ndarray) -> training.TrainingData:
-        keep = mask[sequences.rows]
-        rows = sequences.rows[keep]
-        return training.TrainingData(sequences.x[keep], label[rows], forward[rows])
-
+    data = training.SequenceSet(frame, config.features, config.training.sequence_length, scaler, eligible)
     symbols = frame["symbol"].to_numpy()
-    scale = training.return_scale(forward[train])
+    scale = training.return_scale(data.forward[train])
     is_index = symbols == config.index
-    parent = training.fit_new(arch, config, select(train & is_index), select(validation & is_index), scale)
-    say(f"final {arch} parent on {config.index}: {parent.epochs} epochs, {parent.seconds:.1f} s")
-    children = {}
-    for symbol in config.symbols:
-        mine = symbols == symbol
-        child = training.fit_child(parent.model, arch, config, select(train & mine), select(validation & mine), scale)
-        children[symbol] = child.model
-    say(f"final {arch} children for {len(children)} symbol(s) done")
-    return scaler, parent.model, children
+    models = {}
+    for arch in config.evaluation.models:
+        parent = training.fit_new(arch, config, data.select(train & is_index), data.select(validation & is_index),
+                                  scale)
+        say(f"final {arch} parent on {config.index}: {parent.epochs} epochs, {parent.seconds:.1f} s")
+        children = {}
+        for symbol in config.symbols:
+            mine = symbols == symbol
+            children[symbol] = training.fit_child(parent.model, arch, config, data.select(train & mine),
+                                                  data.select(validation & mine), scale).model
+        say(f"final {arch} children for {len(children)} symbol(s) done")
+        models[arch] = (parent.model, children)
+    return scaler, models
 
 
 # --- commands ---------------------------------------------------------------------------------
@@ -206,8 +201,8 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
         if register:
             variant = deployed_variant(config)
             client = registry.client()
-            for arch in config.evaluation.models:
-                scaler, parent, children = fit_deployed(frame, config, arch, say)
+            scaler, deployed = fit_deployed(frame, config, say)
+            for arch, (parent, children) in deployed.items():
                 with tempfile.TemporaryDirectory() as tmp:
                     bundle = write_bundle(Path(tmp) / f"bundle_{arch}", arch=arch, config=config, scaler=scaler,
                                           parent=parent, children=children, fingerprint=result.fingerprint)
@@ -227,7 +222,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
     return outcome
 
 
-def _run_metrics(client, run_id: str) -> dict:
+def _run_metrics(run_id: str) -> dict:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -267,7 +262,7 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     current = registry.champion(client, name)
     if current is not None and current.version == candidate.version:
         raise registry.RegistryError(f"{name} version {candidate.version} is already the champion")
-    mine = _run_metrics(client, candidate.run_id)
+    mine = _run_metrics(candidate.run_id)
     config = _run_config(candidate.run_id)
     variant = candidate.tags.get("variant", deployed_variant(config))
     key = f"{arch}_{variant}"
@@ -275,16 +270,17 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     baselines = {b: mine["models"][b] for b in baseline_names if b in mine["models"]}
     champion_figures = None
     if current is not None:
-        theirs = _run_metrics(client, current.run_id)
+        theirs = _run_metrics(current.run_id)
         if theirs.get("folds_fingerprint") == mine.get("folds_fingerprint"):
             champion_figures = theirs["models"].get(f"{arch}_{current.tags.get('variant', variant)}")
         else:
             say(f"champion version {current.version} was evaluated on other folds: evaluating its "
                 "configuration again on the challenger's folds")
-            champion_config = _run_config(current.run_id).with_overrides(
+            recipe = _run_config(current.run_id)
+            champion_config = recipe.with_overrides(
                 symbols=config.symbols, index=config.index, start=config.start, end=config.end,
                 labels=config.labels.model_dump(), evaluation={
-                    **_run_config(current.run_id).evaluation.model_dump(),
+                    **recipe.evaluation.model_dump(),
                     "folds": config.evaluation.folds, "min_train_fraction": config.evaluation.min_train_fraction,
                     "embargo": config.evaluation.embargo, "models": [arch], "baselines": []})
             again = run(settings, champion_config, output or Path(tempfile.mkdtemp(prefix="tickcast-reeval-")),

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tickcast.models import networks
+from tickcast.models.dataset import Scaler, build_sequences
 from tickcast.models.experiment import ArchitectureConfig, ExperimentConfig
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,25 @@ class TrainingData:
 
     def targets(self) -> dict[str, np.ndarray]:
         return {"direction": self.label.astype(np.int32), "quantiles": self.forward_return.astype(np.float32)}
+
+
+class SequenceSet:
+    """The scaled sequences of a labelled frame's ``eligible`` rows, cut by row masks into
+    training data: one build per scaler, then any number of slices (index, per symbol, ...)."""
+
+    def __init__(self, frame, features: list[str], length: int, scaler: Scaler, eligible: np.ndarray):
+        self.sequences = build_sequences(frame, features, length, scaler, mask=eligible)
+        self.label = frame["label"].to_numpy(dtype=float)
+        self.forward = frame["forward_return"].to_numpy(dtype=float)
+
+    def rows(self, mask: np.ndarray) -> np.ndarray:
+        """Frame positions of the sequences whose last row is in ``mask``."""
+        return self.sequences.rows[mask[self.sequences.rows]]
+
+    def select(self, mask: np.ndarray) -> TrainingData:
+        keep = mask[self.sequences.rows]
+        rows = self.sequences.rows[keep]
+        return TrainingData(self.sequences.x[keep], self.label[rows], self.forward[rows])
 
 
 @dataclass
