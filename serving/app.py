@@ -1,37 +1,75 @@
-"""The scoring API (read side): latest predictions, symbols and bars over HTTP.
+"""The scoring API: latest predictions, on-demand scoring, history, explanations, models,
+and a WebSocket push of every new prediction.
 
 ``create_app(settings)`` builds the app; ``app_from_env`` is the factory uvicorn calls
 (``uvicorn --factory serving.app:app_from_env``), reading settings from the environment.
-Routes are plain ``def`` functions on purpose: the store does blocking file IO, which
-FastAPI runs in its thread pool instead of on the event loop.
+
+The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
+the online store that a background task keeps current (``serving.live``); they send the
+stored JSON as it is, with the freshness appended. Routes that do file IO or model work
+are plain ``def``, which FastAPI runs in its thread pool.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import time
 import uuid
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException, Query, Request, Response
+import orjson
+from fastapi import (
+    APIRouter,
+    Depends,
+    FastAPI,
+    HTTPException,
+    Query,
+    Request,
+    Response,
+    Security,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
-from prometheus_client import CollectorRegistry, Histogram
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
+from fastapi.security import APIKeyHeader
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
+from pydantic import TypeAdapter, ValidationError
 
 from serving.deps import StoreDep, SymbolPath
+from serving.live import LivePredictions, Subscriber
 from serving.schemas import (
+    MAX_BATCH_SYMBOLS,
+    AttributionOut,
     BarOut,
     BarsResponse,
     ComponentOut,
     ErrorResponse,
+    ExplanationResponse,
     HealthResponse,
+    ModelsResponse,
+    ModelVersionOut,
+    PredictionHistoryResponse,
     PredictionResponse,
+    PredictionsBatchResponse,
+    RegisteredModelOut,
+    ScoreRequest,
+    ScoreResponse,
     SymbolInfo,
     SymbolsResponse,
+    SymbolStr,
     ValidationErrorResponse,
 )
+from serving.security import API_KEY_HEADER, Guard, RateLimited
+from tickcast.apikeys import ApiKey
+from tickcast.predictions import Prediction
 from tickcast.settings import Settings
 from tickcast.store import MarketStore
 
@@ -39,11 +77,37 @@ log = logging.getLogger("tickcast.serving")
 
 API_PREFIX = "/api/v1"
 MAX_BARS = 5000
+MAX_HISTORY = 10_000
 
 try:
     _VERSION = version("tickcast")
 except PackageNotFoundError:  # running from a source tree that was never installed
     _VERSION = "0+unknown"
+
+api_key_header = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey",
+    description="An API key from `tickcast apikey create --name NAME --scopes read,score`",
+)
+_symbols_adapter = TypeAdapter(list[SymbolStr])
+
+
+async def caller(request: Request, presented: Annotated[str | None, Security(api_key_header)]) -> ApiKey:
+    guard: Guard = request.app.state.guard
+    return guard.authenticate(presented)
+
+
+def require(scope: str):
+    async def dependency(request: Request, key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+        guard: Guard = request.app.state.guard
+        guard.authorize(key, scope)
+        guard.charge(key, request.client.host if request.client else None)
+        return key
+
+    return dependency
+
+
+ReadKey = Annotated[ApiKey, Depends(require("read"))]
+ScoreKey = Annotated[ApiKey, Depends(require("score"))]
 
 
 def _unknown_symbol(store: MarketStore, symbol: str) -> HTTPException:
@@ -54,74 +118,430 @@ def _unknown_symbol(store: MarketStore, symbol: str) -> HTTPException:
     return HTTPException(404, f"unknown symbol '{symbol}': no bars and no prediction{hint}")
 
 
-def _api_router(freshness: Histogram) -> APIRouter:
-    router = APIRouter(
-        prefix=API_PREFIX,
-        responses={422: {"model": ValidationErrorResponse, "description": "Invalid input"}},
-    )
+def _invalid(loc: tuple, message: str) -> RequestValidationError:
+    """A 422 in the same shape as FastAPI's own validation errors (one line plus the list)."""
+    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 
-    @router.get(
-        "/predictions/{symbol}",
-        response_model=PredictionResponse,
-        responses={404: {"model": ErrorResponse, "description": "Unknown symbol or no prediction yet"}},
-        summary="Latest prediction for a symbol",
-        tags=["predictions"],
-    )
-    def get_prediction(symbol: SymbolPath, store: StoreDep) -> PredictionResponse:
-        prediction = store.latest_prediction(symbol)
-        if prediction is None:
-            if store.is_known(symbol):
-                raise HTTPException(
-                    404,
-                    f"no prediction yet for '{symbol}': it has bars but the predictor "
-                    "has not scored it yet",
-                )
+
+def _with_freshness(payload: bytes, data_timestamp: float, now: float, extra: bytes = b"") -> bytes:
+    # The stored JSON ends with "}": append the request-time fields instead of re-encoding it.
+    return b"%s,\"data_freshness_sec\":%.3f%s}" % (payload[:-1], now - data_timestamp, extra)
+
+
+def _models_interval(model_name: str) -> str | None:
+    """``tickcast-lstm-1d+tickcast-transformer-1d`` -> ``1d``; None for other models."""
+    first = model_name.split("+")[0]
+    return first.rsplit("-", 1)[-1] if first.startswith("tickcast-lstm-") else None
+
+
+class Api:
+    """The routes, with what they share (settings, stores, models, metrics)."""
+
+    def __init__(self, app: FastAPI, settings: Settings, registry: CollectorRegistry):
+        from tickcast.scoring.models import ModelLoader
+
+        self.settings = settings
+        self.store: MarketStore = app.state.store
+        self.live: LivePredictions = app.state.live
+        self.loader = ModelLoader(settings)
+        self.freshness = Histogram(
+            "tickcast_prediction_data_freshness_seconds",
+            "Age of the data behind each prediction served (now - data_timestamp)",
+            buckets=(0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
+            registry=registry,
+        )
+        Gauge("tickcast_websocket_clients", "Connected WebSocket clients", registry=registry).set_function(
+            lambda: len(self.live.clients))
+        Gauge("tickcast_predictions_symbols", "Symbols with a latest prediction in memory",
+              registry=registry).set_function(lambda: len(self.live.latest))
+        Gauge("tickcast_prediction_newest_data_age_seconds",
+              "Seconds since the newest data behind any held prediction", registry=registry).set_function(
+            lambda: time.time() - max((e.data_timestamp for e in self.live.latest.values()), default=time.time()))
+        self.model_info = Gauge("tickcast_serving_model_info", "The model of the newest prediction held (value 1)",
+                                ["model_name", "model_version"], registry=registry)
+        self._shown_model: tuple[str, str] | None = None
+
+    def note_model(self) -> None:
+        current = self.live.last_model
+        if current is not None and current != self._shown_model:
+            if self._shown_model is not None:
+                self.model_info.remove(*self._shown_model)
+            self.model_info.labels(*current).set(1)
+            self._shown_model = current
+
+    # -- routes -------------------------------------------------------------------------------
+
+    def router(self) -> APIRouter:
+        router = APIRouter(
+            prefix=API_PREFIX,
+            responses={
+                401: {"model": ErrorResponse, "description": "Missing, invalid or revoked API key"},
+                403: {"model": ErrorResponse, "description": "The key lacks the route's scope"},
+                422: {"model": ValidationErrorResponse, "description": "Invalid input"},
+                429: {"model": ErrorResponse, "description": "Rate limit reached; see Retry-After"},
+            },
+        )
+        not_found = {404: {"model": ErrorResponse, "description": "Unknown symbol or nothing to show yet"}}
+
+        @router.get("/predictions/{symbol}", response_model=PredictionResponse, responses=not_found,
+                    summary="Latest prediction for a symbol", tags=["predictions"])
+        async def get_prediction(
+            symbol: SymbolPath, store: StoreDep, _key: ReadKey,
+            include_features: Annotated[bool, Query(description="Add the symbol's online feature values")] = False,
+        ) -> Response:
+            entry = self.live.latest.get(symbol)
+            if entry is None:
+                raise await run_in_threadpool(self._no_prediction, store, symbol)
+            now = time.time()
+            self.freshness.observe(max(now - entry.data_timestamp, 0.0))
+            extra = b""
+            if include_features:
+                values = await run_in_threadpool(self._online_features, symbol)  # may raise a 503
+                extra = b',"features":' + orjson.dumps(values)
+            return Response(_with_freshness(entry.payload, entry.data_timestamp, now, extra),
+                            media_type="application/json")
+
+        @router.get("/predictions", response_model=PredictionsBatchResponse,
+                    summary=f"Latest predictions of up to {MAX_BATCH_SYMBOLS:,} symbols", tags=["predictions"])
+        async def get_predictions(
+            _key: ReadKey,
+            symbols: Annotated[str, Query(
+                min_length=1, max_length=40 * MAX_BATCH_SYMBOLS,
+                description=f"Comma-separated symbols (at most {MAX_BATCH_SYMBOLS:,})", examples=["AAPL,MSFT"],
+            )],
+        ) -> Response:
+            wanted = list(dict.fromkeys(s for s in (p.strip() for p in symbols.split(",")) if s))
+            if not wanted:
+                raise _invalid(("query", "symbols"), "give at least one symbol")
+            if len(wanted) > MAX_BATCH_SYMBOLS:
+                raise _invalid(("query", "symbols"), f"at most {MAX_BATCH_SYMBOLS:,} per request, got {len(wanted):,}")
+            try:
+                _symbols_adapter.validate_python(wanted)
+            except ValidationError as exc:
+                bad = [wanted[e["loc"][0]] for e in exc.errors() if e["loc"]][:5]
+                raise _invalid(("query", "symbols"), f"not valid ticker symbols: {bad}") from None
+            now = time.time()
+            found, missing = [], []
+            latest = self.live.latest
+            for symbol in wanted:
+                entry = latest.get(symbol)
+                if entry is None:
+                    missing.append(symbol)
+                else:
+                    found.append(_with_freshness(entry.payload, entry.data_timestamp, now))
+                    self.freshness.observe(max(now - entry.data_timestamp, 0.0))
+            body = b'{"count":%d,"predictions":[%s],"missing":%s}' % (
+                len(found), b",".join(found), orjson.dumps(missing))
+            return Response(body, media_type="application/json")
+
+        @router.post("/score", response_model=ScoreResponse, responses=not_found,
+                     summary="Score symbols (stored features) or supplied feature sequences now",
+                     tags=["scoring"])
+        def score(request: ScoreRequest, _key: ScoreKey) -> ScoreResponse:
+            return self._score(request)
+
+        @router.get("/predictions/{symbol}/history", response_model=PredictionHistoryResponse,
+                    responses=not_found, summary="Past predictions of a symbol, from Delta", tags=["predictions"])
+        def history(
+            symbol: SymbolPath, store: StoreDep, _key: ReadKey,
+            start: Annotated[datetime | None, Query(description="From this predicted_at (UTC if no zone)")] = None,
+            end: Annotated[datetime | None, Query(description="Up to this predicted_at (inclusive)")] = None,
+            limit: Annotated[int, Query(ge=1, le=MAX_HISTORY, description="At most this many, the newest")] = 1000,
+        ) -> PredictionHistoryResponse:
+            return self._history(store, symbol, start, end, limit)
+
+        @router.get("/explanations/{symbol}", response_model=ExplanationResponse, responses=not_found,
+                    summary="What drives a symbol's latest prediction (per-feature attributions)",
+                    tags=["predictions"])
+        def explanation(symbol: SymbolPath, store: StoreDep, _key: ReadKey) -> ExplanationResponse:
+            return self._explain(store, symbol)
+
+        @router.get("/models", response_model=ModelsResponse, summary="Champion and challenger models",
+                    responses={503: {"model": ErrorResponse, "description": "The model registry cannot be read"}},
+                    tags=["models"])
+        def models(
+            _key: ReadKey,
+            interval: Annotated[Literal["1d", "1m"] | None, Query(description="Default: the scorer's")] = None,
+        ) -> ModelsResponse:
+            return self._models(interval or self.settings.scorer_interval)
+
+        @router.get("/symbols", response_model=SymbolsResponse, summary="Known symbols (with bars or a prediction)",
+                    tags=["symbols"])
+        def list_symbols(store: StoreDep, _key: ReadKey) -> SymbolsResponse:
+            symbols = [SymbolInfo(symbol=s.symbol, has_prediction=s.has_prediction) for s in store.symbols()]
+            return SymbolsResponse(count=len(symbols), symbols=symbols)
+
+        @router.get("/bars/{symbol}", response_model=BarsResponse,
+                    responses={404: {"model": ErrorResponse, "description": "Unknown symbol"}},
+                    summary="Latest OHLCV bars of a symbol, ascending in time", tags=["bars"])
+        def get_bars(
+            symbol: SymbolPath, store: StoreDep, _key: ReadKey,
+            interval: Annotated[Literal["1d", "1m"], Query(description="Bar length: 1d (UTC days) or 1m")] = "1d",
+            limit: Annotated[int, Query(ge=1, le=MAX_BARS, description=f"How many of the latest bars (1..{MAX_BARS})")]
+            = 200,
+        ) -> BarsResponse:
+            bars = store.bars.bars(symbol, interval, limit)
+            if not bars and not store.is_known(symbol):
+                raise _unknown_symbol(store, symbol)
+            return BarsResponse(symbol=symbol, interval=interval, count=len(bars),
+                                bars=[BarOut.model_validate(b, from_attributes=True) for b in bars])
+
+        return router
+
+    # -- work behind the routes ----------------------------------------------------------------
+
+    @staticmethod
+    def _no_prediction(store: MarketStore, symbol: str) -> HTTPException:
+        if store.is_known(symbol):
+            return HTTPException(404, f"no prediction yet for '{symbol}': it has bars but the scorer has not "
+                                      "scored it yet")
+        return _unknown_symbol(store, symbol)
+
+    def _online_features(self, symbol: str) -> dict[str, float | None]:
+        import math
+
+        from tickcast import featurestore
+
+        try:
+            frame = featurestore.online_features(self.settings, [symbol], self.settings.scorer_interval)
+        except Exception as exc:  # noqa: BLE001 - the feature store being down is a 503, not a 500
+            log.warning("online features unavailable: %s", exc)
+            raise HTTPException(503, f"the online feature store cannot be read: {exc}") from None
+        row = frame.iloc[0].to_dict() if len(frame) else {}
+        out = {}
+        for name, value in row.items():
+            if name in ("symbol", "interval", "window_start", "feature_set_version"):
+                continue
+            out[name] = float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        return out
+
+    def _dual(self, interval: str, model_version: str):
+        from tickcast.models.registry import RegistryError
+
+        refs = model_version.split("+") if "+" in model_version else [model_version, model_version]
+        try:
+            dual = self.loader.dual(interval, *refs)
+        except RegistryError as exc:
+            raise _invalid(("body", "model_version"), str(exc)) from None
+        if dual is None:
+            what = "no champion" if model_version == "champion" else f"no model version '{model_version}'"
+            raise HTTPException(404, f"{what} for interval {interval}: train and promote models first "
+                                     "(tickcast train, tickcast promote); GET /api/v1/models lists them")
+        return dual
+
+    def _score(self, request: ScoreRequest) -> ScoreResponse:
+        import numpy as np
+        import pandas as pd
+
+        from tickcast.scoring.score import SequenceBatch, score
+        from tickcast.scoring.sources import latest_sequences
+
+        interval = request.interval or self.settings.scorer_interval
+        dual = self._dual(interval, request.model_version)
+        if request.symbols is not None:
+            wanted = list(dict.fromkeys(request.symbols))
+            batch, not_scored = latest_sequences(self.settings, wanted, interval, dual.features, dual.sequence_length)
+            if len(batch) == 0:
+                raise HTTPException(404, "none of the symbols could be scored: " + "; ".join(
+                    f"{s}: {r}" for s, r in list(not_scored.items())[:5]))
+        else:
+            not_scored = {}
+            raws = []
+            for i, supplied in enumerate(request.sequences):
+                if len(supplied.features) != dual.sequence_length:
+                    raise _invalid(("body", "sequences", i, "features"), f"the models take {dual.sequence_length} "
+                                             f"feature vectors, got {len(supplied.features)}")
+                for j, vector in enumerate(supplied.features):
+                    missing = [f for f in dual.features if f not in vector]
+                    unknown = [f for f in vector if f not in dual.features]
+                    if missing or unknown:
+                        raise _invalid(("body", "sequences", i, "features", j), f"missing {missing[:5]}, unknown "
+                                                 f"{unknown[:5]}; the models take {dual.features}")
+                raws.append([[np.nan if v[f] is None else v[f] for f in dual.features] for v in supplied.features])
+            now = pd.Timestamp.now(tz=UTC)
+
+            def stamp(value: datetime | None) -> pd.Timestamp:
+                value = pd.Timestamp(value) if value is not None else now
+                return value.tz_localize(UTC) if value.tzinfo is None else value.tz_convert(UTC)
+
+            batch = SequenceBatch(
+                symbols=np.array([s.symbol for s in request.sequences], dtype=object),
+                raw=np.asarray(raws, dtype=float),
+                close=np.array([s.close for s in request.sequences], dtype=float),
+                data_timestamp=pd.DatetimeIndex([stamp(s.data_timestamp) for s in request.sequences]),
+            )
+        frame = score(dual, batch)
+        predictions = [Prediction.model_validate(orjson.loads(p)) for *_, p in _payloads(frame)]
+        return ScoreResponse(model_name=dual.model_name, model_version=dual.model_version,
+                             predictions=predictions, not_scored=not_scored)
+
+    def _history(self, store: MarketStore, symbol: str, start: datetime | None, end: datetime | None,
+                 limit: int) -> PredictionHistoryResponse:
+        import pyarrow.compute as pc
+        import pyarrow.dataset as ds
+        from deltalake import DeltaTable
+        from deltalake.exceptions import TableNotFoundError
+
+        def utc(value: datetime) -> datetime:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+        if start is not None and end is not None and utc(start) > utc(end):
+            raise _invalid(("query", "start"), "start is after end")
+        try:
+            dataset = DeltaTable(self.settings.table_path("predictions")).to_pyarrow_dataset()
+        except TableNotFoundError:
+            dataset = None
+        rows = []
+        if dataset is not None:
+            where = ds.field("symbol") == symbol
+            if start is not None:
+                where &= ds.field("predicted_at") >= utc(start)
+            if end is not None:
+                where &= ds.field("predicted_at") <= utc(end)
+            table = dataset.to_table(filter=where)
+            if table.num_rows:
+                order = pc.sort_indices(table, [("predicted_at", "ascending")])
+                table = table.take(order).slice(max(table.num_rows - limit, 0))
+                rows = table.to_pylist()
+        if not rows and not store.is_known(symbol):
             raise _unknown_symbol(store, symbol)
-        data_ts = prediction.data_timestamp
-        if data_ts.tzinfo is None:  # the contract stores UTC; a naive stamp means UTC
-            data_ts = data_ts.replace(tzinfo=UTC)
-        age = (datetime.now(UTC) - data_ts).total_seconds()
-        freshness.observe(max(age, 0.0))
-        return PredictionResponse(**prediction.model_dump(), data_freshness_sec=age)
+        predictions = []
+        for row in rows:
+            for stamp in ("data_timestamp", "predicted_at"):
+                if row[stamp] is not None and row[stamp].tzinfo is None:
+                    row[stamp] = row[stamp].replace(tzinfo=UTC)
+            predictions.append(Prediction.model_validate(row))
+        return PredictionHistoryResponse(symbol=symbol, count=len(predictions), predictions=predictions)
 
-    @router.get(
-        "/symbols",
-        response_model=SymbolsResponse,
-        summary="Known symbols (with bars or a prediction)",
-        tags=["symbols"],
-    )
-    def list_symbols(store: StoreDep) -> SymbolsResponse:
-        symbols = [SymbolInfo(symbol=s.symbol, has_prediction=s.has_prediction) for s in store.symbols()]
-        return SymbolsResponse(count=len(symbols), symbols=symbols)
+    def _explain(self, store: MarketStore, symbol: str) -> ExplanationResponse:
+        import math
 
-    @router.get(
-        "/bars/{symbol}",
-        response_model=BarsResponse,
-        responses={404: {"model": ErrorResponse, "description": "Unknown symbol"}},
-        summary="Latest OHLCV bars of a symbol, ascending in time",
-        tags=["bars"],
-    )
-    def get_bars(
-        symbol: SymbolPath,
-        store: StoreDep,
-        interval: Annotated[
-            Literal["1d", "1m"], Query(description="Bar length: 1d (UTC days) or 1m")
-        ] = "1d",
-        limit: Annotated[
-            int, Query(ge=1, le=MAX_BARS, description=f"How many of the latest bars (1..{MAX_BARS})")
-        ] = 200,
-    ) -> BarsResponse:
-        bars = store.bars.bars(symbol, interval, limit)
-        if not bars and not store.is_known(symbol):
-            raise _unknown_symbol(store, symbol)
-        return BarsResponse(
-            symbol=symbol,
-            interval=interval,
-            count=len(bars),
-            bars=[BarOut.model_validate(b, from_attributes=True) for b in bars],
+        from tickcast.models.explain import explain
+        from tickcast.scoring.sources import latest_sequences
+
+        entry = self.live.latest.get(symbol)
+        if entry is None:
+            raise self._no_prediction(store, symbol)
+        interval = _models_interval(entry.model_name)
+        if interval is None:
+            raise HTTPException(404, f"the latest prediction for '{symbol}' comes from {entry.model_name}, not the "
+                                     "trained models; explanations need a champion (tickcast train, tickcast promote)")
+        dual = self._dual(interval, entry.model_version)
+        batch, skipped = latest_sequences(self.settings, [symbol], interval, dual.features, dual.sequence_length)
+        if len(batch) == 0:
+            raise HTTPException(404, f"cannot explain '{symbol}': {skipped.get(symbol, 'no features')}")
+        result = explain(list(dual.bundles), symbol, batch.raw[0])
+        return ExplanationResponse(
+            symbol=symbol, model_name=dual.model_name, model_version=dual.model_version,
+            data_timestamp=batch.data_timestamp[0].to_pydatetime(), method=result.method, score=result.score,
+            expected_return=result.expected_return, text=result.text,
+            attributions=[
+                AttributionOut(feature=a.feature, value=a.value if math.isfinite(a.value) else None,
+                               baseline=a.baseline, direction=a.direction, expected_return=a.expected_return)
+                for a in result.attributions
+            ],
         )
 
-    return router
+    def _models(self, interval: str) -> ModelsResponse:
+        from tickcast.models.registry import DECISION_TAG, registered_name
+        from tickcast.scoring.models import ARCHITECTURES
+
+        try:
+            found = self.loader.aliases(interval)
+        except Exception as exc:  # noqa: BLE001 - the registry being down is the client's answer, not a 500
+            log.warning("model registry unreachable: %s", exc)
+            raise HTTPException(503, f"the model registry cannot be read: {exc}") from None
+
+        def described(alias: str, mv) -> ModelVersionOut | None:
+            if mv is None:
+                return None
+            metrics = {}
+            for key, value in (mv.tags or {}).items():
+                if key.startswith("metric."):
+                    try:
+                        metrics[key.removeprefix("metric.")] = float(value)
+                    except ValueError:
+                        continue
+            created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC) if mv.creation_timestamp else None
+            return ModelVersionOut(version=str(mv.version), alias=alias, created_at=created, run_id=mv.run_id,
+                                   metrics={k: v for k, v in metrics.items() if v == v},
+                                   promotion_decision=(mv.tags or {}).get(DECISION_TAG))
+
+        models = []
+        for arch in ARCHITECTURES:
+            name = registered_name(arch, interval)
+            aliases = found.get(name, {})
+            models.append(RegisteredModelOut(name=name, architecture=arch, interval=interval,
+                                             champion=described("champion", aliases.get("champion")),
+                                             challenger=described("challenger", aliases.get("challenger"))))
+        serving = " ".join(self.live.last_model) if self.live.last_model else None
+        return ModelsResponse(interval=interval, serving=serving, models=models)
+
+    # -- WebSocket ------------------------------------------------------------------------------
+
+    async def websocket(self, websocket: WebSocket) -> None:
+        guard: Guard = websocket.app.state.guard
+        await websocket.accept()
+        presented = websocket.headers.get(API_KEY_HEADER) or websocket.query_params.get("api_key")
+        try:
+            key = guard.authenticate(presented)
+            guard.authorize(key, "read")
+        except HTTPException as exc:
+            await websocket.send_json({"type": "error", "status": exc.status_code, "detail": exc.detail})
+            await websocket.close(code=4000 + exc.status_code)
+            return
+        subscriber = Subscriber(websocket)
+        self.live.join(subscriber)
+        sender = asyncio.create_task(self._send_loop(subscriber))
+        try:
+            while True:
+                text = await websocket.receive_text()
+                reply = self._ws_command(subscriber, text)
+                await websocket.send_text(reply.decode())
+        except WebSocketDisconnect:
+            pass
+        finally:
+            self.live.leave(subscriber)
+            sender.cancel()
+
+    async def _send_loop(self, subscriber: Subscriber) -> None:
+        try:
+            while True:
+                message = await subscriber.queue.get()
+                await subscriber.websocket.send_text(message.decode())
+        except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
+            return
+
+    def _ws_command(self, subscriber: Subscriber, text: str) -> bytes:
+        try:
+            command = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return orjson.dumps({"type": "error", "status": 422, "detail": "messages must be JSON objects"})
+        action = command.get("action") if isinstance(command, dict) else None
+        if action not in ("subscribe", "unsubscribe"):
+            return orjson.dumps({"type": "error", "status": 422,
+                                 "detail": 'send {"action": "subscribe" | "unsubscribe", "symbols": [...]}'})
+        try:
+            symbols = _symbols_adapter.validate_python(command.get("symbols"))
+        except ValidationError:
+            return orjson.dumps({"type": "error", "status": 422,
+                                 "detail": "symbols must be a list of ticker symbols"})
+        if action == "subscribe":
+            self.live.subscribe(subscriber, symbols)
+            # The current prediction first, so a client never waits for the next tick to know it.
+            for symbol in symbols:
+                entry = self.live.latest.get(symbol)
+                if entry is not None:
+                    subscriber.offer(b'{"type":"prediction_update","prediction":' + entry.payload + b"}")
+        else:
+            self.live.unsubscribe(subscriber, symbols)
+        return orjson.dumps({"type": f"{action}d", "symbols": sorted(subscriber.symbols)})
+
+
+def _payloads(frame):
+    from tickcast.predictions import frame_payloads
+
+    return frame_payloads(frame)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -143,6 +563,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         body = ValidationErrorResponse.model_validate({"detail": detail, "errors": errors})
         return JSONResponse(status_code=422, content=body.model_dump())
 
+    @app.exception_handler(RateLimited)
+    async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
+        return JSONResponse(
+            status_code=429, headers={"Retry-After": str(exc.retry_after)},
+            content={"detail": f"rate limit of {exc.limit} reached for this API key; retry in {exc.retry_after} s"},
+        )
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         error_id = uuid.uuid4().hex[:12]
@@ -155,35 +582,29 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def _install_metrics(app: FastAPI) -> Histogram:
-    # One registry per app: tests build several apps in one process, and the default
-    # global registry refuses a second set of the same metric names. Under several
-    # uvicorn workers PROMETHEUS_MULTIPROC_DIR is set and the instrumentator aggregates.
-    registry = CollectorRegistry()
-    Instrumentator(
-        registry=registry,
-        excluded_handlers=["/metrics"],
-        should_group_status_codes=False,
-    ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=True, tags=["ops"])
-    return Histogram(
-        "tickcast_prediction_data_freshness_seconds",
-        "Age of the data behind each prediction served (now - data_timestamp)",
-        buckets=(1, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400),
-        registry=registry,
-    )
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        app.state.live.start()
+        yield
+        await app.state.live.stop()
+
     app = FastAPI(
         title="TickCast API",
         version=_VERSION,
+        lifespan=lifespan,
         description=(
-            "Latest short-horizon predictions per symbol and the OHLCV bars they are "
-            "computed from. Versioned under /api/v1; /healthz and /metrics for operations."
+            "Short-horizon predictions per symbol from the champion LSTM and Transformer: the latest "
+            "ones (one or thousands at once), on-demand scoring, history, explanations, the models "
+            "behind them, and a WebSocket push of every new prediction (`/ws/predictions`). Every route "
+            f"except /healthz, /metrics and the docs needs an API key in the `{API_KEY_HEADER}` header."
         ),
         openapi_tags=[
-            {"name": "predictions", "description": "Latest prediction per symbol (SPEC.md contract)"},
+            {"name": "predictions", "description": "Latest, batch, history and explanations (SPEC.md contract)"},
+            {"name": "scoring", "description": "Score now with the champion or a named model version"},
+            {"name": "models", "description": "Registered models and their walk-forward metrics"},
             {"name": "symbols", "description": "What can be asked for"},
             {"name": "bars", "description": "OHLCV bars from Delta bars_1d / bars_1m"},
             {"name": "ops", "description": "Health and Prometheus metrics"},
@@ -191,10 +612,32 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.store = MarketStore(settings)
+    app.state.live = LivePredictions(app.state.store.online, settings.api_poll_seconds)
+    app.state.guard = Guard(settings)
 
     _install_error_handlers(app)
-    freshness = _install_metrics(app)
-    app.include_router(_api_router(freshness))
+    # One registry per app: tests build several apps in one process, and the default
+    # global registry refuses a second set of the same metric names.
+    registry = CollectorRegistry()
+    Instrumentator(registry=registry, excluded_handlers=["/metrics"], should_group_status_codes=False
+                   ).instrument(app)
+    api = Api(app, settings, registry)
+
+    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
+    def metrics() -> Response:
+        # Decided by our settings, not by PROMETHEUS_MULTIPROC_DIR alone: importing Feast sets
+        # that variable in any process, which would empty a single worker's metrics.
+        exposed = registry
+        if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            from prometheus_client import multiprocess
+
+            exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(exposed)
+        return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
+
+    app.state.live.on_refresh = api.note_model
+    app.include_router(api.router())
+    app.add_api_websocket_route("/ws/predictions", api.websocket)
 
     @app.get(
         "/healthz",

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from tickcast.predictions import Prediction
+from tickcast.symbols import SYMBOL_PATTERN
 
 
 class PredictionResponse(Prediction):
     """The prediction contract of SPEC.md, plus how old the data behind it is."""
 
     data_freshness_sec: float = Field(
-        description="Seconds between now and data_timestamp (the newest bar the prediction used)"
+        description="Seconds between now and data_timestamp (the newest tick the prediction used)"
+    )
+    features: dict[str, float | None] | None = Field(
+        None, description="With ?include_features=true: the symbol's online feature values"
     )
 
 
@@ -73,3 +77,109 @@ class ValidationIssue(BaseModel):
 class ValidationErrorResponse(BaseModel):
     detail: str = Field(description="The problems, in one readable line")
     errors: list[ValidationIssue]
+
+
+SymbolStr = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+MAX_BATCH_SYMBOLS = 5000
+MAX_SUPPLIED_SEQUENCES = 1000
+
+
+class PredictionsBatchResponse(BaseModel):
+    count: int = Field(description="How many of the requested symbols have a prediction")
+    predictions: list[PredictionResponse]
+    missing: list[str] = Field(description="Requested symbols without a prediction (unknown or not yet scored)")
+
+
+class SuppliedSequence(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: SymbolStr = Field(description="Routes to the symbol's own model when it has one, else the parent")
+    features: list[dict[str, Annotated[float, Field(allow_inf_nan=False)] | None]] = Field(
+        min_length=1, max_length=1000,
+        description="Feature vectors, oldest first: exactly the models' sequence length, each with every "
+        "feature the models take (GET /api/v1/models lists them); null = missing",
+    )
+    close: float = Field(gt=0, allow_inf_nan=False, description="The latest price, for predicted_price")
+    data_timestamp: datetime | None = Field(None, description="Time of the newest data; default now")
+
+
+class ScoreRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    symbols: list[SymbolStr] | None = Field(
+        None, min_length=1, max_length=MAX_BATCH_SYMBOLS,
+        description="Score these symbols from their stored features (exclusive with `sequences`)",
+    )
+    sequences: list[SuppliedSequence] | None = Field(
+        None, min_length=1, max_length=MAX_SUPPLIED_SEQUENCES,
+        description="Score feature sequences supplied here (exclusive with `symbols`)",
+    )
+    model_version: str = Field(
+        "champion", pattern=r"^(champion|challenger|[0-9]{1,9}\+[0-9]{1,9})$",
+        description="`champion` (default), `challenger`, or `<lstm>+<transformer>` version numbers, "
+        "e.g. `3+2` (the format of a prediction's model_version)",
+    )
+    interval: Literal["1d", "1m"] | None = Field(None, description="Bar interval of the models; default the "
+                                                 "scorer's")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> ScoreRequest:
+        if (self.symbols is None) == (self.sequences is None):
+            raise ValueError("give exactly one of `symbols` or `sequences`")
+        return self
+
+
+class ScoreResponse(BaseModel):
+    model_name: str
+    model_version: str
+    predictions: list[Prediction]
+    not_scored: dict[str, str] = Field(description="Symbols that could not be scored, with the reason")
+
+
+class PredictionHistoryResponse(BaseModel):
+    symbol: str
+    count: int
+    predictions: list[Prediction] = Field(description="Ascending by predicted_at")
+
+
+class AttributionOut(BaseModel):
+    feature: str
+    value: float | None = Field(description="The feature's newest value (null when missing)")
+    baseline: float = Field(description="The value it was replaced with (its training mean)")
+    direction: float = Field(description="Contribution to P(up) - P(down)")
+    expected_return: float = Field(description="Contribution to the expected return (p50)")
+
+
+class ExplanationResponse(BaseModel):
+    symbol: str
+    model_name: str
+    model_version: str
+    data_timestamp: datetime
+    method: str
+    score: float = Field(description="P(up) - P(down) of the two models together")
+    expected_return: float
+    attributions: list[AttributionOut] = Field(description="Largest |direction| first")
+    text: str
+
+
+class ModelVersionOut(BaseModel):
+    version: str
+    alias: Literal["champion", "challenger"]
+    created_at: datetime | None
+    run_id: str | None
+    metrics: dict[str, float]
+    promotion_decision: str | None = None
+
+
+class RegisteredModelOut(BaseModel):
+    name: str
+    architecture: str
+    interval: str
+    champion: ModelVersionOut | None
+    challenger: ModelVersionOut | None
+
+
+class ModelsResponse(BaseModel):
+    interval: str
+    serving: str | None = Field(description="model_name and model_version of the newest prediction served")
+    models: list[RegisteredModelOut]

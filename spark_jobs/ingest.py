@@ -39,7 +39,6 @@ log = logging.getLogger("tickcast.ingest")
 
 QUERY_NAME = "ingest"
 BAR_INTERVALS = ("1m", "1d")
-PREDICTION_INTERVAL = "1d"
 WATERMARK_FILES_KEPT = 5
 
 
@@ -111,6 +110,8 @@ class IngestJob:
     def __init__(self, settings: Settings, spark: SparkSession):
         from tickcast.predictions import OnlineStore
         from tickcast.quality import QualityGate
+        from tickcast.scoring.models import ChampionWatcher, ModelLoader
+        from tickcast.scoring.publish import PredictionPublisher
 
         self.settings = settings
         self.spark = spark
@@ -119,6 +120,9 @@ class IngestJob:
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
         self.online_store = OnlineStore(settings.online_store_path)
         self.gate = QualityGate(settings)
+        self.champions = ChampionWatcher(ModelLoader(settings), settings.scorer_interval,
+                                         settings.scorer_reload_seconds)
+        self.publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
 
     # -- IO shell -----------------------------------------------------------------
 
@@ -298,8 +302,8 @@ class IngestJob:
             self.gate.record(spark, outcomes, txn=(self.app_id, batch_id))
             self.gate.publish_docs()
         step("quality")
-        if touched:
-            self._predict(touched, batch_id)
+        if earliest:
+            self._predict(earliest, batch_id)
         self.watermarks.save(batch_id, state)
         step("predict")
 
@@ -429,24 +433,65 @@ class IngestJob:
                     .execute()
                 )
 
-    def _predict(self, symbols: list[str], batch_id: int) -> None:
+    def _predict(self, touched: dict[str, datetime], batch_id: int) -> None:
+        """Score the symbols this batch touched; store and publish their predictions.
+
+        With champion models registered for ``scorer_interval``, the LSTM and Transformer
+        score each symbol's last feature vectors (the open bar's included); without them,
+        the momentum baseline scores the bars, so a fresh platform still predicts.
+        """
+        import pandas as pd
         from pyspark.sql import Window
         from pyspark.sql import functions as F
 
+        from spark_jobs import features as FX
         from tickcast.models import baseline
+        from tickcast.scoring.score import build_batch, score
         from tickcast.tables import table_defs
 
-        lookback = self.settings.predictor_lookback_bars
-        recent = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
-        bars = (
-            self.spark.read.format("delta").load(self.settings.table_path(f"bars_{PREDICTION_INTERVAL}"))
-            .where(F.col("symbol").isin(symbols))
-            .withColumn("_rank", F.row_number().over(recent))
-            .where(F.col("_rank") <= lookback + 1)
-            .select("symbol", "window_start", "open", "high", "low", "close", "close_ts")
-            .toPandas()
-        )
-        frame = baseline.predict_frame(bars, horizon=PREDICTION_INTERVAL, lookback=lookback)
+        interval = self.settings.scorer_interval
+        symbols = sorted(touched)
+        dual = self.champions.current()
+        depth = dual.sequence_length if dual is not None else self.settings.predictor_lookback_bars + 1
+        # Bars (and features) before this are not needed: bounded reads skip old files.
+        span = FX.INTERVAL_LENGTH[interval] * int(depth * self.settings.features_lookback_factor)
+        since = max(window_floor(min(touched.values()), interval) - span, FX.EPOCH)
+        newest_first = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
+
+        def latest(table: str, columns: list[str], rows: int, *where) -> pd.DataFrame:
+            """Each symbol's newest ``rows`` rows: a bounded read, then an unbounded one for
+            the symbols whose history has a gap (a replayed past, a long halt)."""
+            frame = self.spark.read.format("delta").load(self.settings.table_path(table))
+            for condition in where:
+                frame = frame.where(condition)
+
+            def newest(wanted: list[str], bounded: bool) -> pd.DataFrame:
+                scope = frame.where(F.col("symbol").isin(wanted))
+                if bounded:
+                    scope = scope.where(F.col("window_start") >= F.lit(since))
+                return (scope.withColumn("_rank", F.row_number().over(newest_first))
+                        .where(F.col("_rank") <= rows).select(*columns).toPandas())
+
+            found = newest(symbols, bounded=True)
+            counts = found.groupby("symbol").size()
+            short = [s for s in symbols if counts.get(s, 0) < rows]
+            if short:
+                found = pd.concat([found[~found["symbol"].isin(short)], newest(short, bounded=False)])
+            return found
+
+        bar_columns = ["symbol", "window_start", "open", "high", "low", "close", "close_ts"]
+        if dual is None:
+            bars = latest(f"bars_{interval}", bar_columns, depth)
+            frame = baseline.predict_frame(bars, horizon=interval, lookback=depth - 1)
+        else:
+            features = latest("features", ["symbol", "window_start", *dual.features], depth,
+                              F.col("interval") == interval)
+            bars = latest(f"bars_{interval}", bar_columns, 2)
+            batch, skipped = build_batch(features, bars, dual.features, depth)
+            if skipped:
+                log.info("batch %d: %d symbol(s) not scored, e.g. %s", batch_id, len(skipped),
+                         "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
+            frame = score(dual, batch)
         if frame.empty:
             return
         predictions = self.spark.createDataFrame(frame).select(
@@ -459,6 +504,8 @@ class IngestJob:
         )
         self._append(predictions, "predictions", batch_id)
         self.online_store.upsert_frame(frame)
+        if self.publisher is not None:
+            self.publisher.publish(frame)
 
 
 class ProgressFile:

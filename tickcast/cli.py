@@ -7,6 +7,7 @@ import logging
 import typer
 
 from tickcast.commands import (
+    apikeys,
     corporate_actions,
     features,
     feeds,
@@ -43,6 +44,7 @@ quality.register(app)
 corporate_actions.register(app)
 history.register(app)
 models.register(app)
+apikeys.register(app)
 
 if __name__ == "__main__":
     app()

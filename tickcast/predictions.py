@@ -54,8 +54,31 @@ CREATE TABLE IF NOT EXISTS latest_predictions (
     data_timestamp TEXT NOT NULL,
     predicted_at TEXT NOT NULL,
     payload TEXT NOT NULL
-)
+);
+CREATE INDEX IF NOT EXISTS latest_predictions_by_time ON latest_predictions(predicted_at);
 """
+
+
+def frame_payloads(frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
+    """(symbol, data_timestamp, predicted_at, contract JSON) for each row of a scorer frame.
+
+    ``frame`` has the contract's columns with probabilities flattened into
+    ``prob_up``/``prob_neutral``/``prob_down``; timestamps UTC (ISO 8601 in the JSON).
+    """
+    import orjson
+    import pandas as pd
+
+    def iso(values) -> list[str]:
+        return [v.isoformat() for v in pd.to_datetime(values, utc=True)]
+
+    data_ts, predicted_at = iso(frame["data_timestamp"]), iso(frame["predicted_at"])
+    rows = []
+    for i, rec in enumerate(frame.to_dict("records")):
+        payload = {k: rec[k] for k in _SCALAR_FIELDS}
+        payload["probabilities"] = {"up": rec["prob_up"], "neutral": rec["prob_neutral"], "down": rec["prob_down"]}
+        payload["data_timestamp"], payload["predicted_at"] = data_ts[i], predicted_at[i]
+        rows.append((rec["symbol"], data_ts[i], predicted_at[i], orjson.dumps(payload).decode()))
+    return rows
 
 
 class OnlineStore:
@@ -69,7 +92,7 @@ class OnlineStore:
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(_SCHEMA)
+        conn.executescript(_SCHEMA)
         return conn
 
     def upsert(self, predictions: list[Prediction]) -> int:
@@ -85,22 +108,7 @@ class OnlineStore:
         ``frame`` has the contract's columns with probabilities flattened into
         ``prob_up``/``prob_neutral``/``prob_down``; timestamps UTC.
         """
-        import orjson
-        import pandas as pd
-
-        def iso(values) -> list[str]:
-            return [v.isoformat() for v in pd.to_datetime(values, utc=True)]
-
-        data_ts, predicted_at = iso(frame["data_timestamp"]), iso(frame["predicted_at"])
-        rows = []
-        for i, rec in enumerate(frame.to_dict("records")):
-            payload = {k: rec[k] for k in _SCALAR_FIELDS}
-            payload["probabilities"] = {
-                "up": rec["prob_up"], "neutral": rec["prob_neutral"], "down": rec["prob_down"]
-            }
-            payload["data_timestamp"], payload["predicted_at"] = data_ts[i], predicted_at[i]
-            rows.append((rec["symbol"], data_ts[i], predicted_at[i], orjson.dumps(payload).decode()))
-        return self._upsert_rows(rows)
+        return self._upsert_rows(frame_payloads(frame))
 
     def _upsert_rows(self, rows: list[tuple[str, str, str, str]]) -> int:
         conn = self._connect()
@@ -134,6 +142,22 @@ class OnlineStore:
         finally:
             conn.close()
         return Prediction.model_validate(json.loads(row[0])) if row else None
+
+    def changed_since(self, predicted_at: str | None) -> list[tuple[str, str, str]]:
+        """(symbol, predicted_at, contract JSON) of rows written after ``predicted_at`` (an ISO
+        string from an earlier row), oldest first; every row when it is None."""
+        if not self.path.exists():
+            return []
+        conn = self._connect()
+        try:
+            if predicted_at is None:
+                query, args = "SELECT symbol, predicted_at, payload FROM latest_predictions", ()
+            else:
+                query = "SELECT symbol, predicted_at, payload FROM latest_predictions WHERE predicted_at > ?"
+                args = (predicted_at,)
+            return conn.execute(query + " ORDER BY predicted_at", args).fetchall()
+        finally:
+            conn.close()
 
     def symbols(self) -> list[str]:
         if not self.path.exists():

@@ -70,6 +70,23 @@ class Settings(BaseSettings):
     api_workers: int = Field(default=1, ge=1)
     # Listing the symbols in bars_1d scans a column; readers share the result this long.
     store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
+    # API keys are required on every data route; off only for a private local sandbox.
+    api_auth_enabled: bool = True
+    # Requests per key (the `limits` library's notation), unless the key sets its own.
+    api_rate_limit: str = "100/second"
+    # Where the counters live: memory:// per process, or redis://host:port shared by workers.
+    api_rate_limit_storage: str = "memory://"
+    # How often the API looks for new predictions in the online store (GET cache, WebSocket).
+    api_poll_seconds: float = Field(default=0.05, gt=0)
+    # A verified key is trusted this long before it is looked up again (revocation delay).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+
+    # Streaming scorer: the bar interval it scores, and how often it asks MLflow for a new
+    # champion (a promotion is picked up without a restart).
+    scorer_interval: Literal["1d", "1m"] = "1d"
+    scorer_reload_seconds: float = Field(default=10.0, gt=0)
+    # Publish every prediction on the Kafka `predictions` topic.
+    scorer_publish_kafka: bool = True
 
     # Features: the stream recomputes a touched symbol's features from its trailing bars,
     # looked for within this many times TRAILING_BARS intervals before the touched bar.
@@ -134,6 +151,16 @@ class Settings(BaseSettings):
     @property
     def online_store_path(self) -> Path:
         return self.home_dir / "online" / "predictions.sqlite"
+
+    @property
+    def api_keys_path(self) -> Path:
+        """API keys (SHA-256 hashes only) and their scopes."""
+        return self.home_dir / "auth" / "api_keys.sqlite"
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Registered model bundles downloaded from MLflow, one directory per version."""
+        return self.home_dir / "models"
 
     @property
     def gx_dir(self) -> Path:

@@ -61,17 +61,23 @@ class IngestProcess:
 @pytest.fixture
 def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
     """A fresh home and a fresh `ticks` topic on the session broker, and env for subprocesses."""
-    topic = f"ticks-{uuid.uuid4().hex[:8]}"
+    suffix = uuid.uuid4().hex[:8]
+    topic, predictions_topic = f"ticks-{suffix}", f"predictions-{suffix}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
-    admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])[topic].result(30)
+    created = admin.create_topics([NewTopic(name, num_partitions=2, replication_factor=1)
+                                   for name in (topic, predictions_topic)])
+    for future in created.values():
+        future.result(30)
     settings = base_settings.model_copy(
-        update={"home": tmp_path / "home", "kafka_bootstrap_servers": kafka_bootstrap, "topic_ticks": topic}
+        update={"home": tmp_path / "home", "kafka_bootstrap_servers": kafka_bootstrap, "topic_ticks": topic,
+                "topic_predictions": predictions_topic}
     )
     env = {
         **os.environ,
         "TICKCAST_HOME": str(settings.home_dir),
         "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
         "TICKCAST_TOPIC_TICKS": topic,
+        "TICKCAST_TOPIC_PREDICTIONS": predictions_topic,
         "TICKCAST_SPARK_MASTER": "local[2]",
         "TICKCAST_SPARK_SHUFFLE_PARTITIONS": "2",
         "TICKCAST_SPARK_DRIVER_MEMORY": "1g",

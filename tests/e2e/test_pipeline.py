@@ -12,6 +12,7 @@ from chispa import assert_df_equality
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
+from tickcast.apikeys import ApiKeyStore
 from tickcast.predictions import OnlineStore
 from tickcast.testing import delta_count, delta_rows, topic_message_count, wait_until
 
@@ -118,7 +119,8 @@ def test_ticks_flow_to_delta_bars_and_api(e2e, spark):
         lambda: set(symbols) <= set(store.symbols()), timeout=120,
         what="a prediction for every symbol", on_timeout=ingest.log_tail,
     )
-    with TestClient(create_app(settings)) as client:
+    _, key = ApiKeyStore(settings.api_keys_path).create("e2e", ["read"])
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as client:
         for symbol in symbols:
             response = client.get(f"/api/v1/predictions/{symbol}")
             assert response.status_code == 200, (symbol, response.text)

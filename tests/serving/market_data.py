@@ -6,6 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
+from deltalake import DeltaTable
+
+from tickcast.models.bundle import ModelBundle
 from tickcast.predictions import OnlineStore, Prediction, Probabilities
 from tickcast.settings import Settings
 from tickcast.tables import ensure_tables, table_defs
@@ -78,3 +82,24 @@ def build_market(spark, settings: Settings) -> Market:
     predictions["PREDONLY"] = make_prediction("PREDONLY", DAY0, 50.0)
     OnlineStore(settings.online_store_path).upsert(list(predictions.values()))
     return Market(settings, bars_1d, bars_1m, predictions)
+
+
+# --- a platform state with real models (API v1 tests) -------------------------------
+
+FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d"]
+LENGTH = 3
+FIRST = datetime(2024, 3, 1, 12, tzinfo=UTC)
+
+
+@dataclass
+class Scored:
+    settings: Settings
+    keys: dict[str, str]
+    sequences: dict[str, np.ndarray]  # symbol -> its last LENGTH raw feature vectors
+    closes: dict[str, float]
+    bundles: dict[str, dict[str, ModelBundle]]  # version -> arch -> bundle
+
+
+def scored_features(settings: Settings):
+    return (DeltaTable(settings.table_path("features")).to_pandas(partitions=[("interval", "=", "1d")])
+            .sort_values(["symbol", "window_start"]))

@@ -11,14 +11,16 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.deps import get_store
 from tests.serving.market_data import Market
+from tickcast.apikeys import ApiKeyStore
 from tickcast.predictions import Prediction
 from tickcast.settings import Settings
 from tickcast.store import BAR_COLUMNS
 
 
 @pytest.fixture(scope="module")
-def client(market: Market) -> TestClient:
-    return TestClient(create_app(market.settings))
+def client(market: Market, api_keys: dict[str, str]):
+    with TestClient(create_app(market.settings), headers={"X-API-Key": api_keys["reader"]}) as test_client:
+        yield test_client
 
 
 def _iso(value: datetime) -> str:
@@ -165,24 +167,26 @@ def test_healthz_with_data(client: TestClient) -> None:
 
 
 def test_healthz_on_an_empty_home_is_200_and_says_empty(settings: Settings) -> None:
-    client = TestClient(create_app(settings))
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["status"] == "empty"
-    assert body["components"]["online_store"]["detail"] == "no predictions written yet"
-    assert body["components"]["bars_1d"]["detail"] == "table not created yet"
-    assert body["components"]["delta_dir"]["status"] == "empty"
-    # And an empty platform answers 404s and empty lists, not errors.
-    assert client.get("/api/v1/symbols").json() == {"count": 0, "symbols": []}
-    assert client.get("/api/v1/predictions/AAPL").status_code == 404
-    assert client.get("/api/v1/bars/AAPL").status_code == 404
+    _, key = ApiKeyStore(settings.api_keys_path).create("empty", ["read"])
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as client:
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        body = response.json()
+        assert body["status"] == "empty"
+        assert body["components"]["online_store"]["detail"] == "no predictions written yet"
+        assert body["components"]["bars_1d"]["detail"] == "table not created yet"
+        assert body["components"]["delta_dir"]["status"] == "empty"
+        # And an empty platform answers 404s and empty lists, not errors.
+        assert client.get("/api/v1/symbols").json() == {"count": 0, "symbols": []}
+        assert client.get("/api/v1/predictions/AAPL").status_code == 404
+        assert client.get("/api/v1/bars/AAPL").status_code == 404
 
 
 def test_healthz_is_503_when_the_online_store_is_unreadable(settings: Settings) -> None:
     settings.online_store_path.parent.mkdir(parents=True)
     settings.online_store_path.write_bytes(b"this is not a sqlite database" * 100)
-    response = TestClient(create_app(settings)).get("/healthz")
+    with TestClient(create_app(settings)) as client:  # starting up does not fail on it either
+        response = client.get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "error"
@@ -190,26 +194,26 @@ def test_healthz_is_503_when_the_online_store_is_unreadable(settings: Settings) 
     assert body["components"]["online_store"]["detail"].startswith("unreadable:")
 
 
-def test_metrics_count_requests(market: Market) -> None:
-    client = TestClient(create_app(market.settings))
-    client.get("/api/v1/symbols")
-    client.get("/api/v1/predictions/AAPL")
-    client.get("/api/v1/bars/XYZ")
-    text = client.get("/metrics").text
-    assert 'http_requests_total{handler="/api/v1/symbols",method="GET",status="200"} 1.0' in text
-    assert 'http_requests_total{handler="/api/v1/bars/{symbol}",method="GET",status="404"} 1.0' in text
-    assert "http_request_duration_seconds_bucket" in text
-    assert "tickcast_prediction_data_freshness_seconds_count 1.0" in text
+def test_metrics_count_requests(market: Market, api_keys: dict[str, str]) -> None:
+    with TestClient(create_app(market.settings), headers={"X-API-Key": api_keys["reader"]}) as client:
+        client.get("/api/v1/symbols")
+        client.get("/api/v1/predictions/AAPL")
+        client.get("/api/v1/bars/XYZ")
+        text = client.get("/metrics").text
+        assert 'http_requests_total{handler="/api/v1/symbols",method="GET",status="200"} 1.0' in text
+        assert 'http_requests_total{handler="/api/v1/bars/{symbol}",method="GET",status="404"} 1.0' in text
+        assert "http_request_duration_seconds_bucket" in text
+        assert "tickcast_prediction_data_freshness_seconds_count 1.0" in text
 
 
-def test_unexpected_error_is_json_500_without_traceback(market: Market, caplog) -> None:
+def test_unexpected_error_is_json_500_without_traceback(market: Market, api_keys: dict[str, str], caplog) -> None:
     class BrokenStore:
         def symbols(self):
             raise sqlite3.OperationalError("disk I/O error")
 
     app = create_app(market.settings)
     app.dependency_overrides[get_store] = lambda: BrokenStore()
-    client = TestClient(app, raise_server_exceptions=False)
+    client = TestClient(app, raise_server_exceptions=False, headers={"X-API-Key": api_keys["reader"]})
     with caplog.at_level("ERROR", logger="tickcast.serving"):
         response = client.get("/api/v1/symbols")
     assert response.status_code == 500

@@ -15,7 +15,7 @@ from tickcast.cli import app as cli
 from tickcast.testing import free_port, wait_for_port
 
 
-def test_serve_api_with_two_workers(market: Market, tmp_path: Path) -> None:
+def test_serve_api_with_two_workers(market: Market, api_keys: dict[str, str], tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "TICKCAST_HOME": str(market.settings.home_dir)}
     log = (tmp_path / "api.log").open("w")
@@ -27,7 +27,8 @@ def test_serve_api_with_two_workers(market: Market, tmp_path: Path) -> None:
         wait_for_port(port, timeout=120, proc=proc)
         # The parent binds the port before the workers have built their apps; an early
         # request waits in the listen backlog, hence the long timeout (not a speed check).
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
+                          headers={"X-API-Key": api_keys["reader"]}) as client:
             assert client.get("/healthz").json()["status"] == "ok"
             for _ in range(6):
                 assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"

@@ -56,6 +56,8 @@ def api(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    # The workers build their settings from the environment: they must know how many there are.
+    os.environ["TICKCAST_API_WORKERS"] = str(workers)
     uvicorn.run(
         "serving.app:app_from_env",
         factory=True,

@@ -1,0 +1,234 @@
+"""The models that score: registered versions from MLflow, paired into a dual model.
+
+A prediction needs both architectures of one interval (``tickcast-lstm-<interval>`` and
+``tickcast-transformer-<interval>``). Their registered versions are downloaded once into
+``$TICKCAST_HOME/models/<name>/<version>`` and opened with ONNX Runtime. ``ChampionWatcher``
+asks the registry at most every ``scorer_reload_seconds`` whether ``champion`` moved and
+swaps the pair without a restart; a version that fails to load leaves the old pair serving.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, registered_name
+
+if TYPE_CHECKING:
+    from tickcast.models.bundle import ModelBundle
+    from tickcast.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURES = ("lstm", "transformer")
+
+
+@dataclass(frozen=True)
+class DeployedModel:
+    name: str
+    version: str
+    bundle: ModelBundle
+
+
+@dataclass(frozen=True)
+class DualModel:
+    """The LSTM and the Transformer that score together (dual-model confirmation)."""
+
+    lstm: DeployedModel
+    transformer: DeployedModel
+    threshold: float
+    horizon: str
+
+    @property
+    def model_name(self) -> str:
+        return f"{self.lstm.name}+{self.transformer.name}"
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.lstm.version}+{self.transformer.version}"
+
+    @property
+    def features(self) -> list[str]:
+        return self.lstm.bundle.features
+
+    @property
+    def sequence_length(self) -> int:
+        return self.lstm.bundle.sequence_length
+
+    @property
+    def bundles(self) -> tuple[ModelBundle, ModelBundle]:
+        return self.lstm.bundle, self.transformer.bundle
+
+
+def horizon_label(interval: str, bars: int) -> str:
+    """How far ahead a prediction looks, e.g. ``1d`` or ``30m`` (``1h`` for 60 minutes)."""
+    if interval == "1m":
+        return f"{bars // 60}h" if bars % 60 == 0 else f"{bars}m"
+    return f"{bars}d"
+
+
+def pair(lstm: DeployedModel, transformer: DeployedModel) -> DualModel:
+    """Two versions that can score together: same features, order and sequence length."""
+    from tickcast.models.experiment import load_config
+
+    a, b = lstm.bundle, transformer.bundle
+    if a.features != b.features or a.sequence_length != b.sequence_length:
+        raise RegistryError(
+            f"{lstm.name} v{lstm.version} and {transformer.name} v{transformer.version} do not take the same "
+            f"input ({len(a.features)} vs {len(b.features)} features, sequences of {a.sequence_length} vs "
+            f"{b.sequence_length}); train both from one experiment"
+        )
+    config = load_config(a.directory / "config.yaml")
+    return DualModel(lstm, transformer, threshold=config.confirmation.threshold,
+                     horizon=horizon_label(config.interval, config.labels.horizon))
+
+
+class ModelLoader:
+    """Registered versions, downloaded once and opened once per process."""
+
+    def __init__(self, settings: Settings, threads: int | None = None):
+        self.settings = settings
+        self.threads = threads
+        self._opened: dict[tuple[str, str], DeployedModel] = {}
+        self._lock = threading.Lock()
+        self._client = None
+
+    def client(self):
+        if self._client is None:
+            from tickcast import tracking
+            from tickcast.models import registry
+
+            tracking.configure_mlflow(self.settings)
+            self._client = registry.client()
+        return self._client
+
+    def version_of(self, name: str, ref: str) -> str | None:
+        """The version an alias (``champion``) or number points at; None if there is none."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        try:
+            # MLflow 3 returns version numbers as int; prediction labels and caches use str.
+            if ref.isdigit():
+                return str(client.get_model_version(name, ref).version)
+            return str(client.get_model_version_by_alias(name, ref).version)
+        except MlflowException:
+            return None
+
+    def load(self, name: str, version: str) -> DeployedModel:
+        key = (name, str(version))
+        with self._lock:
+            if key in self._opened:
+                return self._opened[key]
+        from tickcast.models.bundle import ModelBundle
+
+        directory = self._download(name, str(version))
+        deployed = DeployedModel(name, str(version), ModelBundle(directory, threads=self.threads))
+        with self._lock:
+            self._opened[key] = deployed
+        log.info("loaded %s version %s (%s)", name, version, ", ".join(deployed.bundle.active_providers))
+        return deployed
+
+    def _download(self, name: str, version: str) -> Path:
+        import mlflow
+
+        target = self.settings.models_cache_dir / name / version
+        if (target / "manifest.json").is_file():
+            return target
+        source = self.client().get_model_version(name, version).source
+        target.parent.mkdir(parents=True, exist_ok=True)
+        # Download beside the target and rename: a reader never sees half a bundle.
+        staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
+        try:
+            mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
+            inner = [p for p in staging.iterdir()]
+            root = inner[0] if len(inner) == 1 and inner[0].is_dir() else staging
+            root.rename(target)
+        except OSError as exc:
+            # Another process finished the same download first (a directory renamed onto a
+            # non-empty one fails with ENOTEMPTY, onto a file with EEXIST): use its copy.
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (target / "manifest.json").is_file():
+                raise
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    def dual(self, interval: str, lstm: str = CHAMPION, transformer: str = CHAMPION) -> DualModel | None:
+        """The pair at these aliases or version numbers; None when either has no such version."""
+        versions = {}
+        for arch, ref in (("lstm", lstm), ("transformer", transformer)):
+            name = registered_name(arch, interval)
+            found = self.version_of(name, str(ref))
+            if found is None:
+                return None
+            versions[arch] = (name, found)
+        return pair(self.load(*versions["lstm"]), self.load(*versions["transformer"]))
+
+    def aliases(self, interval: str) -> dict[str, dict[str, object]]:
+        """Champion and challenger of each architecture: version, tags (metrics among them)."""
+        from mlflow.exceptions import MlflowException
+
+        client = self.client()
+        out: dict[str, dict[str, object]] = {}
+        for arch in ARCHITECTURES:
+            name = registered_name(arch, interval)
+            for alias in (CHAMPION, CHALLENGER):
+                try:
+                    version = client.get_model_version_by_alias(name, alias)
+                except MlflowException:
+                    continue
+                out.setdefault(name, {})[alias] = version
+        return out
+
+
+class ChampionWatcher:
+    """The current champion pair, re-checked at most every ``interval_seconds``.
+
+    ``current()`` is cheap between checks; a check costs two registry lookups, and a new
+    champion is downloaded and opened before it replaces the old one.
+    """
+
+    def __init__(self, loader: ModelLoader, interval: str, check_seconds: float):
+        self.loader = loader
+        self.interval = interval
+        self.check_seconds = check_seconds
+        self._current: DualModel | None = None
+        self._checked = -float("inf")
+        self._lock = threading.Lock()
+
+    def current(self) -> DualModel | None:
+        if time.monotonic() - self._checked >= self.check_seconds:
+            self.refresh()
+        return self._current
+
+    def refresh(self) -> DualModel | None:
+        with self._lock:
+            self._checked = time.monotonic()
+            try:
+                wanted = tuple(
+                    self.loader.version_of(registered_name(arch, self.interval), CHAMPION)
+                    for arch in ARCHITECTURES
+                )
+                now = self._current
+                if None in wanted:
+                    if now is not None:
+                        log.warning("champion alias gone for %s models; keeping %s v%s", self.interval,
+                                    now.model_name, now.model_version)
+                    return now
+                if now is not None and (now.lstm.version, now.transformer.version) == wanted:
+                    return now
+                fresh = self.loader.dual(self.interval, *wanted)
+                if fresh is None:  # the version went away between the two lookups
+                    return now
+                self._current = fresh
+                log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
+            except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop scoring
+                log.warning("could not check the champion models (%s); keeping the current ones", exc)
+            return self._current
