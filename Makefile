@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference clean
+.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference bench-api bench-e2e clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -38,6 +38,17 @@ bench-features: bootstrap ## Feature refresh of 5,000 symbols and Feast online r
 
 bench-inference: bootstrap ## ONNX scoring of 5,000 symbols with both models; training time per model
 	$(VENV)/bin/python bench/inference.py
+
+bench-api: bootstrap bench/node_modules ## API latency and throughput (GET one / 5,000, WebSocket push)
+	$(VENV)/bin/python bench/api.py
+
+bench-e2e: bootstrap ## Tick produced -> prediction served, 5,000 symbols at one tick/s each
+	$(VENV)/bin/python bench/e2e.py
+
+# The load generator of bench-api (autocannon, pinned by bench/package-lock.json).
+bench/node_modules: bench/package.json bench/package-lock.json
+	npm ci --prefix bench --no-audit --no-fund
+	@touch $@
 
 clean: down ## Stop everything and delete ./var (the default TICKCAST_HOME)
 	rm -rf var

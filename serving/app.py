@@ -25,7 +25,6 @@ from typing import Annotated, Literal
 import orjson
 from fastapi import (
     APIRouter,
-    Depends,
     FastAPI,
     HTTPException,
     Query,
@@ -40,11 +39,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 from fastapi.security import APIKeyHeader
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, Histogram, generate_latest
-from prometheus_fastapi_instrumentator import Instrumentator
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 
 from serving.deps import StoreDep, SymbolPath
+from serving.hot import HotReads
+from serving.inputs import invalid, parse_symbols, rate_limited_response, symbol_list
 from serving.live import LivePredictions, Subscriber
+from serving.metrics import RequestMetrics
 from serving.schemas import (
     MAX_BATCH_SYMBOLS,
     AttributionOut,
@@ -64,7 +65,6 @@ from serving.schemas import (
     ScoreResponse,
     SymbolInfo,
     SymbolsResponse,
-    SymbolStr,
     ValidationErrorResponse,
 )
 from serving.security import API_KEY_HEADER, Guard, RateLimited
@@ -84,30 +84,34 @@ try:
 except PackageNotFoundError:  # running from a source tree that was never installed
     _VERSION = "0+unknown"
 
-api_key_header = APIKeyHeader(
-    name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey",
-    description="An API key from `tickcast apikey create --name NAME --scopes read,score`",
-)
-_symbols_adapter = TypeAdapter(list[SymbolStr])
 
 
-async def caller(request: Request, presented: Annotated[str | None, Security(api_key_header)]) -> ApiKey:
-    guard: Guard = request.app.state.guard
-    return guard.authenticate(presented)
+class Authorized(APIKeyHeader):
+    """The caller's key (``X-API-Key``), checked for ``required_scope`` and charged against
+    its rate limit.
 
+    The security scheme itself rather than a chain of dependencies (header, key, scope,
+    limit): FastAPI resolves every level of a chain on every request, and on the hot GET
+    that cost more than the route. OpenAPI documents it as the ``ApiKey`` scheme.
+    """
 
-def require(scope: str):
-    async def dependency(request: Request, key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    def __init__(self, required_scope: str):
+        super().__init__(
+            name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey",
+            description="An API key from `tickcast apikey create --name NAME --scopes read,score`",
+        )
+        self.required_scope = required_scope
+
+    async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
         guard: Guard = request.app.state.guard
-        guard.authorize(key, scope)
+        key = guard.authenticate(request.headers.get(API_KEY_HEADER))
+        guard.authorize(key, self.required_scope)
         guard.charge(key, request.client.host if request.client else None)
         return key
 
-    return dependency
 
-
-ReadKey = Annotated[ApiKey, Depends(require("read"))]
-ScoreKey = Annotated[ApiKey, Depends(require("score"))]
+ReadKey = Annotated[ApiKey, Security(Authorized("read"))]
+ScoreKey = Annotated[ApiKey, Security(Authorized("score"))]
 
 
 def _unknown_symbol(store: MarketStore, symbol: str) -> HTTPException:
@@ -116,11 +120,6 @@ def _unknown_symbol(store: MarketStore, symbol: str) -> HTTPException:
     if upper != symbol and store.is_known(upper):
         hint = f"; symbols are case-sensitive, did you mean '{upper}'?"
     return HTTPException(404, f"unknown symbol '{symbol}': no bars and no prediction{hint}")
-
-
-def _invalid(loc: tuple, message: str) -> RequestValidationError:
-    """A 422 in the same shape as FastAPI's own validation errors (one line plus the list)."""
-    return RequestValidationError([{"loc": loc, "msg": message, "type": "value_error"}])
 
 
 def _with_freshness(payload: bytes, data_timestamp: float, now: float, extra: bytes = b"") -> bytes:
@@ -169,6 +168,31 @@ class Api:
             self.model_info.labels(*current).set(1)
             self._shown_model = current
 
+    # -- the hot reads, shared by the routes and serving.hot -----------------------------------
+
+    def latest_body(self, symbol: str, extra: bytes = b"") -> bytes | None:
+        """The latest prediction's JSON with its freshness; None when there is none."""
+        entry = self.live.latest.get(symbol)
+        if entry is None:
+            return None
+        now = time.time()
+        self.freshness.observe(max(now - entry.data_timestamp, 0.0))
+        return _with_freshness(entry.payload, entry.data_timestamp, now, extra)
+
+    def batch_body(self, wanted: list[str]) -> bytes:
+        now = time.time()
+        found, missing = [], []
+        latest = self.live.latest
+        for symbol in wanted:
+            entry = latest.get(symbol)
+            if entry is None:
+                missing.append(symbol)
+            else:
+                found.append(_with_freshness(entry.payload, entry.data_timestamp, now))
+                self.freshness.observe(max(now - entry.data_timestamp, 0.0))
+        return b'{"count":%d,"predictions":[%s],"missing":%s}' % (
+            len(found), b",".join(found), orjson.dumps(missing))
+
     # -- routes -------------------------------------------------------------------------------
 
     def router(self) -> APIRouter:
@@ -186,20 +210,17 @@ class Api:
         @router.get("/predictions/{symbol}", response_model=PredictionResponse, responses=not_found,
                     summary="Latest prediction for a symbol", tags=["predictions"])
         async def get_prediction(
-            symbol: SymbolPath, store: StoreDep, _key: ReadKey,
+            symbol: SymbolPath, _key: ReadKey,
             include_features: Annotated[bool, Query(description="Add the symbol's online feature values")] = False,
         ) -> Response:
-            entry = self.live.latest.get(symbol)
-            if entry is None:
-                raise await run_in_threadpool(self._no_prediction, store, symbol)
-            now = time.time()
-            self.freshness.observe(max(now - entry.data_timestamp, 0.0))
             extra = b""
             if include_features:
                 values = await run_in_threadpool(self._online_features, symbol)  # may raise a 503
                 extra = b',"features":' + orjson.dumps(values)
-            return Response(_with_freshness(entry.payload, entry.data_timestamp, now, extra),
-                            media_type="application/json")
+            body = self.latest_body(symbol, extra)
+            if body is None:
+                raise await run_in_threadpool(self._no_prediction, self.store, symbol)
+            return Response(body, media_type="application/json")
 
         @router.get("/predictions", response_model=PredictionsBatchResponse,
                     summary=f"Latest predictions of up to {MAX_BATCH_SYMBOLS:,} symbols", tags=["predictions"])
@@ -210,29 +231,7 @@ class Api:
                 description=f"Comma-separated symbols (at most {MAX_BATCH_SYMBOLS:,})", examples=["AAPL,MSFT"],
             )],
         ) -> Response:
-            wanted = list(dict.fromkeys(s for s in (p.strip() for p in symbols.split(",")) if s))
-            if not wanted:
-                raise _invalid(("query", "symbols"), "give at least one symbol")
-            if len(wanted) > MAX_BATCH_SYMBOLS:
-                raise _invalid(("query", "symbols"), f"at most {MAX_BATCH_SYMBOLS:,} per request, got {len(wanted):,}")
-            try:
-                _symbols_adapter.validate_python(wanted)
-            except ValidationError as exc:
-                bad = [wanted[e["loc"][0]] for e in exc.errors() if e["loc"]][:5]
-                raise _invalid(("query", "symbols"), f"not valid ticker symbols: {bad}") from None
-            now = time.time()
-            found, missing = [], []
-            latest = self.live.latest
-            for symbol in wanted:
-                entry = latest.get(symbol)
-                if entry is None:
-                    missing.append(symbol)
-                else:
-                    found.append(_with_freshness(entry.payload, entry.data_timestamp, now))
-                    self.freshness.observe(max(now - entry.data_timestamp, 0.0))
-            body = b'{"count":%d,"predictions":[%s],"missing":%s}' % (
-                len(found), b",".join(found), orjson.dumps(missing))
-            return Response(body, media_type="application/json")
+            return Response(self.batch_body(parse_symbols(symbols)), media_type="application/json")
 
         @router.post("/score", response_model=ScoreResponse, responses=not_found,
                      summary="Score symbols (stored features) or supplied feature sequences now",
@@ -322,7 +321,7 @@ class Api:
         try:
             dual = self.loader.dual(interval, *refs)
         except RegistryError as exc:
-            raise _invalid(("body", "model_version"), str(exc)) from None
+            raise invalid(("body", "model_version"), str(exc)) from None
         if dual is None:
             what = "no champion" if model_version == "champion" else f"no model version '{model_version}'"
             raise HTTPException(404, f"{what} for interval {interval}: train and promote models first "
@@ -349,13 +348,13 @@ class Api:
             raws = []
             for i, supplied in enumerate(request.sequences):
                 if len(supplied.features) != dual.sequence_length:
-                    raise _invalid(("body", "sequences", i, "features"), f"the models take {dual.sequence_length} "
+                    raise invalid(("body", "sequences", i, "features"), f"the models take {dual.sequence_length} "
                                              f"feature vectors, got {len(supplied.features)}")
                 for j, vector in enumerate(supplied.features):
                     missing = [f for f in dual.features if f not in vector]
                     unknown = [f for f in vector if f not in dual.features]
                     if missing or unknown:
-                        raise _invalid(("body", "sequences", i, "features", j), f"missing {missing[:5]}, unknown "
+                        raise invalid(("body", "sequences", i, "features", j), f"missing {missing[:5]}, unknown "
                                                  f"{unknown[:5]}; the models take {dual.features}")
                 raws.append([[np.nan if v[f] is None else v[f] for f in dual.features] for v in supplied.features])
             now = pd.Timestamp.now(tz=UTC)
@@ -386,7 +385,7 @@ class Api:
             return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
         if start is not None and end is not None and utc(start) > utc(end):
-            raise _invalid(("query", "start"), "start is after end")
+            raise invalid(("query", "start"), "start is after end")
         try:
             dataset = DeltaTable(self.settings.table_path("predictions")).to_pyarrow_dataset()
         except TableNotFoundError:
@@ -522,7 +521,7 @@ class Api:
             return orjson.dumps({"type": "error", "status": 422,
                                  "detail": 'send {"action": "subscribe" | "unsubscribe", "symbols": [...]}'})
         try:
-            symbols = _symbols_adapter.validate_python(command.get("symbols"))
+            symbols = symbol_list.validate_python(command.get("symbols"))
         except ValidationError:
             return orjson.dumps({"type": "error", "status": 422,
                                  "detail": "symbols must be a list of ticker symbols"})
@@ -565,10 +564,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:
-        return JSONResponse(
-            status_code=429, headers={"Retry-After": str(exc.retry_after)},
-            content={"detail": f"rate limit of {exc.limit} reached for this API key; retry in {exc.retry_after} s"},
-        )
+        return rate_limited_response(exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -619,8 +615,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # One registry per app: tests build several apps in one process, and the default
     # global registry refuses a second set of the same metric names.
     registry = CollectorRegistry()
-    Instrumentator(registry=registry, excluded_handlers=["/metrics"], should_group_status_codes=False
-                   ).instrument(app)
     api = Api(app, settings, registry)
 
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
@@ -636,8 +630,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
     app.state.live.on_refresh = api.note_model
-    app.include_router(api.router())
+    router = api.router()
+    app.include_router(router)
     app.add_api_websocket_route("/ws/predictions", api.websocket)
+    # The last added is the outermost: metrics see what the hot path answers too.
+    app.add_middleware(HotReads, api=api, guard=app.state.guard, prefix=API_PREFIX,
+                       routes={route.path: route for route in router.routes})
+    app.add_middleware(RequestMetrics, registry=registry, excluded=frozenset({"/metrics"}))
 
     @app.get(
         "/healthz",

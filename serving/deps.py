@@ -11,11 +11,11 @@ from tickcast.store import MarketStore
 from tickcast.symbols import SYMBOL_PATTERN
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_store(request: Request) -> MarketStore:
+async def get_store(request: Request) -> MarketStore:
     return request.app.state.store
 
 

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     dashboard_port: int = 8050
     dashboard_refresh_seconds: float = 2.0
     api_workers: int = Field(default=1, ge=1)
+    # uvicorn's line per request; off, a request that fails (>= 400) is still logged once.
+    # At thousands of requests a second the access log costs a third of the throughput.
+    api_access_log: bool = False
     # Listing the symbols in bars_1d scans a column; readers share the result this long.
     store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
     # API keys are required on every data route; off only for a private local sandbox.

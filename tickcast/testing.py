@@ -107,8 +107,10 @@ def topic_message_count(bootstrap: str, topic: str) -> int:
 
 
 def quick_bundles(directory: Path, *, features: list[str], sequence_length: int = 4, interval: str = "1d",
-                  children: tuple[str, ...] = (), seed: int = 0) -> dict[str, Path]:
-    """An untrained LSTM and Transformer bundle (small, random weights, identity scaler).
+                  children: tuple[str, ...] = (), seed: int = 0, lstm: dict | None = None,
+                  transformer: dict | None = None) -> dict[str, Path]:
+    """An untrained LSTM and Transformer bundle (random weights, identity scaler; small unless
+    ``lstm``/``transformer`` give an experiment's architecture kwargs).
 
     Real ONNX files with the real layout, for tests and benchmarks of everything that
     serves models; their predictions mean nothing.
@@ -123,7 +125,7 @@ def quick_bundles(directory: Path, *, features: list[str], sequence_length: int 
     config = ExperimentConfig(
         name="quick", interval=interval, symbols=list(children) or ["AAA"], start="2020-01-01",
         end="2021-01-01", features=features, training={"sequence_length": sequence_length},
-        lstm={"units": 8}, transformer={"units": 8, "ff_units": 16, "heads": 2},
+        lstm=lstm or {"units": 8}, transformer=transformer or {"units": 8, "ff_units": 16, "heads": 2},
     )
     scaler = Scaler(list(features), np.zeros(len(features)), np.ones(len(features)))
     training.seed_everything(seed)

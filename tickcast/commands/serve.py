@@ -65,6 +65,7 @@ def api(
         port=port or settings.api_port,
         workers=workers,
         proxy_headers=True,
+        access_log=settings.api_access_log,
     )
 
 
