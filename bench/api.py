@@ -300,21 +300,21 @@ def websocket_run(port: int, key: str, store, symbols: list[str], cpu: Cpu, *, c
             stop_process(proc)
 
 
-def server_log_summary(path: Path) -> dict:
-    """Access-log status codes, and the ERROR / Traceback / WARNING lines of the server."""
+def server_summary(path: Path, metrics: str) -> dict:
+    """Responses by status (the server's own /metrics), and the ERROR / Traceback / WARNING
+    lines of its log."""
     import re
 
     codes: dict[str, int] = {}
+    counted = re.compile(r'^http_requests_total\{handler="([^"]*)",method="[A-Z]+",status="(\d{3})"\} ([0-9.e+]+)$')
+    for line in metrics.splitlines():
+        match = counted.match(line)
+        if match:
+            codes[match.group(2)] = codes.get(match.group(2), 0) + int(float(match.group(3)))
     errors, warnings = [], []
-    access = re.compile(rb'" (\d{3})')
     with path.open("rb") as f:
         for line in f:
-            if b'HTTP/1.1"' in line:
-                match = access.search(line)
-                if match:
-                    code = match.group(1).decode()
-                    codes[code] = codes.get(code, 0) + 1
-            elif line.startswith(b"ERROR") or b"Traceback" in line:
+            if line.startswith(b"ERROR") or b"Traceback" in line:
                 errors.append(line.decode(errors="replace").rstrip())
             elif line.startswith(b"WARNING"):
                 warnings.append(line.decode(errors="replace").rstrip())
@@ -386,6 +386,7 @@ def main() -> None:
                               stdout=log_file, stderr=subprocess.STDOUT)
     results: dict = {}
     rows: list[tuple[str, str, str, str, str, str]] = []
+    metrics_text = ""
     try:
         wait_for_port(port, timeout=60, proc=server)
         deadline = time.monotonic() + 60
@@ -489,10 +490,11 @@ def main() -> None:
                          f"closed early {ws['closed_early']}; CPU during the rounds: server "
                          f"{ws['cpu']['server_pct']:.0f} %, clients {ws['cpu']['clients_pct']:.0f} %, "
                          f"writer {ws['cpu']['writer_pct']:.0f} %"))
+        metrics_text = httpx.get(f"{base}/metrics", timeout=10).text
     finally:
         stop_process(server)
         log_file.close()
-    log = server_log_summary(log_path)
+    log = server_summary(log_path, metrics_text)
     results["server_log"] = log
     if args.keep_home:
         print(f"scratch home and server log kept in {scratch}")
@@ -509,7 +511,7 @@ def main() -> None:
     load_end = os.getloadavg()[0]
     elapsed = time.monotonic() - began
     conditions = [
-        f"server: `tickcast serve api` (uvicorn, one worker, httptools/uvloop, access log on as shipped), "
+        f"server: `tickcast serve api` (uvicorn, one worker, httptools/uvloop, uvicorn's access log off as shipped), "
         f"loopback 127.0.0.1, scratch TICKCAST_HOME, {SYMBOLS:,} predictions in the online store, "
         f"api_poll_seconds {settings.api_poll_seconds} s",
         f"load: from other processes on the same {os.cpu_count()} cores - {autocannon_version}; "
@@ -524,7 +526,7 @@ def main() -> None:
         f"opened {args.ws_batch} at a time, one symbol per client; {args.ws_rounds} rounds {args.ws_interval:g} s apart "
         f"of {SYMBOLS:,} upserts (upsert_frame); latency includes the store write (frame -> JSON -> SQLite) and "
         f"the server's poll of the store every {settings.api_poll_seconds} s",
-        f"server log: status codes {log['status_codes']}, {log['errors']} ERROR/Traceback lines, "
+        f"server: responses by status (its /metrics) {log['status_codes']}; log: {log['errors']} ERROR/Traceback lines, "
         f"{log['warnings']} WARNING lines",
         f"machine: {machine}",
         f"load average (1 min) at start {load_start:.2f}, at end {load_end:.2f}; run took {elapsed / 60:.1f} min",

@@ -73,7 +73,7 @@ class Observer:
             raise RuntimeError(f"the WebSocket observers did not connect: {self.errors[:3]}")
 
     def stop(self) -> None:
-        if self._loop is not None and self._stop is not None:
+        if self._thread.is_alive() and self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(30)
 
