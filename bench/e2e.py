@@ -50,6 +50,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
+SCORER_LINE = re.compile(r"last \d+s: (\d+) ticks folded, (\d+) cycles, (\d+) predictions")
 BATCH_LINE = re.compile(
     r"batch (\d+): (\d+) ticks stored, (\d+) quarantined, (\d+) symbols updated in ([\d.]+)s \((.*)\)")
 
@@ -179,6 +180,8 @@ def main() -> int:
                         help="the experiment whose features, sequence length and network sizes are served")
     parser.add_argument("--observers", type=int, default=25, help="WebSocket clients sharing the symbols")
     parser.add_argument("--trigger-seconds", type=float, default=1.0, help="the stream's micro-batch interval")
+    parser.add_argument("--scorer", choices=("live", "stream"), default="live",
+                        help="who scores: the live scorer (the default) or the Spark ingest job")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "e2e.json")
@@ -213,6 +216,7 @@ def main() -> int:
     universe = args.symbols + 1  # the synthetic market's symbol 0 is the index
     symbols = [settings.market_index_symbol] + [f"S{i:04d}" for i in range(1, universe)]
     setup_log, ingest_log, api_log = scratch / "setup.log", scratch / "ingest.log", scratch / "api.log"
+    scorer_log = scratch / "scorer.log"
     print(f"scratch home {scratch}", flush=True)
     processes: list[subprocess.Popen] = []
     observer: Observer | None = None
@@ -221,7 +225,7 @@ def main() -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
             env.update(TICKCAST_HOME=str(settings.home_dir), TICKCAST_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
                        TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
-                       TICKCAST_SCORER_INTERVAL=config.interval)
+                       TICKCAST_SCORER_INTERVAL=config.interval, TICKCAST_SCORER_MODE=args.scorer)
             print("setup (not timed):", flush=True)
             run_cli(env, "topics", "create", log=setup_log)
             yesterday = datetime.now(UTC).date() - timedelta(days=1)
@@ -242,9 +246,16 @@ def main() -> int:
                 processes.append(subprocess.Popen([TICKCAST, "stream", "ingest"], env=env, stdout=out,
                                                   stderr=subprocess.STDOUT, start_new_session=True))
             with api_log.open("w") as out:
-                processes.append(subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env,
-                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
-            wait_for_port(port, timeout=120, proc=processes[1])
+                api = subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env,
+                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                processes.append(api)
+            if args.scorer == "live":
+                with scorer_log.open("w") as out:
+                    processes.append(subprocess.Popen([TICKCAST, "stream", "score"], env=env, stdout=out,
+                                                      stderr=subprocess.STDOUT, start_new_session=True))
+                wait_until(lambda: "live scorer running" in scorer_log.read_text(errors="replace"), timeout=300,
+                           what="the live scorer to load its state")
+            wait_for_port(port, timeout=120, proc=api)
             progress = settings.run_dir / "streaming-progress.json"
             wait_until(progress.exists, timeout=300, what="the ingest query's first progress report")
             observer = Observer(f"ws://127.0.0.1:{port}/ws/predictions", key, symbols, args.observers)
@@ -274,7 +285,7 @@ def main() -> int:
                     time.sleep(5)  # the last batch's predictions are still arriving
                     break
                 if any(p.poll() is not None for p in processes):
-                    raise RuntimeError(f"a service exited; see {ingest_log} and {api_log}")
+                    raise RuntimeError(f"a service exited; see {ingest_log}, {scorer_log} and {api_log}")
                 time.sleep(1)
             observer.stop()
             for proc in processes:
@@ -299,6 +310,11 @@ def main() -> int:
         step_names = list(dict.fromkeys(name for b in in_window for name in b["steps"]))
         mean_steps = {n: float(np.mean([b["steps"].get(n, 0.0) for b in in_window])) for n in step_names}
 
+        cycles = [tuple(map(int, m.groups())) for m in SCORER_LINE.finditer(
+            scorer_log.read_text(errors="replace"))] if scorer_log.exists() else []
+        cycle_stats = {"minutes": len(cycles), "ticks_folded": sum(c[0] for c in cycles),
+                       "cycles": sum(c[1] for c in cycles), "predictions": sum(c[2] for c in cycles)}
+
         def pct(values: np.ndarray, q: float) -> float | None:
             return float(np.percentile(values, q)) if len(values) else None
 
@@ -313,7 +329,7 @@ def main() -> int:
             "batches": len(batches), "batch_seconds_mean": float(np.mean([b["seconds"] for b in in_window]))
             if in_window else None, "batch_steps_mean_s": mean_steps,
             "symbols_per_batch_mean": float(np.mean([b["symbols"] for b in in_window])) if in_window else None,
-            "observer_errors": observer.errors[:5],
+            "observer_errors": observer.errors[:5], "scorer": args.scorer, "live_cycles": cycle_stats,
         }
     finally:
         if observer is not None:
@@ -349,12 +365,18 @@ def main() -> int:
                   f"{figures['batches']}; {s(figures['batch_seconds_mean'])}; "
                   f"{figures['symbols_per_batch_mean'] or 0:,.0f}")
     table.add_row("mean batch step times", ", ".join(f"{k} {v:.2f}" for k, v in mean_steps.items()))
+    live = figures["live_cycles"]
+    if live["cycles"]:
+        table.add_row("live scorer: cycles, mean predictions per cycle, mean cycle time (full minutes logged)",
+                      f"{live['cycles']:,}, {live['predictions'] / live['cycles']:,.0f}, "
+                      f"{60 * live['minutes'] / live['cycles']:.2f} s")
     conditions = (
         f"{args.symbols:,} symbols + the index, synthetic feed at {args.rate:,} ticks/s "
         f"({args.rate / universe:.2f} per symbol per s on average) for {args.warmup:.0f} s warm-up + "
         f"{args.seconds:.0f} s measured; {args.history_bars} daily bars of history; champion models with "
         f"{args.config.name}'s inputs ({config.training.sequence_length} bars x {len(config.features)} features) "
-        f"and sizes; Spark local[*], trigger {args.trigger_seconds:g} s, one broker; the API observed through "
+        f"and sizes; scored by the {'live scorer' if args.scorer == 'live' else 'Spark ingest job'}; "
+        f"Spark local[*], trigger {args.trigger_seconds:g} s, one broker; the API observed through "
         f"{args.observers} WebSocket clients on loopback")
     table.caption = (f"conditions: {conditions}\nmachine: {machine}\n"
                      f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, run took {(time.monotonic() - began) / 60:.1f} min")

@@ -120,9 +120,11 @@ class IngestJob:
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
         self.online_store = OnlineStore(settings.online_store_path)
         self.gate = QualityGate(settings)
+        # With the live scorer (the default) the stream stores and computes; it does not score.
+        scoring = settings.scorer_mode == "stream"
         self.champions = ChampionWatcher(ModelLoader(settings), settings.scorer_interval,
-                                         settings.scorer_reload_seconds)
-        self.publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
+                                         settings.scorer_reload_seconds) if scoring else None
+        self.publisher = PredictionPublisher(settings) if scoring and settings.scorer_publish_kafka else None
 
     # -- IO shell -----------------------------------------------------------------
 
@@ -302,7 +304,7 @@ class IngestJob:
             self.gate.record(spark, outcomes, txn=(self.app_id, batch_id))
             self.gate.publish_docs()
         step("quality")
-        if earliest:
+        if earliest and self.settings.scorer_mode == "stream":
             self._predict(earliest, batch_id)
         self.watermarks.save(batch_id, state)
         step("predict")

@@ -49,11 +49,12 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     options = _parse(write_config(settings))
     configs = _process_configs(options)
 
-    assert list(configs) == ["kafka", "mlflow", "ingest", "api", "dashboard", "feed"]
+    assert list(configs) == ["kafka", "mlflow", "ingest", "scorer", "api", "dashboard", "feed"]
     bin_dir = Path(sys.prefix) / "bin"
     assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
     assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert configs["ingest"].command == f"{bin_dir}/tickcast stream ingest"
+    assert configs["scorer"].command == f"{bin_dir}/tickcast stream score"
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
     assert configs["feed"].command == (
@@ -79,7 +80,12 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["mlflow", "ingest", "api", "dashboard"]
+    assert list(configs) == ["mlflow", "ingest", "scorer", "api", "dashboard"]
+
+
+def test_config_without_the_live_scorer_when_the_stream_scores(settings: Settings) -> None:
+    configs = _process_configs(_parse(write_config(settings.model_copy(update={"scorer_mode": "stream"}))))
+    assert "scorer" not in configs and "ingest" in configs
 
 
 def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:

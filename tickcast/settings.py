@@ -90,6 +90,16 @@ class Settings(BaseSettings):
     scorer_reload_seconds: float = Field(default=10.0, gt=0)
     # Publish every prediction on the Kafka `predictions` topic.
     scorer_publish_kafka: bool = True
+    # Who scores: `live`, the live scorer (`tickcast stream score`, its own process: each tick is
+    # in a prediction within a cycle), or `stream`, the Spark ingest job at the end of each
+    # micro-batch (tens of seconds on a small machine).
+    scorer_mode: Literal["live", "stream"] = "live"
+    # The live scorer reloads the closed bars and features from Delta this often (the stream's
+    # and backfills' corrections), appends its predictions to Delta this often, and waits at
+    # most this long for ticks when it has nothing to score.
+    live_reload_seconds: float = Field(default=300.0, gt=0)
+    live_history_seconds: float = Field(default=5.0, gt=0)
+    live_poll_seconds: float = Field(default=0.02, gt=0)
 
     # Features: the stream recomputes a touched symbol's features from its trailing bars,
     # looked for within this many times TRAILING_BARS intervals before the touched bar.

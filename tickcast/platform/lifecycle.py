@@ -224,7 +224,7 @@ def up(
         _say(console, f"starting supervisord (socket {supervisor.paths.socket})")
         supervisor.start_daemon()
 
-    needs_kafka = any(name in selected for name in ("kafka", "ingest", "feed"))
+    needs_kafka = any(name in selected for name in ("kafka", "ingest", "scorer", "feed"))
     if "kafka" in selected:
         _say(console, "starting the Kafka broker")
         _start(settings, supervisor, "kafka", console)

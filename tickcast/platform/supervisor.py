@@ -24,7 +24,7 @@ from tickcast.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "api", "dashboard", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "scorer", "api", "dashboard", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -130,6 +130,10 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
             stopwaitsecs=90,
             stopasgroup=False,
         ),
+    ]
+    if settings.scorer_mode == "live":
+        result.append(Program("scorer", [tickcast, "stream", "score"], priority=25, startsecs=5, stopwaitsecs=30))
+    result += [
         Program("api", [tickcast, "serve", "api"], priority=30),
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
     ]

@@ -1,0 +1,251 @@
+"""The live scorer's state and cycle (tickcast.scoring.live): it keeps what the stream would
+store, folds bars as the stream does, and scores what the one feature implementation and the
+dual model give on the same bars. Spark's own transforms and Delta are the references."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import numpy as np
+import orjson
+import pandas as pd
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from spark_jobs import transforms as T
+from tickcast.features.compute import compute_features
+from tickcast.features.definitions import feature_names
+from tickcast.models.bundle import ModelBundle
+from tickcast.scoring.live import LiveMarket, LiveTick, parse_tick, score_cycle
+from tickcast.scoring.live_job import HistoryWriter
+from tickcast.scoring.models import DeployedModel, DualModel
+from tickcast.scoring.score import build_batch, score
+from tickcast.testing import quick_bundles
+
+FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d", "market_return"]
+LENGTH = 4
+DAY = 86_400_000_000
+TODAY = pd.Timestamp("2024-03-04", tz="UTC")  # a Monday
+TOLERANCE_US = 300_000_000
+
+
+def _us(stamp: pd.Timestamp) -> int:
+    return stamp.value // 1000
+
+
+def _tick(symbol: str, at: pd.Timestamp, price: float, volume: float = 10.0, msg_id: str | None = None,
+          source: str = "feed") -> LiveTick:
+    return LiveTick(symbol, _us(at), price, volume, msg_id or f"{symbol}-{at.value}-{price}", source)
+
+
+# -- what is stored ------------------------------------------------------------------------------
+
+
+def _record(**changes) -> dict:
+    record = {"schema_version": 1, "msg_id": "m1", "symbol": "AAPL", "ts": "2024-03-04T15:00:00.000001Z",
+              "price": 180.5, "volume": 100.0, "bid": 180.4, "ask": 180.6, "source": "feed",
+              "produced_at": "2024-03-04T15:00:00.1Z"}
+    record.update(changes)
+    return {k: v for k, v in record.items() if v is not ...}
+
+
+CASES = [
+    _record(), _record(bid=None, ask=None), _record(volume=0), _record(price=3), _record(ts="2024-03-04T15:00:00+02:00"),
+    _record(ts="2024-03-04 15:00:00"), _record(schema_version=2), _record(schema_version="1"), _record(msg_id=""),
+    _record(msg_id=...), _record(symbol="bad symbol"), _record(symbol="X" * 33), _record(symbol=...),
+    _record(ts="yesterday"), _record(ts=...), _record(produced_at="soon"), _record(price=0), _record(price=-1),
+    _record(price="180.5"), _record(volume=-1), _record(bid=0), _record(bid=181.0, ask=180.0), _record(ask=-2.0),
+    _record(source=...), _record(ts="2024-03-04T16:00:00Z"), _record(price=True),
+]
+
+
+def test_parse_tick_keeps_exactly_what_the_stream_stores(spark) -> None:
+    received = datetime(2024, 3, 4, 15, 1, tzinfo=UTC)
+    values = [orjson.dumps(r) for r in CASES] + [b"not json", b"[1, 2]", b"", b"\xff\xfe", b"{}"]
+    raw = spark.createDataFrame(
+        [(v, "ticks", 0, i, received.replace(tzinfo=None)) for i, v in enumerate(values)],
+        "value binary, topic string, partition int, offset long, timestamp timestamp")
+    reasons = {r["kafka_offset"]: r["reason"] for r in
+               T.parse_ticks(raw, F.col("timestamp"), 300).select("kafka_offset", "reason").collect()}
+    received_us = int(received.timestamp() * 1_000_000)
+    kept = {i for i, v in enumerate(values) if parse_tick(v, received_us, 300_000_000) is not None}
+    assert kept == {i for i, reason in reasons.items() if reason is None}
+    assert 0 < len(kept) < len(values) - 10  # both kinds are exercised
+    first = parse_tick(values[0], received_us, 300_000_000)
+    assert first == LiveTick("AAPL", _us(pd.Timestamp("2024-03-04T15:00:00.000001Z")), 180.5, 100.0, "m1", "feed")
+
+
+def test_duplicates_late_ticks_and_closed_bars_are_left_out() -> None:
+    market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
+    at = TODAY + pd.Timedelta(hours=15)
+    assert market.fold(_tick("AAPL", at, 100.0, msg_id="a"))
+    assert not market.fold(_tick("AAPL", at, 101.0, msg_id="a"))  # duplicate msg_id
+    assert market.fold(_tick("AAPL", at - pd.Timedelta(seconds=299), 99.0))
+    assert not market.fold(_tick("AAPL", at - pd.Timedelta(seconds=301), 98.0))  # behind its feed's watermark
+    # Another feed of the same symbol has its own watermark.
+    assert market.fold(_tick("AAPL", at - pd.Timedelta(hours=1), 97.0, source="replay"))
+    assert market.fold(_tick("AAPL", at + pd.Timedelta(days=1), 102.0))  # a new day: the bar rolls
+    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0))  # late for its feed now
+    # Not late for a new feed, but yesterday's bar is closed here (the stream stores it; a reload brings it).
+    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0, msg_id="b", source="other"))
+    assert market.skipped == {"duplicate": 1, "late": 2, "closed_bar": 1}
+    bar = market.open["AAPL"]
+    assert (bar.window_start, bar.close, bar.trades) == (_us(TODAY) + DAY, 102.0, 1)
+    closed = market.rolled["AAPL"][0]
+    assert (closed.open, closed.high, closed.low, closed.close, closed.volume, closed.trades) == (
+        97.0, 100.0, 97.0, 100.0, 30.0, 3)
+
+
+def test_open_bars_equal_the_streams_bars_whatever_the_arrival_order(spark) -> None:
+    rng = random.Random(5)
+    ticks = [_tick(symbol, TODAY + pd.Timedelta(seconds=rng.randrange(0, 86_400)), round(rng.uniform(90, 110), 2),
+                   rng.choice([0.0, 1.0, 25.0]))
+             for symbol in ("AAA", "BBB", "MKT") for _ in range(60)]
+    rng.shuffle(ticks)
+    market = LiveMarket("1d", late_tolerance_us=10 * DAY)
+    for tick in ticks:
+        assert market.fold(tick)
+    ours = market.open_bars(sorted(market.open)).drop(columns=["window_end"])
+    frame = spark.createDataFrame(pd.DataFrame({
+        "symbol": [t.symbol for t in ticks], "ts": pd.to_datetime([t.ts for t in ticks], unit="us"),
+        "msg_id": [t.msg_id for t in ticks], "price": [t.price for t in ticks], "volume": [t.volume for t in ticks],
+    }))
+    expected = T.bar_partials(frame, "1d").drop("window_end")
+    actual = spark.createDataFrame(ours.assign(**{c: ours[c].dt.tz_localize(None) for c in
+                                                  ("window_start", "open_ts", "close_ts")}))
+    columns = ["symbol", "window_start", "open", "high", "low", "close", "volume", "trades", "open_ts", "close_ts"]
+    assert_df_equality(actual.select(*columns), expected.select(*columns), ignore_row_order=True,
+                       ignore_nullable=True, ignore_column_order=False)
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+
+
+def _history(symbols: dict[str, float], days: int, seed: int = 1) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    starts = pd.bdate_range(end=TODAY - pd.Timedelta(days=1), periods=days, tz="UTC")
+    rows = []
+    for symbol, base in symbols.items():
+        close = base * np.exp(np.cumsum(rng.normal(0, 0.01, days)))
+        for ws, c in zip(starts, close, strict=True):
+            rows.append({"symbol": symbol, "window_start": ws, "window_end": ws + pd.Timedelta(days=1),
+                         "open": c * 0.999, "high": c * 1.01, "low": c * 0.99, "close": c,
+                         "volume": float(rng.integers(1_000, 5_000)), "trades": 40,
+                         "open_ts": ws + pd.Timedelta(hours=14, minutes=30), "close_ts": ws + pd.Timedelta(hours=21)})
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def dual(tmp_path_factory) -> DualModel:
+    paths = quick_bundles(tmp_path_factory.mktemp("live"), features=FEATURES, sequence_length=LENGTH,
+                          children=("AAA",))
+    deployed = {arch: DeployedModel(f"tickcast-{arch}-1d", "3", ModelBundle(path)) for arch, path in paths.items()}
+    return DualModel(deployed["lstm"], deployed["transformer"], threshold=0.4, horizon="1d")
+
+
+def _reference(bars: pd.DataFrame, dual: DualModel, predicted_at: datetime) -> pd.DataFrame:
+    """What a full recomputation gives: every feature from all the bars, then the models."""
+    features = compute_features(bars, "1d", bars[bars["symbol"] == "MKT"])
+    latest = bars.sort_values("window_start").groupby("symbol").tail(1)
+    batch, _ = build_batch(features, latest, dual.features, dual.sequence_length)
+    return score(dual, batch, predicted_at=predicted_at).sort_values("symbol").reset_index(drop=True)
+
+
+def _loaded(history: pd.DataFrame, now: pd.Timestamp) -> LiveMarket:
+    market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
+    stored = compute_features(history, "1d", history[history["symbol"] == "MKT"])
+    market.load(history, stored[market.feature_columns], _us(now))
+    return market
+
+
+def test_a_cycle_scores_what_a_full_recomputation_gives(dual: DualModel) -> None:
+    history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 40)
+    now = TODAY + pd.Timedelta(hours=16)
+    market = _loaded(history, now)
+    assert len(market.closed) == len(history) and not market.open
+    ticks = [_tick("AAA", TODAY + pd.Timedelta(hours=14, minutes=31), 50.5), _tick("MKT", now, 4010.0),
+             _tick("AAA", now, 51.0, 7.0), _tick("BBB", now - pd.Timedelta(minutes=5), 19.8)]
+    for tick in ticks:
+        market.fold(tick)
+    predicted_at = datetime(2024, 3, 4, 16, 0, 1, tzinfo=UTC)
+    frame, skipped = score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5,
+                                 predicted_at=predicted_at)
+    assert not skipped
+    today = market.open_bars(["AAA", "BBB", "MKT"]).drop(columns=["trades", "open_ts"])
+    expected = _reference(pd.concat([history, today], ignore_index=True), dual, predicted_at)
+    pd.testing.assert_frame_equal(frame.sort_values("symbol").reset_index(drop=True), expected, rtol=1e-6)
+    assert list(frame["symbol"]) == ["AAA", "BBB", "MKT"]
+    assert frame.loc[frame["symbol"] == "AAA", "data_timestamp"].iloc[0] == now
+    # Nothing new, nothing scored; a tick of one symbol scores that symbol only.
+    assert score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)[0].empty
+    market.fold(_tick("BBB", now + pd.Timedelta(seconds=1), 19.9))
+    assert list(score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)[0]["symbol"]) == ["BBB"]
+
+
+def test_a_bar_closed_by_the_next_days_tick_joins_the_sequence(dual: DualModel) -> None:
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 30, seed=2)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    for day, price in ((0, 51.0), (1, 52.5)):
+        at = TODAY + pd.Timedelta(days=day, hours=15)
+        market.fold(_tick("MKT", at, 4000.0 + day))
+        market.fold(_tick("AAA", at, price))
+        predicted_at = datetime(2024, 3, 4 + day, 15, 0, 1, tzinfo=UTC)
+        frame, _ = score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5, predicted_at=predicted_at)
+    assert len(market.closed) == len(history) + 2  # today's bars closed when tomorrow's tick came
+    # The history, the two bars that closed here, and the open ones.
+    everything = pd.concat([market.closed, market.open_bars(["AAA", "MKT"])], ignore_index=True)
+    expected = _reference(everything.drop(columns=["trades", "open_ts"]), dual, predicted_at)
+    pd.testing.assert_frame_equal(frame.sort_values("symbol").reset_index(drop=True), expected, rtol=1e-6)
+    # The closed bar's features were kept (as the stream's would be stored).
+    closed_day = market.closed_features[market.closed_features["window_start"] == TODAY]
+    assert sorted(closed_day["symbol"]) == ["AAA", "MKT"]
+    full = compute_features(everything, "1d", everything[everything["symbol"] == "MKT"])
+    full["window_start"] = pd.to_datetime(full["window_start"], utc=True)
+    want = full[full["window_start"] == TODAY].set_index("symbol")[list(feature_names("1d"))]
+    got = closed_day.set_index("symbol")[list(feature_names("1d"))]
+    pd.testing.assert_frame_equal(got.sort_index(), want.sort_index(), rtol=1e-9)
+
+
+def test_without_a_champion_the_momentum_baseline_scores() -> None:
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 10)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=15), 52.0))
+    frame, _ = score_cycle(market, None, index_symbol="MKT", horizon="1d", lookback=5)
+    assert list(frame["symbol"]) == ["AAA"] and frame["model_name"].iloc[0] == "momentum-baseline"
+
+
+def test_a_stored_bar_of_the_current_window_is_the_open_bar_to_fold_into() -> None:
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 10)
+    partial = history[history["window_start"] == history["window_start"].max()].assign(
+        window_start=TODAY, window_end=TODAY + pd.Timedelta(days=1), trades=3,
+        open_ts=TODAY + pd.Timedelta(hours=14, minutes=30), close_ts=TODAY + pd.Timedelta(hours=15))
+    market = _loaded(pd.concat([history, partial], ignore_index=True), TODAY + pd.Timedelta(hours=16))
+    assert sorted(market.open) == ["AAA", "MKT"] and len(market.closed) == len(history)
+    before = market.open["AAA"]
+    volume, trades = before.volume, before.trades
+    market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=16), 1.0, volume=5.0))
+    after = market.open["AAA"]
+    assert (after.close, after.low, after.volume, after.trades) == (1.0, 1.0, volume + 5.0, trades + 1)
+
+
+def test_history_appends_to_the_streams_predictions_table(spark, settings, dual: DualModel) -> None:
+    from tickcast.tables import ensure_tables
+
+    ensure_tables(spark, settings)
+    history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 12)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    for symbol in ("AAA", "BBB", "MKT"):
+        market.fold(_tick(symbol, TODAY + pd.Timedelta(hours=15), 10.0))
+    frame, _ = score_cycle(market, None, index_symbol="MKT", horizon="1d", lookback=5)
+    writer = HistoryWriter(settings)
+    writer.add(frame)
+    writer.add(frame.iloc[:1])
+    assert writer.flush() == 4 and writer.flush() == 0
+    stored = spark.read.format("delta").load(settings.table_path("predictions"))
+    assert stored.count() == 4
+    row = stored.where(F.col("symbol") == "BBB").first()
+    expected = frame[frame["symbol"] == "BBB"].iloc[0]
+    assert row["probabilities"]["up"] == pytest.approx(expected["prob_up"])
+    assert row["predicted_at"].replace(tzinfo=UTC) == expected["predicted_at"].to_pydatetime()

@@ -1,0 +1,330 @@
+"""Live scoring: predictions that move with every tick, within a cycle of the scorer.
+
+The Spark stream is the system of record - ticks, quarantine, bars, features, quality -
+and on a small machine its micro-batches take tens of seconds. A prediction made at the end
+of such a batch is that old when it is served. The live scorer reads the same ``ticks``
+topic in its own consumer group and keeps, per symbol, the trailing bars of the scorer's
+interval in memory: the closed ones as stored in Delta, the open one folded from ticks as
+they arrive (the rules of ``spark_jobs.transforms.bar_partials``). Every cycle it scores the
+symbols whose open bar changed:
+
+* the open bar's feature vector comes from ``compute_features`` (the one implementation)
+  over the symbol's trailing bars, the open one included;
+* the feature vectors of the closed bars before it are Delta's (``features``), or the
+  scorer's own for bars that closed while it ran;
+* both champion models score the sequences in one batched call each, with dual-model
+  confirmation (``tickcast.scoring.score``) - or the momentum baseline when no champion
+  is registered.
+
+Everything here is pure state and frames; the Kafka, Delta and store IO is in
+``tickcast.scoring.live_job``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from tickcast.features.compute import BAR_COLUMNS, compute_features
+from tickcast.features.definitions import TRAILING_BARS, feature_names
+from tickcast.feeds.ticks import SCHEMA_VERSION
+from tickcast.symbols import SYMBOL_PATTERN
+
+if TYPE_CHECKING:
+    from tickcast.scoring.models import DualModel
+
+INTERVAL_US = {"1m": 60_000_000, "1d": 86_400_000_000}
+_SYMBOL = re.compile(SYMBOL_PATTERN)
+# Bars of the open bar's symbol kept in memory, the open one included.
+DEPTH = TRAILING_BARS
+# msg_ids remembered to drop a duplicate (the stream quarantines it as duplicate_msg_id).
+SEEN_MSG_IDS = 2_000_000
+STATE_COLUMNS = (*BAR_COLUMNS, "trades", "open_ts", "close_ts")
+
+
+class LiveTick(NamedTuple):
+    symbol: str
+    ts: int  # event time, epoch microseconds (UTC)
+    price: float
+    volume: float
+    msg_id: str
+    source: str
+
+
+def _epoch_us(text: object) -> int | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if value.tzinfo is None:  # the stream's session time zone is UTC
+        value = value.replace(tzinfo=UTC)
+    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_tick(value: bytes | None, received_us: int, future_tolerance_us: int) -> LiveTick | None:
+    """A tick the stream would store, or None for one it would quarantine (the stream keeps
+    the reason; the scorer only has to leave it out). ``received_us``: the Kafka record time."""
+    if not value:
+        return None
+    try:
+        record = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(record, dict):
+        return None
+    version = record.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version != SCHEMA_VERSION:
+        return None
+    msg_id, symbol, source = record.get("msg_id"), record.get("symbol"), record.get("source")
+    if not isinstance(msg_id, str) or not msg_id or not isinstance(source, str):
+        return None
+    if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
+        return None
+    price, volume = record.get("price"), record.get("volume")
+    if not _finite_number(price) or price <= 0 or not _finite_number(volume) or volume < 0:
+        return None
+    bid, ask = record.get("bid"), record.get("ask")
+    for quote in (bid, ask):
+        if quote is not None and (not _finite_number(quote) or quote <= 0):
+            return None
+    if bid is not None and ask is not None and bid > ask:
+        return None
+    ts = _epoch_us(record.get("ts"))
+    if ts is None or _epoch_us(record.get("produced_at")) is None:
+        return None
+    if ts > received_us + future_tolerance_us:
+        return None
+    return LiveTick(symbol, ts, float(price), float(volume), msg_id, source)
+
+
+@dataclass
+class OpenBar:
+    window_start: int  # epoch us
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    trades: int
+    open_ts: int
+    close_ts: int
+
+    @classmethod
+    def of(cls, tick: LiveTick, window_start: int) -> OpenBar:
+        return cls(window_start, tick.price, tick.price, tick.price, tick.price, tick.volume, 1, tick.ts, tick.ts)
+
+    def fold(self, tick: LiveTick) -> None:
+        # As the stream's partial-bar MERGE: open and close go to the earliest and latest ts.
+        if tick.ts < self.open_ts:
+            self.open, self.open_ts = tick.price, tick.ts
+        if tick.ts >= self.close_ts:
+            self.close, self.close_ts = tick.price, tick.ts
+        self.high = max(self.high, tick.price)
+        self.low = min(self.low, tick.price)
+        self.volume += tick.volume
+        self.trades += 1
+
+
+def _stamp(us: int | np.ndarray) -> pd.Timestamp | pd.DatetimeIndex:
+    return pd.to_datetime(us, unit="us", utc=True)
+
+
+class LiveMarket:
+    """Each symbol's trailing bars: closed ones from Delta (and from rolls), the open one
+    folded from live ticks; and the closed bars' feature vectors."""
+
+    def __init__(self, interval: str, *, late_tolerance_us: int, depth: int = DEPTH):
+        self.interval = interval
+        self.length_us = INTERVAL_US[interval]
+        # As the stream: an open bar's features come from it and the ``depth`` bars before it.
+        self.depth = depth
+        self.late_tolerance_us = late_tolerance_us
+        self.feature_columns = ["symbol", "window_start", *feature_names(interval)]
+        self.closed = pd.DataFrame(columns=list(STATE_COLUMNS))
+        self.closed_features = pd.DataFrame(columns=self.feature_columns)
+        self.open: dict[str, OpenBar] = {}
+        self.rolled: dict[str, list[OpenBar]] = {}  # closed by a newer tick since the last cycle
+        self.dirty: set[str] = set()
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._feed_max: dict[tuple[str, str], int] = {}
+        self.skipped = {"duplicate": 0, "late": 0, "closed_bar": 0}
+
+    # -- state from Delta -----------------------------------------------------------------------
+
+    def load(self, bars: pd.DataFrame, features: pd.DataFrame, now_us: int) -> None:
+        """Replace the closed bars and their features with what Delta holds.
+
+        ``bars``: STATE_COLUMNS, at least each symbol's newest ``depth`` + 1. A stored bar of the
+        current window becomes the symbol's open bar if it has none here yet (the stream folded
+        the ticks that came before this scorer started). ``features``: ``feature_columns``.
+        """
+        bars = bars.loc[:, list(STATE_COLUMNS)].copy()
+        for column in ("window_start", "window_end", "open_ts", "close_ts"):
+            bars[column] = pd.to_datetime(bars[column], utc=True)
+        current = (now_us // self.length_us) * self.length_us
+        start_us = _epoch_us_of(bars["window_start"])
+        for row in bars[(start_us >= current) & ~bars["symbol"].isin(list(self.open))].itertuples(index=False):
+            # Bars loaded from files (backfills) carry no tick times: the window's ends stand in.
+            open_ts = current if pd.isna(row.open_ts) else row.open_ts.value // 1000
+            close_ts = current + self.length_us - 1 if pd.isna(row.close_ts) else row.close_ts.value // 1000
+            self.open[row.symbol] = OpenBar(current, float(row.open), float(row.high), float(row.low),
+                                            float(row.close), float(row.volume), int(row.trades or 0),
+                                            int(open_ts), int(close_ts))
+            self.dirty.add(row.symbol)
+        self.closed = self._newest(bars[start_us < self._open_start_us(bars["symbol"], current)], self.depth)
+        features = features.loc[:, self.feature_columns].copy()
+        features["window_start"] = pd.to_datetime(features["window_start"], utc=True)
+        before_open = _epoch_us_of(features["window_start"]) < self._open_start_us(features["symbol"], current)
+        self.closed_features = self._newest(features[before_open], self.depth)
+
+    def _open_start_us(self, symbols: pd.Series, default: int) -> pd.Series:
+        starts = {s: b.window_start for s, b in self.open.items()}
+        return symbols.map(starts).fillna(default).astype("int64")
+
+    @staticmethod
+    def _newest(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+        ordered = frame.sort_values(["symbol", "window_start"], kind="mergesort")
+        return ordered.groupby("symbol", sort=False).tail(rows).reset_index(drop=True)
+
+    # -- ticks ----------------------------------------------------------------------------------
+
+    def fold(self, tick: LiveTick) -> bool:
+        """Fold one tick into its symbol's open bar; False when the stream would not store it
+        (a duplicate, late for its feed) or it belongs to a bar already closed here."""
+        if tick.msg_id in self._seen:
+            self.skipped["duplicate"] += 1
+            return False
+        self._seen[tick.msg_id] = None
+        if len(self._seen) > SEEN_MSG_IDS:
+            self._seen.popitem(last=False)
+        feed = (tick.source, tick.symbol)
+        newest = self._feed_max.get(feed)
+        if newest is not None and tick.ts < newest - self.late_tolerance_us:
+            self.skipped["late"] += 1
+            return False
+        if newest is None or tick.ts > newest:
+            self._feed_max[feed] = tick.ts
+        window = (tick.ts // self.length_us) * self.length_us
+        bar = self.open.get(tick.symbol)
+        if bar is None or window > bar.window_start:
+            if bar is not None:
+                self.rolled.setdefault(tick.symbol, []).append(bar)
+            self.open[tick.symbol] = OpenBar.of(tick, window)
+        elif window < bar.window_start:
+            # A closed bar's tick: Delta gets it from the stream, and the next load brings it here.
+            self.skipped["closed_bar"] += 1
+            return False
+        else:
+            bar.fold(tick)
+        self.dirty.add(tick.symbol)
+        return True
+
+    # -- a cycle --------------------------------------------------------------------------------
+
+    def _frame(self, symbols: list[str], bars: list[OpenBar]) -> pd.DataFrame:
+        start = np.array([b.window_start for b in bars], dtype=np.int64)
+        return pd.DataFrame({
+            "symbol": symbols, "window_start": _stamp(start), "window_end": _stamp(start + self.length_us),
+            "open": [b.open for b in bars], "high": [b.high for b in bars], "low": [b.low for b in bars],
+            "close": [b.close for b in bars], "volume": [b.volume for b in bars],
+            "trades": [b.trades for b in bars],
+            "open_ts": _stamp(np.array([b.open_ts for b in bars], dtype=np.int64)),
+            "close_ts": _stamp(np.array([b.close_ts for b in bars], dtype=np.int64)),
+        }, columns=list(STATE_COLUMNS))
+
+    def open_bars(self, symbols: list[str]) -> pd.DataFrame:
+        return self._frame(symbols, [self.open[s] for s in symbols])
+
+    def take(self, index_symbol: str) -> tuple[list[str], dict[str, pd.Timestamp]]:
+        """The symbols to score this cycle, and the first newly closed bar of each symbol whose
+        bar closed since the last cycle (moved into the closed bars here); clears both.
+
+        A move of the market index changes every symbol's market features, so it makes every
+        symbol with an open bar due (as the stream recomputes every symbol after an index bar).
+        """
+        closed_from: dict[str, pd.Timestamp] = {}
+        if self.rolled:
+            pairs = [(s, b) for s, bars in self.rolled.items() for b in bars]
+            frame = self._frame([s for s, _ in pairs], [b for _, b in pairs])
+            closed_from = frame.groupby("symbol")["window_start"].min().to_dict()
+            # A bar closed here replaces a stored copy of the same window (a stream partial of it).
+            merged = pd.concat([self.closed, frame], ignore_index=True).drop_duplicates(
+                ["symbol", "window_start"], keep="last")
+            self.closed = self._newest(merged, self.depth)
+            self.rolled = {}
+        due = set(self.open) if index_symbol in self.dirty else self.dirty & set(self.open)
+        self.dirty = set()
+        return sorted(due), closed_from
+
+    def features(self, symbols: list[str], closed_from: dict[str, pd.Timestamp], index_symbol: str) -> pd.DataFrame:
+        """Feature rows of the open bars of ``symbols`` (all of them open); the features of bars
+        closed since the last cycle (``closed_from`` on) are computed too and kept as closed ones."""
+        wanted = sorted(set(symbols) | set(closed_from))
+        with_index = sorted(set(wanted) | ({index_symbol} & set(self.open)))
+        open_rows = self.open_bars(with_index)
+        open_start = open_rows.set_index("symbol")["window_start"]
+        bars = pd.concat([self.closed[self.closed["symbol"].isin(with_index)], open_rows], ignore_index=True)
+        emit = open_start.copy()
+        for symbol, start in closed_from.items():
+            emit[symbol] = min(emit[symbol], start)
+        bars["emit_from"] = bars["symbol"].map(emit)
+        computed = compute_features(bars[bars["symbol"].isin(wanted)], self.interval,
+                                    bars[bars["symbol"] == index_symbol], emit_from="emit_from")
+        computed["window_start"] = pd.to_datetime(computed["window_start"], utc=True)
+        is_open = computed["window_start"] == computed["symbol"].map(open_start)
+        if (~is_open).any():
+            merged = pd.concat([self.closed_features, computed.loc[~is_open, self.feature_columns]],
+                               ignore_index=True).drop_duplicates(["symbol", "window_start"], keep="last")
+            self.closed_features = self._newest(merged, self.depth)
+        return computed[is_open & computed["symbol"].isin(symbols)]
+
+    def sequences(self, open_features: pd.DataFrame, names: list[str], length: int):
+        """The models' input: each symbol's ``length - 1`` newest closed feature vectors and its
+        open bar's (``build_batch``: symbols short of history are skipped with a reason)."""
+        from tickcast.scoring.score import build_batch
+
+        symbols = list(open_features["symbol"])
+        closed = self.closed_features[self.closed_features["symbol"].isin(symbols)]
+        frame = pd.concat([closed.groupby("symbol", sort=False).tail(length - 1), open_features], ignore_index=True)
+        return build_batch(frame, self.open_bars(symbols), names, length)
+
+    def momentum_bars(self, symbols: list[str], lookback: int) -> pd.DataFrame:
+        """Trailing bars (the open one last) for the momentum baseline."""
+        closed = self.closed[self.closed["symbol"].isin(symbols)].groupby("symbol", sort=False).tail(lookback)
+        return pd.concat([closed, self.open_bars(symbols)], ignore_index=True)
+
+
+def _epoch_us_of(stamps: pd.Series) -> pd.Series:
+    return pd.to_datetime(stamps, utc=True).astype("datetime64[us, UTC]").astype("int64")
+
+
+def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str, horizon: str,
+                lookback: int, predicted_at: datetime | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Score what changed since the last cycle: the contract frame, and why some were not."""
+    from tickcast.models import baseline
+    from tickcast.scoring.score import CONTRACT_COLUMNS, score
+
+    symbols, closed_from = market.take(index_symbol)
+    if not symbols:
+        return pd.DataFrame(columns=CONTRACT_COLUMNS), {}
+    if dual is None:
+        bars = market.momentum_bars(symbols, lookback)
+        return baseline.predict_frame(bars, horizon=horizon, lookback=lookback, predicted_at=predicted_at), {}
+    open_features = market.features(symbols, closed_from, index_symbol)
+    batch, skipped = market.sequences(open_features, dual.features, dual.sequence_length)
+    return score(dual, batch, predicted_at=predicted_at), skipped

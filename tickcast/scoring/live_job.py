@@ -1,0 +1,191 @@
+"""`tickcast stream score`: the live scorer's IO around ``tickcast.scoring.live``.
+
+In: topic ``ticks`` (its own consumer group, from the newest offset at every start: the
+state it starts from is Delta's, so replaying older ticks would count them twice), and
+Delta ``bars_<interval>`` / ``features`` at start and every ``live_reload_seconds`` (the
+stream's closed bars, corrected by backfills and corporate actions, replace the scorer's).
+
+Out, every cycle: the online store (what the API serves and pushes), topic ``predictions``;
+and every ``live_history_seconds`` one append to Delta ``predictions`` (the history kept for
+evaluation), through delta-rs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from tickcast.scoring.live import LiveMarket
+    from tickcast.settings import Settings
+
+log = logging.getLogger("tickcast.scoring.live")
+
+CONSUMER_GROUP = "tickcast-live-scorer"
+MAX_MESSAGES_PER_CYCLE = 200_000
+
+
+def read_state(settings: Settings, market: LiveMarket, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Delta's trailing bars and features of the scorer's interval, as ``LiveMarket.load`` takes them."""
+    import pandas as pd
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    from tickcast.features.definitions import TRAILING_BARS
+    from tickcast.scoring.live import STATE_COLUMNS
+    from tickcast.scoring.sources import INTERVAL_LENGTH
+
+    interval = market.interval
+    since = now - INTERVAL_LENGTH[interval] * int((TRAILING_BARS + 1) * settings.features_lookback_factor)
+
+    def read(table: str, columns: list[str], partitions=None) -> pd.DataFrame:
+        try:
+            dataset = DeltaTable(settings.table_path(table)).to_pyarrow_dataset(partitions=partitions)
+        except TableNotFoundError:
+            return pd.DataFrame(columns=columns)
+        return dataset.to_table(columns=columns, filter=ds.field("window_start") >= since).to_pandas()
+
+    bars = read(f"bars_{interval}", list(STATE_COLUMNS))
+    features = read("features", market.feature_columns, partitions=[("interval", "=", interval)])
+    return bars, features
+
+
+class HistoryWriter:
+    """Predictions buffered and appended to Delta ``predictions`` in one commit at a time."""
+
+    def __init__(self, settings: Settings):
+        self.path = settings.table_path("predictions")
+        self.pending: list[pd.DataFrame] = []
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if len(frame):
+            self.pending.append(frame)
+
+    def flush(self) -> int:
+        if not self.pending:
+            return 0
+        import pandas as pd
+        import pyarrow as pa
+        from deltalake import write_deltalake
+
+        frame = pd.concat(self.pending, ignore_index=True)
+        self.pending = []
+        stamp = pa.timestamp("us", tz="UTC")
+        probabilities = pa.StructArray.from_arrays(
+            [pa.array(frame[f"prob_{k}"], pa.float64()) for k in ("up", "neutral", "down")],
+            names=["up", "neutral", "down"])
+        columns = {
+            "symbol": pa.array(frame["symbol"], pa.string()), "horizon": pa.array(frame["horizon"], pa.string()),
+            **{k: pa.array(frame[k], pa.float64()) for k in ("predicted_return", "predicted_price", "p10", "p50",
+                                                            "p90")},
+            "probabilities": probabilities, "signal": pa.array(frame["signal"], pa.string()),
+            "confidence": pa.array(frame["confidence"], pa.float64()),
+            "model_name": pa.array(frame["model_name"], pa.string()),
+            "model_version": pa.array(frame["model_version"], pa.string()),
+            "data_timestamp": pa.array(pd.to_datetime(frame["data_timestamp"], utc=True), stamp),
+            "predicted_at": pa.array(pd.to_datetime(frame["predicted_at"], utc=True), stamp),
+        }
+        schema = pa.schema([pa.field(name, values.type, nullable=name not in ("symbol", "horizon"))
+                            for name, values in columns.items()])
+        write_deltalake(self.path, pa.Table.from_pydict(columns, schema=schema), mode="append")
+        return len(frame)
+
+
+def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
+    """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
+    from confluent_kafka import Consumer, KafkaError
+
+    from tickcast.predictions import OnlineStore
+    from tickcast.scoring.live import LiveMarket, parse_tick, score_cycle
+    from tickcast.scoring.models import ChampionWatcher, ModelLoader
+    from tickcast.scoring.publish import PredictionPublisher
+
+    interval = settings.scorer_interval
+    market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000)
+    future_us = settings.future_tolerance_seconds * 1_000_000
+    store = OnlineStore(settings.online_store_path)
+    publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
+    history = HistoryWriter(settings)
+    champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds)
+    index = settings.market_index_symbol
+
+    def reload() -> None:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        bars, features = read_state(settings, market, now)
+        market.load(bars, features, int(now.timestamp() * 1_000_000))
+        log.info("loaded %d closed bars and %d feature rows of %d symbols from Delta in %.2fs",
+                 len(market.closed), len(market.closed_features), market.closed["symbol"].nunique(),
+                 time.monotonic() - started)
+
+    stopping = threading.Event()
+
+    def request_stop(signum, _frame) -> None:
+        log.info("signal %s: stopping after the current cycle", signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    consumer = Consumer({
+        **settings.kafka_client_config(), "group.id": CONSUMER_GROUP, "auto.offset.reset": "latest",
+        # Never committed: every start begins at the newest tick (see the module docstring).
+        "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+    })
+    consumer.subscribe([settings.topic_ticks])
+    reload()
+    dual = champions.current()
+    log.info("live scorer running: kafka %s topic %s, %s bars, %s", settings.kafka_bootstrap_servers,
+             settings.topic_ticks, interval,
+             f"{dual.model_name} version {dual.model_version}" if dual else "momentum baseline (no champion)")
+    deadline = time.monotonic() + stop_after_seconds if stop_after_seconds else None
+    next_reload = time.monotonic() + settings.live_reload_seconds
+    next_flush = time.monotonic() + settings.live_history_seconds
+    cycles, scored, folded, started = 0, 0, 0, time.monotonic()
+    try:
+        while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
+            messages = consumer.consume(MAX_MESSAGES_PER_CYCLE, timeout=0 if market.dirty else settings.live_poll_seconds)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.code() != KafkaError._PARTITION_EOF:
+                        log.warning("kafka: %s", error)
+                    continue
+                tick = parse_tick(message.value(), message.timestamp()[1] * 1000, future_us)
+                if tick is not None and market.fold(tick):
+                    folded += 1
+            if market.dirty:
+                frame, skipped = score_cycle(market, champions.current(), index_symbol=index, horizon=interval,
+                                             lookback=settings.predictor_lookback_bars)
+                if skipped and cycles % 100 == 0:
+                    log.info("%d symbol(s) not scored, e.g. %s", len(skipped),
+                             "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
+                if len(frame):
+                    store.upsert_frame(frame)
+                    if publisher is not None:
+                        publisher.publish(frame)
+                    history.add(frame)
+                    scored += len(frame)
+                cycles += 1
+            now = time.monotonic()
+            if now >= next_flush:
+                history.flush()
+                next_flush = now + settings.live_history_seconds
+            if now >= next_reload:
+                reload()
+                next_reload = time.monotonic() + settings.live_reload_seconds
+            if now - started >= 60:
+                log.info("last %.0fs: %d ticks folded, %d cycles, %d predictions; skipped %s",
+                         now - started, folded, cycles, scored, market.skipped)
+                cycles, scored, folded, started = 0, 0, 0, now
+    finally:
+        history.flush()
+        consumer.close()
+        log.info("live scorer stopped")
