@@ -16,17 +16,19 @@ from tickcast.testing import TICKCAST
 
 
 class IngestProcess:
-    """`tickcast stream ingest` in its own process group, so a SIGKILL takes the JVM too."""
+    """`tickcast stream ingest` (or another `tickcast stream` job) in its own process group, so a
+    SIGKILL takes the JVM too."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
+    def __init__(self, env: dict[str, str], log_path: Path, job: str = "ingest"):
         self.env = env
         self.log_path = log_path
+        self.job = job
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> IngestProcess:
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(
-            [TICKCAST, "stream", "ingest"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [TICKCAST, "stream", self.job], env=self.env, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         return self
@@ -81,6 +83,8 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
         "TICKCAST_SPARK_MASTER": "local[2]",
         "TICKCAST_SPARK_SHUFFLE_PARTITIONS": "2",
         "TICKCAST_SPARK_DRIVER_MEMORY": "1g",
+        # These tests are about the stream, which then scores too; the live scorer has its own.
+        "TICKCAST_SCORER_MODE": "stream",
     }
     processes: list[IngestProcess] = []
 
@@ -93,6 +97,13 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
 
         def ingest(self) -> IngestProcess:
             proc = IngestProcess(env, tmp_path / "ingest.log").start()
+            processes.append(proc)
+            return proc
+
+        def scorer(self, **overrides: str) -> IngestProcess:
+            """The live scorer (`tickcast stream score`), with the stream in live mode."""
+            env.update(TICKCAST_SCORER_MODE="live", **overrides)
+            proc = IngestProcess(env, tmp_path / "scorer.log", job="score").start()
             processes.append(proc)
             return proc
 
