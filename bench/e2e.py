@@ -354,7 +354,7 @@ def main() -> int:
     table.add_column("value", justify="right")
     table.add_row("tick produced_at -> API serves a prediction that includes it: p50 / p99 / max (target p99 <= 1 s)",
                   f"{s(lat['p50'])} / {s(lat['p99'])} / {s(lat['max'])}")
-    table.add_row("  of which produced_at -> predicted_at (the stream): p50 / p99",
+    table.add_row("  of which produced_at -> predicted_at (scoring): p50 / p99",
                   f"{s(figures['produced_to_scored_s']['p50'])} / {s(figures['produced_to_scored_s']['p99'])}")
     table.add_row("  of which predicted_at -> pushed by the API: p50 / p99",
                   f"{s(figures['scored_to_served_s']['p50'])} / {s(figures['scored_to_served_s']['p99'])}")

@@ -249,3 +249,23 @@ def test_history_appends_to_the_streams_predictions_table(spark, settings, dual:
     expected = frame[frame["symbol"] == "BBB"].iloc[0]
     assert row["probabilities"]["up"] == pytest.approx(expected["prob_up"])
     assert row["predicted_at"].replace(tzinfo=UTC) == expected["predicted_at"].to_pydatetime()
+
+
+def test_a_reload_keeps_the_bars_closed_here_that_delta_has_not_stored_yet(dual: DualModel) -> None:
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 30, seed=3)
+    stored = compute_features(history, "1d", history[history["symbol"] == "MKT"])
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    for day in (0, 1):
+        for symbol, price in (("MKT", 4000.0 + day), ("AAA", 51.0 + day)):
+            market.fold(_tick(symbol, TODAY + pd.Timedelta(days=day, hours=15), price))
+        score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
+    before = (market.closed.copy(), market.closed_features.copy())
+    # Delta still ends yesterday, and one of its old bars was corrected (a backfill).
+    corrected = history.copy()
+    corrected.loc[corrected.index[0], "close"] = 1.0
+    market.load(corrected, stored[market.feature_columns], _us(TODAY + pd.Timedelta(days=1, hours=16)))
+    assert len(market.closed) == len(before[0]) and len(market.closed_features) == len(before[1])
+    assert market.closed["close"].iloc[0] == 1.0  # Delta's correction is in
+    newest = market.closed.groupby("symbol")["window_start"].max()
+    assert (newest == TODAY).all()  # the bars that closed here are kept
+    assert sorted(market.open) == ["AAA", "MKT"] and market.open["AAA"].close == 52.0

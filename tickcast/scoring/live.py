@@ -186,11 +186,12 @@ class LiveMarket:
                                             float(row.close), float(row.volume), int(row.trades or 0),
                                             int(open_ts), int(close_ts))
             self.dirty.add(row.symbol)
-        self.closed = self._newest(bars[start_us < self._open_start_us(bars["symbol"], current)], self.depth)
+        stored = bars[start_us < self._open_start_us(bars["symbol"], current)]
+        self.closed = self._newest(_with_newer(stored, self.closed), self.depth)
         features = features.loc[:, self.feature_columns].copy()
         features["window_start"] = pd.to_datetime(features["window_start"], utc=True)
         before_open = _epoch_us_of(features["window_start"]) < self._open_start_us(features["symbol"], current)
-        self.closed_features = self._newest(features[before_open], self.depth)
+        self.closed_features = self._newest(_with_newer(features[before_open], self.closed_features), self.depth)
 
     def _open_start_us(self, symbols: pd.Series, default: int) -> pd.Series:
         starts = {s: b.window_start for s, b in self.open.items()}
@@ -307,6 +308,17 @@ class LiveMarket:
         """Trailing bars (the open one last) for the momentum baseline."""
         closed = self.closed[self.closed["symbol"].isin(symbols)].groupby("symbol", sort=False).tail(lookback)
         return pd.concat([closed, self.open_bars(symbols)], ignore_index=True)
+
+
+def _with_newer(stored: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+    """Delta's rows, and the rows held here that are newer than any Delta has for their symbol
+    (bars closed here that the stream has not stored yet)."""
+    if held.empty:
+        return stored
+    newest = stored.groupby("symbol")["window_start"].max()
+    known = held["symbol"].map(newest)
+    newer = held[known.isna() | (held["window_start"] > known)]
+    return pd.concat([stored, newer], ignore_index=True) if len(newer) else stored
 
 
 def _epoch_us_of(stamps: pd.Series) -> pd.Series:
