@@ -562,6 +562,8 @@ def run(settings: Settings, starting_offsets: str = "earliest", stop_after_secon
     """Run the ingest query until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
     from tickcast.spark import build_spark
 
+    if settings.ingest_niceness:
+        os.nice(settings.ingest_niceness)  # before the JVM starts, which inherits it
     spark = build_spark(settings, "tickcast-ingest")
     from tickcast.platform.status import progress_path
 

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     spark_driver_memory: str = "2g"
     ingest_trigger_seconds: float = 1.0
     ingest_max_offsets_per_trigger: int = 500_000
+    # The ingest job (and its JVM) runs this much nicer than normal: it is throughput work, and
+    # on a small machine it would otherwise take the CPU the live scorer and the API answer with.
+    ingest_niceness: int = Field(default=10, ge=0, le=19)
     # A tick older than its own feed's newest tick by more than this is late.
     late_tolerance_seconds: int = 300
     # Ticks stamped further than this in the future are rejected.

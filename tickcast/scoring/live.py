@@ -164,6 +164,39 @@ class LiveMarket:
         self._feed_max: dict[tuple[str, str], int] = {}
         self.skipped = {"duplicate": 0, "late": 0, "closed_bar": 0}
 
+    # Every cycle reads these whole when every symbol is due (the usual case in a live market),
+    # and the newest few feature rows per symbol: both are derived once per assignment.
+
+    @property
+    def closed(self) -> pd.DataFrame:
+        return self._closed
+
+    @closed.setter
+    def closed(self, frame: pd.DataFrame) -> None:
+        self._closed = frame
+        self._closed_symbols = set(frame["symbol"].unique())
+
+    @property
+    def closed_features(self) -> pd.DataFrame:
+        return self._closed_features
+
+    @closed_features.setter
+    def closed_features(self, frame: pd.DataFrame) -> None:
+        self._closed_features = frame
+        self._feature_tails: dict[int, pd.DataFrame] = {}
+
+    def _closed_of(self, symbols: list[str]) -> pd.DataFrame:
+        if self._closed_symbols <= set(symbols):
+            return self._closed
+        return self._closed[self._closed["symbol"].isin(symbols)]
+
+    def _feature_tail(self, rows: int) -> pd.DataFrame:
+        tail = self._feature_tails.get(rows)
+        if tail is None:
+            tail = self._feature_tails[rows] = (self._closed_features.groupby("symbol", sort=False).tail(rows)
+                                                .reset_index(drop=True))
+        return tail
+
     # -- state from Delta -----------------------------------------------------------------------
 
     def load(self, bars: pd.DataFrame, features: pd.DataFrame, now_us: int) -> None:
@@ -279,7 +312,7 @@ class LiveMarket:
         with_index = sorted(set(wanted) | ({index_symbol} & set(self.open)))
         open_rows = self.open_bars(with_index)
         open_start = open_rows.set_index("symbol")["window_start"]
-        bars = pd.concat([self.closed[self.closed["symbol"].isin(with_index)], open_rows], ignore_index=True)
+        bars = pd.concat([self._closed_of(with_index), open_rows], ignore_index=True)
         emit = open_start.copy()
         for symbol, start in closed_from.items():
             emit[symbol] = min(emit[symbol], start)
@@ -300,8 +333,8 @@ class LiveMarket:
         from tickcast.scoring.score import build_batch
 
         symbols = list(open_features["symbol"])
-        closed = self.closed_features[self.closed_features["symbol"].isin(symbols)]
-        frame = pd.concat([closed.groupby("symbol", sort=False).tail(length - 1), open_features], ignore_index=True)
+        closed = self._feature_tail(length - 1)
+        frame = pd.concat([closed[closed["symbol"].isin(symbols)], open_features], ignore_index=True)
         return build_batch(frame, self.open_bars(symbols), names, length)
 
     def momentum_bars(self, symbols: list[str], lookback: int) -> pd.DataFrame:
