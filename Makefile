@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference bench-api bench-e2e clean
+.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference bench-api bench-e2e bench-live clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ bench-api: bootstrap bench/node_modules ## API latency and throughput (GET one /
 
 bench-e2e: bootstrap ## Tick produced -> prediction served, 5,000 symbols at one tick/s each
 	$(VENV)/bin/python bench/e2e.py
+
+bench-live: bootstrap ## One live-scorer cycle for 5,000 symbols, step by step
+	$(VENV)/bin/python bench/live.py
 
 # The load generator of bench-api (autocannon, pinned by bench/package-lock.json).
 bench/node_modules: bench/package.json bench/package-lock.json

@@ -175,7 +175,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=60, help="seconds of feed before the measured window")
     parser.add_argument("--seconds", type=float, default=120, help="seconds of feed measured")
     parser.add_argument("--drain", type=float, default=300, help="seconds to wait for the last predictions")
-    parser.add_argument("--history-bars", type=int, default=80, help="daily bars per symbol before today")
+    parser.add_argument("--history-bars", type=int, default=420,
+                        help="daily bars per symbol before today (the scorer holds at most 400)")
     parser.add_argument("--config", type=Path, default=REPO / "experiments" / "daily.yaml",
                         help="the experiment whose features, sequence length and network sizes are served")
     parser.add_argument("--observers", type=int, default=25, help="WebSocket clients sharing the symbols")

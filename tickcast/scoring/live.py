@@ -211,13 +211,15 @@ class LiveMarket:
             bars[column] = pd.to_datetime(bars[column], utc=True)
         current = (now_us // self.length_us) * self.length_us
         start_us = _epoch_us_of(bars["window_start"])
-        for row in bars[(start_us >= current) & ~bars["symbol"].isin(list(self.open))].itertuples(index=False):
+        current_bars = bars[(start_us >= current) & ~bars["symbol"].isin(list(self.open))]
+        for row in current_bars.sort_values("window_start").itertuples(index=False):
+            start = row.window_start.value // 1000
             # Bars loaded from files (backfills) carry no tick times: the window's ends stand in.
-            open_ts = current if pd.isna(row.open_ts) else row.open_ts.value // 1000
-            close_ts = current + self.length_us - 1 if pd.isna(row.close_ts) else row.close_ts.value // 1000
-            self.open[row.symbol] = OpenBar(current, float(row.open), float(row.high), float(row.low),
-                                            float(row.close), float(row.volume), int(row.trades or 0),
-                                            int(open_ts), int(close_ts))
+            open_ts = start if pd.isna(row.open_ts) else row.open_ts.value // 1000
+            close_ts = start + self.length_us - 1 if pd.isna(row.close_ts) else row.close_ts.value // 1000
+            self.open[row.symbol] = OpenBar(start, float(row.open), float(row.high), float(row.low),
+                                            float(row.close), float(row.volume),
+                                            0 if pd.isna(row.trades) else int(row.trades), int(open_ts), int(close_ts))
             self.dirty.add(row.symbol)
         stored = bars[start_us < self._open_start_us(bars["symbol"], current)]
         self.closed = self._newest(_with_newer(stored, self.closed), self.depth)
@@ -297,7 +299,7 @@ class LiveMarket:
             frame = self._frame([s for s, _ in pairs], [b for _, b in pairs])
             closed_from = frame.groupby("symbol")["window_start"].min().to_dict()
             # A bar closed here replaces a stored copy of the same window (a stream partial of it).
-            merged = pd.concat([self.closed, frame], ignore_index=True).drop_duplicates(
+            merged = _concat([self.closed, frame]).drop_duplicates(
                 ["symbol", "window_start"], keep="last")
             self.closed = self._newest(merged, self.depth)
             self.rolled = {}
@@ -312,7 +314,7 @@ class LiveMarket:
         with_index = sorted(set(wanted) | ({index_symbol} & set(self.open)))
         open_rows = self.open_bars(with_index)
         open_start = open_rows.set_index("symbol")["window_start"]
-        bars = pd.concat([self._closed_of(with_index), open_rows], ignore_index=True)
+        bars = _concat([self._closed_of(with_index), open_rows])
         emit = open_start.copy()
         for symbol, start in closed_from.items():
             emit[symbol] = min(emit[symbol], start)
@@ -322,8 +324,8 @@ class LiveMarket:
         computed["window_start"] = pd.to_datetime(computed["window_start"], utc=True)
         is_open = computed["window_start"] == computed["symbol"].map(open_start)
         if (~is_open).any():
-            merged = pd.concat([self.closed_features, computed.loc[~is_open, self.feature_columns]],
-                               ignore_index=True).drop_duplicates(["symbol", "window_start"], keep="last")
+            merged = _concat([self.closed_features, computed.loc[~is_open, self.feature_columns]])
+            merged = merged.drop_duplicates(["symbol", "window_start"], keep="last")
             self.closed_features = self._newest(merged, self.depth)
         return computed[is_open & computed["symbol"].isin(symbols)]
 
@@ -334,13 +336,21 @@ class LiveMarket:
 
         symbols = list(open_features["symbol"])
         closed = self._feature_tail(length - 1)
-        frame = pd.concat([closed[closed["symbol"].isin(symbols)], open_features], ignore_index=True)
+        frame = _concat([closed[closed["symbol"].isin(symbols)], open_features])
         return build_batch(frame, self.open_bars(symbols), names, length)
 
     def momentum_bars(self, symbols: list[str], lookback: int) -> pd.DataFrame:
         """Trailing bars (the open one last) for the momentum baseline."""
         closed = self.closed[self.closed["symbol"].isin(symbols)].groupby("symbol", sort=False).tail(lookback)
-        return pd.concat([closed, self.open_bars(symbols)], ignore_index=True)
+        return _concat([closed, self.open_bars(symbols)])
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Rows of all the frames; empty ones (a fresh platform) left out, as pandas wants."""
+    kept = [f for f in frames if len(f)]
+    if not kept:
+        return frames[-1].iloc[:0]
+    return kept[0].reset_index(drop=True) if len(kept) == 1 else pd.concat(kept, ignore_index=True)
 
 
 def _with_newer(stored: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
@@ -351,7 +361,7 @@ def _with_newer(stored: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
     newest = stored.groupby("symbol")["window_start"].max()
     known = held["symbol"].map(newest)
     newer = held[known.isna() | (held["window_start"] > known)]
-    return pd.concat([stored, newer], ignore_index=True) if len(newer) else stored
+    return _concat([stored, newer])
 
 
 def _epoch_us_of(stamps: pd.Series) -> pd.Series:

@@ -100,12 +100,12 @@ class HistoryWriter:
 
 def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
-    from confluent_kafka import Consumer, KafkaError
+    from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
     from tickcast.predictions import OnlineStore
     from tickcast.scoring.live import LiveMarket, parse_tick, score_cycle
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
-    from tickcast.scoring.publish import PredictionPublisher
+    from tickcast.scoring.publish import PredictionPublisher, PublishError
 
     interval = settings.scorer_interval
     market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000)
@@ -158,7 +158,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("kafka: %s", error)
                     continue
-                tick = parse_tick(message.value(), message.timestamp()[1] * 1000, future_us)
+                kind, millis = message.timestamp()
+                received_us = millis * 1000 if kind != TIMESTAMP_NOT_AVAILABLE else time.time_ns() // 1000
+                tick = parse_tick(message.value(), received_us, future_us)
                 if tick is not None and market.fold(tick):
                     folded += 1
             if market.dirty:
@@ -170,7 +172,10 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 if len(frame):
                     store.upsert_frame(frame)
                     if publisher is not None:
-                        publisher.publish(frame)
+                        try:
+                            publisher.publish(frame)
+                        except PublishError as exc:  # served and kept in Delta all the same
+                            log.error("%d prediction(s) not published to Kafka: %s", len(frame), exc)
                     history.add(frame)
                     scored += len(frame)
                 cycles += 1
