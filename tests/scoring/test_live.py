@@ -198,14 +198,23 @@ def test_a_bar_closed_by_the_next_days_tick_joins_the_sequence(dual: DualModel) 
     everything = pd.concat([market.closed, market.open_bars(["AAA", "MKT"])], ignore_index=True)
     expected = _reference(everything.drop(columns=["trades", "open_ts"]), dual, predicted_at)
     pd.testing.assert_frame_equal(frame.sort_values("symbol").reset_index(drop=True), expected, rtol=1e-6)
-    # The closed bar's features were kept (as the stream's would be stored).
+    # The closed bar's model features were kept (as the stream's would be stored); the others
+    # wait for Delta's row (the scorer computes only what the models read).
     closed_day = market.closed_features[market.closed_features["window_start"] == TODAY]
     assert sorted(closed_day["symbol"]) == ["AAA", "MKT"]
     full = compute_features(everything, "1d", everything[everything["symbol"] == "MKT"])
     full["window_start"] = pd.to_datetime(full["window_start"], utc=True)
-    want = full[full["window_start"] == TODAY].set_index("symbol")[list(feature_names("1d"))]
-    got = closed_day.set_index("symbol")[list(feature_names("1d"))]
-    pd.testing.assert_frame_equal(got.sort_index(), want.sort_index(), rtol=1e-9)
+    want = full[full["window_start"] == TODAY].set_index("symbol")[dual.features]
+    got = closed_day.set_index("symbol")
+    pd.testing.assert_frame_equal(got[dual.features].sort_index(), want.sort_index(), rtol=1e-9)
+    others = [name for name in feature_names("1d") if name not in dual.features]
+    assert got[others].isna().all().all()
+    # The carry moved to the newest closed bar: the recursive means there are the full history's.
+    _, carry = compute_features(market.closed, "1d", with_carry=True)
+    carry["window_start"] = pd.to_datetime(carry["window_start"], utc=True)
+    newest = carry.groupby("symbol").tail(1).set_index("symbol").sort_index()
+    pd.testing.assert_frame_equal(market.carry.sort_index().loc[:, newest.columns], newest, rtol=1e-12,
+                                  check_dtype=False)
 
 
 def test_without_a_champion_the_momentum_baseline_scores() -> None:
@@ -269,3 +278,9 @@ def test_a_reload_keeps_the_bars_closed_here_that_delta_has_not_stored_yet(dual:
     newest = market.closed.groupby("symbol")["window_start"].max()
     assert (newest == TODAY).all()  # the bars that closed here are kept
     assert sorted(market.open) == ["AAA", "MKT"] and market.open["AAA"].close == 52.0
+    # AAA's carry was computed afresh from the corrected bars; MKT's, unchanged, was kept.
+    _, carry = compute_features(market.closed, "1d", with_carry=True)
+    carry["window_start"] = pd.to_datetime(carry["window_start"], utc=True)
+    newest = carry.groupby("symbol").tail(1).set_index("symbol").sort_index()
+    pd.testing.assert_frame_equal(market.carry.sort_index().loc[:, newest.columns], newest, rtol=1e-12,
+                                  check_dtype=False)

@@ -54,6 +54,26 @@ EWM_PER_STEP_COST = 20e-6
 # Rows per chunk of two-pass window statistics: bounds the copies to ~50 MB.
 TWO_PASS_CHUNK_ROWS = 100_000
 OUTPUT_COLUMNS = (*KEY_COLUMNS, *FEATURE_NAMES, "feature_set_version")
+# The recursive means of a symbol's series at one bar, and how many bars the series has up to
+# it: what a caller carries from one call to the next (``carry``, ``with_carry``) to compute a
+# new bar's features from a short tail of bars instead of the whole history.
+CARRY_COLUMNS = ("bars", "avg_gain", "avg_loss", "ema_12", "ema_26", "macd_signal_mean", "true_range_mean")
+# Bars of its own series a row needs before it for a feature to be complete (its windows and
+# shifts); the recursive means come from those bars or from a carry.
+HISTORY_BARS: dict[str, int] = {
+    **{f"return_{n}d": n for n in RETURN_HORIZONS},
+    **{f"volatility_{n}d": n for n in VOLATILITY_WINDOWS},
+    **{f"volume_ratio_{n}d": n - 1 for n in VOLUME_RATIO_WINDOWS},
+    "dollar_volume": 0, "rsi_14": 1, "macd": 0, "macd_signal": 0, "macd_hist": 0,
+    "sma_50_200_cross": 199, "bollinger_position": 19, "atr_14": 1,
+    "market_beta": BETA_WINDOW, "market_return": 0, "market_volatility": 0,
+    "minute_of_hour": 0, "hour_of_day": 0, "day_of_week": 0,
+}
+
+
+def history_bars(names) -> int:
+    """Bars a row needs before it for all of ``names`` to be complete."""
+    return max((HISTORY_BARS[name] for name in names), default=0)
 
 
 def compute_features(
@@ -62,18 +82,35 @@ def compute_features(
     index_bars: pd.DataFrame | None = None,
     *,
     emit_from: str | None = None,
-) -> pd.DataFrame:
+    features: list[str] | tuple[str, ...] | None = None,
+    carry: pd.DataFrame | None = None,
+    with_carry: bool = False,
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     """Feature rows for every bar in ``bars``, sorted by (symbol, window_start).
 
     ``index_bars`` are the market index's bars (one symbol); without them the market
     features are null. ``emit_from`` names a timestamp column of ``bars``: only rows with
     ``window_start`` at or after it are returned (the earlier bars are history), which
-    spares the window statistics of rows nobody asked for.
+    spares the window statistics of rows nobody asked for. ``features``: the features
+    wanted (the others are null); all by default.
+
+    ``carry`` (``symbol``, ``window_start``, ``CARRY_COLUMNS``; at most one row per symbol)
+    resumes a symbol's series at one of its bars, as a call with ``with_carry`` returned it
+    there: the recursive means continue from it, and the bars before it are only the history
+    the windows and shifts need (``HISTORY_BARS``). The rows of a carried symbol come out
+    exactly as from its whole history; a wanted feature whose window reaches past the bars
+    given raises instead of coming out null. ``with_carry`` returns ``(features, carry)``,
+    the carry of every row returned, in the same order.
     """
     feature_names(interval)  # validates the interval
     missing = [c for c in BAR_COLUMNS if c not in bars.columns]
     if missing:
         raise ValueError(f"bars lack column(s) {', '.join(missing)}")
+    unknown = sorted(set(features or ()) - set(FEATURE_NAMES))
+    if unknown:
+        raise ValueError(f"unknown feature(s) {', '.join(unknown)}")
+    if carry is not None and carry["symbol"].duplicated().any():
+        raise ValueError("carry holds more than one row for a symbol")
 
     kept = [*BAR_COLUMNS, emit_from] if emit_from else list(BAR_COLUMNS)
     frame = (
@@ -89,14 +126,20 @@ def compute_features(
     }
     if frame.empty:
         empty = {name: pd.Series(dtype="float64") for name in FEATURE_NAMES}
-        return pd.DataFrame({**{k: frame[k] for k in ("symbol", "window_start", "window_end")},
-                             "interval": pd.Series(dtype="object"), **empty,
-                             "feature_set_version": pd.Series(dtype="object")}).loc[:, list(OUTPUT_COLUMNS)]
+        result = pd.DataFrame({**{k: frame[k] for k in ("symbol", "window_start", "window_end")},
+                               "interval": pd.Series(dtype="object"), **empty,
+                               "feature_set_version": pd.Series(dtype="object")}).loc[:, list(OUTPUT_COLUMNS)]
+        if with_carry:
+            return result, pd.DataFrame({"symbol": frame["symbol"], "window_start": frame["window_start"],
+                                         **{c: pd.Series(dtype="float64") for c in CARRY_COLUMNS}})
+        return result
 
     emit = None
     if emit_from:
         emit = (_epoch_ns(frame["window_start"]) >= _epoch_ns(frame[emit_from]))
-    series = _SymbolSeries(frame, emit)
+    series = _SymbolSeries(frame, emit, carry)
+    wanted = tuple(features) if features is not None else FEATURE_NAMES
+    series.check_history(wanted)
     close = series.column("close")
     high = series.column("high")
     low = series.column("low")
@@ -115,14 +158,16 @@ def compute_features(
     out["dollar_volume"] = close * volume
 
     change = close - prev_close
-    avg_gain = series.ewm(change.clip(lower=0), WILDER_ALPHA)
-    avg_loss = series.ewm((-change).clip(lower=0), WILDER_ALPHA)
+    avg_gain = series.ewm(change.clip(lower=0), WILDER_ALPHA, "avg_gain")
+    avg_loss = series.ewm((-change).clip(lower=0), WILDER_ALPHA, "avg_loss")
     rsi = 100 - 100 / (1 + _ratio(avg_gain, avg_loss))
     rsi = rsi.where(avg_loss != 0, 100.0)
     out["rsi_14"] = rsi.where(pos >= 14)
 
-    macd = (series.ewm(close, 2 / 13) - series.ewm(close, 2 / 27)).where(pos >= 25)
-    signal = series.ewm(macd, 2 / 10).where(pos >= 33)
+    ema_12, ema_26 = series.ewm(close, 2 / 13, "ema_12"), series.ewm(close, 2 / 27, "ema_26")
+    macd = (ema_12 - ema_26).where(pos >= 25)
+    signal_mean = series.ewm(macd, 2 / 10, "macd_signal_mean")
+    signal = signal_mean.where(pos >= 33)
     out["macd"] = macd
     out["macd_signal"] = signal
     out["macd_hist"] = macd - signal
@@ -136,7 +181,8 @@ def compute_features(
     true_range = pd.concat(
         [high - low, (high - prev_close).abs(), (low - prev_close).abs()], axis=1
     ).max(axis=1, skipna=False)
-    out["atr_14"] = series.ewm(true_range, WILDER_ALPHA).where(pos >= 14)
+    true_range_mean = series.ewm(true_range, WILDER_ALPHA, "true_range_mean")
+    out["atr_14"] = true_range_mean.where(pos >= 14)
 
     _market_features(out, frame, series, one_bar_return, index_bars, interval)
 
@@ -148,11 +194,23 @@ def compute_features(
     else:
         for name in INTRADAY_FEATURE_NAMES:
             out[name] = np.nan
+    if features is not None:
+        for name in set(FEATURE_NAMES) - set(features):
+            out[name] = np.nan
     out["feature_set_version"] = FEATURE_SET_VERSION
-    result = pd.DataFrame({name: out[name] for name in OUTPUT_COLUMNS}, index=frame.index)
-    if emit is not None:
-        result = result.loc[emit].reset_index(drop=True)
-    return result
+    rows = slice(None) if emit is None else emit
+    result = pd.DataFrame({name: _rows(out[name], rows) for name in OUTPUT_COLUMNS}).reset_index(drop=True)
+    if not with_carry:
+        return result
+    state = {"symbol": frame["symbol"], "window_start": frame["window_start"], "bars": pos + 1,
+             "avg_gain": avg_gain, "avg_loss": avg_loss, "ema_12": ema_12, "ema_26": ema_26,
+             "macd_signal_mean": signal_mean, "true_range_mean": true_range_mean}
+    return result, pd.DataFrame({name: _rows(values, rows) for name, values in state.items()}).reset_index(drop=True)
+
+
+def _rows(values: object, rows: slice | np.ndarray) -> object:
+    """The emitted rows of a column (scalars stay scalars), so only those rows are framed."""
+    return values[rows] if isinstance(values, pd.Series) else values
 
 
 def _market_features(
@@ -197,9 +255,9 @@ class _SymbolSeries:
     positions for all symbols at once.
     """
 
-    def __init__(self, frame: pd.DataFrame, emit: np.ndarray | None = None):
+    def __init__(self, frame: pd.DataFrame, emit: pd.Series | None = None, carry: pd.DataFrame | None = None):
         self.frame = frame
-        self.emit = emit
+        self.emit = None if emit is None else np.asarray(emit, dtype=bool)
         keys = frame["symbol"].to_numpy()
         n = len(keys)
         boundary = np.ones(n, dtype=bool)
@@ -208,16 +266,70 @@ class _SymbolSeries:
         self.group_starts = np.flatnonzero(boundary)
         self.group_lengths = np.diff(np.append(self.group_starts, n))
         first_row = np.repeat(self.group_starts, self.group_lengths)
-        self.position = pd.Series(np.arange(n) - first_row, index=frame.index)
+        # Rows of the symbol's bars given here before each row: what windows and shifts can use.
+        self.local = pd.Series(np.arange(n) - first_row, index=frame.index)
         self._first_row = first_row
         self._window_cache: dict[int, _GroupWindow] = {}
+        # Where each symbol's recursive means start: its first row, or the carried one.
+        self.seed_rows = self.group_starts.copy()
+        self.seeds: dict[str, np.ndarray] = {}
+        self.carried = np.zeros(len(self.group_starts), dtype=bool)
+        position = np.arange(n) - first_row
+        if carry is not None and len(carry):
+            self._resume(carry, position)
+        # Bars of the symbol's whole series before each row: what warm-up rules count.
+        self.position = pd.Series(position, index=frame.index)
+
+    def _resume(self, carry: pd.DataFrame, position: np.ndarray) -> None:
+        group_of = pd.Index(self.frame["symbol"].to_numpy()[self.group_starts])
+        groups = group_of.get_indexer(carry["symbol"])
+        carry = carry[groups >= 0]
+        groups = groups[groups >= 0]
+        if not len(carry):
+            return
+        group_of_row = np.repeat(np.arange(len(self.group_starts)), self.group_lengths)
+        given = pd.DataFrame({"group": group_of_row, "at": _epoch_ns(self.frame["window_start"]),
+                              "row": np.arange(len(group_of_row))})
+        asked = pd.DataFrame({"group": groups, "at": _epoch_ns(carry["window_start"])})
+        found = asked.merge(given, on=["group", "at"], how="left")
+        if len(found) != len(asked) or found["row"].isna().any():
+            missing = found.loc[found["row"].isna(), "group"].head(1).tolist() or [
+                found["group"][found["group"].duplicated()].iloc[0]]
+            raise ValueError(f"carry of {group_of[missing[0]]} is at a bar its bars do not hold once")
+        rows = found["row"].to_numpy(dtype="int64")
+        self.carried[groups] = True
+        self.seed_rows[groups] = rows
+        for name in CARRY_COLUMNS[1:]:
+            seeds = np.full(len(self.group_starts), np.nan)
+            seeds[groups] = carry[name].to_numpy(dtype="float64")
+            self.seeds[name] = seeds
+        bars_before = carry["bars"].to_numpy(dtype="int64") - 1 - (rows - self.group_starts[groups])
+        offset = np.zeros(len(self.group_starts), dtype=np.int64)
+        offset[groups] = bars_before
+        position += np.repeat(offset, self.group_lengths)
+
+    def check_history(self, names) -> None:
+        """Refuse to return a wanted feature that the bars given cannot complete (with a carry,
+        the bars before the carried one may be fewer than the series has)."""
+        rows = np.ones(len(self.local), dtype=bool) if self.emit is None else self.emit
+        if not self.carried.any() or not rows.any():
+            return
+        group = np.repeat(np.arange(len(self.group_starts)), self.group_lengths)
+        before_seed = np.arange(len(self.local)) < np.repeat(self.seed_rows, self.group_lengths)
+        if (rows & before_seed & self.carried[group]).any():
+            raise ValueError("rows before a carried bar cannot be returned: their recursive means are unknown")
+        local, position = self.local.to_numpy()[rows], self.position.to_numpy()[rows]
+        for name in names:
+            need = HISTORY_BARS[name]
+            if ((local < need) & (position >= need)).any():
+                raise ValueError(f"{name} needs {need} bars before each row returned; fewer were given")
 
     def column(self, name: str) -> pd.Series:
         return self.frame[name].astype("float64")
 
     def shift(self, values: pd.Series, periods: int) -> pd.Series:
         shifted = values.shift(periods)
-        return shifted.where(self.position >= periods)
+        return shifted.where(self.local >= periods)
 
     def _windows(self, window: int) -> _GroupWindow:
         if window not in self._window_cache:
@@ -275,7 +387,7 @@ class _SymbolSeries:
         arrays = [c.to_numpy(dtype="float64") for c in columns]
         n = len(arrays[0])
         result = np.full(n, np.nan)
-        full = self.position.to_numpy() >= window - 1
+        full = self.local.to_numpy() >= window - 1
         rows = np.flatnonzero(full if self.emit is None else full & self.emit)
         if len(rows) == 0:
             return pd.Series(result, index=columns[0].index)
@@ -286,20 +398,24 @@ class _SymbolSeries:
             result[chunk] = reduce(*(view[chunk - window + 1] for view in views))
         return pd.Series(result, index=columns[0].index)
 
-    def ewm(self, values: pd.Series, alpha: float) -> pd.Series:
-        """Exponential mean, not adjusted, seeded with each symbol's first non-null value;
-        a null inside the series carries the previous mean forward."""
+    def ewm(self, values: pd.Series, alpha: float, name: str) -> pd.Series:
+        """Exponential mean, not adjusted, seeded with each symbol's first non-null value (or
+        resumed from its carried ``name`` at the carried bar, null before it); a null inside
+        the series carries the previous mean forward."""
         x = values.to_numpy(dtype="float64")
-        starts, lengths = self.group_starts, self.group_lengths
+        starts = self.seed_rows
+        lengths = self.group_starts + self.group_lengths - starts
+        if name in self.seeds:
+            x = x.copy()
+            x[starts[self.carried]] = self.seeds[name][self.carried]
         # Many short series (the stream): step through positions for all symbols at once.
         # Few long ones (a history backfill): pandas' compiled EWM per symbol.
+        y = np.full_like(x, np.nan)
         if len(starts) * EWM_PER_SERIES_COST < int(lengths.max(initial=0)) * EWM_PER_STEP_COST:
-            y = np.empty_like(x)
             for start, length in zip(starts, lengths, strict=True):
                 part = pd.Series(x[start:start + length])
                 y[start:start + length] = part.ewm(alpha=alpha, adjust=False, ignore_na=True).mean().to_numpy()
             return pd.Series(y, index=values.index)
-        y = np.full_like(x, np.nan)
         y[starts] = x[starts]
         for step in range(1, int(lengths.max(initial=0))):
             active = lengths > step

@@ -8,8 +8,10 @@ interval in memory: the closed ones as stored in Delta, the open one folded from
 they arrive (the rules of ``spark_jobs.transforms.bar_partials``). Every cycle it scores the
 symbols whose open bar changed:
 
-* the open bar's feature vector comes from ``compute_features`` (the one implementation)
-  over the symbol's trailing bars, the open one included;
+* the open bar's feature vector comes from ``compute_features`` (the one implementation):
+  the models' features only, over the few trailing bars their windows need and the open
+  one, with the recursive means carried from the symbol's newest closed bar (``carry``,
+  computed once from the trailing bars when they are loaded and stepped as bars close);
 * the feature vectors of the closed bars before it are Delta's (``features``), or the
   scorer's own for bars that closed while it ran;
 * both champion models score the sequences in one batched call each, with dual-model
@@ -33,7 +35,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from tickcast.features.compute import BAR_COLUMNS, compute_features
+from tickcast.features.compute import BAR_COLUMNS, CARRY_COLUMNS, compute_features, history_bars
 from tickcast.features.definitions import TRAILING_BARS, feature_names
 from tickcast.feeds.ticks import SCHEMA_VERSION
 from tickcast.symbols import SYMBOL_PATTERN
@@ -163,6 +165,8 @@ class LiveMarket:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._feed_max: dict[tuple[str, str], int] = {}
         self.skipped = {"duplicate": 0, "late": 0, "closed_bar": 0}
+        # Per symbol, the recursive feature state at its newest closed bar (compute_features' carry).
+        self.carry = pd.DataFrame(columns=["window_start", *CARRY_COLUMNS], index=pd.Index([], name="symbol"))
 
     # Every cycle reads these whole when every symbol is due (the usual case in a live market),
     # and the newest few feature rows per symbol: both are derived once per assignment.
@@ -175,6 +179,8 @@ class LiveMarket:
     def closed(self, frame: pd.DataFrame) -> None:
         self._closed = frame
         self._closed_symbols = set(frame["symbol"].unique())
+        self._closed_tails: dict[int, pd.DataFrame] = {}
+        self._closed_by_symbol: dict[str, pd.DataFrame] = {}
 
     @property
     def closed_features(self) -> pd.DataFrame:
@@ -189,6 +195,18 @@ class LiveMarket:
         if self._closed_symbols <= set(symbols):
             return self._closed
         return self._closed[self._closed["symbol"].isin(symbols)]
+
+    def _closed_tail(self, rows: int) -> pd.DataFrame:
+        tail = self._closed_tails.get(rows)
+        if tail is None:
+            tail = self._closed_tails[rows] = self._closed.groupby("symbol", sort=False).tail(rows)
+        return tail
+
+    def _closed_one(self, symbol: str) -> pd.DataFrame:
+        bars = self._closed_by_symbol.get(symbol)
+        if bars is None:
+            bars = self._closed_by_symbol[symbol] = self._closed[self._closed["symbol"] == symbol]
+        return bars
 
     def _feature_tail(self, rows: int) -> pd.DataFrame:
         tail = self._feature_tails.get(rows)
@@ -222,11 +240,29 @@ class LiveMarket:
                                             0 if pd.isna(row.trades) else int(row.trades), int(open_ts), int(close_ts))
             self.dirty.add(row.symbol)
         stored = bars[start_us < self._open_start_us(bars["symbol"], current)]
+        before = self.closed
         self.closed = self._newest(_with_newer(stored, self.closed), self.depth)
+        self._refresh_carry(before)
         features = features.loc[:, self.feature_columns].copy()
         features["window_start"] = pd.to_datetime(features["window_start"], utc=True)
         before_open = _epoch_us_of(features["window_start"]) < self._open_start_us(features["symbol"], current)
         self.closed_features = self._newest(_with_newer(features[before_open], self.closed_features), self.depth)
+
+    def _refresh_carry(self, before: pd.DataFrame) -> None:
+        """Keep the carry of the symbols whose closed bars Delta left as they were here; compute
+        it afresh (from all their trailing bars) for the others."""
+        now, then = _bar_digests(self.closed), _bar_digests(before)
+        same = now.index.isin(then.index)
+        same[same] = now[same].to_numpy() == then.reindex(now.index[same]).to_numpy()
+        stale = [s for s in now.index[~same]]
+        self.carry = self.carry[self.carry.index.isin(now.index[same])]
+        if not stale:
+            return
+        bars = self._closed_of(stale)
+        bars = bars.assign(emit_from=bars.groupby("symbol")["window_start"].transform("max"))
+        _, carry = compute_features(bars, self.interval, emit_from="emit_from", features=(), with_carry=True)
+        carry["window_start"] = pd.to_datetime(carry["window_start"], utc=True)
+        self.carry = _concat([self.carry.reset_index(), carry]).set_index("symbol")
 
     def _open_start_us(self, symbols: pd.Series, default: int) -> pd.Series:
         starts = {s: b.window_start for s, b in self.open.items()}
@@ -307,27 +343,55 @@ class LiveMarket:
         self.dirty = set()
         return sorted(due), closed_from
 
-    def features(self, symbols: list[str], closed_from: dict[str, pd.Timestamp], index_symbol: str) -> pd.DataFrame:
-        """Feature rows of the open bars of ``symbols`` (all of them open); the features of bars
-        closed since the last cycle (``closed_from`` on) are computed too and kept as closed ones."""
+    def features(self, symbols: list[str], closed_from: dict[str, pd.Timestamp], index_symbol: str,
+                 names: list[str] | None = None) -> pd.DataFrame:
+        """Feature rows (``names``, all by default) of the open bars of ``symbols`` (all of them
+        open); the features of bars closed since the last cycle (``closed_from`` on) are computed
+        too and kept as closed ones, and the carry moves to each symbol's newest closed bar."""
+        names = list(feature_names(self.interval) if names is None else names)
         wanted = sorted(set(symbols) | set(closed_from))
-        with_index = sorted(set(wanted) | ({index_symbol} & set(self.open)))
-        open_rows = self.open_bars(with_index)
+        open_rows = self.open_bars(wanted)
         open_start = open_rows.set_index("symbol")["window_start"]
-        bars = _concat([self._closed_of(with_index), open_rows])
         emit = open_start.copy()
         for symbol, start in closed_from.items():
             emit[symbol] = min(emit[symbol], start)
+        # A carried symbol needs only the bars its windows reach back to before the first row
+        # emitted, and those emitted; one without a usable carry, all its trailing bars.
+        rolled = 0
+        if closed_from:
+            rolls = self._closed_of(list(closed_from))
+            rolled = int((rolls["window_start"] >= rolls["symbol"].map(closed_from)).groupby(rolls["symbol"]).sum().max())
+        tail = self._closed_tail(history_bars(names) + 1 + rolled)
+        tail = tail[tail["symbol"].isin(wanted)] if len(wanted) < len(self._closed_symbols) else tail
+        before_emit = tail[tail["window_start"] < tail["symbol"].map(emit)]
+        last_before = before_emit.groupby("symbol")["window_start"].max()
+        carried = self.carry.reindex(last_before.index)
+        usable = carried["window_start"].eq(last_before).to_numpy(dtype=bool)
+        carry_rows = carried[usable].reset_index()
+        uncarried = sorted(set(self._closed_symbols & set(wanted)) - set(carry_rows["symbol"]))
+        parts = [tail[tail["symbol"].isin(carry_rows["symbol"])] if len(carry_rows) else tail.iloc[:0]]
+        if uncarried:
+            parts.append(self._closed_of(uncarried))
+        bars = _concat([*parts, open_rows])
         bars["emit_from"] = bars["symbol"].map(emit)
-        computed = compute_features(bars[bars["symbol"].isin(wanted)], self.interval,
-                                    bars[bars["symbol"] == index_symbol], emit_from="emit_from")
+        index_bars = None
+        if index_symbol in self.open or index_symbol in self._closed_symbols:
+            index_open = [open_rows[open_rows["symbol"] == index_symbol]] if index_symbol in wanted else (
+                [self.open_bars([index_symbol])] if index_symbol in self.open else [])
+            index_bars = _concat([self._closed_one(index_symbol), *index_open])
+        computed, carry = compute_features(bars, self.interval, index_bars, emit_from="emit_from", features=names,
+                                           carry=carry_rows, with_carry=True)
         computed["window_start"] = pd.to_datetime(computed["window_start"], utc=True)
-        is_open = computed["window_start"] == computed["symbol"].map(open_start)
+        carry["window_start"] = computed["window_start"]
+        is_open = (computed["window_start"] == computed["symbol"].map(open_start)).to_numpy()
         if (~is_open).any():
             merged = _concat([self.closed_features, computed.loc[~is_open, self.feature_columns]])
             merged = merged.drop_duplicates(["symbol", "window_start"], keep="last")
             self.closed_features = self._newest(merged, self.depth)
-        return computed[is_open & computed["symbol"].isin(symbols)]
+            moved = carry[~is_open].groupby("symbol", sort=False).tail(1).set_index("symbol")
+            self.carry = _concat([self.carry[~self.carry.index.isin(moved.index)].reset_index(),
+                                  moved.reset_index()]).set_index("symbol")
+        return computed[is_open & computed["symbol"].isin(symbols).to_numpy()]
 
     def sequences(self, open_features: pd.DataFrame, names: list[str], length: int):
         """The models' input: each symbol's ``length - 1`` newest closed feature vectors and its
@@ -364,6 +428,15 @@ def _with_newer(stored: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
     return _concat([stored, newer])
 
 
+def _bar_digests(bars: pd.DataFrame) -> pd.Series:
+    """Per symbol, a digest of its bars (which and what), to tell whether they changed."""
+    if bars.empty:
+        return pd.Series(dtype="uint64")
+    rows = pd.util.hash_pandas_object(bars.loc[:, ["window_start", "open", "high", "low", "close", "volume"]],
+                                      index=False)
+    return rows.groupby(bars["symbol"].to_numpy()).sum()
+
+
 def _epoch_us_of(stamps: pd.Series) -> pd.Series:
     return pd.to_datetime(stamps, utc=True).astype("datetime64[us, UTC]").astype("int64")
 
@@ -380,6 +453,6 @@ def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str
     if dual is None:
         bars = market.momentum_bars(symbols, lookback)
         return baseline.predict_frame(bars, horizon=horizon, lookback=lookback, predicted_at=predicted_at), {}
-    open_features = market.features(symbols, closed_from, index_symbol)
+    open_features = market.features(symbols, closed_from, index_symbol, dual.features)
     batch, skipped = market.sequences(open_features, dual.features, dual.sequence_length)
     return score(dual, batch, predicted_at=predicted_at), skipped
