@@ -38,3 +38,15 @@ def test_older_data_never_replaces_newer(tmp_path):
     store.upsert(older)
     assert store.get("A") == newer[0]
     assert store.get("ZZZ") is None
+
+
+def test_iso_utc_writes_what_timestamp_isoformat_writes():
+    from tickcast.predictions import iso_utc
+
+    texts = ["2026-01-05T15:00:00Z", "2026-01-05T15:00:00.25Z", "2026-01-05T15:00:00.000001Z",
+             "2026-01-05T15:00:00.000000123Z", "1999-12-31T23:59:59.999999Z"]
+    values = pd.Series(pd.to_datetime(texts, utc=True, format="ISO8601"))
+    assert iso_utc(values) == [v.isoformat() for v in values]
+    # Another zone and a naive value (taken as UTC) come out in UTC.
+    assert iso_utc(pd.Series(pd.to_datetime(["2026-01-05T16:30:00+01:30"]))) == ["2026-01-05T15:00:00+00:00"]
+    assert iso_utc(pd.Series(pd.to_datetime(["2026-01-05T15:00:00"]))) == ["2026-01-05T15:00:00+00:00"]

@@ -45,7 +45,9 @@ def test_live_scorer_scores_each_tick_with_the_champion_and_reloads_on_promotion
     e2e.run_cli("features", "backfill", "--interval", "1d")
     assert register_bundles(settings, quick_bundles(tmp_path / "v1", features=FEATURES, sequence_length=LENGTH)) \
         == {"tickcast-lstm-1d": "1", "tickcast-transformer-1d": "1"}
-    scorer = e2e.scorer(TICKCAST_SCORER_RELOAD_SECONDS="2", TICKCAST_LIVE_HISTORY_SECONDS="1")
+    # Delta reloads every 3 s here (300 s by default): they run beside the scoring throughout.
+    scorer = e2e.scorer(TICKCAST_SCORER_RELOAD_SECONDS="2", TICKCAST_LIVE_HISTORY_SECONDS="1",
+                        TICKCAST_LIVE_RELOAD_SECONDS="3")
     wait_until(lambda: "live scorer running" in scorer.log_path.read_text(), timeout=180,
                what="the live scorer to start", on_timeout=scorer.log_tail)
     assert "tickcast-lstm-1d+tickcast-transformer-1d version 1+1" in scorer.log_tail()
@@ -119,6 +121,8 @@ def test_live_scorer_scores_each_tick_with_the_champion_and_reloads_on_promotion
     scorer.stop()
     assert scorer.proc.returncode == 0, scorer.log_tail()
     assert "live scorer stopped" in scorer.log_tail()
+    log = scorer.log_path.read_text()
+    assert log.count("feature rows of 1 symbols from Delta") >= 3 and "reload from Delta failed" not in log
     published = [m for m in _published(e2e.bootstrap, settings.topic_predictions) if m["symbol"] == "RPLY"]
     assert {m["model_version"] for m in published} >= {"1+1", "2+2"}
     history = delta_rows(settings, "predictions").to_pandas().query("symbol == 'RPLY'")

@@ -284,3 +284,46 @@ def test_a_reload_keeps_the_bars_closed_here_that_delta_has_not_stored_yet(dual:
     newest = carry.groupby("symbol").tail(1).set_index("symbol").sort_index()
     pd.testing.assert_frame_equal(market.carry.sort_index().loc[:, newest.columns], newest, rtol=1e-12,
                                   check_dtype=False)
+
+
+def test_a_reload_on_another_thread_is_adopted_unless_bars_closed_meanwhile(dual: DualModel) -> None:
+    import threading
+
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 30, seed=4)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    corrected = history.copy()
+    newest_aaa = corrected.index[(corrected["symbol"] == "AAA") & (corrected["window_start"] == corrected[
+        "window_start"].max())][0]
+    corrected.loc[newest_aaa, "close"] = 49.0  # Delta corrected AAA's newest closed bar, and its features
+    stored = compute_features(corrected, "1d", corrected[corrected["symbol"] == "MKT"])
+
+    def reload_beside(work) -> LiveMarket:
+        shadow = market.shadow()
+        loader = threading.Thread(target=shadow.load, args=(corrected, stored[market.feature_columns],
+                                                           _us(TODAY + pd.Timedelta(hours=16))))
+        loader.start()
+        work()
+        loader.join()
+        return shadow
+
+    # Ticks of today's open bar meanwhile: the reload is taken, the open bar kept.
+    shadow = reload_beside(lambda: market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=15), 51.0)))
+    assert market.adopt(shadow)
+    aaa = market.closed[market.closed["symbol"] == "AAA"]
+    assert aaa["close"].iloc[-1] == 49.0 and aaa["window_start"].iloc[-1] == history["window_start"].max()
+    assert market.open["AAA"].close == 51.0 and "AAA" in market.dirty
+    frame, _ = score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
+    everything = pd.concat([corrected, market.open_bars(["AAA"])], ignore_index=True)
+    expected = _reference(everything.drop(columns=["trades", "open_ts"]), dual, frame["predicted_at"].iloc[0])
+    pd.testing.assert_frame_equal(frame.reset_index(drop=True), expected[expected["symbol"] == "AAA"].reset_index(
+        drop=True), rtol=1e-6)
+
+    # A bar closed here meanwhile (tomorrow's tick, scored): the reload lacks it and is refused.
+    def roll() -> None:
+        market.fold(_tick("AAA", TODAY + pd.Timedelta(days=1, hours=15), 52.0))
+        score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
+
+    held = market.closed
+    shadow = reload_beside(roll)
+    assert market.closed is not held and not market.adopt(shadow)
+    assert market.closed["window_start"].max() == TODAY  # today's bar, closed here, is still held

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import re
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -247,6 +247,36 @@ class LiveMarket:
         features["window_start"] = pd.to_datetime(features["window_start"], utc=True)
         before_open = _epoch_us_of(features["window_start"]) < self._open_start_us(features["symbol"], current)
         self.closed_features = self._newest(_with_newer(features[before_open], self.closed_features), self.depth)
+
+    # -- reloads off the scoring loop --------------------------------------------------------------
+
+    _LOADED = ("_closed", "_closed_symbols", "_closed_tails", "_closed_by_symbol", "_closed_features",
+               "_feature_tails", "carry")
+
+    def shadow(self) -> LiveMarket:
+        """A copy to ``load`` into on another thread while this one goes on scoring: the frames
+        are shared (they are replaced, never changed in place), the open bars copied."""
+        other = LiveMarket.__new__(LiveMarket)
+        other.__dict__.update(self.__dict__)
+        other.open = {symbol: replace(bar) for symbol, bar in self.open.items()}
+        other.dirty, other.rolled = set(), {}
+        other._base = tuple(getattr(self, name) for name in ("_closed", "_closed_features", "carry"))
+        return other
+
+    def adopt(self, shadow: LiveMarket) -> bool:
+        """Take what ``shadow`` loaded, unless bars closed here since it was taken (then its closed
+        bars would lack them: False, load again). Open bars it found in Delta join the symbols
+        that have none here yet."""
+        current = (self._closed, self._closed_features, self.carry)
+        if any(a is not b for a, b in zip(current, shadow._base, strict=True)):
+            return False
+        for name in self._LOADED:
+            setattr(self, name, getattr(shadow, name))
+        for symbol, bar in shadow.open.items():
+            if symbol not in self.open:
+                self.open[symbol] = bar
+                self.dirty.add(symbol)
+        return True
 
     def _refresh_carry(self, before: pd.DataFrame) -> None:
         """Keep the carry of the symbols whose closed bars Delta left as they were here; compute

@@ -16,6 +16,7 @@ import logging
 import signal
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -102,7 +103,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
-    from tickcast.predictions import OnlineStore
+    from tickcast.predictions import OnlineStore, frame_payloads
     from tickcast.scoring.live import LiveMarket, parse_tick, score_cycle
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
     from tickcast.scoring.publish import PredictionPublisher, PublishError
@@ -116,14 +117,20 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds)
     index = settings.market_index_symbol
 
-    def reload() -> None:
+    def load_into(target: LiveMarket) -> LiveMarket:
         started = time.monotonic()
         now = datetime.now(UTC)
-        bars, features = read_state(settings, market, now)
-        market.load(bars, features, int(now.timestamp() * 1_000_000))
+        bars, features = read_state(settings, target, now)
+        target.load(bars, features, int(now.timestamp() * 1_000_000))
         log.info("loaded %d closed bars and %d feature rows of %d symbols from Delta in %.2fs",
-                 len(market.closed), len(market.closed_features), market.closed["symbol"].nunique(),
+                 len(target.closed), len(target.closed_features), target.closed["symbol"].nunique(),
                  time.monotonic() - started)
+        return target
+
+    # Reloads run on their own thread into a shadow of the state, so scoring goes on meanwhile
+    # (a reload of 5,000 symbols x 400 bars takes seconds); the loop adopts the result.
+    reloads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="delta-reload")
+    reloading: Future[LiveMarket] | None = None
 
     stopping = threading.Event()
 
@@ -140,7 +147,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         "enable.auto.commit": False, "fetch.wait.max.ms": 10,
     })
     consumer.subscribe([settings.topic_ticks])
-    reload()
+    load_into(market)
     dual = champions.current()
     log.info("live scorer running: kafka %s topic %s, %s bars, %s", settings.kafka_bootstrap_servers,
              settings.topic_ticks, interval,
@@ -170,10 +177,11 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                     log.info("%d symbol(s) not scored, e.g. %s", len(skipped),
                              "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
                 if len(frame):
-                    store.upsert_frame(frame)
+                    rows = frame_payloads(frame)  # the same JSON for the store and the topic
+                    store.upsert_rows(rows)
                     if publisher is not None:
                         try:
-                            publisher.publish(frame)
+                            publisher.publish_rows(rows)
                         except PublishError as exc:  # served and kept in Delta all the same
                             log.error("%d prediction(s) not published to Kafka: %s", len(frame), exc)
                     history.add(frame)
@@ -183,14 +191,24 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
             if now >= next_flush:
                 history.flush()
                 next_flush = now + settings.live_history_seconds
-            if now >= next_reload:
-                reload()
-                next_reload = time.monotonic() + settings.live_reload_seconds
+            if reloading is None and now >= next_reload:
+                reloading = reloads.submit(load_into, market.shadow())
+            elif reloading is not None and reloading.done():
+                try:
+                    adopted = market.adopt(reloading.result())
+                except Exception:  # noqa: BLE001 - a failed reload keeps the state held here; the next one retries
+                    log.exception("reload from Delta failed; keeping the state held here")
+                    adopted = True
+                if not adopted:
+                    log.info("bars closed here during the reload; loading again")
+                reloading = None
+                next_reload = now + (settings.live_reload_seconds if adopted else 0)
             if now - started >= 60:
                 log.info("last %.0fs: %d ticks folded, %d cycles, %d predictions; skipped %s",
                          now - started, folded, cycles, scored, market.skipped)
                 cycles, scored, folded, started = 0, 0, 0, now
     finally:
+        reloads.shutdown(wait=True, cancel_futures=True)
         history.flush()
         consumer.close()
         log.info("live scorer stopped")
