@@ -50,7 +50,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
-SCORER_LINE = re.compile(r"last \d+s: (\d+) ticks folded, (\d+) cycles, (\d+) predictions")
+SCORER_LINE = re.compile(r"last \d+s: (\d+) ticks folded, (\d+) cycles, (\d+) predictions; seconds spent ([^;]*);")
+SPENT_PART = re.compile(r"([a-zA-Z+ ]+?) ([\d.]+)(?:, |$)")
 BATCH_LINE = re.compile(
     r"batch (\d+): (\d+) ticks stored, (\d+) quarantined, (\d+) symbols updated in ([\d.]+)s \((.*)\)")
 
@@ -311,10 +312,15 @@ def main() -> int:
         step_names = list(dict.fromkeys(name for b in in_window for name in b["steps"]))
         mean_steps = {n: float(np.mean([b["steps"].get(n, 0.0) for b in in_window])) for n in step_names}
 
-        cycles = [tuple(map(int, m.groups())) for m in SCORER_LINE.finditer(
-            scorer_log.read_text(errors="replace"))] if scorer_log.exists() else []
+        lines = list(SCORER_LINE.finditer(scorer_log.read_text(errors="replace"))) if scorer_log.exists() else []
+        cycles = [tuple(map(int, m.groups()[:3])) for m in lines]
+        spent: dict[str, float] = {}
+        for m in lines:
+            for part, seconds in SPENT_PART.findall(m.group(4)):
+                spent[part.strip()] = spent.get(part.strip(), 0.0) + float(seconds)
         cycle_stats = {"minutes": len(cycles), "ticks_folded": sum(c[0] for c in cycles),
-                       "cycles": sum(c[1] for c in cycles), "predictions": sum(c[2] for c in cycles)}
+                       "cycles": sum(c[1] for c in cycles), "predictions": sum(c[2] for c in cycles),
+                       "seconds_spent": spent}
 
         def pct(values: np.ndarray, q: float) -> float | None:
             return float(np.percentile(values, q)) if len(values) else None
@@ -368,9 +374,11 @@ def main() -> int:
     table.add_row("mean batch step times", ", ".join(f"{k} {v:.2f}" for k, v in mean_steps.items()))
     live = figures["live_cycles"]
     if live["cycles"]:
-        table.add_row("live scorer: cycles, mean predictions per cycle, mean cycle time (full minutes logged)",
-                      f"{live['cycles']:,}, {live['predictions'] / live['cycles']:,.0f}, "
-                      f"{60 * live['minutes'] / live['cycles']:.2f} s")
+        per_cycle = {part: seconds / live["cycles"] for part, seconds in live["seconds_spent"].items()}
+        table.add_row("live scorer: cycles, mean predictions per cycle",
+                      f"{live['cycles']:,}, {live['predictions'] / live['cycles']:,.0f}")
+        table.add_row("live scorer: mean seconds per cycle spent on",
+                      ", ".join(f"{part} {seconds:.2f}" for part, seconds in per_cycle.items()))
     conditions = (
         f"{args.symbols:,} symbols + the index, synthetic feed at {args.rate:,} ticks/s "
         f"({args.rate / universe:.2f} per symbol per s on average) for {args.warmup:.0f} s warm-up + "

@@ -327,3 +327,26 @@ def test_a_reload_on_another_thread_is_adopted_unless_bars_closed_meanwhile(dual
     shadow = reload_beside(roll)
     assert market.closed is not held and not market.adopt(shadow)
     assert market.closed["window_start"].max() == TODAY  # today's bar, closed here, is still held
+
+
+def test_sequences_gathered_from_the_tail_are_build_batchs(dual: DualModel) -> None:
+    history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 12, seed=6)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    for symbol, price in (("AAA", 51.0), ("BBB", 19.5), ("MKT", 4001.0)):
+        market.fold(_tick(symbol, TODAY + pd.Timedelta(hours=15), price))
+    symbols, closed_from = market.take("MKT")
+    open_features = market.features(symbols, closed_from, "MKT", dual.features)
+    gathered, skipped = market.sequences(open_features, dual.features, dual.sequence_length)
+    frame = pd.concat([market.closed_features, open_features], ignore_index=True)
+    expected, expected_skipped = build_batch(frame, market.open_bars(symbols), dual.features, dual.sequence_length)
+    assert list(gathered.symbols) == list(expected.symbols) == ["AAA", "BBB", "MKT"]
+    np.testing.assert_array_equal(gathered.raw, expected.raw)
+    np.testing.assert_array_equal(gathered.close, expected.close)
+    assert (gathered.data_timestamp == expected.data_timestamp).all() and skipped == expected_skipped == {}
+    # A symbol short of history takes build_batch's way, and is skipped with its reason.
+    market.fold(_tick("NEW", TODAY + pd.Timedelta(hours=15, minutes=1), 5.0))
+    symbols, closed_from = market.take("MKT")
+    assert symbols == ["NEW"]
+    batch, skipped = market.sequences(market.features(symbols, closed_from, "MKT", dual.features), dual.features,
+                                      dual.sequence_length)
+    assert len(batch) == 0 and skipped == {"NEW": f"only 1 bar(s) of features, the models need {LENGTH}"}

@@ -190,6 +190,7 @@ class LiveMarket:
     def closed_features(self, frame: pd.DataFrame) -> None:
         self._closed_features = frame
         self._feature_tails: dict[int, pd.DataFrame] = {}
+        self._feature_arrays: dict[tuple, tuple] = {}
 
     def _closed_of(self, symbols: list[str]) -> pd.DataFrame:
         if self._closed_symbols <= set(symbols):
@@ -251,7 +252,7 @@ class LiveMarket:
     # -- reloads off the scoring loop --------------------------------------------------------------
 
     _LOADED = ("_closed", "_closed_symbols", "_closed_tails", "_closed_by_symbol", "_closed_features",
-               "_feature_tails", "carry")
+               "_feature_tails", "_feature_arrays", "carry")
 
     def shadow(self) -> LiveMarket:
         """A copy to ``load`` into on another thread while this one goes on scoring: the frames
@@ -426,12 +427,38 @@ class LiveMarket:
     def sequences(self, open_features: pd.DataFrame, names: list[str], length: int):
         """The models' input: each symbol's ``length - 1`` newest closed feature vectors and its
         open bar's (``build_batch``: symbols short of history are skipped with a reason)."""
-        from tickcast.scoring.score import build_batch
+        from tickcast.scoring.score import SequenceBatch, build_batch
 
         symbols = list(open_features["symbol"])
         closed = self._feature_tail(length - 1)
+        # Usually every symbol has its full tail: the sequences are then one gather from the
+        # tail's array (what build_batch gives, without sorting and grouping 100,000 rows).
+        held, starts, counts, values = self._feature_tail_array(length - 1, tuple(names))
+        at = held.get_indexer(symbols)
+        bars = [self.open[s] for s in symbols]
+        close = np.array([b.close for b in bars], dtype=float)
+        if len(symbols) and (at >= 0).all() and (counts[at] == length - 1).all() and np.isfinite(close).all() \
+                and open_features["symbol"].is_monotonic_increasing:
+            rows = starts[at][:, None] + np.arange(length - 1)
+            newest = open_features[names].to_numpy(dtype=float)[:, None, :]
+            raw = np.concatenate([values[rows], newest], axis=1)
+            stamps = pd.DatetimeIndex(_stamp(np.array([b.close_ts for b in bars], dtype=np.int64)))
+            return SequenceBatch(np.array(symbols, dtype=object), raw, close, stamps), {}
         frame = _concat([closed[closed["symbol"].isin(symbols)], open_features])
         return build_batch(frame, self.open_bars(symbols), names, length)
+
+    def _feature_tail_array(self, rows: int, names: tuple[str, ...]):
+        """The feature tail as (symbols, first row, rows, values) - symbols in the tail's order."""
+        key = (rows, names)
+        cached = self._feature_arrays.get(key)
+        if cached is None:
+            tail = self._feature_tail(rows)
+            keys = tail["symbol"].to_numpy()
+            first = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]]) if len(keys) else np.array([], dtype=int)
+            counts = np.diff(np.r_[first, len(keys)])
+            cached = self._feature_arrays[key] = (pd.Index(keys[first]), first, counts,
+                                                  tail.loc[:, list(names)].to_numpy(dtype=float))
+        return cached
 
     def momentum_bars(self, symbols: list[str], lookback: int) -> pd.DataFrame:
         """Trailing bars (the open one last) for the momentum baseline."""

@@ -99,6 +99,12 @@ class HistoryWriter:
         return len(frame)
 
 
+def _tally(spent: dict[str, float], part: str, since: float) -> float:
+    now = time.monotonic()
+    spent[part] += now - since
+    return now
+
+
 def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
@@ -156,9 +162,12 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     next_reload = time.monotonic() + settings.live_reload_seconds
     next_flush = time.monotonic() + settings.live_history_seconds
     cycles, scored, folded, started = 0, 0, 0, time.monotonic()
+    # Seconds of the loop spent on each part since the last log line: where a slow cycle goes.
+    spent = dict.fromkeys(("folding", "scoring", "store+topic", "Delta history"), 0.0)
     try:
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             messages = consumer.consume(MAX_MESSAGES_PER_CYCLE, timeout=0 if market.dirty else settings.live_poll_seconds)
+            mark = time.monotonic()
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -170,9 +179,11 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 tick = parse_tick(message.value(), received_us, future_us)
                 if tick is not None and market.fold(tick):
                     folded += 1
+            mark = _tally(spent, "folding", mark)
             if market.dirty:
                 frame, skipped = score_cycle(market, champions.current(), index_symbol=index, horizon=interval,
                                              lookback=settings.predictor_lookback_bars)
+                mark = _tally(spent, "scoring", mark)
                 if skipped and cycles % 100 == 0:
                     log.info("%d symbol(s) not scored, e.g. %s", len(skipped),
                              "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
@@ -187,10 +198,12 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                     history.add(frame)
                     scored += len(frame)
                 cycles += 1
+                mark = _tally(spent, "store+topic", mark)
             now = time.monotonic()
             if now >= next_flush:
                 history.flush()
                 next_flush = now + settings.live_history_seconds
+                _tally(spent, "Delta history", now)
             if reloading is None and now >= next_reload:
                 reloading = reloads.submit(load_into, market.shadow())
             elif reloading is not None and reloading.done():
@@ -204,9 +217,11 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 reloading = None
                 next_reload = now + (settings.live_reload_seconds if adopted else 0)
             if now - started >= 60:
-                log.info("last %.0fs: %d ticks folded, %d cycles, %d predictions; skipped %s",
-                         now - started, folded, cycles, scored, market.skipped)
+                log.info("last %.0fs: %d ticks folded, %d cycles, %d predictions; seconds spent %s; skipped %s",
+                         now - started, folded, cycles, scored,
+                         ", ".join(f"{part} {seconds:.1f}" for part, seconds in spent.items()), market.skipped)
                 cycles, scored, folded, started = 0, 0, 0, now
+                spent = dict.fromkeys(spent, 0.0)
     finally:
         reloads.shutdown(wait=True, cancel_futures=True)
         history.flush()
