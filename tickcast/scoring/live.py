@@ -285,7 +285,7 @@ class LiveMarket:
         now, then = _bar_digests(self.closed), _bar_digests(before)
         same = now.index.isin(then.index)
         same[same] = now[same].to_numpy() == then.reindex(now.index[same]).to_numpy()
-        stale = [s for s in now.index[~same]]
+        stale = list(now.index[~same])
         self.carry = self.carry[self.carry.index.isin(now.index[same])]
         if not stale:
             return
