@@ -266,15 +266,17 @@ class _SymbolSeries:
         self.group_starts = np.flatnonzero(boundary)
         self.group_lengths = np.diff(np.append(self.group_starts, n))
         first_row = np.repeat(self.group_starts, self.group_lengths)
+        self.group_of_row = np.repeat(np.arange(len(self.group_starts)), self.group_lengths)
+        local = np.arange(n) - first_row
         # Rows of the symbol's bars given here before each row: what windows and shifts can use.
-        self.local = pd.Series(np.arange(n) - first_row, index=frame.index)
+        self.local = pd.Series(local, index=frame.index)
         self._first_row = first_row
         self._window_cache: dict[int, _GroupWindow] = {}
         # Where each symbol's recursive means start: its first row, or the carried one.
         self.seed_rows = self.group_starts.copy()
         self.seeds: dict[str, np.ndarray] = {}
         self.carried = np.zeros(len(self.group_starts), dtype=bool)
-        position = np.arange(n) - first_row
+        position = local.copy()
         if carry is not None and len(carry):
             self._resume(carry, position)
         # Bars of the symbol's whole series before each row: what warm-up rules count.
@@ -287,15 +289,14 @@ class _SymbolSeries:
         groups = groups[groups >= 0]
         if not len(carry):
             return
-        group_of_row = np.repeat(np.arange(len(self.group_starts)), self.group_lengths)
-        given = pd.DataFrame({"group": group_of_row, "at": _epoch_ns(self.frame["window_start"]),
-                              "row": np.arange(len(group_of_row))})
+        given = pd.DataFrame({"group": self.group_of_row, "at": _epoch_ns(self.frame["window_start"]),
+                              "row": np.arange(len(self.group_of_row))})
         asked = pd.DataFrame({"group": groups, "at": _epoch_ns(carry["window_start"])})
         found = asked.merge(given, on=["group", "at"], how="left")
-        if len(found) != len(asked) or found["row"].isna().any():
-            missing = found.loc[found["row"].isna(), "group"].head(1).tolist() or [
-                found["group"][found["group"].duplicated()].iloc[0]]
-            raise ValueError(f"carry of {group_of[missing[0]]} is at a bar its bars do not hold once")
+        # A carried bar the bars lack (no match) or hold twice (two matches).
+        unfit = found["row"].isna() | found["group"].duplicated(keep=False)
+        if unfit.any():
+            raise ValueError(f"carry of {group_of[found.loc[unfit, 'group'].iloc[0]]} is at a bar its bars do not hold once")
         rows = found["row"].to_numpy(dtype="int64")
         self.carried[groups] = True
         self.seed_rows[groups] = rows
@@ -314,9 +315,8 @@ class _SymbolSeries:
         rows = np.ones(len(self.local), dtype=bool) if self.emit is None else self.emit
         if not self.carried.any() or not rows.any():
             return
-        group = np.repeat(np.arange(len(self.group_starts)), self.group_lengths)
-        before_seed = np.arange(len(self.local)) < np.repeat(self.seed_rows, self.group_lengths)
-        if (rows & before_seed & self.carried[group]).any():
+        before_seed = np.arange(len(self.local)) < self.seed_rows[self.group_of_row]
+        if (rows & before_seed & self.carried[self.group_of_row]).any():
             raise ValueError("rows before a carried bar cannot be returned: their recursive means are unknown")
         local, position = self.local.to_numpy()[rows], self.position.to_numpy()[rows]
         for name in names:

@@ -198,10 +198,7 @@ class LiveMarket:
         return self._closed[self._closed["symbol"].isin(symbols)]
 
     def _closed_tail(self, rows: int) -> pd.DataFrame:
-        tail = self._closed_tails.get(rows)
-        if tail is None:
-            tail = self._closed_tails[rows] = self._closed.groupby("symbol", sort=False).tail(rows)
-        return tail
+        return _cached_tail(self._closed_tails, self._closed, rows)
 
     def _closed_one(self, symbol: str) -> pd.DataFrame:
         bars = self._closed_by_symbol.get(symbol)
@@ -210,11 +207,7 @@ class LiveMarket:
         return bars
 
     def _feature_tail(self, rows: int) -> pd.DataFrame:
-        tail = self._feature_tails.get(rows)
-        if tail is None:
-            tail = self._feature_tails[rows] = (self._closed_features.groupby("symbol", sort=False).tail(rows)
-                                                .reset_index(drop=True))
-        return tail
+        return _cached_tail(self._feature_tails, self._closed_features, rows)
 
     # -- state from Delta -----------------------------------------------------------------------
 
@@ -407,8 +400,7 @@ class LiveMarket:
         bars["emit_from"] = bars["symbol"].map(emit)
         index_bars = None
         if index_symbol in self.open or index_symbol in self._closed_symbols:
-            index_open = [open_rows[open_rows["symbol"] == index_symbol]] if index_symbol in wanted else (
-                [self.open_bars([index_symbol])] if index_symbol in self.open else [])
+            index_open = [self.open_bars([index_symbol])] if index_symbol in self.open else []
             index_bars = _concat([self._closed_one(index_symbol), *index_open])
         computed, carry = compute_features(bars, self.interval, index_bars, emit_from="emit_from", features=names,
                                            carry=carry_rows, with_carry=True)
@@ -464,6 +456,15 @@ class LiveMarket:
         """Trailing bars (the open one last) for the momentum baseline."""
         closed = self.closed[self.closed["symbol"].isin(symbols)].groupby("symbol", sort=False).tail(lookback)
         return _concat([closed, self.open_bars(symbols)])
+
+
+def _cached_tail(cache: dict[int, pd.DataFrame], frame: pd.DataFrame, rows: int) -> pd.DataFrame:
+    """Each symbol's newest ``rows`` rows of ``frame`` (sorted by symbol, window_start), kept in
+    ``cache`` until the frame is replaced."""
+    tail = cache.get(rows)
+    if tail is None:
+        tail = cache[rows] = frame.groupby("symbol", sort=False).tail(rows).reset_index(drop=True)
+    return tail
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
