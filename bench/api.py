@@ -295,7 +295,7 @@ def websocket_run(port: int, key: str, store, symbols: list[str], cpu: Cpu, *, c
         return result
     finally:
         if proc.poll() is None:
-            from tickcast.testing import stop_process
+            from tickcast.platform.processes import stop_process
 
             stop_process(proc)
 
@@ -348,10 +348,10 @@ def main() -> None:
     import httpx
     import pandas as pd
 
-    from tickcast.apikeys import ApiKeyStore
-    from tickcast.predictions import OnlineStore
-    from tickcast.settings import Settings
-    from tickcast.testing import TICKCAST, free_port, stop_process, wait_for_port
+    from tickcast.auth.apikeys import ApiKeyStore
+    from tickcast.catalog.online import OnlineStore
+    from tickcast.core.settings import Settings
+    from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port
 
     began = time.monotonic()
     load_start = os.getloadavg()[0]

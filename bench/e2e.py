@@ -144,7 +144,7 @@ def weekdays_back(last: date, count: int) -> date:
 
 
 def run_cli(env: dict[str, str], *args: str, log: Path) -> None:
-    from tickcast.testing import TICKCAST
+    from tickcast.platform.processes import TICKCAST
 
     started = time.monotonic()
     with log.open("a") as out:
@@ -192,21 +192,14 @@ def main() -> int:
     import numpy as np
     import pandas as pd
 
-    from tickcast.apikeys import ApiKeyStore
-    from tickcast.jars import ensure_jars
+    from tickcast.auth.apikeys import ApiKeyStore
+    from tickcast.catalog.tables import delta_rows
+    from tickcast.core.settings import Settings
     from tickcast.models.experiment import load_config
-    from tickcast.settings import Settings
-    from tickcast.testing import (
-        TICKCAST,
-        delta_rows,
-        free_port,
-        quick_bundles,
-        register_bundles,
-        running_broker,
-        stop_process,
-        wait_for_port,
-        wait_until,
-    )
+    from tickcast.models.untrained import quick_bundles, register_bundles
+    from tickcast.platform.broker import running_broker
+    from tickcast.platform.jars import ensure_jars
+    from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port, wait_until
 
     began = time.monotonic()
     machine = describe_machine(java=True)

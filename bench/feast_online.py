@@ -4,7 +4,7 @@
 
 Writes a Delta `features` table of N symbols (synthetic daily-bar values, the schema of
 delta/tables.json) in a scratch home, then for each online store (SQLite; Redis from its own
-redis-server on a free port): registers the repo (`tickcast.featurestore.apply`), pushes the
+redis-server on a free port): registers the repo (`tickcast.catalog.featurestore.apply`), pushes the
 N rows online with `push_online` (the streaming job's path), and times
 `FeatureStore.get_online_features` with the `technical_1d_v1` service for one random symbol
 and for all N, plus `featurestore.online_features` (the same read returned as a DataFrame).
@@ -33,7 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
-from tickcast.settings import Settings  # noqa: E402
+from tickcast.core.settings import Settings  # noqa: E402
 
 DDL_TO_ARROW = {"STRING": "string", "DOUBLE": "float64", "TIMESTAMP": "timestamp[us, tz=UTC]"}
 
@@ -42,7 +42,7 @@ def features_schema():
     """The `features` table's columns as a pyarrow schema, from delta/tables.json."""
     import pyarrow as pa
 
-    from tickcast.tables import table_defs
+    from tickcast.catalog.tables import table_defs
 
     types = {"string": pa.string(), "float64": pa.float64(), "timestamp[us, tz=UTC]": pa.timestamp("us", tz="UTC")}
     fields = []
@@ -56,7 +56,7 @@ def synthetic_features(n: int, bar_start: datetime, seed: int = 7):
     """One daily bar of features per symbol: random values, nulls where the interval has none."""
     import pyarrow as pa
 
-    from tickcast.features.definitions import FEATURE_SET_VERSION, feature_names
+    from tickcast.core.featureset import FEATURE_SET_VERSION, feature_names
 
     rng = np.random.default_rng(seed)
     schema = features_schema()
@@ -96,7 +96,7 @@ def bench_store(settings: Settings, frame, args) -> dict:
     import pandas as pd
 
     from feature_repo.definitions import service_name
-    from tickcast import featurestore
+    from tickcast.catalog import featurestore
 
     featurestore.apply(settings)
     symbols = list(frame["symbol"])
@@ -141,7 +141,7 @@ def bench_store(settings: Settings, frame, args) -> dict:
 
 
 def start_redis(workdir: Path):
-    from tickcast.testing import free_port, wait_for_port
+    from tickcast.platform.processes import free_port, wait_for_port
 
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     port = free_port()
@@ -170,8 +170,8 @@ def main() -> int:
 
     from deltalake import write_deltalake
 
-    from tickcast.features.definitions import feature_names
-    from tickcast.testing import stop_process
+    from tickcast.core.featureset import feature_names
+    from tickcast.platform.processes import stop_process
 
     load_before = os.getloadavg()[0]
     scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-feast-"))

@@ -54,7 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
-from tickcast.settings import Settings  # noqa: E402
+from tickcast.core.settings import Settings  # noqa: E402
 
 STEP_LABELS = {
     "scope_collect": "collect: symbols with a bar since the index's (refresh scope)",
@@ -106,7 +106,7 @@ def synthetic_bars(symbols: list[str], history: int, newest: datetime, interval:
 
 
 def write_bars(spark, settings: Settings, table: str, frame) -> None:
-    from tickcast.tables import table_defs
+    from tickcast.catalog.tables import table_defs
 
     schema = table_defs()[table].schema()
     spark.createDataFrame(frame, schema).write.format("delta").mode("append").save(settings.table_path(table))
@@ -179,7 +179,7 @@ class StepTimer:
 
 def instrument(job, spark, timer: StepTimer) -> None:
     """Wrap the calls ``_refresh_features`` makes with timers (this process only)."""
-    from tickcast import featurestore
+    from tickcast.catalog import featurestore
     from tickcast.quality import gate as gate_module
 
     frame_class = type(spark.range(1))
@@ -217,9 +217,8 @@ def refresh_once(job, timer: StepTimer, interval: str, touched: dict, batch_id: 
 
 
 def bench_refresh(settings: Settings, symbols: list[str], newest: datetime, args) -> dict:
-    from tickcast.spark import build_spark
-    from tickcast.tables import ensure_tables
-    from tickcast.testing import delta_count
+    from spark_jobs.session import build_spark
+    from tickcast.catalog.tables import delta_count, ensure_tables
 
     spark = build_spark(settings, "tickcast-bench-features")
     try:
@@ -289,7 +288,7 @@ def main() -> int:
     if args.symbols < 1 or args.history < 1 or args.repeats < 1:
         parser.error("--symbols, --history and --repeats must be at least 1")
 
-    from tickcast.jars import ensure_jars
+    from tickcast.platform.jars import ensure_jars
 
     load_start = os.getloadavg()[0]
     started_at = datetime.now(UTC)

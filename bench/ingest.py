@@ -28,15 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
-from tickcast.jars import ensure_jars  # noqa: E402
-from tickcast.settings import Settings  # noqa: E402
-from tickcast.testing import (  # noqa: E402
-    TICKCAST,
-    delta_rows,
-    running_broker,
-    topic_message_count,
-    wait_until,
-)
+from tickcast.catalog.tables import delta_rows  # noqa: E402
+from tickcast.catalog.topics import topic_message_count  # noqa: E402
+from tickcast.core.settings import Settings  # noqa: E402
+from tickcast.platform.broker import running_broker  # noqa: E402
+from tickcast.platform.jars import ensure_jars  # noqa: E402
+from tickcast.platform.processes import TICKCAST, wait_until  # noqa: E402
 
 
 def commit_times(table_path: Path) -> dict[int, float]:

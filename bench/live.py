@@ -61,10 +61,10 @@ def main() -> None:
     from tickcast.features.compute import compute_features
     from tickcast.models.bundle import ModelBundle
     from tickcast.models.experiment import load_config
+    from tickcast.models.untrained import quick_bundles
     from tickcast.scoring import live
     from tickcast.scoring.models import DeployedModel, DualModel
     from tickcast.scoring.score import score
-    from tickcast.testing import quick_bundles
 
     machine = describe_machine(java=False)
     print(f"machine: {machine}", flush=True)

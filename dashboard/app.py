@@ -3,7 +3,7 @@
 ``create_app(settings)`` returns the Dash app. It runs on Dash's FastAPI backend so that the
 same production ASGI server as the API (uvicorn) serves it: ``asgi_app_from_env`` is the
 factory ``tickcast serve dashboard`` hands to uvicorn. It reads through
-``tickcast.store.MarketStore`` directly, not over HTTP. Callbacks are coroutines that push
+``tickcast.catalog.market.MarketStore`` directly, not over HTTP. Callbacks are coroutines that push
 the blocking store reads to worker threads, so one slow read never stalls other browsers.
 """
 
@@ -14,9 +14,9 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tickcast.predictions import Prediction
-from tickcast.settings import Settings
-from tickcast.store import INTERVALS, MarketStore
+from tickcast.catalog.market import INTERVALS, MarketStore
+from tickcast.core.predictions import Prediction
+from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
     import dash

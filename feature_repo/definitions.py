@@ -38,7 +38,7 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import DeltaFormat
 from feast.types import Float64, String, UnixTimestamp
 
-from tickcast.features.definitions import FEATURE_SET_VERSION, FEATURES, INTERVALS, feature_names
+from tickcast.core.featureset import FEATURE_SET_VERSION, FEATURES, INTERVALS, feature_names
 
 PROJECT = "tickcast"
 VIEW_NAME = "technical"
@@ -131,7 +131,7 @@ def build(table_path: str) -> Definitions:
         source=push_source,
         online=True,
         tags=tags,
-        description="Technical features per closed bar (tickcast.features.definitions)",
+        description="Technical features per closed bar (tickcast.core.featureset)",
     )
     services = {
         iv: FeatureService(
@@ -151,7 +151,7 @@ def default_table_path() -> str:
     The platform runs from the project root, so a relative home is taken from there rather
     than from wherever ``feast`` is run (``feature_repo/``).
     """
-    from tickcast.settings import REPO_ROOT, Settings
+    from tickcast.core.settings import REPO_ROOT, Settings
 
     settings = Settings(_env_file=REPO_ROOT / ".env")
     home = settings.home.expanduser()

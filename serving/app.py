@@ -68,10 +68,10 @@ from serving.schemas import (
     ValidationErrorResponse,
 )
 from serving.security import API_KEY_HEADER, Guard, RateLimited
-from tickcast.apikeys import ApiKey
-from tickcast.predictions import Prediction
-from tickcast.settings import Settings
-from tickcast.store import MarketStore
+from tickcast.auth.apikeys import ApiKey
+from tickcast.catalog.market import MarketStore
+from tickcast.core.predictions import Prediction
+from tickcast.core.settings import Settings
 
 log = logging.getLogger("tickcast.serving")
 
@@ -299,7 +299,7 @@ class Api:
     def _online_features(self, symbol: str) -> dict[str, float | None]:
         import math
 
-        from tickcast import featurestore
+        from tickcast.catalog import featurestore
 
         try:
             frame = featurestore.online_features(self.settings, [symbol], self.settings.scorer_interval)
@@ -538,7 +538,7 @@ class Api:
 
 
 def _payloads(frame):
-    from tickcast.predictions import frame_payloads
+    from tickcast.core.predictions import frame_payloads
 
     return frame_payloads(frame)
 

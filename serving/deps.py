@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
-from tickcast.settings import Settings
-from tickcast.store import MarketStore
-from tickcast.symbols import SYMBOL_PATTERN
+from tickcast.catalog.market import MarketStore
+from tickcast.core.settings import Settings
+from tickcast.core.symbols import SYMBOL_PATTERN
 
 
 async def get_settings(request: Request) -> Settings:

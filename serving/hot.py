@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving.inputs import parse_symbols, rate_limited_response
 from serving.security import API_KEY_HEADER, Guard, RateLimited
-from tickcast.symbols import SYMBOL_PATTERN
+from tickcast.core.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
     from serving.app import Api

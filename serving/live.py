@@ -18,7 +18,7 @@ import orjson
 from starlette.websockets import WebSocket
 
 if TYPE_CHECKING:
-    from tickcast.predictions import OnlineStore
+    from tickcast.catalog.online import OnlineStore
 
 log = logging.getLogger("tickcast.serving.live")
 

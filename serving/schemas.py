@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from tickcast.predictions import Prediction
-from tickcast.symbols import SYMBOL_PATTERN
+from tickcast.core.predictions import Prediction
+from tickcast.core.symbols import SYMBOL_PATTERN
 
 
 class PredictionResponse(Prediction):

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, status
 
-from tickcast.apikeys import ApiKey, ApiKeyStore
+from tickcast.auth.apikeys import ApiKey, ApiKeyStore
 
 if TYPE_CHECKING:
-    from tickcast.settings import Settings
+    from tickcast.core.settings import Settings
 
 API_KEY_HEADER = "X-API-Key"
 # With auth turned off every caller is this key, limited by the default rate.

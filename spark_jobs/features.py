@@ -1,7 +1,7 @@
 """Features in Spark: the one pandas implementation, applied per bucket of symbols.
 
 Pure transforms (DataFrames in, DataFrames out); reading and writing the tables is the
-caller's job (the streaming ingest and ``tickcast.features.backfill``).
+caller's job (the streaming ingest and ``spark_jobs.features_backfill``).
 
 ``feature_rows`` hands every bucket of symbols to ``tickcast.features.compute`` through
 ``applyInPandas``, so Spark and the scorer run literally the same code. The stream calls
@@ -14,8 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from tickcast.core.featureset import TRAILING_BARS
 from tickcast.features.compute import BAR_COLUMNS
-from tickcast.features.definitions import TRAILING_BARS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,7 +33,7 @@ def feature_schema() -> StructType:
     """The Delta ``features`` columns that the computation fills (all but ``computed_at``)."""
     from pyspark.sql.types import StructType
 
-    from tickcast.tables import table_defs
+    from tickcast.catalog.tables import table_defs
 
     full = table_defs()["features"].schema()
     return StructType([field for field in full.fields if field.name != "computed_at"])

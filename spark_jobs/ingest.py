@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -108,7 +108,7 @@ def idempotent_dml(spark: SparkSession, app_id: str, version: int) -> Iterator[N
 
 class IngestJob:
     def __init__(self, settings: Settings, spark: SparkSession):
-        from tickcast.predictions import OnlineStore
+        from tickcast.catalog.online import OnlineStore
         from tickcast.quality import QualityGate
         from tickcast.scoring.models import ChampionWatcher, ModelLoader
         from tickcast.scoring.publish import PredictionPublisher
@@ -129,11 +129,11 @@ class IngestJob:
     # -- IO shell -----------------------------------------------------------------
 
     def start(self, starting_offsets: str = "earliest"):
-        from tickcast.tables import ensure_tables
+        from tickcast.catalog.tables import ensure_tables
 
         ensure_tables(self.spark, self.settings)
         if self.settings.feast_push_enabled:
-            from tickcast import featurestore
+            from tickcast.catalog import featurestore
 
             # Registering the repo (and importing Feast) before the first batch keeps that
             # batch as quick as the others.
@@ -322,7 +322,7 @@ class IngestJob:
         from pyspark.sql import functions as F
 
         from spark_jobs.transforms import BAR_MERGE_SET
-        from tickcast.tables import commit_conflict_retrying
+        from tickcast.catalog.tables import commit_conflict_retrying
 
         bounds = partials.agg(F.min("window_start").alias("lo")).first()
         if bounds is None or bounds["lo"] is None:
@@ -407,7 +407,7 @@ class IngestJob:
             good, interval, min(scope.values()), f"{self.app_id}-features-{interval}", batch_id
         )
         if self.settings.feast_push_enabled and len(good_frame):
-            from tickcast import featurestore
+            from tickcast.catalog import featurestore
 
             featurestore.push_online(self.settings, good_frame)
         return [checked]
@@ -418,7 +418,7 @@ class IngestJob:
         from delta.tables import DeltaTable
 
         from spark_jobs import features as FX
-        from tickcast.tables import commit_conflict_retrying
+        from tickcast.catalog.tables import commit_conflict_retrying
 
         for attempt in commit_conflict_retrying("features"):
             with attempt, idempotent_dml(self.spark, app_id, batch_id):
@@ -447,9 +447,9 @@ class IngestJob:
         from pyspark.sql import functions as F
 
         from spark_jobs import features as FX
-        from tickcast.models import baseline
+        from tickcast.catalog.tables import table_defs
+        from tickcast.models import momentum
         from tickcast.scoring.score import build_batch, score
-        from tickcast.tables import table_defs
 
         interval = self.settings.scorer_interval
         symbols = sorted(touched)
@@ -484,7 +484,7 @@ class IngestJob:
         bar_columns = ["symbol", "window_start", "open", "high", "low", "close", "close_ts"]
         if dual is None:
             bars = latest(f"bars_{interval}", bar_columns, depth)
-            frame = baseline.predict_frame(bars, horizon=interval, lookback=depth - 1)
+            frame = momentum.predict_frame(bars, horizon=interval, lookback=depth - 1)
         else:
             features = latest("features", ["symbol", "window_start", *dual.features], depth,
                               F.col("interval") == interval)
@@ -560,7 +560,7 @@ def _progress_listener(progress: ProgressFile):
 
 def run(settings: Settings, starting_offsets: str = "earliest", stop_after_seconds: float | None = None) -> None:
     """Run the ingest query until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
-    from tickcast.spark import build_spark
+    from spark_jobs.session import build_spark
 
     if settings.ingest_niceness:
         os.nice(settings.ingest_niceness)  # before the JVM starts, which inherits it

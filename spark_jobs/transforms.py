@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tickcast.symbols import SYMBOL_PATTERN
+from tickcast.core.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame

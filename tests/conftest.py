@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tickcast.jars import ensure_jars
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
+from tickcast.platform.jars import ensure_jars
 
 # Twilio/SendGrid clients rewrite hosts from these; tests talk to local stand-ins.
 for _var in ("TWILIO_REGION", "TWILIO_EDGE"):
@@ -29,7 +29,7 @@ def base_settings(session_home: Path) -> Settings:
 
 @pytest.fixture(scope="session")
 def spark(base_settings: Settings):
-    from tickcast.spark import build_spark
+    from spark_jobs.session import build_spark
 
     session = build_spark(base_settings, "tickcast-tests", shuffle_partitions=2)
     yield session
@@ -38,7 +38,7 @@ def spark(base_settings: Settings):
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
-    from tickcast.testing import running_broker
+    from tickcast.platform.broker import running_broker
 
     with running_broker(base_settings, tmp_path_factory.mktemp("kafka")) as bootstrap:
         yield bootstrap

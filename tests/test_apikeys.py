@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tickcast.apikeys import SCOPES, ApiKey, ApiKeyError, ApiKeyStore, hash_key
+from tickcast.auth.apikeys import SCOPES, ApiKey, ApiKeyError, ApiKeyStore, hash_key
 from tickcast.cli import app
 
 

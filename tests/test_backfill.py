@@ -11,10 +11,10 @@ import pytest
 from chispa import assert_df_equality
 from typer.testing import CliRunner
 
-from tickcast.backfill import BackfillError, backfill_bars, backfill_file, spark_bars
+from spark_jobs.backfill import BackfillError, backfill_bars, backfill_file, spark_bars
+from tickcast.catalog.tables import ensure_tables, table_defs
 from tickcast.cli import app
 from tickcast.feeds.barfiles import parse_bar_file
-from tickcast.tables import ensure_tables, table_defs
 
 DATA = Path(__file__).resolve().parent / "data"
 UPDATED = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

@@ -15,9 +15,8 @@ from chispa import assert_df_equality
 from deltalake import DeltaTable
 from typer.testing import CliRunner
 
-import tickcast.corporate_actions as CA
-from tickcast.cli import app
-from tickcast.corporate_actions import (
+import spark_jobs.corporate_actions as CA
+from spark_jobs.corporate_actions import (
     AppliedAction,
     CorporateAction,
     CorporateActionsError,
@@ -26,11 +25,11 @@ from tickcast.corporate_actions import (
     dividend_factor,
     parse_corporate_actions,
 )
-from tickcast.features.backfill import backfill_features
+from spark_jobs.features_backfill import backfill_features
+from tickcast.catalog.tables import delta_rows, ensure_tables, table_defs
+from tickcast.cli import app
+from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
-from tickcast.features.definitions import feature_names
-from tickcast.tables import ensure_tables, table_defs
-from tickcast.testing import delta_rows
 
 DATA = Path(__file__).parent / "data"
 SPLIT_FILE = DATA / "corporate_actions_split.csv"

@@ -14,7 +14,9 @@ from supervisor.options import ServerOptions
 from typer.testing import CliRunner
 
 from tickcast.cli import app
+from tickcast.core.settings import Settings
 from tickcast.platform import lifecycle
+from tickcast.platform.processes import free_port
 from tickcast.platform.status import (
     collect_status,
     kafka_lag,
@@ -29,8 +31,6 @@ from tickcast.platform.supervisor import (
     program_environment,
     write_config,
 )
-from tickcast.settings import Settings
-from tickcast.testing import free_port
 
 
 def _parse(config: Path) -> ServerOptions:

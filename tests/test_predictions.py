@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 
-from tickcast.models import baseline
-from tickcast.predictions import OnlineStore
+from tickcast.catalog.online import OnlineStore
+from tickcast.models import momentum
 
 
 def _bars(symbol: str, closes: list[float], start: datetime) -> pd.DataFrame:
@@ -23,17 +23,17 @@ def _bars(symbol: str, closes: list[float], start: datetime) -> pd.DataFrame:
 def test_frame_path_stores_what_the_object_path_would(tmp_path):
     bars = pd.concat([_bars("A", [10, 11, 12], datetime(2026, 1, 5)), _bars("B", [5, 4.5], datetime(2026, 1, 5))])
     at = datetime(2026, 1, 8, tzinfo=UTC)
-    frame = baseline.predict_frame(bars, predicted_at=at)
+    frame = momentum.predict_frame(bars, predicted_at=at)
     store = OnlineStore(tmp_path / "p.sqlite")
     assert store.upsert_frame(frame) == 2
     assert store.symbols() == ["A", "B"]
-    assert [store.get("A"), store.get("B")] == baseline.to_predictions(frame)
+    assert [store.get("A"), store.get("B")] == momentum.to_predictions(frame)
 
 
 def test_older_data_never_replaces_newer(tmp_path):
     store = OnlineStore(tmp_path / "p.sqlite")
-    newer = baseline.predict(_bars("A", [10, 11, 12], datetime(2026, 1, 5)))
-    older = baseline.predict(_bars("A", [10, 9], datetime(2026, 1, 1)))
+    newer = momentum.predict(_bars("A", [10, 11, 12], datetime(2026, 1, 5)))
+    older = momentum.predict(_bars("A", [10, 9], datetime(2026, 1, 1)))
     store.upsert(newer)
     store.upsert(older)
     assert store.get("A") == newer[0]
@@ -41,7 +41,7 @@ def test_older_data_never_replaces_newer(tmp_path):
 
 
 def test_iso_utc_writes_what_timestamp_isoformat_writes():
-    from tickcast.predictions import iso_utc
+    from tickcast.core.predictions import iso_utc
 
     texts = ["2026-01-05T15:00:00Z", "2026-01-05T15:00:00.25Z", "2026-01-05T15:00:00.000001Z",
              "2026-01-05T15:00:00.000000123Z", "1999-12-31T23:59:59.999999Z"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.serving.market_data import DAY0, bar_rows, make_prediction, write_bars
-from tickcast.predictions import OnlineStore
-from tickcast.settings import Settings
-from tickcast.store import BAR_COLUMNS, Bar, MarketStore, SymbolStatus
-from tickcast.tables import ensure_tables
+from tickcast.catalog.market import BAR_COLUMNS, Bar, MarketStore, SymbolStatus
+from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.tables import ensure_tables
+from tickcast.core.settings import Settings
 
 DAY = timedelta(days=1)
 

@@ -5,8 +5,8 @@ import uuid
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
-from tickcast.settings import Settings
-from tickcast.topics import TopicError, ensure_topics, topic_specs
+from tickcast.catalog.topics import TopicError, ensure_topics, topic_specs
+from tickcast.core.settings import Settings
 
 
 def _unique_topics(settings: Settings, bootstrap: str) -> Settings:
@@ -58,7 +58,7 @@ def test_ensure_topics_creates_then_is_idempotent(settings: Settings, kafka_boot
 
 
 def test_ensure_topics_fails_clearly_without_a_broker(settings: Settings) -> None:
-    from tickcast.testing import free_port
+    from tickcast.platform.processes import free_port
 
     settings = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
     with pytest.raises(TopicError, match="not created in time"):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.serving.market_data import Market, build_market
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from tests.serving.market_data import Market, bar_rows, make_prediction, write_bars
-from tickcast.predictions import OnlineStore
-from tickcast.testing import free_port, stop_process, wait_for_port
+from tickcast.catalog.online import OnlineStore
+from tickcast.platform.processes import free_port, stop_process, wait_for_port
 
 pytestmark = pytest.mark.browser
 

@@ -8,8 +8,8 @@ from dash import html
 
 from dashboard.app import CHART_ID, candle_figure, create_app, prediction_card
 from tests.serving.market_data import make_prediction
-from tickcast.settings import Settings
-from tickcast.store import Bar
+from tickcast.catalog.market import Bar
+from tickcast.core.settings import Settings
 
 
 def _ids(component) -> set[str]:

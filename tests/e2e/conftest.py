@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from tickcast.settings import Settings
-from tickcast.testing import TICKCAST
+from tickcast.core.settings import Settings
+from tickcast.platform.processes import TICKCAST
 
 
 class IngestProcess:

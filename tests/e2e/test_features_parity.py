@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
-from tickcast.features.definitions import FEATURE_NAMES
-from tickcast.testing import delta_count, topic_message_count, wait_until
+from tickcast.catalog.tables import delta_count
+from tickcast.catalog.topics import topic_message_count
+from tickcast.core.featureset import FEATURE_NAMES
+from tickcast.platform.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

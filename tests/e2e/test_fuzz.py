@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from confluent_kafka import Producer
 
-from tickcast.testing import delta_count, delta_rows, wait_until
+from tickcast.catalog.tables import delta_count, delta_rows
+from tickcast.platform.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -48,7 +49,7 @@ def _bad(i: int, rng: random.Random, now: datetime) -> bytes:
     elif kind == 3:
         tick[rng.choice(["price", "volume", "ts"])] = rng.choice([None, "abc", [1, 2], {"x": 1}, True])
     elif kind == 4:
-        # Symbols follow tickcast.symbols.SYMBOL_PATTERN: 1-32 of letters, digits and .-^=_:
+        # Symbols follow tickcast.core.symbols.SYMBOL_PATTERN: 1-32 of letters, digits and .-^=_:
         tick["symbol"] = rng.choice(["", "X" * 33, "SP ACE", "$$$", "É", "A/B", None, [1], {"s": 1}])
     elif kind == 5:
         tick["ts"] = rng.choice(["yesterday", "2024-13-45T99:00:00Z", "", "0000-00-00"])

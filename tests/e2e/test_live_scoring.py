@@ -18,11 +18,13 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.e2e.test_scoring import _published
-from tickcast.apikeys import ApiKeyStore
+from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.tables import delta_rows
 from tickcast.features.compute import compute_features
 from tickcast.models.bundle import ModelBundle
-from tickcast.predictions import OnlineStore
-from tickcast.testing import delta_rows, quick_bundles, register_bundles, wait_until
+from tickcast.models.untrained import quick_bundles, register_bundles
+from tickcast.platform.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,11 @@ from chispa import assert_df_equality
 from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
-from tickcast.apikeys import ApiKeyStore
-from tickcast.predictions import OnlineStore
-from tickcast.testing import delta_count, delta_rows, topic_message_count, wait_until
+from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.tables import delta_count, delta_rows
+from tickcast.catalog.topics import topic_message_count
+from tickcast.platform.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

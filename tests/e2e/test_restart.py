@@ -8,13 +8,9 @@ import subprocess
 
 import pytest
 
-from tickcast.testing import (
-    TICKCAST,
-    delta_count,
-    delta_rows,
-    topic_message_count,
-    wait_until,
-)
+from tickcast.catalog.tables import delta_count, delta_rows
+from tickcast.catalog.topics import topic_message_count
+from tickcast.platform.processes import TICKCAST, wait_until
 
 pytestmark = pytest.mark.e2e
 

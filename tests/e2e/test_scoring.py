@@ -12,10 +12,12 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 
+from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.tables import delta_rows
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.confirmation import confirm
-from tickcast.predictions import OnlineStore
-from tickcast.testing import delta_rows, quick_bundles, register_bundles, wait_until
+from tickcast.models.untrained import quick_bundles, register_bundles
+from tickcast.platform.processes import wait_until
 
 pytestmark = pytest.mark.e2e
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
 
 
 @pytest.fixture(scope="session")
 def empty_features_table(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An empty Delta `features` table exactly as the platform creates it (Spark, tables.json)."""
-    from tickcast.tables import ensure_tables
+    from tickcast.catalog.tables import ensure_tables
 
     settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("features-template")})
     ensure_tables(spark, settings, ["features"])
@@ -32,7 +32,7 @@ def fs_settings(settings: Settings, empty_features_table: Path) -> Settings:
 @pytest.fixture(scope="session")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real redis-server (Debian's) on a free port, no persistence."""
-    from tickcast.testing import free_port, stop_process, wait_for_port
+    from tickcast.platform.processes import free_port, stop_process, wait_for_port
 
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():

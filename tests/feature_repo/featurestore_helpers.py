@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
 
 BAR = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 
@@ -14,7 +14,7 @@ def feature_row(symbol: str, interval: str, window_start: datetime, seed: float,
 
     Distinct seeds give rows that cannot be mistaken for each other in a join result.
     """
-    from tickcast.features.definitions import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
+    from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
 
     valid = set(feature_names(interval))
     row = {

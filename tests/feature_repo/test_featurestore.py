@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from featurestore_helpers import BAR, append_rows, feature_row, rows_frame, utc
 
-from tickcast import featurestore
-from tickcast.features.definitions import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
-from tickcast.settings import Settings
+from tickcast.catalog import featurestore
+from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
+from tickcast.core.settings import Settings
 
 
 def same(a, b) -> bool:

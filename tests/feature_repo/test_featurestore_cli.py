@@ -13,9 +13,9 @@ import pytest
 from featurestore_helpers import append_rows, feature_row, rows_frame, utc
 from typer.testing import CliRunner
 
-from tickcast import featurestore
+from tickcast.catalog import featurestore
 from tickcast.cli import app
-from tickcast.settings import REPO_ROOT, Settings
+from tickcast.core.settings import REPO_ROOT, Settings
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_missing_features_table_is_a_clear_error(settings: Settings, monkeypatch
 
 
 def test_unreachable_redis_is_a_clear_error(cli_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tickcast.testing import free_port
+    from tickcast.platform.processes import free_port
 
     monkeypatch.setenv("TICKCAST_FEAST_ONLINE_STORE", "redis")
     monkeypatch.setenv("TICKCAST_FEAST_REDIS_CONNECTION", f"127.0.0.1:{free_port()}")

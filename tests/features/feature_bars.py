@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tickcast.features.definitions import FEATURE_NAMES
+from tickcast.core.featureset import FEATURE_NAMES
 
 BAR_COLUMNS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume"]
 OUTPUT_COLUMNS = ["symbol", "interval", "window_start", "window_end", *FEATURE_NAMES, "feature_set_version"]

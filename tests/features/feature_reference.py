@@ -16,7 +16,7 @@ from fractions import Fraction
 
 import pandas as pd
 
-from tickcast.features.definitions import FEATURE_NAMES, FEATURE_SET_VERSION
+from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION
 
 NAN = float("nan")
 

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 from feature_bars import assert_features_match, daily_market, minute_market
 
+from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.features.compute import CARRY_COLUMNS, compute_features, history_bars
-from tickcast.features.definitions import FEATURE_NAMES
 
 NEW_BARS = 8
 

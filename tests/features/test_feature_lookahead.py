@@ -17,8 +17,8 @@ from feature_bars import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tickcast.core.featureset import FEATURE_NAMES, TRAILING_BARS
 from tickcast.features.compute import compute_features
-from tickcast.features.definitions import FEATURE_NAMES, TRAILING_BARS
 
 MARKET_FEATURES = ("market_beta", "market_return", "market_volatility")
 # Bar positions around every warm-up boundary, plus a spread of later ones.

@@ -24,14 +24,14 @@ from feature_reference import reference_features
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickcast.features.compute import compute_features
-from tickcast.features.definitions import (
+from tickcast.core.featureset import (
     BARS_PER_YEAR,
     FEATURE_NAMES,
     FEATURE_SET_VERSION,
     INTRADAY_FEATURE_NAMES,
     feature_names,
 )
+from tickcast.features.compute import compute_features
 
 MARKET_FEATURES = ("market_beta", "market_return", "market_volatility")
 

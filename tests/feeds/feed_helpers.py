@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from tickcast.feeds.ticks import tick_schema
+from tickcast.core.ticks import tick_schema
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 ISO_UTC_MICROS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")

@@ -11,13 +11,13 @@ import pytest
 from chispa import assert_df_equality
 from typer.testing import CliRunner
 
-from tickcast.backfill import backfill_frame
+from spark_jobs.backfill import backfill_frame
+from tickcast.catalog.tables import table_defs
 from tickcast.cli import app
 from tickcast.feeds import FeedError
 from tickcast.feeds.barfiles import parse_bar_file
 from tickcast.feeds.history import COLUMNS, generate_history, log_returns
 from tickcast.feeds.synthetic import SyntheticMarket
-from tickcast.tables import table_defs
 
 US = timedelta(microseconds=1)
 

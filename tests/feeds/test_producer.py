@@ -9,10 +9,10 @@ from feed_helpers import assert_valid_tick, consume_all, decode
 from typer.testing import CliRunner
 
 from tickcast.cli import app
+from tickcast.core.ticks import encode_tick, format_ts, make_tick, now_iso, validate_symbol
 from tickcast.feeds import FeedError
 from tickcast.feeds.producer import TickProducer
-from tickcast.feeds.ticks import encode_tick, format_ts, make_tick, now_iso, validate_symbol
-from tickcast.testing import free_port
+from tickcast.platform.processes import free_port
 
 
 def test_idempotent_batched_lz4_config_with_bootstrap_override(settings) -> None:

@@ -12,7 +12,7 @@ from tickcast.models.bundle import ModelBundle
 from tickcast.models.dataset import Scaler
 from tickcast.models.explain import Attribution, explain, format_value, label, summarise
 from tickcast.models.labels import DOWN, UP
-from tickcast.testing import quick_bundles
+from tickcast.models.untrained import quick_bundles
 
 FEATURES = ["return_1d", "return_5d", "volatility_20d", "rsi_14", "macd"]
 MEAN = np.array([0.001, 0.004, 0.25, 50.0, 0.1])

@@ -40,8 +40,8 @@ TINY = {
 def platform_home(spark, base_settings, tmp_path_factory):
     """Bars in Delta and their features in Delta/Feast, as `tickcast history synthetic` and
     `tickcast features backfill` leave them."""
-    from tickcast.backfill import backfill_frame
-    from tickcast.features.backfill import backfill_features
+    from spark_jobs.backfill import backfill_frame
+    from spark_jobs.features_backfill import backfill_features
     from tickcast.feeds.history import generate_history
 
     settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("lifecycle") / "home"})
@@ -69,7 +69,7 @@ def _config(tmp_path: Path, **changes) -> Path:
 
 
 def _client(settings):
-    from tickcast import tracking
+    from tickcast.models import tracking
 
     tracking.configure_mlflow(settings)
     return registry.client()
@@ -121,7 +121,7 @@ def _fake_version(client, settings, name: str, tmp_path: Path, *, fingerprint: s
     """A registered version whose run holds the given evaluation, without training anything."""
     import mlflow
 
-    from tickcast import tracking
+    from tickcast.models import tracking
 
     experiment = tracking.experiment(settings, "promotion-tests")
     models = {"lstm_child": {"ic": mine}, **{b: {"ic": v} for b, v in baselines.items()}}

@@ -11,12 +11,12 @@ from urllib.request import url2pathname
 import httpx
 import pytest
 
-from tickcast import tracking
+from tickcast.core.settings import Settings
+from tickcast.models import tracking
 from tickcast.platform import lifecycle
+from tickcast.platform.processes import free_port
 from tickcast.platform.status import collect_status
 from tickcast.platform.supervisor import PlatformError, Supervisor
-from tickcast.settings import Settings
-from tickcast.testing import free_port
 
 
 def _path(file_uri: str) -> Path:

@@ -9,8 +9,8 @@ from urllib.request import url2pathname
 
 import pytest
 
-from tickcast import tracking
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
+from tickcast.models import tracking
 
 
 def _path(file_uri: str) -> Path:

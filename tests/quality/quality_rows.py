@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tickcast.features.definitions import FEATURE_NAMES
-from tickcast.tables import table_defs
+from tickcast.catalog.tables import table_defs
+from tickcast.core.featureset import FEATURE_NAMES
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 

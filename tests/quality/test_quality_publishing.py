@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.quality.quality_rows import T0, bar, frame, tick
+from tickcast.catalog.tables import delta_rows
 from tickcast.quality import ANY_EXPECTATION, QualityGate
 from tickcast.quality.docs import index_path, results_dir
-from tickcast.testing import delta_rows
 
 TS_MAX = {"ts_max": T0 + timedelta(minutes=30)}
 

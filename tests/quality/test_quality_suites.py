@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from tickcast.features.definitions import FEATURE_NAMES, INTERVALS, KEY_COLUMNS
+from tickcast.catalog.tables import table_defs
+from tickcast.core.featureset import FEATURE_NAMES, INTERVALS, KEY_COLUMNS
+from tickcast.core.symbols import SYMBOL_PATTERN
 from tickcast.quality.suites import SuiteError, expectation_name, load_suites, reason, suite_file
-from tickcast.symbols import SYMBOL_PATTERN
-from tickcast.tables import table_defs
 
 SUITE_TABLES = {"ticks": ["ticks"], "bars": ["bars_1m", "bars_1d"], "features": ["features"]}
 

@@ -12,10 +12,10 @@ from urllib.request import url2pathname
 
 import pytest
 
+from tickcast.core.settings import Settings
 from tickcast.models import registry as model_registry
+from tickcast.models.untrained import quick_bundles, register_bundles
 from tickcast.scoring.models import ChampionWatcher, ModelLoader
-from tickcast.settings import Settings
-from tickcast.testing import quick_bundles, register_bundles
 
 FEATURES = ["return_1d", "rsi_14"]
 LENGTH = 3

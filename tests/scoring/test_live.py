@@ -15,14 +15,14 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
+from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
-from tickcast.features.definitions import feature_names
 from tickcast.models.bundle import ModelBundle
+from tickcast.models.untrained import quick_bundles
 from tickcast.scoring.live import LiveMarket, LiveTick, parse_tick, score_cycle
 from tickcast.scoring.live_job import HistoryWriter
 from tickcast.scoring.models import DeployedModel, DualModel
 from tickcast.scoring.score import build_batch, score
-from tickcast.testing import quick_bundles
 
 FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d", "market_return"]
 LENGTH = 4
@@ -240,7 +240,7 @@ def test_a_stored_bar_of_the_current_window_is_the_open_bar_to_fold_into() -> No
 
 
 def test_history_appends_to_the_streams_predictions_table(spark, settings, dual: DualModel) -> None:
-    from tickcast.tables import ensure_tables
+    from tickcast.catalog.tables import ensure_tables
 
     ensure_tables(spark, settings)
     history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 12)

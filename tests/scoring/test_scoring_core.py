@@ -21,18 +21,19 @@ import pytest
 import yaml
 from deltalake import write_deltalake
 
+from tickcast.catalog.topics import topic_message_count
+from tickcast.core.predictions import Prediction
+from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.confirmation import confirm
 from tickcast.models.dataset import Scaler
 from tickcast.models.labels import DOWN, UP
 from tickcast.models.registry import RegistryError
-from tickcast.predictions import Prediction
+from tickcast.models.untrained import quick_bundles, register_bundles
 from tickcast.scoring.models import DeployedModel, ModelLoader, horizon_label, pair
 from tickcast.scoring.publish import PredictionPublisher, PublishError
 from tickcast.scoring.score import CONTRACT_COLUMNS, SequenceBatch, build_batch, score
 from tickcast.scoring.sources import latest_sequences
-from tickcast.settings import Settings
-from tickcast.testing import quick_bundles, register_bundles, topic_message_count
 
 FEATURES = ["return_1d", "rsi_14", "volatility_5d"]
 LENGTH = 4

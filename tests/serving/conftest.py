@@ -23,10 +23,10 @@ from tests.serving.market_data import (
     scored_features,
     write_bars,
 )
-from tickcast.apikeys import ApiKeyStore
+from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog.online import OnlineStore
+from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
-from tickcast.predictions import OnlineStore
-from tickcast.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -48,13 +48,13 @@ def api_keys(market: Market) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def scored(spark, base_settings: Settings, tmp_path_factory) -> Scored:
-    from tickcast import featurestore
-    from tickcast.features.backfill import backfill_features
+    from spark_jobs.features_backfill import backfill_features
+    from tickcast.catalog import featurestore
+    from tickcast.catalog.tables import ensure_tables, table_defs
+    from tickcast.models.untrained import quick_bundles, register_bundles
     from tickcast.scoring.models import ModelLoader
     from tickcast.scoring.score import score
     from tickcast.scoring.sources import latest_sequences
-    from tickcast.tables import ensure_tables, table_defs
-    from tickcast.testing import quick_bundles, register_bundles
 
     root = tmp_path_factory.mktemp("scored")
     settings = base_settings.model_copy(update={"home": root / "home", "api_key_cache_seconds": 0.0})

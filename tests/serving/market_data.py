@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from deltalake import DeltaTable
 
+from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.tables import ensure_tables, table_defs
+from tickcast.core.predictions import Prediction, Probabilities
+from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
-from tickcast.predictions import OnlineStore, Prediction, Probabilities
-from tickcast.settings import Settings
-from tickcast.tables import ensure_tables, table_defs
 
 DAY0 = datetime(2024, 1, 2, tzinfo=UTC)
 MINUTE0 = datetime(2024, 1, 31, 14, 30, tzinfo=UTC)

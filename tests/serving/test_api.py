@@ -11,10 +11,10 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from serving.deps import get_store
 from tests.serving.market_data import Market
-from tickcast.apikeys import ApiKeyStore
-from tickcast.predictions import Prediction
-from tickcast.settings import Settings
-from tickcast.store import BAR_COLUMNS
+from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog.market import BAR_COLUMNS
+from tickcast.core.predictions import Prediction
+from tickcast.core.settings import Settings
 
 
 @pytest.fixture(scope="module")

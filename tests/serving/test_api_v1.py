@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.serving.market_data import FEATURES, Scored, make_prediction, scored_features
-from tickcast.predictions import OnlineStore
+from tickcast.catalog.online import OnlineStore
 
 MODEL_NAME = "tickcast-lstm-1d+tickcast-transformer-1d"
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from tests.serving.market_data import Market
 from tickcast.cli import app as cli
-from tickcast.testing import free_port, wait_for_port
+from tickcast.platform.processes import free_port, wait_for_port
 
 
 def test_serve_api_with_two_workers(market: Market, api_keys: dict[str, str], tmp_path: Path) -> None:

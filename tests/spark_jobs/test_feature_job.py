@@ -11,11 +11,10 @@ import pytest
 from chispa import assert_approx_df_equality
 
 from spark_jobs import features as FX
-from tickcast.features.backfill import backfill_features
+from spark_jobs.features_backfill import backfill_features
+from tickcast.catalog.tables import delta_rows, ensure_tables
+from tickcast.core.featureset import TRAILING_BARS
 from tickcast.features.compute import BAR_COLUMNS, compute_features
-from tickcast.features.definitions import TRAILING_BARS
-from tickcast.tables import ensure_tables
-from tickcast.testing import delta_rows
 
 BAR_DDL = (
     "symbol string, window_start timestamp, window_end timestamp, open double, high double, "
@@ -146,7 +145,7 @@ def test_backfill_rejects_an_unknown_interval(spark, settings):
 
 
 def test_bar_columns_are_what_the_bars_tables_hold():
-    from tickcast.tables import table_defs
+    from tickcast.catalog.tables import table_defs
 
     for table in ("bars_1m", "bars_1d"):
         assert set(BAR_COLUMNS) <= set(table_defs()[table].column_names)

@@ -147,7 +147,7 @@ def test_partials_merged_in_any_order_equal_one_aggregation(spark, settings, spl
     """Folding partial bars with BAR_MERGE_SET gives the bar of all ticks at once."""
     from delta.tables import DeltaTable
 
-    from tickcast.tables import ensure_tables
+    from tickcast.catalog.tables import ensure_tables
 
     ensure_tables(spark, settings, ["bars_1d"])
     base = datetime(2026, 11, 20, 14, 0)

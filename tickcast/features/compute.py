@@ -32,7 +32,7 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 from pandas.api.indexers import BaseIndexer
 
-from tickcast.features.definitions import (
+from tickcast.core.featureset import (
     BARS_PER_YEAR,
     FEATURE_NAMES,
     FEATURE_SET_VERSION,

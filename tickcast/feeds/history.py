@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickcast.features.definitions import BARS_PER_YEAR
+from tickcast.core.featureset import BARS_PER_YEAR
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import apply_echo, validate_alpha
 from tickcast.feeds.synthetic import MARKET_ANNUAL_VOL, draw_universe

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from tickcast.core.settings import Settings
 from tickcast.feeds import FeedError
-from tickcast.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,10 @@ import time
 import numpy as np
 import pandas as pd
 
+from tickcast.core.ticks import encode_ticks, format_ts_array, now_iso
 from tickcast.feeds import FeedError
 from tickcast.feeds.barfiles import BarFile, interval_is_daily, interval_timedelta
 from tickcast.feeds.producer import ProduceStats, TickProducer
-from tickcast.feeds.ticks import encode_ticks, format_ts_array, now_iso
 
 LEGS = ("open", "high", "low", "close")
 LEG_CODES = ("o", "h", "l", "c")

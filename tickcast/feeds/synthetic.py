@@ -24,10 +24,10 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from tickcast.core.ticks import encode_ticks, format_ts_array, now_iso
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import ALPHA_LAG, noise_scale, validate_alpha
 from tickcast.feeds.producer import ProduceStats, TickProducer
-from tickcast.feeds.ticks import encode_ticks, format_ts_array, now_iso
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tickcast.features.definitions import FEATURE_SET_VERSION
+from tickcast.core.featureset import FEATURE_SET_VERSION
 from tickcast.models.dataset import Scaler
 from tickcast.models.experiment import ExperimentConfig
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tickcast.features.definitions import BARS_PER_YEAR
+from tickcast.core.featureset import BARS_PER_YEAR
 from tickcast.models import baselines, training
 from tickcast.models.confirmation import confirm, signal_classes
 from tickcast.models.dataset import Scaler, sequence_windows

@@ -14,7 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from tickcast.features.definitions import feature_names
+from tickcast.core.featureset import feature_names
 from tickcast.models.labels import LabelSpec
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickcast.features.definitions import FEATURE_SET_VERSION
+from tickcast.core.featureset import FEATURE_SET_VERSION
+from tickcast.core.settings import Settings
 from tickcast.models import registry, training
 from tickcast.models.dataset import Scaler, labelled_frame
 from tickcast.models.evaluation import EvaluationResult, deployed_variant, eligible_rows, evaluate_frame
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.splits import final_split
-from tickcast.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
     """Bars of ``symbols`` with ``window_start`` in [start, end) from Delta, one per bar."""
     import pyarrow.dataset as pads
 
-    from tickcast.store import INTERVAL_TABLES, DeltaReader
+    from tickcast.catalog.market import INTERVAL_TABLES, DeltaReader
 
     dataset = DeltaReader(settings.table_path(INTERVAL_TABLES[interval])).dataset()
     if dataset is None:
@@ -75,7 +75,7 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
 def load_frame(settings: Settings, config: ExperimentConfig) -> pd.DataFrame:
     """The labelled frame of the config's symbols and index: bars from Delta, features from
     Feast's point-in-time training set at each bar's close."""
-    from tickcast import featurestore
+    from tickcast.catalog import featurestore
 
     names = [config.index, *config.symbols]
     bars = read_bars(settings, names, config.interval, config.start, config.end)
@@ -175,7 +175,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
     """Evaluate (and with ``register``, train and register) as one MLflow run."""
     import mlflow
 
-    from tickcast import tracking
+    from tickcast.models import tracking
     from tickcast.models.bundle import write_bundle
 
     say = say or log.info
@@ -252,7 +252,7 @@ class PromotionOutcome:
 def promote(settings: Settings, interval: str, arch: str, version: str | None = None,
             say: Callable[[str], None] | None = None, output: Path | None = None) -> PromotionOutcome:
     """Make the challenger (or ``version``) champion if it passes the gate; record the verdict."""
-    from tickcast import tracking
+    from tickcast.models import tracking
 
     say = say or log.info
     tracking.configure_mlflow(settings)

@@ -1,7 +1,7 @@
 """Process management for the whole platform: supervisord config and control,
 ``setup``/``up``/``down`` orchestration and ``status`` reporting."""
 
-from tickcast.platform.lifecycle import down, setup, up, urls
+from tickcast.platform.control import down, setup, up, urls
 from tickcast.platform.status import (
     collect_status,
     kafka_lag,

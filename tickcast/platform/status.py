@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tickcast.core.settings import Settings
 from tickcast.platform.supervisor import Supervisor
-from tickcast.settings import Settings
 
 log = logging.getLogger(__name__)
 

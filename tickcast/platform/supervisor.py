@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tickcast.settings import Settings
+from tickcast.core.settings import Settings
 
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
@@ -89,7 +89,7 @@ def program_log(settings: Settings, name: str) -> Path:
 
 def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
     """Every program this configuration runs, in start order."""
-    from tickcast import broker, tracking
+    from tickcast.platform import broker, tracking
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []

@@ -30,8 +30,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from tickcast.core.settings import Settings
 from tickcast.quality.suites import SuiteFile
-from tickcast.settings import Settings
 
 SITE_NAME = "tickcast"
 RESULTS_KEPT_PER_TABLE = 1

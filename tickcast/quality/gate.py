@@ -4,7 +4,7 @@ Where GX runs. By default (``engine="auto"``) the frame's suite columns are coll
 the driver as Arrow and validated with GX's pandas engine; frames above
 ``max_driver_rows`` are validated by GX's Spark engine instead, so a large batch job
 cannot exhaust the driver. Measured on the 2-core machine (``python -m
-tickcast.quality.benchmark``), the pandas copy is several times faster at every micro-batch
+bench.quality``), the pandas copy is several times faster at every micro-batch
 size, because GX's Spark engine runs several Spark jobs per expectation: see the
 benchmark's docstring for the figures.
 
@@ -51,8 +51,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tickcast.core.settings import Settings
 from tickcast.quality.suites import SUITES_DIR, SuiteFile, expectation_name, load_suites, reason, suite_file
-from tickcast.settings import Settings
 
 if TYPE_CHECKING:
     import pandas
@@ -435,7 +435,7 @@ class QualityGate:
         app already committed that version, so a replayed micro-batch is not counted twice.
         That also means one call per (app_id, version): pass all of a batch's outcomes at once.
         """
-        from tickcast.tables import ensure_tables, table_defs
+        from tickcast.catalog.tables import ensure_tables, table_defs
 
         if isinstance(outcomes, QualityOutcome):
             outcomes = [outcomes]

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from tickcast.settings import REPO_ROOT
+from tickcast.core.settings import REPO_ROOT
 
 SUITES_DIR = REPO_ROOT / "expectations"
 REASON_PREFIX = "expectation:"

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tickcast.core.settings import Settings
 from tickcast.quality.gate import ANY_EXPECTATION, QUALITY_COLUMNS, QUALITY_TABLE
-from tickcast.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +78,7 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    from tickcast.store import _is_delta_table
+    from tickcast.catalog.market import _is_delta_table
 
     path = settings.table_path(QUALITY_TABLE)
     if not _is_delta_table(path):

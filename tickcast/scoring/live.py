@@ -35,10 +35,10 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from tickcast.core.featureset import TRAILING_BARS, feature_names
+from tickcast.core.symbols import SYMBOL_PATTERN
+from tickcast.core.ticks import SCHEMA_VERSION
 from tickcast.features.compute import BAR_COLUMNS, CARRY_COLUMNS, compute_features, history_bars
-from tickcast.features.definitions import TRAILING_BARS, feature_names
-from tickcast.feeds.ticks import SCHEMA_VERSION
-from tickcast.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
     from tickcast.scoring.models import DualModel
@@ -502,7 +502,7 @@ def _epoch_us_of(stamps: pd.Series) -> pd.Series:
 def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str, horizon: str,
                 lookback: int, predicted_at: datetime | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Score what changed since the last cycle: the contract frame, and why some were not."""
-    from tickcast.models import baseline
+    from tickcast.models import momentum
     from tickcast.scoring.score import CONTRACT_COLUMNS, score
 
     symbols, closed_from = market.take(index_symbol)
@@ -510,7 +510,7 @@ def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str
         return pd.DataFrame(columns=CONTRACT_COLUMNS), {}
     if dual is None:
         bars = market.momentum_bars(symbols, lookback)
-        return baseline.predict_frame(bars, horizon=horizon, lookback=lookback, predicted_at=predicted_at), {}
+        return momentum.predict_frame(bars, horizon=horizon, lookback=lookback, predicted_at=predicted_at), {}
     open_features = market.features(symbols, closed_from, index_symbol, dual.features)
     batch, skipped = market.sequences(open_features, dual.features, dual.sequence_length)
     return score(dual, batch, predicted_at=predicted_at), skipped

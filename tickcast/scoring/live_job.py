@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
+    from tickcast.core.settings import Settings
     from tickcast.scoring.live import LiveMarket
-    from tickcast.settings import Settings
 
 log = logging.getLogger("tickcast.scoring.live")
 
@@ -39,7 +39,7 @@ def read_state(settings: Settings, market: LiveMarket, now: datetime) -> tuple[p
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    from tickcast.features.definitions import TRAILING_BARS
+    from tickcast.core.featureset import TRAILING_BARS
     from tickcast.scoring.live import STATE_COLUMNS
     from tickcast.scoring.sources import INTERVAL_LENGTH
 
@@ -109,7 +109,8 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
-    from tickcast.predictions import OnlineStore, frame_payloads
+    from tickcast.catalog.online import OnlineStore
+    from tickcast.core.predictions import frame_payloads
     from tickcast.scoring.live import LiveMarket, parse_tick, score_cycle
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
     from tickcast.scoring.publish import PredictionPublisher, PublishError

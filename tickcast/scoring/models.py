@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING
 from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, registered_name
 
 if TYPE_CHECKING:
+    from tickcast.core.settings import Settings
     from tickcast.models.bundle import ModelBundle
-    from tickcast.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +102,7 @@ class ModelLoader:
 
     def client(self):
         if self._client is None:
-            from tickcast import tracking
-            from tickcast.models import registry
+            from tickcast.models import registry, tracking
 
             tracking.configure_mlflow(self.settings)
             self._client = registry.client()

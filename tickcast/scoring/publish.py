@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tickcast.settings import Settings
+    from tickcast.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,6 @@ class PredictionPublisher:
         return len(rows)
 
     def publish(self, frame: pd.DataFrame) -> int:
-        from tickcast.predictions import frame_payloads
+        from tickcast.core.predictions import frame_payloads
 
         return self.publish_rows(frame_payloads(frame))

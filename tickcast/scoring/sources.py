@@ -11,7 +11,7 @@ from tickcast.scoring.score import SequenceBatch, build_batch
 if TYPE_CHECKING:
     import pandas as pd
 
-    from tickcast.settings import Settings
+    from tickcast.core.settings import Settings
 
 INTERVAL_LENGTH = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 

@@ -1,0 +1,748 @@
+"""Corporate actions: splits and cash dividends back-adjusted into the stored bar history.
+
+``tickcast corporate-actions apply FILE`` reads a CSV of actions, rewrites the bars in
+Delta ``bars_1d`` and ``bars_1m`` before each action's ex-date, records the actions in
+Delta ``corporate_actions`` and recomputes the features of the symbols concerned.
+
+The file
+--------
+A CSV with the header ``symbol,ex_date,action,value`` (any column order, case and blanks
+around names ignored; blank lines and lines starting with ``#`` are skipped)::
+
+    symbol,ex_date,action,value
+    # a 4-for-1 split, a 1-for-10 reverse split (same as 0.1), a cash dividend per share
+    AAPL,2020-08-31,split,4
+    XYZ,2024-05-02,split,1:10
+    MSFT,2024-02-14,dividend,0.75
+
+* ``symbol``: as stored in the bars (case matters), matching ``tickcast.core.symbols.SYMBOL_PATTERN``.
+* ``ex_date``: ``YYYY-MM-DD``, the first trading day without the split/dividend; bars are
+  UTC, so "before the ex-date" means ``window_start`` before ``ex_date`` 00:00 UTC.
+* ``action``: ``split`` or ``dividend``.
+* ``value``: for a split the ratio new:old shares, as a number (``2``, ``0.1``) or as text
+  (``2:1``, ``1:10``); for a dividend the cash amount per share, in the currency of the
+  prices as traded the day before the ex-date. Must be positive.
+
+Every row is checked before anything is touched; a bad file is refused as a whole with
+one message per bad line (``CorporateActionsError``).
+
+The adjustment
+--------------
+Standard back-adjustment (as in Yahoo's adjusted prices and CRSP's factors): history is
+rewritten so that a return computed across an ex-date is the holder's economic return,
+and the newest prices stay the prices as traded. For every bar before the ex-date:
+
+* split with ratio ``r``: open, high, low, close x ``1/r``; volume x ``r``;
+* dividend ``D``: open, high, low, close x ``1 - D / C``, where ``C`` is the close of the last
+  bar before the ex-date as it traded (stored close with the factors of already applied
+  later actions taken out); volume unchanged.
+
+A bar's factor is the product over all actions of its symbol with an ex-date after it, so
+a file with several actions of one symbol composes them. (A dividend sharing its ex-date
+with a split is compared with the pre-split close, i.e. read as per pre-split share.)
+``corporate_actions`` keeps each action with the price factor used (``adjustment_factor``;
+a split's volume factor is its inverse).
+
+Then the features of the adjusted symbols are recomputed from their full history
+(``backfill_features``) for the intervals whose bars changed; adjusting the market index
+(``TICKCAST_MARKET_INDEX_SYMBOL``) recomputes every symbol's, as their market features read
+its bars. The Feast online store is not touched here: it gets a symbol's features with the
+stream's next push (or ``tickcast features materialize``).
+
+Versions, time travel and idempotence
+-------------------------------------
+Each bars table gets all of a file's adjustments in a single MERGE, i.e. one new Delta
+version per apply, so the unadjusted history stays readable by time travel
+(``versionAsOf`` = the reported "before" version) until it is vacuumed. The commit carries
+``userMetadata`` naming the apply, visible in ``DESCRIBE HISTORY``.
+
+Each action has a deterministic ``action_id`` (a hash of symbol, ex-date, action and
+value); actions already in ``corporate_actions`` are skipped, so applying a file twice
+changes nothing and creates no version. An action with no bar before its ex-date in either
+table has nothing to adjust; it is reported and *not* recorded, so applying the file again
+after loading that history adjusts it.
+
+Applying touches three tables, and Delta has no multi-table transactions. So that a crash
+between them can neither adjust a table twice nor leave an action unrecorded, the planned
+factors are written to ``$TICKCAST_HOME/checkpoints/corporate-actions/pending.json``
+before the first commit, and every commit of the apply carries ``txnAppId``/``txnVersion``:
+the next apply finishes an interrupted one, features included (the commits that already
+happened skip themselves), before looking at its own file; a plan none of whose commits
+happened is dropped. One apply runs at a time per home (a lock file). The streaming job may MERGE into the bars tables meanwhile; commit conflicts are
+retried.
+
+What is not adjusted
+--------------------
+Delta ``ticks`` stay raw: they are the record of what arrived. The stream folds ticks into
+bars as they come, so ticks for dates before an applied ex-date that arrive later (a late
+replay of old data) land *unadjusted* in adjusted bars; likewise bars backfilled later for
+those dates. Re-load such history before applying the action, or apply its factor by hand.
+``predictions`` stay as they were made.
+"""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import logging
+import math
+import re
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from tickcast.core.settings import Settings
+from tickcast.core.symbols import SYMBOL_PATTERN
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+    from spark_jobs.features_backfill import FeatureBackfillResult
+
+log = logging.getLogger(__name__)
+
+HEADER = ("symbol", "ex_date", "action", "value")
+ACTIONS = ("split", "dividend")
+BAR_TABLES = {"1d": "bars_1d", "1m": "bars_1m"}
+TXN_CONF = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+# How many recent commits of a bars table to search for the apply's own commit: the
+# stream commits at most a few times a second, and the search runs right after ours.
+HISTORY_SEARCH_DEPTH = 200
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_RATIO = re.compile(r"^\s*([0-9.eE+-]+)\s*:\s*([0-9.eE+-]+)\s*$")
+
+
+class CorporateActionsError(ValueError):
+    """The file (or what it asks for) cannot be applied; nothing was changed."""
+
+    def __init__(self, source: str, problems: Sequence[str]):
+        self.source = source
+        self.problems = list(problems)
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s), nothing was applied:\n{lines}")
+
+
+@dataclass(frozen=True)
+class CorporateAction:
+    """One row of a corporate-actions file; ``line`` is its line number in the file."""
+
+    symbol: str
+    ex_date: date
+    action: Literal["split", "dividend"]
+    value: float
+    line: int = field(default=0, compare=False)
+
+    @property
+    def action_id(self) -> str:
+        # repr() of the float is exact and stable, so "2:1", "2" and "2.0" share one id.
+        key = f"{self.symbol}|{self.ex_date.isoformat()}|{self.action}|{float(self.value)!r}"
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+    @property
+    def ex_start(self) -> datetime:
+        """00:00 UTC of the ex-date: bars starting before it are adjusted."""
+        return datetime(self.ex_date.year, self.ex_date.month, self.ex_date.day, tzinfo=UTC)
+
+    def describe(self) -> str:
+        if self.action == "split":
+            return f"{self.symbol} {_ratio_text(self.value)} split, ex-date {self.ex_date}"
+        return f"{self.symbol} dividend {self.value:g} per share, ex-date {self.ex_date}"
+
+
+@dataclass(frozen=True)
+class AppliedAction:
+    """An action with the factors it applies to the bars before its ex-date."""
+
+    action: CorporateAction
+    price_factor: float
+    volume_factor: float
+    # The as-traded close a dividend's factor was computed from (None for splits).
+    reference_close: float | None = None
+
+    def describe(self) -> str:
+        text = f"{self.action.describe()}: prices x {self.price_factor:.10g}"
+        if self.volume_factor != 1.0:
+            text += f", volumes x {self.volume_factor:.10g}"
+        if self.reference_close is not None:
+            text += f" (close before the ex-date {self.reference_close:g})"
+        return text
+
+
+@dataclass(frozen=True)
+class TableAdjustment:
+    """One bars table's share of an apply: its single commit and what it changed."""
+
+    table: str
+    rows: int
+    version_before: int | None
+    version_after: int | None
+
+    def describe(self) -> str:
+        if self.version_after is None:
+            return f"{self.table}: {self.rows:,} bar(s) adjusted (commit not found in recent history)"
+        return (
+            f"{self.table}: {self.rows:,} bar(s) adjusted, version {self.version_before} -> "
+            f"{self.version_after} (the unadjusted history stays readable with versionAsOf "
+            f"{self.version_before})"
+        )
+
+
+@dataclass(frozen=True)
+class CorporateActionsResult:
+    applied: tuple[AppliedAction, ...]
+    skipped: tuple[CorporateAction, ...]
+    without_history: tuple[CorporateAction, ...]
+    tables: tuple[TableAdjustment, ...]
+    features: tuple[FeatureBackfillResult, ...]
+    # True when an interrupted earlier apply was finished first (its actions are in ``applied``).
+    resumed: bool = False
+
+    @property
+    def rows_adjusted(self) -> dict[str, int]:
+        totals = {table: 0 for table in BAR_TABLES.values()}
+        for t in self.tables:
+            totals[t.table] += t.rows
+        return totals
+
+    @property
+    def versions(self) -> dict[str, tuple[int | None, int | None]]:
+        """(before, after) per adjusted table; over several commits, the first before and last after."""
+        out: dict[str, tuple[int | None, int | None]] = {}
+        for t in self.tables:
+            before = out[t.table][0] if t.table in out else t.version_before
+            out[t.table] = (before, t.version_after)
+        return out
+
+    @property
+    def features_rows(self) -> int:
+        return sum(r.rows for r in self.features)
+
+    def summary_lines(self) -> list[str]:
+        lines = []
+        if self.resumed:
+            lines.append("finished an interrupted earlier apply first")
+        lines += [f"applied: {a.describe()}" for a in self.applied]
+        lines += [f"skipped (already applied): {a.describe()}" for a in self.skipped]
+        lines += [
+            f"not applied (no bars before the ex-date; apply again after loading that history): {a.describe()}"
+            for a in self.without_history
+        ]
+        lines += [t.describe() for t in self.tables]
+        lines += [r.summary() for r in self.features]
+        if not self.applied:
+            lines.append("nothing to adjust: no table was changed")
+        return lines
+
+
+# -- the file (pure) ------------------------------------------------------------------
+
+
+def _ratio_text(ratio: float) -> str:
+    if ratio < 1 and math.isclose(1 / ratio, round(1 / ratio), rel_tol=1e-9):
+        return f"1:{round(1 / ratio)}"
+    return f"{ratio:g}:1"
+
+
+def _positive(text: str) -> float | None:
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
+
+
+def _parse_value(action: str, text: str) -> float | str:
+    """The row's value as a float, or the problem with it."""
+    if action == "split":
+        ratio = _RATIO.match(text)
+        if ratio:
+            new, old = _positive(ratio.group(1)), _positive(ratio.group(2))
+            if new is None or old is None:
+                return f"split ratio {text!r} needs two positive numbers (e.g. 2:1 or 1:10)"
+            return new / old
+        number = _positive(text)
+        if number is None:
+            return f"split ratio {text!r} is not a positive number or a ratio like 2:1 or 1:10"
+        return number
+    number = _positive(text)
+    if number is None:
+        return f"dividend {text!r} is not a positive cash amount per share"
+    return number
+
+
+def _parse_row(cells: dict[str, str]) -> CorporateAction | str:
+    symbol = cells["symbol"].strip()
+    ex_text = cells["ex_date"].strip()
+    action = cells["action"].strip().lower()
+    value_text = cells["value"].strip()
+    problems = []
+    if not re.match(SYMBOL_PATTERN, symbol):
+        problems.append(f"symbol {symbol!r} does not match {SYMBOL_PATTERN}")
+    ex_date = None
+    if not _DATE.match(ex_text):
+        problems.append(f"ex_date {ex_text!r} is not a date like 2024-03-01")
+    else:
+        try:
+            ex_date = date.fromisoformat(ex_text)
+        except ValueError:
+            problems.append(f"ex_date {ex_text!r} is not a valid date")
+    value: float | str | None = None
+    if action not in ACTIONS:
+        problems.append(f"action {cells['action'].strip()!r} is unknown (expected split or dividend)")
+    else:
+        value = _parse_value(action, value_text)
+        if isinstance(value, str):
+            problems.append(value)
+    if problems:
+        return "; ".join(problems)
+    assert ex_date is not None and isinstance(value, float)
+    return CorporateAction(symbol=symbol, ex_date=ex_date, action=action, value=value)  # type: ignore[arg-type]
+
+
+def parse_corporate_actions(path: str | Path) -> list[CorporateAction]:
+    """The actions of a corporate-actions CSV, in file order; raises ``CorporateActionsError``
+    listing every bad line (a missing file or header counts as one)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CorporateActionsError(str(path), ["no such file"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CorporateActionsError(str(path), [f"cannot be read: {exc}"]) from None
+
+    reader = csv.reader(text.splitlines())
+    header: list[str] | None = None
+    problems: list[str] = []
+    actions: list[CorporateAction] = []
+    first_line: dict[str, int] = {}
+    for cells in reader:
+        line = reader.line_num
+        if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+            continue
+        if header is None:
+            header = [c.strip().lower() for c in cells]
+            if sorted(header) != sorted(HEADER):
+                raise CorporateActionsError(str(path), [
+                    f"line {line}: the header must name the columns {','.join(HEADER)} "
+                    f"(found: {','.join(c.strip() for c in cells)})"
+                ])
+            continue
+        if len(cells) != len(header):
+            problems.append(f"line {line}: {len(cells)} field(s), expected {len(header)} ({','.join(header)})")
+            continue
+        parsed = _parse_row(dict(zip(header, cells, strict=True)))
+        if isinstance(parsed, str):
+            problems.append(f"line {line}: {parsed}")
+            continue
+        action = CorporateAction(parsed.symbol, parsed.ex_date, parsed.action, parsed.value, line)
+        # The same action twice would be applied once (ids are per action); a repeated row is
+        # more likely a mistake than an intention, so it is refused.
+        if action.action_id in first_line:
+            problems.append(f"line {line}: repeats line {first_line[action.action_id]} ({action.describe()})")
+            continue
+        first_line[action.action_id] = line
+        actions.append(action)
+    if header is None:
+        raise CorporateActionsError(str(path), [f"line 1: empty file; expected the header {','.join(HEADER)}"])
+    if problems:
+        raise CorporateActionsError(str(path), problems)
+    if not actions:
+        raise CorporateActionsError(str(path), ["no actions below the header"])
+    return actions
+
+
+# -- the adjustment (pure) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Bars of ``symbol`` with ``valid_from <= window_start < valid_to`` take these factors."""
+
+    symbol: str
+    valid_from: datetime | None
+    valid_to: datetime
+    price_factor: float
+    volume_factor: float
+
+
+def adjustment_segments(adjustments: Sequence[AppliedAction]) -> list[Segment]:
+    """Cut each symbol's history at its ex-dates; each piece gets the product of the factors
+    of the actions with an ex-date after it, so one MERGE applies a whole file."""
+    by_symbol: dict[str, list[AppliedAction]] = {}
+    for adj in adjustments:
+        by_symbol.setdefault(adj.action.symbol, []).append(adj)
+    segments = []
+    for symbol, adjs in sorted(by_symbol.items()):
+        previous = None
+        for ex_start in sorted({a.action.ex_start for a in adjs}):
+            later = [a for a in adjs if a.action.ex_start >= ex_start]
+            segments.append(Segment(
+                symbol, previous, ex_start,
+                math.prod(a.price_factor for a in later), math.prod(a.volume_factor for a in later),
+            ))
+            previous = ex_start
+    return segments
+
+
+def split_factors(action: CorporateAction) -> tuple[float, float]:
+    """(price factor, volume factor) of a split."""
+    return 1.0 / action.value, action.value
+
+
+def dividend_factor(action: CorporateAction, close_as_traded: float) -> float | str:
+    """Price factor of a dividend, or why it cannot be applied."""
+    if not (math.isfinite(close_as_traded) and close_as_traded > 0):
+        return f"the close before the ex-date is {close_as_traded!r}; cannot scale by it"
+    factor = 1.0 - action.value / close_as_traded
+    if factor <= 0:
+        return (f"dividend {action.value:g} is not below the close {close_as_traded:g} of the last bar "
+                "before the ex-date")
+    return factor
+
+
+# -- the plan: what one apply commits, saved before its first commit ---------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    batch_id: str
+    source_file: str
+    adjustments: tuple[AppliedAction, ...]
+    intervals: tuple[str, ...]  # bars tables with bars before some ex-date
+
+    @property
+    def app_id(self) -> str:
+        return f"tickcast-corporate-actions-{self.batch_id}"
+
+    @property
+    def user_metadata(self) -> str:
+        actions = "; ".join(a.action.describe() for a in self.adjustments)
+        return f"tickcast corporate-actions {self.batch_id}: {actions}"[:1000]
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "batch_id": self.batch_id,
+            "source_file": self.source_file,
+            "intervals": list(self.intervals),
+            "adjustments": [
+                {"symbol": a.action.symbol, "ex_date": a.action.ex_date.isoformat(), "action": a.action.action,
+                 "value": a.action.value, "line": a.action.line, "price_factor": a.price_factor,
+                 "volume_factor": a.volume_factor, "reference_close": a.reference_close}
+                for a in self.adjustments
+            ],
+        }, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Plan:
+        raw = json.loads(text)
+        adjustments = tuple(
+            AppliedAction(
+                CorporateAction(a["symbol"], date.fromisoformat(a["ex_date"]), a["action"], a["value"], a["line"]),
+                a["price_factor"], a["volume_factor"], a["reference_close"],
+            )
+            for a in raw["adjustments"]
+        )
+        return cls(raw["batch_id"], raw["source_file"], adjustments, tuple(raw["intervals"]))
+
+
+def _state_dir(settings: Settings) -> Path:
+    return settings.checkpoint_dir / "corporate-actions"
+
+
+def _pending_path(settings: Settings) -> Path:
+    return _state_dir(settings) / "pending.json"
+
+
+@contextmanager
+def _exclusive(settings: Settings) -> Iterator[None]:
+    """One apply at a time per home: two concurrent applies would both see an action as new."""
+    _state_dir(settings).mkdir(parents=True, exist_ok=True)
+    with (_state_dir(settings) / "apply.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _save_plan(settings: Settings, plan: Plan) -> None:
+    path = _pending_path(settings)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(plan.to_json())
+    tmp.replace(path)  # atomic: a crash leaves the old state or the whole plan
+
+
+# -- Spark / Delta ----------------------------------------------------------------------
+
+
+def apply_corporate_actions(spark: SparkSession, settings: Settings, path: str | Path) -> CorporateActionsResult:
+    """Apply the actions of ``path`` that are not applied yet; see the module docstring."""
+    from tickcast.catalog.tables import ensure_tables
+
+    actions = parse_corporate_actions(path)
+    source_file = str(Path(path).resolve())
+    ensure_tables(spark, settings, [*BAR_TABLES.values(), "corporate_actions"])
+    applied: list[AppliedAction] = []
+    tables: list[TableAdjustment] = []
+    features: list[FeatureBackfillResult] = []
+    with _exclusive(settings):
+        resumed = _interrupted_plan(settings)
+        if resumed is not None:
+            log.warning("finishing an interrupted apply of %s (batch %s)", resumed.source_file, resumed.batch_id)
+            done_applied, done_tables, done_features = _run(spark, settings, resumed)
+            applied += done_applied
+            tables += done_tables
+            features += done_features
+
+        recorded = _recorded(spark, settings, sorted({a.symbol for a in actions}))
+        # An action the interrupted apply just finished is reported once, as applied.
+        finished = {a.action.action_id for a in applied}
+        skipped = tuple(a for a in actions if a.action_id in recorded and a.action_id not in finished)
+        pending = [a for a in actions if a.action_id not in recorded]
+        plan, without_history = _plan(spark, settings, pending, recorded, source_file)
+        if plan is not None:
+            _save_plan(settings, plan)
+            done_applied, done_tables, done_features = _run(spark, settings, plan)
+            applied += done_applied
+            tables += done_tables
+            features += done_features
+    return CorporateActionsResult(
+        applied=tuple(applied), skipped=skipped, without_history=tuple(without_history),
+        tables=tuple(tables), features=tuple(features), resumed=resumed is not None,
+    )
+
+
+def _run(
+    spark: SparkSession, settings: Settings, plan: Plan
+) -> tuple[list[AppliedAction], list[TableAdjustment], list[FeatureBackfillResult]]:
+    """A saved plan from its commits to its features; the plan file goes when all is done."""
+    tables = _execute(spark, settings, plan)
+    features = _recompute_features(spark, settings, plan)
+    _pending_path(settings).unlink(missing_ok=True)
+    return list(plan.adjustments), tables, features
+
+
+def _interrupted_plan(settings: Settings) -> Plan | None:
+    """The plan of an apply that stopped between its commits; one that committed nothing is
+    forgotten, so the file given now is planned from the tables as they are."""
+    path = _pending_path(settings)
+    if not path.exists():
+        return None
+    plan = Plan.from_json(path.read_text())
+    if _committed_anywhere(settings, plan):
+        return plan
+    log.info("discarding the plan of an apply that committed nothing (%s)", plan.source_file)
+    path.unlink()
+    return None
+
+
+def _committed_anywhere(settings: Settings, plan: Plan) -> bool:
+    from deltalake import DeltaTable
+
+    for table in [*BAR_TABLES.values(), "corporate_actions"]:
+        if plan.app_id in DeltaTable(settings.table_path(table)).transaction_versions():
+            return True
+    return False
+
+
+def _recorded(spark: SparkSession, settings: Settings, symbols: list[str]) -> dict[str, tuple[str, date, float]]:
+    """action_id -> (symbol, ex_date, price factor) of the recorded actions of ``symbols``."""
+    from pyspark.sql import functions as F
+
+    rows = (
+        spark.read.format("delta").load(settings.table_path("corporate_actions"))
+        .where(F.col("symbol").isin(symbols))
+        .select("action_id", "symbol", "ex_date", "adjustment_factor")
+        .collect()
+    )
+    return {r["action_id"]: (r["symbol"], r["ex_date"], r["adjustment_factor"]) for r in rows}
+
+
+def _epoch(when: datetime | date) -> int:
+    if not isinstance(when, datetime):
+        when = datetime(when.year, when.month, when.day, tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def _bars_before(spark: SparkSession, settings: Settings, table: str, actions: list[CorporateAction]) -> dict:
+    """action_id -> (bars before the ex-date, close of the last of them, its start as epoch s)."""
+    from pyspark.sql import functions as F
+
+    wanted = spark.createDataFrame(
+        [(a.action_id, a.symbol, a.ex_start) for a in actions],
+        "action_id string, symbol string, ex_start timestamp",
+    )
+    bars = (
+        spark.read.format("delta").load(settings.table_path(table))
+        .where(F.col("symbol").isin(sorted({a.symbol for a in actions})))
+        .select("symbol", "window_start", "close")
+    )
+    rows = (
+        wanted.join(bars, "symbol")
+        .where(F.col("window_start") < F.col("ex_start"))
+        .groupBy("action_id")
+        .agg(
+            F.count("*").alias("bars"),
+            F.max_by("close", "window_start").alias("close"),
+            # Epoch seconds: comparable with ex-dates whatever the Python process's time zone.
+            F.max("window_start").cast("long").alias("last_start"),
+        )
+        .collect()
+    )
+    return {r["action_id"]: (r["bars"], r["close"], r["last_start"]) for r in rows}
+
+
+def _plan(
+    spark: SparkSession,
+    settings: Settings,
+    pending: list[CorporateAction],
+    recorded: dict[str, tuple[str, date, float]],
+    source_file: str,
+) -> tuple[Plan | None, list[CorporateAction]]:
+    """Factors for the pending actions, from the tables as they are; (None, ...) if none has history."""
+    if not pending:
+        return None, []
+    found = {
+        interval: _bars_before(spark, settings, table, pending) for interval, table in BAR_TABLES.items()
+    }
+    adjustments, without_history, problems = [], [], []
+    intervals = set()
+    for action in pending:
+        seen = {i: found[i][action.action_id] for i in BAR_TABLES if action.action_id in found[i]}
+        if not seen:
+            without_history.append(action)
+            continue
+        intervals |= set(seen)
+        if action.action == "split":
+            adjustments.append(AppliedAction(action, *split_factors(action)))
+            continue
+        # The latest bar before the ex-date in either table; a day bar wins a tie.
+        _, close, last_start = max(seen.values(), key=lambda s: s[2])
+        later = [f for sym, ex, f in recorded.values() if sym == action.symbol and _epoch(ex) > last_start]
+        as_traded = close / math.prod(later) if close is not None else math.nan
+        factor = dividend_factor(action, as_traded)
+        if isinstance(factor, str):
+            problems.append(f"line {action.line}: {action.describe()}: {factor}")
+            continue
+        adjustments.append(AppliedAction(action, factor, 1.0, as_traded))
+    if problems:
+        raise CorporateActionsError(source_file, problems)
+    if not adjustments:
+        return None, without_history
+    plan = Plan(uuid.uuid4().hex, source_file, tuple(adjustments), tuple(i for i in BAR_TABLES if i in intervals))
+    return plan, without_history
+
+
+@contextmanager
+def _session_confs(spark: SparkSession, confs: dict[str, str]) -> Iterator[None]:
+    for key, value in confs.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key in confs:
+            spark.conf.unset(key)
+
+
+def _execute(spark: SparkSession, settings: Settings, plan: Plan) -> list[TableAdjustment]:
+    """The plan's commits: one MERGE per bars table, then the record. Each carries the plan's
+    txnAppId, so on a resumed plan the ones that already happened are skipped by Delta."""
+    done = [_adjust_table(spark, settings, BAR_TABLES[i], plan) for i in plan.intervals]
+    _record(spark, settings, plan)
+    return done
+
+
+def _adjust_table(spark: SparkSession, settings: Settings, table: str, plan: Plan) -> TableAdjustment:
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from tickcast.catalog.tables import commit_conflict_retrying
+
+    segments = spark.createDataFrame(
+        [(s.symbol, s.valid_from, s.valid_to, s.price_factor, s.volume_factor)
+         for s in adjustment_segments(plan.adjustments)],
+        "symbol string, valid_from timestamp, valid_to timestamp, price_factor double, volume_factor double",
+    )
+    symbols = sorted({a.action.symbol for a in plan.adjustments})
+    last_ex = max(a.action.ex_start for a in plan.adjustments)
+    t, s = F.col("t.window_start"), F.col("s.valid_from")
+    condition = (
+        (F.col("t.symbol") == F.col("s.symbol"))
+        & (s.isNull() | (t >= s))
+        & (t < F.col("s.valid_to"))
+        # Literal bounds let Delta skip the files of other symbols and of the newest bars,
+        # which are the ones the stream is rewriting.
+        & F.col("t.symbol").isin(symbols)
+        & (t < F.lit(last_ex))
+    )
+    prices = {c: F.col(f"t.{c}") * F.col("s.price_factor") for c in ("open", "high", "low", "close")}
+    updates = {**prices, "volume": F.col("t.volume") * F.col("s.volume_factor"), "updated_at": F.current_timestamp()}
+    confs = {TXN_CONF: plan.app_id, TXN_VERSION_CONF: "0", USER_METADATA_CONF: plan.user_metadata}
+    metrics = None
+    for attempt in commit_conflict_retrying(table):
+        with attempt, _session_confs(spark, confs):
+            metrics = (
+                DeltaTable.forPath(spark, settings.table_path(table)).alias("t")
+                .merge(segments.alias("s"), condition)
+                .whenMatchedUpdate(set=updates)
+                .execute()
+                .first()
+            )
+    # No metrics: Delta skipped the MERGE because this plan's txn already committed it.
+    rows = int(metrics["num_updated_rows"]) if metrics is not None else 0
+    after = _commit_version(spark, settings, table, plan)
+    result = TableAdjustment(table, rows, None if after is None else after - 1, after)
+    log.info(result.describe())
+    return result
+
+
+def _commit_version(spark: SparkSession, settings: Settings, table: str, plan: Plan) -> int | None:
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    found = (
+        DeltaTable.forPath(spark, settings.table_path(table)).history(HISTORY_SEARCH_DEPTH)
+        .where(F.col("userMetadata").contains(plan.batch_id))
+        .agg(F.max("version"))
+        .first()
+    )
+    return None if found is None or found[0] is None else int(found[0])
+
+
+def _record(spark: SparkSession, settings: Settings, plan: Plan) -> None:
+    from tickcast.catalog.tables import commit_conflict_retrying, table_defs
+
+    applied_at = datetime.now(UTC)
+    rows = [
+        (a.action.action_id, a.action.symbol, a.action.ex_date, a.action.action,
+         a.action.value if a.action.action == "split" else None,
+         a.action.value if a.action.action == "dividend" else None,
+         a.price_factor, plan.source_file, applied_at)
+        for a in plan.adjustments
+    ]
+    frame = spark.createDataFrame(rows, table_defs()["corporate_actions"].schema())
+    for attempt in commit_conflict_retrying("corporate_actions"):
+        with attempt:
+            (
+                frame.write.format("delta").mode("append")
+                .option("txnAppId", plan.app_id).option("txnVersion", 0)
+                .option("userMetadata", plan.user_metadata)
+                .save(settings.table_path("corporate_actions"))
+            )
+
+
+def _recompute_features(spark: SparkSession, settings: Settings, plan: Plan) -> list[FeatureBackfillResult]:
+    from spark_jobs.features_backfill import backfill_features
+
+    symbols = sorted({a.action.symbol for a in plan.adjustments})
+    # The index's bars feed every symbol's market features (beta, market return/volatility).
+    scope = None if settings.market_index_symbol in symbols else symbols
+    return backfill_features(spark, settings, symbols=scope, intervals=plan.intervals)

@@ -1,0 +1,474 @@
+"""The Feast feature store of TickCast: configuration from Settings, push, reads, training sets.
+
+The repo objects (entities ``symbol`` and ``interval``, the ``technical`` view over the Delta
+``features`` table, the ``features_push`` push source, the versioned FeatureServices) are
+defined once, in ``feature_repo/definitions.py``; this module builds them over
+``settings.table_path("features")`` and configures Feast from the same Settings, so
+TICKCAST_HOME and the TICKCAST_FEAST_* variables are honoured (``feature_repo/
+feature_store.yaml`` is only for the ``feast`` CLI against the default home):
+
+- registry: ``settings.feast_dir/registry.db`` (a file registry);
+- online store: SQLite at ``settings.feast_dir/online.db``, or Redis at
+  ``settings.feast_redis_connection`` when ``settings.feast_online_store == "redis"``;
+- offline store: Feast's file store reading Delta by its log (``feature_repo/
+  delta_offline_store.py`` says why the stock one cannot be used on an upserted table).
+
+Online writes are "latest bar wins", the same in both stores. The streaming job pushes each
+micro-batch's feature rows; a bar's features change while the bar is open and its
+``window_end`` does not, so an update with an equal ``window_end`` must land (Feast's Redis
+store drops those unless ``skip_dedup``, which is why it is set), while a late tick that
+re-computes an older bar must not replace a newer bar online (SQLite would let it). So
+``push_online`` keeps, per process, the newest ``window_end`` online for each key (read from
+the store the first time a key is seen) and pushes a row only if it is not older.
+
+Point-in-time correctness comes from Feast's join on ``window_end``: a training row with
+label time t gets, for its (symbol, interval), the row with the latest ``window_end <= t``
+(ties broken by ``computed_at``), or nulls if no bar had closed by t.
+
+Feast is imported inside the functions (it takes seconds); importing this module does nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from tickcast.core.featureset import FEATURE_NAMES, INTERVALS
+from tickcast.core.settings import REPO_ROOT, Settings
+from tickcast.feast_import import import_feast_quietly
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
+EVENT_TIMESTAMP = "event_timestamp"
+# How stale this process's view of the registry may be (another process may apply).
+REGISTRY_TTL_SECONDS = 60
+
+
+class FeatureStoreError(RuntimeError):
+    """A request the feature store cannot serve as asked (missing table, bad arguments)."""
+
+
+@dataclass
+class _Handle:
+    """What this process keeps per feature-store configuration."""
+
+    store: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    applied: bool = False
+    # (symbol, interval) -> newest window_end known to be online, as epoch seconds.
+    online_ends: dict[tuple[str, str], int] = field(default_factory=dict)
+    # interval -> (monotonic time fetched, FeatureService): turning the registry's proto into
+    # a FeatureService costs more than a one-entity online read.
+    services: dict[str, tuple[float, Any]] = field(default_factory=dict)
+
+    def service(self, interval: str):
+        from feature_repo.definitions import service_name
+
+        fetched, service = self.services.get(interval, (float("-inf"), None))
+        if time.monotonic() - fetched > REGISTRY_TTL_SECONDS:
+            service = self.store.get_feature_service(service_name(interval), allow_cache=True)
+            self.services[interval] = (time.monotonic(), service)
+        return service
+
+
+_HANDLES: dict[tuple, _Handle] = {}
+_HANDLES_LOCK = threading.Lock()
+
+
+def _key(settings: Settings) -> tuple:
+    online = (
+        ("redis", settings.feast_redis_connection)
+        if settings.feast_online_store == "redis"
+        else ("sqlite", str(settings.feast_dir / "online.db"))
+    )
+    return (str(settings.feast_dir), online, settings.table_path("features"))
+
+
+def _definitions(settings: Settings):
+    import_feast_quietly()
+    from feature_repo.definitions import build
+
+    return build(settings.table_path("features"))
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    """The Feast configuration that ``feature_store.yaml`` holds for the CLI, from Settings."""
+    import_feast_quietly()
+    from feast.repo_config import RepoConfig
+
+    from feature_repo.definitions import PROJECT
+    from feature_repo.delta_offline_store import STORE_TYPE
+
+    if settings.feast_online_store == "redis":
+        # skip_dedup: Feast's Redis dedup drops a write whose event time equals the stored
+        # one, i.e. every update of a still-open bar; push_online orders writes instead.
+        online: dict[str, Any] = {
+            "type": "redis",
+            "connection_string": settings.feast_redis_connection,
+            "skip_dedup": True,
+        }
+    else:
+        online = {"type": "sqlite", "path": str(settings.feast_dir / "online.db")}
+    return RepoConfig(
+        project=PROJECT,
+        provider="local",
+        registry={
+            "registry_type": "file",
+            "path": str(settings.feast_dir / "registry.db"),
+            "cache_ttl_seconds": REGISTRY_TTL_SECONDS,
+        },
+        online_store=online,
+        offline_store={"type": STORE_TYPE},
+        entity_key_serialization_version=3,
+        repo_path=FEATURE_REPO_DIR,
+    )
+
+
+def _handle(settings: Settings) -> _Handle:
+    import_feast_quietly()
+    key = _key(settings)
+    with _HANDLES_LOCK:
+        handle = _HANDLES.get(key)
+        if handle is None:
+            from feast import FeatureStore
+
+            settings.feast_dir.mkdir(parents=True, exist_ok=True)
+            handle = _HANDLES[key] = _Handle(store=FeatureStore(config=repo_config(settings)))
+        return handle
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    """The process's ``feast.FeatureStore`` for these settings (created on first use)."""
+    return _handle(settings).store
+
+
+def apply(settings: Settings) -> None:
+    """Register the repo objects (idempotent); our views and services no longer defined go.
+
+    Removing them is what ``feast apply`` does too: after a FEATURE_SET_VERSION bump the old
+    ``technical_<interval>_<old>`` services disappear instead of serving re-defined features
+    under the old name. Objects without the repo's ``managed_by`` tag are left alone.
+    """
+    handle = _handle(settings)
+    with handle.lock:
+        _apply(handle, settings)
+
+
+def _apply(handle: _Handle, settings: Settings) -> None:
+    from feature_repo.definitions import MANAGED_TAG
+
+    store = handle.store
+    defs = _definitions(settings)
+    objects = defs.objects()
+    names = {(type(o).__name__, o.name) for o in objects}
+    stale = [
+        o
+        for o in [*store.list_feature_services(), *store.list_feature_views(allow_cache=False)]
+        if MANAGED_TAG.items() <= o.tags.items() and (type(o).__name__, o.name) not in names
+    ]
+    store.apply(objects, objects_to_delete=stale, partial=False)
+    handle.applied = True
+    handle.services.clear()
+
+
+def _ensure_applied(handle: _Handle, settings: Settings) -> None:
+    """Apply once per process when the registry does not hold these definitions."""
+    if handle.applied:
+        return
+    from feast.errors import FeastObjectNotFoundException, ProjectNotFoundException
+
+    from feature_repo.definitions import VIEW_NAME, service_name
+
+    defs = _definitions(settings)
+    try:
+        view = handle.store.get_feature_view(VIEW_NAME, allow_registry_cache=False)
+        current = (
+            view.batch_source.path == defs.batch_source.path
+            and [f.name for f in view.features] == [f.name for f in defs.technical.features]
+            and all(
+                handle.store.get_feature_service(service_name(iv), allow_cache=False)
+                for iv in INTERVALS
+            )
+        )
+    except (FeastObjectNotFoundException, ProjectNotFoundException):
+        current = False
+    if current:
+        handle.applied = True
+    else:
+        _apply(handle, settings)
+
+
+def _check_interval(interval: str) -> None:
+    if interval not in INTERVALS:
+        raise FeatureStoreError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
+
+
+def _utc(values):
+    """UTC timestamps in nanoseconds, whatever unit they came in (Arrow gives microseconds)."""
+    import pandas as pd
+
+    return pd.to_datetime(values, utc=True).astype("datetime64[ns, UTC]")
+
+
+def _epoch_seconds(stamps) -> list[int]:
+    # Seconds: what Feast keeps of an online event time. Bars end on whole minutes.
+    return (_utc(stamps).astype("int64") // 1_000_000_000).tolist()
+
+
+def _push_columns() -> list[str]:
+    from feature_repo.definitions import BAR_FIELD, CREATED_TIMESTAMP_FIELD, TIMESTAMP_FIELD, VERSION_FIELD
+
+    return [
+        "symbol",
+        "interval",
+        BAR_FIELD,
+        TIMESTAMP_FIELD,
+        CREATED_TIMESTAMP_FIELD,
+        *FEATURE_NAMES,
+        VERSION_FIELD,
+    ]
+
+
+def push_online(settings: Settings, frame: pd.DataFrame) -> int:
+    """Push feature rows (columns of the Delta ``features`` table) to the online store only.
+
+    The caller writes the Delta table itself. Per (symbol, interval) only the newest row of
+    the frame is pushed (latest ``window_end``, then ``computed_at``; without that column the
+    rows count as computed now), and only if its ``window_end`` is not older than what is
+    online, so a late re-computation of an old bar never replaces a newer one. Returns rows
+    pushed. The first call in a process imports Feast (seconds): call ``feature_store`` at
+    start-up to pay that early.
+    """
+    if frame is None or len(frame) == 0:
+        return 0
+    import pandas as pd
+    from feast.data_source import PushMode
+
+    from feature_repo.definitions import PUSH_SOURCE_NAME
+
+    columns = _push_columns()
+    if "computed_at" not in frame.columns:
+        # Only orders re-computations of one bar within the frame; "now" is true enough.
+        frame = frame.assign(computed_at=pd.Timestamp.now(tz="UTC"))
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise FeatureStoreError(f"push_online: frame lacks columns {missing}")
+    rows = frame[columns].copy()
+    rows["window_end"] = _utc(rows["window_end"])
+    rows["window_start"] = _utc(rows["window_start"])
+    rows["computed_at"] = _utc(rows["computed_at"])
+    rows = rows.sort_values(["window_end", "computed_at"], na_position="first", kind="stable")
+    rows = rows.drop_duplicates(["symbol", "interval"], keep="last")
+
+    handle = _handle(settings)
+    with handle.lock:
+        _ensure_applied(handle, settings)
+        rows = _not_older_than_online(handle, rows)
+        if rows.empty:
+            return 0
+        handle.store.push(PUSH_SOURCE_NAME, rows.reset_index(drop=True), to=PushMode.ONLINE)
+        ends = _epoch_seconds(rows["window_end"])
+        for key, end in zip(zip(rows["symbol"], rows["interval"], strict=True), ends, strict=True):
+            handle.online_ends[key] = end
+    return len(rows)
+
+
+def _not_older_than_online(handle: _Handle, rows: pd.DataFrame) -> pd.DataFrame:
+    keys = list(zip(rows["symbol"], rows["interval"], strict=True))
+    unknown = [k for k in keys if k not in handle.online_ends]
+    if unknown:
+        handle.online_ends.update(_online_window_ends(handle.store, unknown))
+    ends = _epoch_seconds(rows["window_end"])
+    keep = [end >= handle.online_ends.get(k, 0) for k, end in zip(keys, ends, strict=True)]
+    return rows[keep]
+
+
+def _online_window_ends(store, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The event time (``window_end``, epoch seconds) online for each key; 0 when absent."""
+    from feature_repo.definitions import VERSION_FIELD, VIEW_NAME
+
+    response = store.get_online_features(
+        features=[f"{VIEW_NAME}:{VERSION_FIELD}"],
+        entity_rows=[{"symbol": s, "interval": i} for s, i in keys],
+    ).to_dict(include_event_timestamps=True)
+    stamps = response[f"{VERSION_FIELD}__ts"]
+    return {k: int(ts or 0) for k, ts in zip(keys, stamps, strict=True)}
+
+
+def _feature_refs(features: list[str]) -> list[str]:
+    from feature_repo.definitions import BAR_FIELD, VERSION_FIELD, VIEW_NAME
+
+    known = {*FEATURE_NAMES, BAR_FIELD, VERSION_FIELD}
+    unknown = [f for f in features if f not in known]
+    if unknown:
+        raise FeatureStoreError(f"unknown features {unknown}; known: {', '.join(sorted(known))}")
+    return [f"{VIEW_NAME}:{name}" for name in features]
+
+
+def online_features(
+    settings: Settings, symbols: list[str], interval: str, features: list[str] | None = None
+) -> pd.DataFrame:
+    """The online values for ``symbols`` at ``interval``: one row per symbol, in order.
+
+    Without ``features``, the interval's FeatureService (``technical_<interval>_<version>``):
+    its features, ``window_start`` of the bar and ``feature_set_version``. A symbol with
+    nothing online gets nulls.
+    """
+    import pandas as pd
+
+    _check_interval(interval)
+    handle = _handle(settings)
+    with handle.lock:
+        _ensure_applied(handle, settings)
+    if not symbols:
+        return pd.DataFrame(columns=["symbol", "interval"])
+    if features is None:
+        requested: Any = handle.service(interval)
+        names = [f.name for p in requested.feature_view_projections for f in p.features]
+    else:
+        requested = _feature_refs(features)
+        names = list(features)
+    response = handle.store.get_online_features(
+        features=requested,
+        entity_rows=[{"symbol": s, "interval": interval} for s in symbols],
+    )
+    return response.to_df()[["symbol", "interval", *names]]
+
+
+def _read_bar_ends(settings: Settings, symbols: list[str], interval: str, start, end) -> pd.DataFrame:
+    import pyarrow.dataset as ds
+    from deltalake import DeltaTable
+
+    dataset = DeltaTable(settings.table_path("features")).to_pyarrow_dataset(
+        partitions=[("interval", "=", interval)]
+    )
+    where = (ds.field("window_end") >= start.to_pydatetime()) & (ds.field("window_end") <= end.to_pydatetime())
+    if symbols:
+        where &= ds.field("symbol").isin(symbols)
+    table = dataset.to_table(columns=["symbol", "window_end"], filter=where)
+    bars = table.to_pandas().drop_duplicates()
+    bars = bars.rename(columns={"window_end": EVENT_TIMESTAMP})
+    bars[EVENT_TIMESTAMP] = _utc(bars[EVENT_TIMESTAMP])
+    return bars
+
+
+def _require_table(settings: Settings) -> None:
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    path = settings.table_path("features")
+    try:
+        DeltaTable(path)
+    except TableNotFoundError as exc:
+        raise FeatureStoreError(
+            f"no Delta `features` table at {path}; compute features first (the stream or a backfill)"
+        ) from exc
+
+
+def _parse_time(value, what: str):
+    import pandas as pd
+
+    try:
+        stamp = pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise FeatureStoreError(f"{what}: not a date/time: {value!r}") from exc
+    if stamp is pd.NaT:
+        raise FeatureStoreError(f"{what}: not a date/time: {value!r}")
+    return stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
+
+
+def training_set(
+    settings: Settings,
+    symbols: list[str] | None,
+    start,
+    end,
+    interval: str,
+    label_times: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Point-in-time-correct feature rows, one per (symbol, label time).
+
+    Label times are every bar end (``window_end``) of ``interval`` in [start, end] for each
+    symbol, read from the Delta ``features`` table, or the caller's ``label_times``: a frame
+    with ``symbol`` and ``event_timestamp`` (naive times are UTC) and any label columns,
+    which come back untouched; its rows outside ``symbols`` or [start, end] are dropped.
+    Each row gets the features of the latest bar with ``window_end <= event_timestamp``
+    (nulls if none had closed), plus that bar's ``window_start`` and ``feature_set_version``.
+    """
+    import pandas as pd
+
+    _check_interval(interval)
+    start, end = _parse_time(start, "start"), _parse_time(end, "end")
+    if start > end:
+        raise FeatureStoreError(f"start {start.isoformat()} is after end {end.isoformat()}")
+    _require_table(settings)
+    symbols = list(symbols or [])
+
+    if label_times is None:
+        entities = _read_bar_ends(settings, symbols, interval, start, end)
+    else:
+        missing = {"symbol", EVENT_TIMESTAMP} - set(label_times.columns)
+        if missing:
+            raise FeatureStoreError(f"label_times lacks columns {sorted(missing)}")
+        entities = label_times.copy()
+        if "interval" in entities.columns and not (entities["interval"] == interval).all():
+            raise FeatureStoreError(f"label_times has rows of another interval than {interval!r}")
+        entities[EVENT_TIMESTAMP] = _utc(entities[EVENT_TIMESTAMP])
+        inside = entities[EVENT_TIMESTAMP].between(start, end)
+        if symbols:
+            inside &= entities["symbol"].isin(symbols)
+        entities = entities[inside]
+        # Feast de-duplicates entity rows on (keys, timestamp): two labels would become one.
+        if entities.duplicated(["symbol", EVENT_TIMESTAMP]).any():
+            raise FeatureStoreError("label_times has duplicate (symbol, event_timestamp) rows")
+    entities = entities.assign(interval=interval).reset_index(drop=True)
+
+    handle = _handle(settings)
+    with handle.lock:
+        _ensure_applied(handle, settings)
+    service = handle.service(interval)
+    names = [f.name for p in service.feature_view_projections for f in p.features]
+    if entities.empty:
+        return pd.DataFrame(columns=["symbol", "interval", EVENT_TIMESTAMP, *names])
+    keys = ["symbol", "interval", EVENT_TIMESTAMP]
+    joined = handle.store.get_historical_features(entity_df=entities, features=service).to_df()
+    joined[EVENT_TIMESTAMP] = _utc(joined[EVENT_TIMESTAMP])
+    # Feast's file store drops an entity row whose candidate bars all closed after its time
+    # (it filters them out instead of nulling them): joining back onto the entity rows gives
+    # every label its row, with nulls when no bar had closed.
+    result = entities.merge(joined[[*keys, *names]], on=keys, how="left", validate="one_to_one")
+    extra = [c for c in entities.columns if c not in keys]
+    ordered = [*keys, *extra, *names]
+    return result[ordered].sort_values(["symbol", EVENT_TIMESTAMP], kind="stable").reset_index(drop=True)
+
+
+def materialize(settings: Settings, end: datetime | str | None = None) -> datetime:
+    """Load the newest bar per key with ``window_end <= end`` (default now) into the online store.
+
+    Incremental from the previous run's end; the first run covers the whole table (Feast's
+    own first run, with no TTL, would start a year back). For the maintenance path, e.g.
+    after a backfill or an online-store wipe: the stream keeps the store fresh by pushing.
+    Returns the end used.
+    """
+    from feature_repo.definitions import VIEW_NAME
+
+    end = _parse_time(end or datetime.now(UTC), "end").to_pydatetime()
+    _require_table(settings)
+    handle = _handle(settings)
+    with handle.lock:
+        _ensure_applied(handle, settings)
+        store = handle.store
+        view = store.get_feature_view(VIEW_NAME, allow_registry_cache=False)
+        if view.most_recent_end_time is None:
+            store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end)
+        else:
+            store.materialize_incremental(end_date=end)
+        # What is online may now be older than what this process pushed: read it again.
+        handle.online_ends.clear()
+    return end

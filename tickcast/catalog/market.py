@@ -1,0 +1,256 @@
+"""The read side shared by the API and the dashboard.
+
+Latest predictions come from the online store (SQLite, written by the predictor); bars come
+from the Delta tables ``bars_1d`` and ``bars_1m`` written by Spark, read here with delta-rs
+(``deltalake``) so that serving needs no JVM. Everything is opened lazily: building a store
+touches no file, and a table that does not exist yet reads as empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, get_args
+
+from tickcast.catalog.online import OnlineStore
+from tickcast.core.predictions import Prediction
+from tickcast.core.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow
+    import pyarrow.dataset
+    from deltalake import DeltaTable
+
+log = logging.getLogger(__name__)
+
+Interval = Literal["1d", "1m"]
+INTERVALS: tuple[str, ...] = get_args(Interval)
+INTERVAL_TABLES: dict[str, str] = {"1d": "bars_1d", "1m": "bars_1m"}
+
+
+BAR_COLUMNS: tuple[str, ...] = (
+    "symbol", "window_start", "window_end", "open", "high", "low", "close", "volume", "trades",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Bar:
+    symbol: str
+    window_start: datetime
+    window_end: datetime
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    volume: float | None
+    trades: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolStatus:
+    symbol: str
+    has_prediction: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    status: Literal["ok", "empty", "error"]
+    detail: str
+
+
+def _is_delta_table(path: str) -> bool:
+    """deltalake 0.x's ``is_deltatable`` creates a missing local directory; a reader must not."""
+    from deltalake import DeltaTable
+
+    if "://" not in path:
+        return (Path(path) / "_delta_log").is_dir()
+    return DeltaTable.is_deltatable(path)
+
+
+class DeltaReader:
+    """One Delta table, opened once and brought up to date before each read.
+
+    ``update_incremental`` only reads the commits added since the last call, so a reader
+    that is kept alive stays cheap however long the table's history gets.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self._table: DeltaTable | None = None
+        # Building a pyarrow dataset costs milliseconds; reuse it while the version stands.
+        self._dataset: tuple[int, pyarrow.dataset.Dataset] | None = None
+        # delta-rs table handles are not meant to be refreshed from two threads at once.
+        self._lock = threading.Lock()
+
+    def _refreshed(self) -> DeltaTable | None:
+        from deltalake import DeltaTable
+
+        if self._table is not None:
+            try:
+                self._table.update_incremental()
+                return self._table
+            except Exception:  # noqa: BLE001 - table replaced or removed under us: reopen below
+                log.warning("reopening Delta table %s after a failed refresh", self.path, exc_info=True)
+                self._table = None
+                self._dataset = None
+        if not _is_delta_table(self.path):
+            return None
+        self._table = DeltaTable(self.path)
+        return self._table
+
+    def dataset(self) -> pyarrow.dataset.Dataset | None:
+        """A snapshot of the table's current version, or None while the table does not exist."""
+        with self._lock:
+            table = self._refreshed()
+            if table is None:
+                return None
+            version = table.version()
+            if self._dataset is None or self._dataset[0] != version:
+                self._dataset = (version, table.to_pyarrow_dataset())
+            return self._dataset[1]
+
+    def version(self) -> int | None:
+        with self._lock:
+            table = self._refreshed()
+            return None if table is None else table.version()
+
+
+class BarStore:
+    """OHLCV bars per symbol from ``bars_1d`` and ``bars_1m``."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.readers = {
+            interval: DeltaReader(settings.table_path(table))
+            for interval, table in INTERVAL_TABLES.items()
+        }
+        self._symbols_lock = threading.Lock()
+        self._symbols_cache: tuple[float, frozenset[str]] | None = None
+
+    def _reader(self, interval: str) -> DeltaReader:
+        if interval not in self.readers:
+            raise ValueError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
+        return self.readers[interval]
+
+    def bars_table(self, symbol: str, interval: str = "1d", limit: int = 200) -> pyarrow.Table:
+        """The latest ``limit`` bars of ``symbol``, ascending by window_start."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        dataset = self._reader(interval).dataset()
+        if dataset is None:
+            return pa.table({name: [] for name in BAR_COLUMNS})
+        # The filter is pushed into the scan: files and row groups whose symbol statistics
+        # exclude it are never read.
+        table = dataset.to_table(
+            columns=[*BAR_COLUMNS, "updated_at"], filter=pads.field("symbol") == symbol
+        )
+        if table.num_rows == 0:
+            return table.select(list(BAR_COLUMNS))
+        table = table.take(
+            pc.sort_indices(
+                table,
+                sort_keys=[("window_start", "descending"), ("updated_at", "descending", "at_end")],
+            )
+        )
+        # A bar rewritten by a writer that appends instead of merging must show once,
+        # in its newest version (the first after the sort above).
+        starts = table["window_start"]
+        if table.num_rows > 1:
+            changed = pc.not_equal(starts.slice(1), starts.slice(0, table.num_rows - 1))
+            keep = pa.concat_arrays([pa.array([True]), *changed.fill_null(True).chunks])
+            table = table.filter(keep)
+        return table.slice(0, limit)[::-1].select(list(BAR_COLUMNS))
+
+    def bars(self, symbol: str, interval: str = "1d", limit: int = 200) -> list[Bar]:
+        return [Bar(**row) for row in self.bars_table(symbol, interval, limit).to_pylist()]
+
+    def has_bars(self, symbol: str, interval: str = "1d") -> bool:
+        import pyarrow.dataset as pads
+
+        dataset = self._reader(interval).dataset()
+        if dataset is None:
+            return False
+        scanner = dataset.scanner(columns=["symbol"], filter=pads.field("symbol") == symbol)
+        return scanner.head(1).num_rows > 0
+
+    def symbols(self) -> frozenset[str]:
+        """Symbols present in ``bars_1d``, shared between callers for a few seconds."""
+        import pyarrow.compute as pc
+
+        ttl = self.settings.store_symbols_cache_seconds
+        with self._symbols_lock:
+            now = time.monotonic()
+            if self._symbols_cache is not None and now - self._symbols_cache[0] < ttl:
+                return self._symbols_cache[1]
+            dataset = self.readers["1d"].dataset()
+            found: frozenset[str] = frozenset()
+            if dataset is not None:
+                column = dataset.to_table(columns=["symbol"])["symbol"]
+                found = frozenset(pc.unique(column).to_pylist())
+            self._symbols_cache = (now, found)
+            return found
+
+
+class MarketStore:
+    """Everything the API and the dashboard read, behind one object per process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.online = OnlineStore(settings.online_store_path)
+        self.bars = BarStore(settings)
+
+    def latest_prediction(self, symbol: str) -> Prediction | None:
+        return self.online.get(symbol)
+
+    def symbols(self) -> list[SymbolStatus]:
+        predicted = set(self.online.symbols())
+        every = predicted | self.bars.symbols()
+        return [SymbolStatus(s, s in predicted) for s in sorted(every)]
+
+    def is_known(self, symbol: str) -> bool:
+        """Has a prediction or bars. Checks the tables directly when the cached list says no."""
+        if symbol in self.bars.symbols():
+            return True
+        if self.online.get(symbol) is not None:
+            return True
+        return any(self.bars.has_bars(symbol, interval) for interval in INTERVALS)
+
+    def health(self) -> dict[str, ComponentHealth]:
+        checks: dict[str, ComponentHealth] = {}
+        try:
+            if not self.online.path.exists():
+                checks["online_store"] = ComponentHealth("empty", "no predictions written yet")
+            else:
+                count = len(self.online.symbols())
+                plural = "" if count == 1 else "s"
+                checks["online_store"] = ComponentHealth(
+                    "ok" if count else "empty", f"{count} symbol{plural} with a prediction"
+                )
+        except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the health check
+            checks["online_store"] = ComponentHealth("error", f"unreadable: {exc}")
+
+        delta_dir = self.settings.delta_dir
+        checks["delta_dir"] = (
+            ComponentHealth("ok", str(delta_dir))
+            if delta_dir.is_dir()
+            else ComponentHealth("empty", f"{delta_dir} does not exist yet")
+        )
+        for interval, table in INTERVAL_TABLES.items():
+            try:
+                version = self.bars.readers[interval].version()
+                checks[table] = (
+                    ComponentHealth("empty", "table not created yet")
+                    if version is None
+                    else ComponentHealth("ok", f"version {version}")
+                )
+            except Exception as exc:  # noqa: BLE001
+                checks[table] = ComponentHealth("error", f"unreadable: {exc}")
+        return checks

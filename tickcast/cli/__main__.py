@@ -1,0 +1,5 @@
+"""``python -m tickcast.cli``: the same command line as ``tickcast``."""
+
+from tickcast.cli import app
+
+app()

@@ -1,0 +1,59 @@
+"""`tickcast stream ...`: the Spark Structured Streaming jobs."""
+
+from __future__ import annotations
+
+import typer
+
+stream_app = typer.Typer(help="The streaming jobs: Spark ingest and the live scorer.", no_args_is_help=True)
+
+
+@stream_app.command("ingest")
+def ingest(
+    starting_offsets: str = typer.Option(
+        "earliest", help="Where a new checkpoint starts reading `ticks`: earliest or latest."
+    ),
+    trigger_seconds: float = typer.Option(
+        None, help="Micro-batch interval (default TICKCAST_INGEST_TRIGGER_SECONDS, 1 s)."
+    ),
+    stop_after: float = typer.Option(
+        None, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
+    ),
+) -> None:
+    """Kafka `ticks` -> Delta ticks/quarantine -> 1m and 1d bars -> features (-> predictions
+    when TICKCAST_SCORER_MODE=stream).
+
+    Checkpointed under $TICKCAST_HOME/checkpoints/ingest: a restart resumes where the
+    last committed micro-batch ended, with nothing lost or duplicated.
+    """
+    from spark_jobs import ingest as job
+    from tickcast.core.settings import Settings
+
+    overrides = {}
+    if trigger_seconds is not None:
+        overrides["ingest_trigger_seconds"] = trigger_seconds
+    settings = Settings(**overrides)
+    job.run(settings, starting_offsets=starting_offsets, stop_after_seconds=stop_after)
+
+
+@stream_app.command("score")
+def score(
+    stop_after: float = typer.Option(
+        None, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
+    ),
+) -> None:
+    """The live scorer: Kafka `ticks` -> open bars in memory -> features -> champion models ->
+    the online store, Kafka `predictions` and Delta `predictions`.
+
+    Scores every symbol whose open bar changed, cycle after cycle, with the champion LSTM and
+    Transformer (the momentum baseline until one is registered); a new champion is picked up
+    without a restart. Closed bars and features come from Delta (the ingest job's), reloaded
+    every TICKCAST_LIVE_RELOAD_SECONDS. Runs when TICKCAST_SCORER_MODE is `live` (the default).
+    """
+    from tickcast.core.settings import Settings
+    from tickcast.scoring import live_job
+
+    live_job.run(Settings(), stop_after_seconds=stop_after)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stream_app, name="stream")

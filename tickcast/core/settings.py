@@ -1,0 +1,249 @@
+"""Typed settings, read from the environment (prefix ``TICKCAST_``) and ``.env``.
+
+Every service builds one ``Settings`` object at start-up; nothing here touches the
+filesystem until a path property is used by the caller.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Values that ship in examples and must never reach a shared deployment.
+PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "test", "token"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TICKCAST_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    mode: Literal["local", "production"] = "local"
+    home: Path = Field(default=Path("var"), description="Data and state root")
+    jars_dir: Path = Field(
+        default=REPO_ROOT / ".cache" / "jars",
+        description="JVM jars resolved by Maven (broker and Spark extras)",
+    )
+
+    # Kafka
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = None
+    kafka_broker_port: int = 9092
+    kafka_controller_port: int = 9093
+    kafka_broker_heap: str = "1g"
+    topic_ticks: str = "ticks"
+    topic_predictions: str = "predictions"
+    topic_alerts: str = "alerts"
+    topic_dead_letter: str = "ticks.dead-letter"
+    topic_partitions: int = 4
+    topic_replication_factor: int = 1
+    # False when kafka_bootstrap_servers points at an external cluster: `up` then skips the embedded broker.
+    kafka_embedded: bool = True
+
+    # Spark
+    spark_master: str = "local[*]"
+    spark_shuffle_partitions: int = 4
+    spark_driver_memory: str = "2g"
+    ingest_trigger_seconds: float = 1.0
+    ingest_max_offsets_per_trigger: int = 500_000
+    # The ingest job (and its JVM) runs this much nicer than normal: it is throughput work, and
+    # on a small machine it would otherwise take the CPU the live scorer and the API answer with.
+    ingest_niceness: int = Field(default=10, ge=0, le=19)
+    # A tick older than its own feed's newest tick by more than this is late.
+    late_tolerance_seconds: int = 300
+    # Ticks stamped further than this in the future are rejected.
+    future_tolerance_seconds: int = 300
+
+    # Models and serving
+    market_index_symbol: str = "MKT"
+    predictor_lookback_bars: int = 5
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8050
+    dashboard_refresh_seconds: float = 2.0
+    api_workers: int = Field(default=1, ge=1)
+    # uvicorn's line per request; off, a request that fails (>= 400) is still logged once.
+    # At thousands of requests a second the access log costs a third of the throughput.
+    api_access_log: bool = False
+    # Listing the symbols in bars_1d scans a column; readers share the result this long.
+    store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
+    # API keys are required on every data route; off only for a private local sandbox.
+    api_auth_enabled: bool = True
+    # Requests per key (the `limits` library's notation), unless the key sets its own.
+    api_rate_limit: str = "100/second"
+    # Where the counters live: memory:// per process, or redis://host:port shared by workers.
+    api_rate_limit_storage: str = "memory://"
+    # How often the API looks for new predictions in the online store (GET cache, WebSocket).
+    api_poll_seconds: float = Field(default=0.05, gt=0)
+    # A verified key is trusted this long before it is looked up again (revocation delay).
+    api_key_cache_seconds: float = Field(default=5.0, ge=0)
+
+    # Streaming scorer: the bar interval it scores, and how often it asks MLflow for a new
+    # champion (a promotion is picked up without a restart).
+    scorer_interval: Literal["1d", "1m"] = "1d"
+    scorer_reload_seconds: float = Field(default=10.0, gt=0)
+    # Publish every prediction on the Kafka `predictions` topic.
+    scorer_publish_kafka: bool = True
+    # Who scores: `live`, the live scorer (`tickcast stream score`, its own process: each tick is
+    # in a prediction within a cycle), or `stream`, the Spark ingest job at the end of each
+    # micro-batch (tens of seconds on a small machine).
+    scorer_mode: Literal["live", "stream"] = "live"
+    # The live scorer reloads the closed bars and features from Delta this often (the stream's
+    # and backfills' corrections), appends its predictions to Delta this often, and waits at
+    # most this long for ticks when it has nothing to score.
+    live_reload_seconds: float = Field(default=300.0, gt=0)
+    live_history_seconds: float = Field(default=5.0, gt=0)
+    live_poll_seconds: float = Field(default=0.02, gt=0)
+
+    # Features: the stream recomputes a touched symbol's features from its trailing bars,
+    # looked for within this many times TRAILING_BARS intervals before the touched bar.
+    features_lookback_factor: float = Field(default=4.0, gt=0)
+
+    # Data quality (Great Expectations): data docs are rebuilt at most this often by the stream.
+    quality_docs_interval_seconds: float = Field(default=60.0, ge=0)
+
+    # Feature store (Feast): SQLite online store by default, Redis by configuration.
+    feast_online_store: Literal["sqlite", "redis"] = "sqlite"
+    # Feast's Redis connection string: "host:port[,db=N][,password=...]".
+    feast_redis_connection: str = "127.0.0.1:6379"
+    # The stream pushes each micro-batch's features to the online store.
+    feast_push_enabled: bool = True
+
+    # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
+    # SQLite store and artifact directory that commands use directly.
+    mlflow_host: str = "127.0.0.1"
+    mlflow_port: int = 5000
+    # A remote tracking server (e.g. http://mlflow:5000): used instead of the local store.
+    mlflow_tracking_uri: str | None = None
+
+    # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
+    demo_feed_enabled: bool = True
+    demo_feed_symbols: int = 20
+    demo_feed_rate: float = 40.0
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.mode != "local" and self.kafka_sasl_mechanism:
+            if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(
+                    "TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret "
+                    "outside local mode"
+                )
+        return self
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def delta_dir(self) -> Path:
+        return self.home_dir / "delta"
+
+    def table_path(self, name: str) -> str:
+        return str(self.delta_dir / name)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.home_dir / "checkpoints"
+
+    @property
+    def run_dir(self) -> Path:
+        """Pid files, sockets, progress snapshots."""
+        return self.home_dir / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home_dir / "logs"
+
+    @property
+    def online_store_path(self) -> Path:
+        return self.home_dir / "online" / "predictions.sqlite"
+
+    @property
+    def api_keys_path(self) -> Path:
+        """API keys (SHA-256 hashes only) and their scopes."""
+        return self.home_dir / "auth" / "api_keys.sqlite"
+
+    @property
+    def models_cache_dir(self) -> Path:
+        """Registered model bundles downloaded from MLflow, one directory per version."""
+        return self.home_dir / "models"
+
+    @property
+    def gx_dir(self) -> Path:
+        """Great Expectations project: stored validation results and data docs."""
+        return self.home_dir / "gx"
+
+    @property
+    def feast_dir(self) -> Path:
+        """Feast registry and SQLite online store."""
+        return self.home_dir / "feast"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        """Local MLflow store: the SQLite database and the artifacts."""
+        return self.home_dir / "mlflow"
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_dir}/mlflow.db"
+
+    @property
+    def mlflow_artifact_root(self) -> str:
+        return (self.mlflow_dir / "artifacts").as_uri()
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or self.mlflow_backend_uri
+
+    @property
+    def broker_jars_dir(self) -> Path:
+        return self.jars_dir / "broker"
+
+    @property
+    def spark_jars_dir(self) -> Path:
+        return self.jars_dir / "spark"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka configuration shared by producers, consumers and admin clients."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap_servers,
+            "security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            config["sasl.mechanism"] = self.kafka_sasl_mechanism
+            config["sasl.username"] = self.kafka_sasl_username or ""
+            config["sasl.password"] = self.kafka_sasl_password or ""
+        return config
+
+    def spark_kafka_options(self) -> dict[str, str]:
+        """The same connection, spelled for Spark's Kafka source."""
+        options = {
+            "kafka.bootstrap.servers": self.kafka_bootstrap_servers,
+            "kafka.security.protocol": self.kafka_security_protocol,
+        }
+        if self.kafka_sasl_mechanism:
+            options["kafka.sasl.mechanism"] = self.kafka_sasl_mechanism
+            module = (
+                "org.apache.kafka.common.security.plain.PlainLoginModule"
+                if self.kafka_sasl_mechanism == "PLAIN"
+                else "org.apache.kafka.common.security.scram.ScramLoginModule"
+            )
+            options["kafka.sasl.jaas.config"] = (
+                f'{module} required username="{self.kafka_sasl_username}" '
+                f'password="{self.kafka_sasl_password}";'
+            )
+        return options
+
+
+def get_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,1 @@
+"""The technical features: one implementation for the stream, the backfills and the scorer."""

@@ -1,0 +1,284 @@
+"""setup / up / down: bring the whole platform up under supervisord and back down."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+
+from tickcast.core.settings import Settings
+from tickcast.models import tracking
+from tickcast.platform.status import progress_path, read_progress
+from tickcast.platform.supervisor import (
+    PROGRAM_ORDER,
+    PlatformError,
+    Supervisor,
+    program_log,
+    programs,
+    tail,
+    write_config,
+)
+
+# Supervisor states in which a program is alive or about to be (BACKOFF: retrying a start).
+ALIVE = {"STARTING", "RUNNING", "BACKOFF"}
+# States that will not fix themselves: FATAL means supervisord gave up retrying.
+DEAD = {"FATAL", "STOPPED", "UNKNOWN"}
+
+
+def _say(console: Console, message: str) -> None:
+    console.print(f"[bold blue]==>[/] {message}", highlight=False)
+
+
+def setup(settings: Settings) -> None:
+    """JVM jars and the $TICKCAST_HOME tree; quick when both are there already."""
+    from tickcast.platform.jars import ensure_jars
+
+    ensure_jars(settings)
+    for path in (
+        settings.home_dir, settings.delta_dir, settings.checkpoint_dir, settings.run_dir,
+        settings.log_dir, settings.online_store_path.parent,
+    ):
+        path.mkdir(parents=True, exist_ok=True)
+    if tracking.is_local(settings):
+        # SQLite creates the database file but not its directory.
+        settings.mlflow_dir.mkdir(exist_ok=True)
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    with socket.socket() as s:
+        s.settimeout(timeout)
+        return s.connect_ex((_client_host(host), port)) == 0
+
+
+def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
+    return {
+        "kafka": [
+            (settings.kafka_broker_port, "TICKCAST_KAFKA_BROKER_PORT"),
+            (settings.kafka_controller_port, "TICKCAST_KAFKA_CONTROLLER_PORT"),
+        ],
+        "mlflow": [(settings.mlflow_port, "TICKCAST_MLFLOW_PORT")],
+        "api": [(settings.api_port, "TICKCAST_API_PORT")],
+        "dashboard": [(settings.dashboard_port, "TICKCAST_DASHBOARD_PORT")],
+    }.get(name, [])
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
+    """None when ``name`` is healthy, else what it is still waiting for."""
+    state = info["statename"]
+    if state != "RUNNING":
+        return f"process {state.lower()}"
+    if name == "kafka":
+        port = settings.kafka_broker_port
+        return None if port_open("127.0.0.1", port) else f"port {port} not open yet"
+    if name == "mlflow":
+        url = f"{tracking.server_url(settings)}/health"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name == "api":
+        url = f"http://{_client_host(settings.api_host)}:{settings.api_port}/healthz"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name == "dashboard":
+        url = f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name == "ingest":
+        path = progress_path(settings)
+        try:
+            # Written by this run of the job, not left over from a previous one.
+            fresh = path.stat().st_mtime >= info["start"] - 1
+        except OSError:
+            fresh = False
+        return None if fresh and read_progress(settings) else f"no streaming progress in {path} yet"
+    return None
+
+
+def _failure(settings: Settings, name: str, headline: str) -> PlatformError:
+    log = program_log(settings, name)
+    lines = tail(log, 30)
+    detail = f"last lines of {log}:\n{lines}" if lines else f"{log} is empty"
+    return PlatformError(headline, detail)
+
+
+def wait_healthy(
+    settings: Settings,
+    supervisor: Supervisor,
+    names: Sequence[str],
+    deadline: float,
+    console: Console,
+) -> None:
+    pending = list(names)
+    reasons: dict[str, str] = {}
+    started = time.monotonic()
+    next_note = started + 15
+    with console.status("") as spinner:
+        while pending:
+            infos = supervisor.processes()
+            for name in list(pending):
+                info = infos[name]
+                if info["statename"] in DEAD:
+                    why = info.get("spawnerr") or info.get("description") or ""
+                    raise _failure(
+                        settings, name,
+                        f"{name} is {info['statename']}{': ' + why if why else ''}",
+                    )
+                reason = probe(settings, name, info)
+                if reason is None:
+                    pending.remove(name)
+                    console.print(f"    [green]ok[/] {name}", highlight=False)
+                else:
+                    reasons[name] = reason
+            if not pending:
+                break
+            now = time.monotonic()
+            summary = "; ".join(f"{n}: {reasons[n]}" for n in pending)
+            spinner.update(f"waiting ({now - started:.0f}s) for {summary}")
+            if not console.is_terminal and now >= next_note:
+                console.print(f"    still waiting ({now - started:.0f}s) for {summary}", highlight=False)
+                next_note = now + 15
+            if now > deadline:
+                first = pending[0]
+                err = _failure(
+                    settings, first,
+                    f"timed out waiting for {', '.join(pending)} ({summary})",
+                )
+                for other in pending[1:]:
+                    extra = _failure(settings, other, "")
+                    err.detail += "\n" + extra.detail
+                raise err
+            time.sleep(0.5)
+
+
+def _select(settings: Settings, only: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    configured = [p.name for p in programs(settings)]
+    if not only:
+        return configured, configured
+    unknown = sorted(set(only) - set(configured))
+    if unknown:
+        raise PlatformError(
+            f"unknown program(s) {', '.join(unknown)}; this configuration runs {', '.join(configured)}"
+        )
+    return [n for n in configured if n in only], configured
+
+
+def _start(settings: Settings, supervisor: Supervisor, name: str, console: Console) -> None:
+    info = supervisor.processes()[name]
+    if info["statename"] in ALIVE:
+        console.print(f"    {name} already {info['statename'].lower()}", highlight=False)
+        return
+    for port, variable in _ports(settings, name):
+        if port_open("127.0.0.1", port):
+            raise PlatformError(
+                f"cannot start {name}: port {port} is already in use by another process "
+                f"(stop it, or choose another port with {variable})"
+            )
+    supervisor.start(name)
+    console.print(f"    started {name} (log: {program_log(settings, name)})", highlight=False)
+
+
+def up(
+    settings: Settings,
+    only: Sequence[str] | None = None,
+    timeout: float = 300.0,
+    console: Console | None = None,
+) -> list[str]:
+    """Start what is not running yet, in dependency order; return once all is healthy.
+
+    ``only`` limits the programs started (and waited for). Returns the program names.
+    """
+    from tickcast.catalog.topics import ensure_topics
+    from tickcast.platform import broker
+
+    console = console or Console(stderr=True, soft_wrap=True)
+    # The health probes poll over HTTP; httpx would log every poll at INFO.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    deadline = time.monotonic() + timeout
+    _say(console, f"setting up {settings.home_dir}")
+    setup(settings)
+    selected, configured = _select(settings, only)
+
+    if "kafka" in selected:
+        broker.prepare(settings, broker.layout_for(settings))
+    write_config(settings)
+    supervisor = Supervisor(settings)
+    if supervisor.is_running():
+        changes = supervisor.update()
+        touched = changes["added"] + changes["changed"] + changes["removed"]
+        _say(console, "supervisord already running" + (
+            f"; config changed for {', '.join(touched)}" if touched else ""))
+    else:
+        _say(console, f"starting supervisord (socket {supervisor.paths.socket})")
+        supervisor.start_daemon()
+
+    needs_kafka = any(name in selected for name in ("kafka", "ingest", "scorer", "feed"))
+    if "kafka" in selected:
+        _say(console, "starting the Kafka broker")
+        _start(settings, supervisor, "kafka", console)
+        wait_healthy(settings, supervisor, ["kafka"], deadline, console)
+    elif (needs_kafka and "kafka" in configured
+          and supervisor.processes()["kafka"]["statename"] != "RUNNING"):
+        raise PlatformError("kafka is not running; start it too (drop --only, or add --only kafka)")
+    if needs_kafka:
+        _say(console, f"creating topics on {settings.kafka_bootstrap_servers}")
+        remaining = max(deadline - time.monotonic(), 5.0)
+        created = ensure_topics(settings, timeout=remaining)
+        fresh = [name for name, new in created.items() if new]
+        console.print(
+            f"    topics {', '.join(created)}" + (f" (created {', '.join(fresh)})" if fresh else " (all existed)"),
+            highlight=False,
+        )
+
+    rest = [name for name in selected if name != "kafka"]
+    if rest:
+        _say(console, f"starting {', '.join(rest)}")
+        for name in sorted(rest, key=PROGRAM_ORDER.index):
+            _start(settings, supervisor, name, console)
+        _say(console, "waiting until healthy")
+        wait_healthy(settings, supervisor, rest, deadline, console)
+    return selected
+
+
+def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
+    rows = []
+    if "api" in names:
+        rows.append(("API", f"http://{_client_host(settings.api_host)}:{settings.api_port}/docs"))
+    if "dashboard" in names:
+        rows.append(("Dashboard", f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}"))
+    if "mlflow" in names:
+        rows.append(("MLflow", tracking.server_url(settings)))
+    elif not tracking.is_local(settings):
+        rows.append(("MLflow", str(settings.mlflow_tracking_uri)))
+    rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers))
+    rows.append(("Logs", str(settings.log_dir)))
+    return rows
+
+
+def down(settings: Settings, console: Console | None = None) -> bool:
+    """Stop every program (reverse start order) and supervisord. False if nothing ran."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    supervisor = Supervisor(settings)
+    if not supervisor.is_running():
+        return False
+    priorities = supervisor.priorities()
+    infos = supervisor.processes()
+    for name in sorted(infos, key=lambda n: priorities.get(n, 0), reverse=True):
+        if infos[name]["statename"] in ALIVE:
+            _say(console, f"stopping {name}")
+            supervisor.stop(name)
+    _say(console, "stopping supervisord")
+    supervisor.shutdown()
+    return True
