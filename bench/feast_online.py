@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
+from tickcast.catalog import tables  # noqa: E402
 from tickcast.core.settings import Settings  # noqa: E402
 
 DDL_TO_ARROW = {"STRING": "string", "DOUBLE": "float64", "TIMESTAMP": "timestamp[us, tz=UTC]"}
@@ -177,7 +178,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-feast-"))
     base = Settings(home=scratch / "home")
     table = synthetic_features(args.entities, datetime(2024, 1, 2, tzinfo=UTC))
-    write_deltalake(base.table_path("features"), table, partition_by=["interval"])
+    write_deltalake(tables.table_path(base, "features"), table, partition_by=["interval"])
     frame = table.to_pandas()
     results: dict[str, dict] = {}
     redis_proc, redis_version = None, None

@@ -54,6 +54,8 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
+from tickcast.catalog import tables  # noqa: E402
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS  # noqa: E402
 from tickcast.core.settings import Settings  # noqa: E402
 
 STEP_LABELS = {
@@ -72,7 +74,6 @@ STEP_LABELS = {
 ADDITIVE = tuple(key for key in STEP_LABELS if key != "gx")
 # The calls in which the lazily defined feature rows can first be computed.
 FIRST_ACTIONS = ("rows_to_pandas", "validate", "merge")
-INTERVAL_LENGTH = {"1m": timedelta(minutes=1), "1d": timedelta(days=1)}
 
 
 def synthetic_bars(symbols: list[str], history: int, newest: datetime, interval: str, seed: int = 3):
@@ -82,7 +83,7 @@ def synthetic_bars(symbols: list[str], history: int, newest: datetime, interval:
     import pandas as pd
 
     rng = np.random.default_rng(seed)
-    step = INTERVAL_LENGTH[interval]
+    step = INTERVALS[interval].length
     n, h = len(symbols), history
     starts = pd.date_range(end=newest, periods=h, freq=pd.Timedelta(step))
     sigma = 0.001 if interval == "1m" else 0.015
@@ -109,7 +110,7 @@ def write_bars(spark, settings: Settings, table: str, frame) -> None:
     from tickcast.catalog.tables import table_defs
 
     schema = table_defs()[table].schema()
-    spark.createDataFrame(frame, schema).write.format("delta").mode("append").save(settings.table_path(table))
+    spark.createDataFrame(frame, schema).write.format("delta").mode("append").save(tables.table_path(settings, table))
 
 
 def timed_calls(call, repeats: int) -> list[float]:
@@ -224,9 +225,9 @@ def bench_refresh(settings: Settings, symbols: list[str], newest: datetime, args
     try:
         ensure_tables(spark, settings)
         bars = synthetic_bars(symbols, args.history, newest, args.interval)
-        print(f"writing {len(bars):,} bars to Delta bars_{args.interval} ...", flush=True)
+        print(f"writing {len(bars):,} bars to Delta {tables.bars(args.interval)} ...", flush=True)
         started = time.perf_counter()
-        write_bars(spark, settings, f"bars_{args.interval}", bars)
+        write_bars(spark, settings, tables.bars(args.interval), bars)
         write_s = time.perf_counter() - started
         del bars
 
@@ -276,7 +277,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=5000, help="symbols in the batch (the market index comes on top)")
     parser.add_argument("--history", type=int, default=400, help="trailing bars per symbol in the bars table")
-    parser.add_argument("--interval", choices=("1m", "1d"), default="1m", help="bar interval (bars_1m or bars_1d)")
+    parser.add_argument("--interval", choices=INTERVAL_NAMES, default="1m", help="bar interval (bars_1m or bars_1d)")
     parser.add_argument("--repeats", type=int, default=3, help="timed refreshes after the warm-up; timed pandas runs")
     parser.add_argument("--skip-feast", action="store_true", help="do not run bench/feast_online.py")
     parser.add_argument("--master", default="local[2]", help="Spark master")
@@ -300,10 +301,7 @@ def main() -> int:
     ensure_jars(settings)
     index = settings.market_index_symbol
     symbols = [f"S{i:05d}" for i in range(args.symbols)] + [index]
-    step = INTERVAL_LENGTH[args.interval]
-    now = datetime.now(UTC).replace(tzinfo=None)
-    newest = now.replace(second=0, microsecond=0) if args.interval == "1m" else now.replace(
-        hour=0, minute=0, second=0, microsecond=0)
+    newest = INTERVALS[args.interval].floor(datetime.now(UTC).replace(tzinfo=None))
     print(f"scratch home {scratch}", flush=True)
     try:
         print(f"compute_features in pandas on {len(symbols):,} x {args.history} bars ...", flush=True)
@@ -321,8 +319,8 @@ def main() -> int:
     load = (f"1-min load average {load_start:.1f} at start, {load_after_spark:.1f} after the refreshes, "
             f"{load_end:.1f} at end")
     conditions = (
-        f"{n:,} symbols + index {index}, {h} bars each in bars_{args.interval} "
-        f"({(n + 1) * h:,} rows, newest bar {newest:%Y-%m-%d %H:%M} UTC, step {step}); batch touches the "
+        f"{n:,} symbols + index {index}, {h} bars each in {tables.bars(args.interval)} "
+        f"({(n + 1) * h:,} rows, newest bar {newest:%Y-%m-%d %H:%M} UTC, step {INTERVALS[args.interval].length}); batch touches the "
         f"newest bar of every symbol and of the index; Spark {args.master}, {args.partitions} shuffle partitions "
         f"= applyInPandas buckets; {args.repeats} timed repeats after 1 warm-up; Feast push to SQLite; {load}"
     )

@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
+from tickcast.catalog import tables  # noqa: E402
 from tickcast.catalog.tables import delta_rows  # noqa: E402
 from tickcast.catalog.topics import topic_message_count  # noqa: E402
 from tickcast.core.settings import Settings  # noqa: E402
@@ -111,7 +112,7 @@ def main() -> int:
             produced_at = ticks["produced_at"].dt.tz_localize(None).astype("datetime64[us]").astype("int64").to_numpy() / 1e6
         results = {}
         for table in ("ticks", "bars_1m"):
-            commits = commit_times(Path(settings.table_path(table)))
+            commits = commit_times(Path(tables.table_path(settings, table)))
             committed = batch_of.map(commits).to_numpy(dtype=float)
             latency = committed - produced_at
             latency = latency[~np.isnan(latency)]
@@ -120,7 +121,7 @@ def main() -> int:
                 "p99_s": float(np.percentile(latency, 99)),
                 "max_s": float(latency.max()),
             }
-        tick_commits = commit_times(Path(settings.table_path("ticks")))
+        tick_commits = commit_times(Path(tables.table_path(settings, "ticks")))
         first, last = min(tick_commits.values()), max(tick_commits.values())
         batches = len(tick_commits)
         sustained = len(ticks) / max(drained_at - feed_started, 1e-9)

@@ -38,7 +38,8 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import DeltaFormat
 from feast.types import Float64, String, UnixTimestamp
 
-from tickcast.core.featureset import FEATURE_SET_VERSION, FEATURES, INTERVALS, feature_names
+from tickcast.core.featureset import FEATURE_SET_VERSION, FEATURES, feature_names
+from tickcast.core.intervals import INTERVAL_NAMES
 
 PROJECT = "tickcast"
 VIEW_NAME = "technical"
@@ -99,7 +100,7 @@ def build(table_path: str) -> Definitions:
         name="interval",
         join_keys=["interval"],
         value_type=ValueType.STRING,
-        description=f"Bar interval: {', '.join(INTERVALS)}",
+        description=f"Bar interval: {', '.join(INTERVAL_NAMES)}",
     )
     batch_source = FileSource(
         name=BATCH_SOURCE_NAME,
@@ -140,21 +141,6 @@ def build(table_path: str) -> Definitions:
             tags={**tags, "interval": iv},
             description=f"The {FEATURE_SET_VERSION} technical feature set of {iv} bars",
         )
-        for iv in INTERVALS
+        for iv in INTERVAL_NAMES
     }
     return Definitions(symbol, interval, batch_source, push_source, technical, services)
-
-
-def default_table_path() -> str:
-    """The ``features`` table of the configured TICKCAST_HOME, for the ``feast`` CLI.
-
-    The platform runs from the project root, so a relative home is taken from there rather
-    than from wherever ``feast`` is run (``feature_repo/``).
-    """
-    from tickcast.core.settings import REPO_ROOT, Settings
-
-    settings = Settings(_env_file=REPO_ROOT / ".env")
-    home = settings.home.expanduser()
-    if not home.is_absolute():
-        settings = settings.model_copy(update={"home": REPO_ROOT / home})
-    return settings.table_path("features")

@@ -7,9 +7,13 @@ import this module, it calls ``definitions.build`` with the path from its own Se
 
 from __future__ import annotations
 
-from feature_repo.definitions import build, default_table_path
+from feature_repo.definitions import build
+from tickcast.catalog import tables
+from tickcast.core.settings import load_settings
 
-_repo = build(default_table_path())
+# The same settings as the platform's (the project's .env, a relative home taken from the
+# project root), so `feast` run in this directory sees the platform's table.
+_repo = build(tables.table_path(load_settings(), tables.FEATURES))
 
 symbol = _repo.symbol
 interval = _repo.interval

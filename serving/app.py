@@ -69,8 +69,9 @@ from serving.schemas import (
 )
 from serving.security import API_KEY_HEADER, Guard, RateLimited
 from tickcast.auth.apikeys import ApiKey
+from tickcast.catalog import tables
 from tickcast.catalog.market import MarketStore
-from tickcast.core.predictions import Prediction
+from tickcast.core.predictions import Prediction, frame_to_predictions
 from tickcast.core.settings import Settings
 
 log = logging.getLogger("tickcast.serving")
@@ -370,7 +371,7 @@ class Api:
                 data_timestamp=pd.DatetimeIndex([stamp(s.data_timestamp) for s in request.sequences]),
             )
         frame = score(dual, batch)
-        predictions = [Prediction.model_validate(orjson.loads(p)) for *_, p in _payloads(frame)]
+        predictions = frame_to_predictions(frame)
         return ScoreResponse(model_name=dual.model_name, model_version=dual.model_version,
                              predictions=predictions, not_scored=not_scored)
 
@@ -387,7 +388,7 @@ class Api:
         if start is not None and end is not None and utc(start) > utc(end):
             raise invalid(("query", "start"), "start is after end")
         try:
-            dataset = DeltaTable(self.settings.table_path("predictions")).to_pyarrow_dataset()
+            dataset = DeltaTable(tables.table_path(self.settings, "predictions")).to_pyarrow_dataset()
         except TableNotFoundError:
             dataset = None
         rows = []
@@ -535,12 +536,6 @@ class Api:
         else:
             self.live.unsubscribe(subscriber, symbols)
         return orjson.dumps({"type": f"{action}d", "symbols": sorted(subscriber.symbols)})
-
-
-def _payloads(frame):
-    from tickcast.core.predictions import frame_payloads
-
-    return frame_payloads(frame)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

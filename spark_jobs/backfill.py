@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.core.settings import Settings
 from tickcast.core.ticks import validate_symbol
 from tickcast.feeds.barfiles import BarFile, parse_bar_file
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TABLE_FOR_INTERVAL = {"1d": "bars_1d", "1m": "bars_1m"}
-INTERVAL_LENGTH = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 # The streaming job MERGEs into the same tables every micro-batch; on an unpartitioned table
 # any commit of its lands inside our read set, so conflicts are expected and retried.
 
@@ -60,21 +60,20 @@ class BackfillResult:
 
 
 def target_table(interval: str) -> str:
-    try:
-        return TABLE_FOR_INTERVAL[interval]
-    except KeyError:
+    if interval not in INTERVALS:
+        kept = " and ".join(f"{iv.label} ({iv.name}) bars into {iv.table}" for iv in map(INTERVALS.get, INTERVAL_NAMES))
         raise BackfillError(
-            f"backfill loads daily (1d) bars into bars_1d and 1-minute (1m) bars into bars_1m; "
-            f"this file has {interval} bars (replay it with `tickcast produce replay` instead, "
-            "or resample it to 1m or 1d)"
-        ) from None
+            f"backfill loads {kept}; this file has {interval} bars (replay it with `tickcast produce replay` "
+            f"instead, or resample it to {' or '.join(INTERVAL_NAMES)})"
+        )
+    return tables.bars(interval)
 
 
 def bar_rows(
     bars: pd.DataFrame, *, symbol: str, interval: str, updated_at: datetime
 ) -> list[tuple]:
     """Bar-file rows -> tuples in the column order of the bars tables."""
-    length = INTERVAL_LENGTH[interval]
+    length = INTERVALS[interval].length
     one_us = timedelta(microseconds=1)
     rows = []
     for ts, o, h, low, c, v in bars[["ts", "open", "high", "low", "close", "volume"]].itertuples(
@@ -125,7 +124,7 @@ def merge_bars(
 
     from tickcast.catalog.tables import commit_conflict_retrying
 
-    path = settings.table_path(table)
+    path = tables.table_path(settings, table)
     condition = (F.col("t.symbol") == F.col("s.symbol")) & (
         F.col("t.window_start") == F.col("s.window_start")
     )
@@ -294,7 +293,7 @@ def check_and_quarantine(
         frame, failing = checked.split(frame)
         ensure_tables(spark, settings, ["quarantine"])
         quarantine_rows(failing, stage, run_id).write.format("delta").mode("append").save(
-            settings.table_path("quarantine")
+            tables.table_path(settings, "quarantine")
         )
         log.warning("%s: %d row(s) failed the %s suite and were quarantined", table, checked.rows_failed, suite)
     gate.record(spark, checked)

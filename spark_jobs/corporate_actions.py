@@ -97,6 +97,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.settings import Settings
 from tickcast.core.symbols import SYMBOL_PATTERN
 
@@ -109,7 +111,7 @@ log = logging.getLogger(__name__)
 
 HEADER = ("symbol", "ex_date", "action", "value")
 ACTIONS = ("split", "dividend")
-BAR_TABLES = {"1d": "bars_1d", "1m": "bars_1m"}
+BAR_TABLES = {name: tables.bars(name) for name in INTERVAL_NAMES}
 TXN_CONF = "spark.databricks.delta.write.txnAppId"
 TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
@@ -491,7 +493,7 @@ def apply_corporate_actions(spark: SparkSession, settings: Settings, path: str |
     source_file = str(Path(path).resolve())
     ensure_tables(spark, settings, [*BAR_TABLES.values(), "corporate_actions"])
     applied: list[AppliedAction] = []
-    tables: list[TableAdjustment] = []
+    adjusted: list[TableAdjustment] = []
     features: list[FeatureBackfillResult] = []
     with _exclusive(settings):
         resumed = _interrupted_plan(settings)
@@ -499,7 +501,7 @@ def apply_corporate_actions(spark: SparkSession, settings: Settings, path: str |
             log.warning("finishing an interrupted apply of %s (batch %s)", resumed.source_file, resumed.batch_id)
             done_applied, done_tables, done_features = _run(spark, settings, resumed)
             applied += done_applied
-            tables += done_tables
+            adjusted += done_tables
             features += done_features
 
         recorded = _recorded(spark, settings, sorted({a.symbol for a in actions}))
@@ -512,11 +514,11 @@ def apply_corporate_actions(spark: SparkSession, settings: Settings, path: str |
             _save_plan(settings, plan)
             done_applied, done_tables, done_features = _run(spark, settings, plan)
             applied += done_applied
-            tables += done_tables
+            adjusted += done_tables
             features += done_features
     return CorporateActionsResult(
         applied=tuple(applied), skipped=skipped, without_history=tuple(without_history),
-        tables=tuple(tables), features=tuple(features), resumed=resumed is not None,
+        tables=tuple(adjusted), features=tuple(features), resumed=resumed is not None,
     )
 
 
@@ -524,10 +526,10 @@ def _run(
     spark: SparkSession, settings: Settings, plan: Plan
 ) -> tuple[list[AppliedAction], list[TableAdjustment], list[FeatureBackfillResult]]:
     """A saved plan from its commits to its features; the plan file goes when all is done."""
-    tables = _execute(spark, settings, plan)
+    adjusted = _execute(spark, settings, plan)
     features = _recompute_features(spark, settings, plan)
     _pending_path(settings).unlink(missing_ok=True)
-    return list(plan.adjustments), tables, features
+    return list(plan.adjustments), adjusted, features
 
 
 def _interrupted_plan(settings: Settings) -> Plan | None:
@@ -548,7 +550,7 @@ def _committed_anywhere(settings: Settings, plan: Plan) -> bool:
     from deltalake import DeltaTable
 
     for table in [*BAR_TABLES.values(), "corporate_actions"]:
-        if plan.app_id in DeltaTable(settings.table_path(table)).transaction_versions():
+        if plan.app_id in DeltaTable(tables.table_path(settings, table)).transaction_versions():
             return True
     return False
 
@@ -558,7 +560,7 @@ def _recorded(spark: SparkSession, settings: Settings, symbols: list[str]) -> di
     from pyspark.sql import functions as F
 
     rows = (
-        spark.read.format("delta").load(settings.table_path("corporate_actions"))
+        spark.read.format("delta").load(tables.table_path(settings, "corporate_actions"))
         .where(F.col("symbol").isin(symbols))
         .select("action_id", "symbol", "ex_date", "adjustment_factor")
         .collect()
@@ -581,7 +583,7 @@ def _bars_before(spark: SparkSession, settings: Settings, table: str, actions: l
         "action_id string, symbol string, ex_start timestamp",
     )
     bars = (
-        spark.read.format("delta").load(settings.table_path(table))
+        spark.read.format("delta").load(tables.table_path(settings, table))
         .where(F.col("symbol").isin(sorted({a.symbol for a in actions})))
         .select("symbol", "window_start", "close")
     )
@@ -690,7 +692,7 @@ def _adjust_table(spark: SparkSession, settings: Settings, table: str, plan: Pla
     for attempt in commit_conflict_retrying(table):
         with attempt, _session_confs(spark, confs):
             metrics = (
-                DeltaTable.forPath(spark, settings.table_path(table)).alias("t")
+                DeltaTable.forPath(spark, tables.table_path(settings, table)).alias("t")
                 .merge(segments.alias("s"), condition)
                 .whenMatchedUpdate(set=updates)
                 .execute()
@@ -709,7 +711,7 @@ def _commit_version(spark: SparkSession, settings: Settings, table: str, plan: P
     from pyspark.sql import functions as F
 
     found = (
-        DeltaTable.forPath(spark, settings.table_path(table)).history(HISTORY_SEARCH_DEPTH)
+        DeltaTable.forPath(spark, tables.table_path(settings, table)).history(HISTORY_SEARCH_DEPTH)
         .where(F.col("userMetadata").contains(plan.batch_id))
         .agg(F.max("version"))
         .first()
@@ -735,7 +737,7 @@ def _record(spark: SparkSession, settings: Settings, plan: Plan) -> None:
                 frame.write.format("delta").mode("append")
                 .option("txnAppId", plan.app_id).option("txnVersion", 0)
                 .option("userMetadata", plan.user_metadata)
-                .save(settings.table_path("corporate_actions"))
+                .save(tables.table_path(settings, "corporate_actions"))
             )
 
 

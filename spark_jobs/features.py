@@ -11,10 +11,11 @@ it on the trailing bars of the symbols a micro-batch touched (``refresh_scope`` 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from tickcast.core.featureset import TRAILING_BARS
+from tickcast.core.intervals import interval as interval_of
 from tickcast.features.compute import BAR_COLUMNS
 
 if TYPE_CHECKING:
@@ -26,7 +27,6 @@ FEATURES_MERGE_CONDITION = (
     "t.symbol = s.symbol AND t.interval = s.interval AND t.window_start = s.window_start"
 )
 EPOCH = datetime(1970, 1, 1)
-INTERVAL_LENGTH = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 
 
 def feature_schema() -> StructType:
@@ -86,7 +86,7 @@ def refresh_scope(
 def lookback_start(start: datetime, interval: str, lookback_factor: float) -> datetime:
     """How far back in time to look for a symbol's ``TRAILING_BARS`` bars before ``start``."""
     try:
-        return max(start - INTERVAL_LENGTH[interval] * int(TRAILING_BARS * lookback_factor), EPOCH)
+        return max(start - interval_of(interval).length * int(TRAILING_BARS * lookback_factor), EPOCH)
     except OverflowError:  # a factor reaching back before year 1
         return EPOCH
 
@@ -101,7 +101,7 @@ def trailing_bars(bars: DataFrame, scope: DataFrame, interval: str, lookback_fac
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    span_seconds = int(INTERVAL_LENGTH[interval].total_seconds() * TRAILING_BARS * lookback_factor)
+    span_seconds = int(interval_of(interval).seconds * TRAILING_BARS * lookback_factor)
     newest_first = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
     per_symbol = Window.partitionBy("symbol")
     return (

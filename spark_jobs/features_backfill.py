@@ -16,7 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tickcast.core.featureset import INTERVALS
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -51,11 +52,11 @@ def backfill_features(
     spark: SparkSession,
     settings: Settings,
     symbols: list[str] | None = None,
-    intervals: tuple[str, ...] = INTERVALS,
+    intervals: tuple[str, ...] = INTERVAL_NAMES,
 ) -> list[FeatureBackfillResult]:
     from tickcast.catalog.tables import ensure_tables
 
-    unknown = [i for i in intervals if i not in INTERVALS]
+    unknown = [i for i in intervals if i not in INTERVAL_NAMES]
     if unknown:
         raise ValueError(f"unknown interval(s) {', '.join(unknown)}; expected 1d or 1m")
     ensure_tables(spark, settings)
@@ -71,7 +72,7 @@ def _backfill_interval(
     from tickcast.features.compute import BAR_COLUMNS
 
     started = time.monotonic()
-    bars = spark.read.format("delta").load(settings.table_path(f"bars_{interval}"))
+    bars = spark.read.format("delta").load(tables.table_path(settings, tables.bars(interval)))
     index_bars = (
         bars.where(F.col("symbol") == settings.market_index_symbol).select(*BAR_COLUMNS).toPandas()
     )
@@ -123,7 +124,7 @@ def _replace_features(
     for attempt in commit_conflict_retrying("features"):
         with attempt:
             (
-                DeltaTable.forPath(spark, settings.table_path("features")).alias("t")
+                DeltaTable.forPath(spark, tables.table_path(settings, "features")).alias("t")
                 .merge(rows.alias("s"), f"{FEATURES_MERGE_CONDITION} AND {scope}")
                 .whenMatchedUpdateAll()
                 .whenNotMatchedInsertAll()

@@ -30,6 +30,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -38,15 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("tickcast.ingest")
 
 QUERY_NAME = "ingest"
-BAR_INTERVALS = ("1m", "1d")
 WATERMARK_FILES_KEPT = 5
-
-
-def window_floor(ts: datetime, interval: str) -> datetime:
-    """The start of the bar of ``interval`` that ``ts`` falls in (bars are UTC-aligned)."""
-    if interval == "1m":
-        return ts.replace(second=0, microsecond=0)
-    return ts.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class FeedWatermarks:
@@ -162,7 +156,7 @@ class IngestJob:
             df.write.format("delta").mode("append")
             .option("txnAppId", app_id or self.app_id)
             .option("txnVersion", batch_id)
-            .save(self.settings.table_path(table))
+            .save(tables.table_path(self.settings, table))
         )
 
     def process_batch(self, raw: DataFrame, batch_id: int) -> None:
@@ -203,7 +197,7 @@ class IngestJob:
         classified = parsed
         if bounds is not None and bounds["lo"] is not None:
             stored = (
-                spark.read.format("delta").load(self.settings.table_path("ticks"))
+                spark.read.format("delta").load(tables.table_path(self.settings, "ticks"))
                 .where(F.col("ts_date").isin(bounds["dates"]))
                 .where(F.col("ts").between(bounds["lo"], bounds["hi"]))
                 .where(F.col("ingest_batch") != tag)
@@ -258,7 +252,7 @@ class IngestJob:
         self._append(ticks, "ticks", batch_id)
         step("ticks")
 
-        for interval in BAR_INTERVALS:
+        for interval in INTERVAL_NAMES:
             partials = T.bar_partials(accepted, interval).withColumn("updated_at", now).persist()
             checked = self.gate.validate(
                 partials, "bars", ["symbol", "window_start"], quality_parameters,
@@ -294,9 +288,9 @@ class IngestJob:
         for row in feed_maxima:
             if row["symbol"] not in earliest or row["min_ts"] < earliest[row["symbol"]]:
                 earliest[row["symbol"]] = row["min_ts"]
-        for interval in BAR_INTERVALS:
+        for interval in INTERVAL_NAMES:
             outcomes += self._refresh_features(
-                interval, {s: window_floor(ts, interval) for s, ts in earliest.items()},
+                interval, {s: INTERVALS[interval].floor(ts) for s, ts in earliest.items()},
                 batch_id, quality_parameters,
             )
             step(f"features_{interval}")
@@ -337,7 +331,7 @@ class IngestJob:
         for attempt in commit_conflict_retrying(table):
             with attempt, idempotent_dml(self.spark, self.app_id, batch_id):
                 (
-                    DeltaTable.forPath(self.spark, self.settings.table_path(table)).alias("t")
+                    DeltaTable.forPath(self.spark, tables.table_path(self.settings, table)).alias("t")
                     .merge(partials.alias("s"), condition)
                     .whenMatchedUpdate(set=BAR_MERGE_SET)
                     .whenNotMatchedInsertAll()
@@ -367,7 +361,7 @@ class IngestJob:
 
         index = self.settings.market_index_symbol
         factor = self.settings.features_lookback_factor
-        bars = self.spark.read.format("delta").load(self.settings.table_path(f"bars_{interval}"))
+        bars = self.spark.read.format("delta").load(tables.table_path(self.settings, tables.bars(interval)))
         since_index_change: list[str] = []
         if index in touched:
             since_index_change = [
@@ -423,7 +417,7 @@ class IngestJob:
         for attempt in commit_conflict_retrying("features"):
             with attempt, idempotent_dml(self.spark, app_id, batch_id):
                 (
-                    DeltaTable.forPath(self.spark, self.settings.table_path("features")).alias("t")
+                    DeltaTable.forPath(self.spark, tables.table_path(self.settings, "features")).alias("t")
                     .merge(
                         rows.alias("s"),
                         # Partition and time bounds let Delta skip the files this batch cannot touch.
@@ -456,14 +450,14 @@ class IngestJob:
         dual = self.champions.current()
         depth = dual.sequence_length if dual is not None else self.settings.predictor_lookback_bars + 1
         # Bars (and features) before this are not needed: bounded reads skip old files.
-        span = FX.INTERVAL_LENGTH[interval] * int(depth * self.settings.features_lookback_factor)
-        since = max(window_floor(min(touched.values()), interval) - span, FX.EPOCH)
+        span = INTERVALS[interval].length * int(depth * self.settings.features_lookback_factor)
+        since = max(INTERVALS[interval].floor(min(touched.values())) - span, FX.EPOCH)
         newest_first = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
 
         def latest(table: str, columns: list[str], rows: int, *where) -> pd.DataFrame:
             """Each symbol's newest ``rows`` rows: a bounded read, then an unbounded one for
             the symbols whose history has a gap (a replayed past, a long halt)."""
-            frame = self.spark.read.format("delta").load(self.settings.table_path(table))
+            frame = self.spark.read.format("delta").load(tables.table_path(self.settings, table))
             for condition in where:
                 frame = frame.where(condition)
 
@@ -572,7 +566,7 @@ def run(settings: Settings, starting_offsets: str = "earliest", stop_after_secon
     query = job.start(starting_offsets)
     log.info(
         "ingest running: kafka %s topic %s -> %s (checkpoint %s)",
-        settings.kafka_bootstrap_servers, settings.topic_ticks, settings.delta_dir, job.checkpoint,
+        settings.kafka_bootstrap_servers, settings.topic_ticks, tables.delta_dir(settings), job.checkpoint,
     )
 
     stopping = threading.Event()

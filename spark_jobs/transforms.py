@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from tickcast.core.intervals import interval as interval_of
 from tickcast.core.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
@@ -202,8 +203,7 @@ def bar_partials(ticks: DataFrame, interval: str) -> DataFrame:
     """
     from pyspark.sql import functions as F
 
-    duration = {"1m": "1 minute", "1d": "1 day"}[interval]
-    window = F.window("ts", duration)
+    window = F.window("ts", interval_of(interval).spark_duration)
     first = F.min(F.struct("ts", "msg_id", "price"))
     last = F.max(F.struct("ts", "msg_id", "price"))
     return (

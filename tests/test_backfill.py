@@ -12,6 +12,7 @@ from chispa import assert_df_equality
 from typer.testing import CliRunner
 
 from spark_jobs.backfill import BackfillError, backfill_bars, backfill_file, spark_bars
+from tickcast.catalog import tables
 from tickcast.catalog.tables import ensure_tables, table_defs
 from tickcast.cli import app
 from tickcast.feeds.barfiles import parse_bar_file
@@ -54,7 +55,7 @@ def table_df(spark, rows: list[tuple], table: str):
 
 
 def read_table(spark, settings, table: str):
-    return spark.read.format("delta").load(settings.table_path(table)).orderBy("symbol", "window_start")
+    return spark.read.format("delta").load(tables.table_path(settings, table)).orderBy("symbol", "window_start")
 
 
 def test_spark_bars_pure_conversion(spark) -> None:
@@ -85,7 +86,7 @@ def test_backfill_daily_twice_leaves_one_copy(spark, settings) -> None:
     assert_df_equality(after.drop("updated_at"), expected, ignore_nullable=True)
     assert after.filter("updated_at IS NULL").count() == 0
     # nothing went to the other bars table
-    assert spark.read.format("delta").load(settings.table_path("bars_1m")).count() == 0
+    assert spark.read.format("delta").load(tables.table_path(settings, "bars_1m")).count() == 0
 
 
 def test_backfill_updates_corrected_bars_and_adds_new_ones(spark, settings, tmp_path) -> None:
@@ -114,7 +115,7 @@ def test_backfill_one_minute_file_goes_to_bars_1m(spark, settings) -> None:
     assert_df_equality(
         read_table(spark, settings, "bars_1m").drop("updated_at"), expected, ignore_nullable=True
     )
-    assert spark.read.format("delta").load(settings.table_path("bars_1d")).count() == 0
+    assert spark.read.format("delta").load(tables.table_path(settings, "bars_1d")).count() == 0
 
 
 def test_concurrent_backfills_into_one_table_all_land(spark, settings) -> None:

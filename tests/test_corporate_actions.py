@@ -26,6 +26,7 @@ from spark_jobs.corporate_actions import (
     parse_corporate_actions,
 )
 from spark_jobs.features_backfill import backfill_features
+from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_rows, ensure_tables, table_defs
 from tickcast.cli import app
 from tickcast.core.featureset import feature_names
@@ -64,18 +65,18 @@ def table_df(spark, rows, table):
 
 def write_bars(spark, settings, rows, table):
     ensure_tables(spark, settings, [table])
-    table_df(spark, rows, table).write.format("delta").mode("append").save(settings.table_path(table))
+    table_df(spark, rows, table).write.format("delta").mode("append").save(tables.table_path(settings, table))
 
 
 def read(spark, settings, table, **options):
     reader = spark.read.format("delta")
     for key, value in options.items():
         reader = reader.option(key, value)
-    return reader.load(settings.table_path(table))
+    return reader.load(tables.table_path(settings, table))
 
 
 def version(settings, table) -> int:
-    return DeltaTable(settings.table_path(table)).version()
+    return DeltaTable(tables.table_path(settings, table)).version()
 
 
 def ordered(df):
@@ -251,7 +252,7 @@ def test_one_new_version_per_table_and_the_old_one_is_readable_by_time_travel(sp
             ordered(table_df(spark, raw, table)),
             ignore_nullable=True,
         )
-    commit = DeltaTable(settings.table_path("bars_1d")).history(1)[0]
+    commit = DeltaTable(tables.table_path(settings, "bars_1d")).history(1)[0]
     assert commit["operation"] == "MERGE"
     assert "AAA 2:1 split, ex-date 2024-02-05" in commit["userMetadata"]
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from tickcast.cli import app
 from tickcast.core.settings import Settings
-from tickcast.platform import lifecycle
+from tickcast.platform import control
 from tickcast.platform.processes import free_port
 from tickcast.platform.status import (
     collect_status,
@@ -92,7 +92,7 @@ def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings)
     settings = settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000"})
     configs = _process_configs(_parse(write_config(settings)))
     assert "mlflow" not in configs
-    assert ("MLflow", "http://mlflow:5000") in lifecycle.urls(settings, list(configs))
+    assert ("MLflow", "http://mlflow:5000") in control.urls(settings, list(configs))
 
 
 def test_environment_round_trips_every_setting(
@@ -181,17 +181,17 @@ def test_query_status_reads_spark_progress() -> None:
 def test_ingest_counts_healthy_once_it_wrote_progress_after_starting(settings: Settings) -> None:
     settings.run_dir.mkdir(parents=True)
     info = {"statename": "RUNNING", "start": int(time.time())}
-    assert lifecycle.probe(settings, "ingest", info).startswith("no streaming progress")
+    assert control.probe(settings, "ingest", info).startswith("no streaming progress")
     progress_path(settings).write_text(json.dumps({"ticks_to_delta": SAMPLE_PROGRESS}))
-    assert lifecycle.probe(settings, "ingest", info) is None
+    assert control.probe(settings, "ingest", info) is None
     # A file from before this process started is a previous run's.
-    assert lifecycle.probe(settings, "ingest", {**info, "start": time.time() + 60}) is not None
-    assert lifecycle.probe(settings, "ingest", {**info, "statename": "STARTING"}) == "process starting"
+    assert control.probe(settings, "ingest", {**info, "start": time.time() + 60}) is not None
+    assert control.probe(settings, "ingest", {**info, "statename": "STARTING"}) == "process starting"
 
 
 def test_status_and_down_when_nothing_runs(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     assert collect_status(settings).running is False
-    assert lifecycle.down(settings) is False
+    assert control.down(settings) is False
     monkeypatch.setenv("TICKCAST_HOME", str(settings.home_dir))
     runner = CliRunner()
     result = runner.invoke(app, ["status"])
@@ -204,7 +204,7 @@ def test_status_and_down_when_nothing_runs(settings: Settings, monkeypatch: pyte
 
 def test_up_rejects_unknown_program(settings: Settings) -> None:
     with pytest.raises(PlatformError, match="unknown program"):
-        lifecycle.up(settings, only=["kafak"])
+        control.up(settings, only=["kafak"])
 
 
 def _isolated(settings: Settings) -> Settings:
@@ -231,12 +231,12 @@ def test_failing_program_is_reported_with_its_log(settings: Settings) -> None:
     try:
         supervisor.start("api")
         with pytest.raises(PlatformError) as failure:
-            lifecycle.wait_healthy(settings, supervisor, ["api"], time.monotonic() + 60,
-                                   lifecycle.Console(stderr=True))
+            control.wait_healthy(settings, supervisor, ["api"], time.monotonic() + 60,
+                                   control.Console(stderr=True))
         assert "api is FATAL" in str(failure.value)
         assert "listen: address in use" in failure.value.detail
     finally:
-        assert lifecycle.down(settings) is True
+        assert control.down(settings) is True
 
 
 def test_rewritten_config_is_applied_like_supervisorctl_update(settings: Settings) -> None:
@@ -259,13 +259,13 @@ def test_rewritten_config_is_applied_like_supervisorctl_update(settings: Setting
         assert infos["api"]["statename"] == "STOPPED"  # `up` starts it again, with the new config
         assert infos["feed"]["statename"] == "STOPPED"
     finally:
-        assert lifecycle.down(settings) is True
+        assert control.down(settings) is True
 
 
 def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) -> None:
     settings = _isolated(settings)
     try:
-        assert lifecycle.up(settings, only=["kafka"], timeout=120) == ["kafka"]
+        assert control.up(settings, only=["kafka"], timeout=120) == ["kafka"]
         admin = AdminClient(settings.kafka_client_config())
         topics = admin.list_topics(timeout=10).topics
         assert {settings.topic_ticks, settings.topic_predictions, settings.topic_alerts,
@@ -281,13 +281,13 @@ def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) 
         pid = by_name["kafka"].pid
 
         # Idempotent: the running broker is left alone.
-        lifecycle.up(settings, only=["kafka"], timeout=60)
+        control.up(settings, only=["kafka"], timeout=60)
         assert {p.name: p for p in collect_status(settings).programs}["kafka"].pid == pid
         assert (settings.log_dir / "kafka.log").stat().st_size > 0
     finally:
-        stopped = lifecycle.down(settings)
+        stopped = control.down(settings)
     assert stopped is True
     assert not Supervisor(settings).is_running()
-    assert not lifecycle.port_open("127.0.0.1", settings.kafka_broker_port)
+    assert not control.port_open("127.0.0.1", settings.kafka_broker_port)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.serving.market_data import DAY0, bar_rows, make_prediction, write_bars
+from tickcast.catalog import tables
 from tickcast.catalog.market import BAR_COLUMNS, Bar, MarketStore, SymbolStatus
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import ensure_tables
@@ -47,7 +48,7 @@ def test_bars_written_by_spark_read_by_delta_rs(spark, settings: Settings) -> No
     assert store.symbols() == [SymbolStatus("AAPL", False), SymbolStatus("MSFT", True)]
 
     # The streaming job keeps committing: the open table must follow through a checkpoint.
-    table_path = settings.table_path("bars_1d")
+    table_path = tables.table_path(settings, "bars_1d")
     spark.sql(f"ALTER TABLE delta.`{table_path}` SET TBLPROPERTIES ('delta.checkpointInterval' = '2')")
     reader = store.bars.readers["1d"]
     handle = reader._table
@@ -57,7 +58,7 @@ def test_bars_written_by_spark_read_by_delta_rs(spark, settings: Settings) -> No
     # A bar the writer appended again, later and changed: only its newest version counts.
     revised = (*aapl[-1][:6], 999.0, *aapl[-1][7:])
     write_bars(spark, settings, "bars_1d", [revised], written_at=datetime(2024, 3, 1, tzinfo=UTC))
-    assert list((settings.delta_dir / "bars_1d" / "_delta_log").glob("*.checkpoint*.parquet"))
+    assert list((tables.delta_dir(settings) / "bars_1d" / "_delta_log").glob("*.checkpoint*.parquet"))
 
     assert store.bars.bars("AAPL", "1d", limit=4) == _bars([aapl[-2], revised, *later])
     assert reader._table is handle, "the table handle is refreshed, not reopened"

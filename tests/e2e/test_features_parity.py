@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 
+from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_count
 from tickcast.catalog.topics import topic_message_count
 from tickcast.core.featureset import FEATURE_NAMES
@@ -56,14 +57,14 @@ def test_stream_features_equal_the_batch_backfill(e2e, spark, tmp_path):
 
     from deltalake import DeltaTable
 
-    stream_version = DeltaTable(settings.table_path("features")).version()
+    stream_version = DeltaTable(tables.table_path(settings, "features")).version()
     assert delta_count(settings, "features") == delta_count(settings, "bars_1d") + delta_count(settings, "bars_1m")
 
     e2e.run_cli("features", "backfill", timeout=900)
 
     keys = ["symbol", "interval", "window_start", "window_end"]
     columns = [*keys, *FEATURE_NAMES, "feature_set_version"]
-    path = settings.table_path("features")
+    path = tables.table_path(settings, "features")
     streamed = spark.read.format("delta").option("versionAsOf", stream_version).load(path).select(*columns)
     batch = spark.read.format("delta").load(path).select(*columns)
     assert streamed.count() == batch.count() == 3 * DAYS * 5  # one daily and four 1-minute bars a day

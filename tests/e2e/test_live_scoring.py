@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from serving.app import create_app
 from tests.e2e.test_scoring import _published
 from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import delta_rows
 from tickcast.features.compute import compute_features
@@ -89,7 +90,7 @@ def test_live_scorer_scores_each_tick_with_the_champion_and_reloads_on_promotion
     assert prediction.model_version == "1+1"
 
     # It is what the models give on the stored bars and today's open bar, whose close is the last tick.
-    bars = DeltaTable(settings.table_path("bars_1d")).to_pandas().query("symbol == 'RPLY'")
+    bars = DeltaTable(tables.table_path(settings, "bars_1d")).to_pandas().query("symbol == 'RPLY'")
     today = pd.Timestamp(last.date(), tz="UTC")
     open_bar = {"symbol": "RPLY", "window_start": today, "window_end": today + pd.Timedelta(days=1),
                 "open": np.nan, "high": np.nan, "low": np.nan, "close": 186.25, "volume": np.nan}

@@ -13,6 +13,7 @@ from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
 from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.catalog.topics import topic_message_count
@@ -100,7 +101,7 @@ def test_ticks_flow_to_delta_bars_and_api(e2e, spark):
         "symbol string, window_start timestamp, open double, high double, low double, close double, volume double",
     )
     actual = (
-        spark.read.format("delta").load(settings.table_path("bars_1d"))
+        spark.read.format("delta").load(tables.table_path(settings, "bars_1d"))
         .where("symbol = 'RPLY'")
         .select("symbol", "window_start", "open", "high", "low", "close", "volume")
     )

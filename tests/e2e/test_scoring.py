@@ -12,6 +12,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import delta_rows
 from tickcast.models.bundle import ModelBundle
@@ -70,7 +71,7 @@ def test_stream_scores_with_the_champion_and_reloads_on_promotion(e2e, tmp_path)
 
     # The prediction is what the registered ONNX models give on RPLY's last feature vectors.
     features = (
-        DeltaTable(settings.table_path("features")).to_pandas(partitions=[("interval", "=", "1d")])
+        DeltaTable(tables.table_path(settings, "features")).to_pandas(partitions=[("interval", "=", "1d")])
         .query("symbol == 'RPLY'").sort_values("window_start").tail(LENGTH)
     )
     raw = features[FEATURES].to_numpy(dtype=float)[None]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 
 
@@ -19,13 +20,13 @@ def empty_features_table(spark, base_settings: Settings, tmp_path_factory: pytes
 
     settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("features-template")})
     ensure_tables(spark, settings, ["features"])
-    return Path(settings.table_path("features"))
+    return Path(tables.table_path(settings, "features"))
 
 
 @pytest.fixture
 def fs_settings(settings: Settings, empty_features_table: Path) -> Settings:
     """Settings with a fresh home holding a copy of the empty table (a Delta log is relocatable)."""
-    shutil.copytree(empty_features_table, settings.table_path("features"))
+    shutil.copytree(empty_features_table, tables.table_path(settings, "features"))
     return settings
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 
 BAR = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
@@ -36,7 +37,7 @@ def append_rows(settings: Settings, rows: list[dict]) -> None:
     import pyarrow as pa
     from deltalake import DeltaTable, write_deltalake
 
-    path = settings.table_path("features")
+    path = tables.table_path(settings, "features")
     schema = pa.schema(DeltaTable(path).schema().to_pyarrow())
     columns = {f.name: [r.get(f.name) for r in rows] for f in schema}
     write_deltalake(path, pa.Table.from_pydict(columns, schema=schema), mode="append")

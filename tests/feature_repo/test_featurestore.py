@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from featurestore_helpers import BAR, append_rows, feature_row, rows_frame, utc
 
-from tickcast.catalog import featurestore
+from tickcast.catalog import featurestore, tables
 from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
 from tickcast.core.settings import Settings
 
@@ -50,7 +50,7 @@ def test_apply_registers_the_repo_objects_idempotently(fs_settings: Settings) ->
     (view,) = store.list_feature_views()
     assert view.name == "technical"
     assert sorted(view.entities) == ["interval", "symbol"]
-    assert view.batch_source.path == fs_settings.table_path("features")
+    assert view.batch_source.path == tables.table_path(fs_settings, "features")
     assert view.batch_source.timestamp_field == "window_end"
     assert view.batch_source.created_timestamp_column == "computed_at"
     assert view.stream_source.name == "features_push"
@@ -187,15 +187,15 @@ def history(fs_settings: Settings) -> list[dict]:
     append_rows(fs_settings, rows[:7])
     append_rows(fs_settings, rows[7:])
 
-    table = DeltaTable(fs_settings.table_path("features"))
+    table = DeltaTable(tables.table_path(fs_settings, "features"))
     table.update(
         # `interval` is an SQL keyword for delta-rs' parser: quoted.
         predicate="""symbol = 'AAA' AND "interval" = '1d' AND window_start = '2024-01-04T00:00:00Z'""",
         updates={"return_1d": "99.5", "computed_at": "'2024-01-06T00:00:00Z'"},
     )
     table.delete("""symbol = 'BBB' AND "interval" = '1d' AND window_start = '2024-01-04T00:00:00Z'""")
-    on_disk = list(Path(fs_settings.table_path("features")).rglob("*.parquet"))
-    assert len(on_disk) > len(DeltaTable(fs_settings.table_path("features")).files())
+    on_disk = list(Path(tables.table_path(fs_settings, "features")).rglob("*.parquet"))
+    assert len(on_disk) > len(DeltaTable(tables.table_path(fs_settings, "features")).files())
     for row in rows:
         if (row["symbol"], row["interval"], row["window_start"]) == ("AAA", "1d", utc(2024, 1, 4)):
             row["return_1d"] = 99.5

@@ -25,12 +25,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickcast.core.featureset import (
-    BARS_PER_YEAR,
     FEATURE_NAMES,
     FEATURE_SET_VERSION,
     INTRADAY_FEATURE_NAMES,
     feature_names,
 )
+from tickcast.core.intervals import INTERVALS
 from tickcast.features.compute import compute_features
 
 MARKET_FEATURES = ("market_beta", "market_return", "market_volatility")
@@ -294,7 +294,7 @@ def test_minute_volatility_is_annualised_with_252_x_390():
     assert sample_std == pytest.approx(math.sqrt(0.012), rel=1e-9)
     assert daily_vol == pytest.approx(sample_std * math.sqrt(252), rel=1e-9)
     assert minute_vol == pytest.approx(sample_std * math.sqrt(252 * 390), rel=1e-9)
-    assert BARS_PER_YEAR == {"1d": 252, "1m": 252 * 390}
+    assert {name: iv.bars_per_year for name, iv in INTERVALS.items()} == {"1d": 252, "1m": 252 * 390}
 
 
 # --- worked by hand ---------------------------------------------------------------------------------

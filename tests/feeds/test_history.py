@@ -12,6 +12,7 @@ from chispa import assert_df_equality
 from typer.testing import CliRunner
 
 from spark_jobs.backfill import backfill_frame
+from tickcast.catalog import tables
 from tickcast.catalog.tables import table_defs
 from tickcast.cli import app
 from tickcast.feeds import FeedError
@@ -216,7 +217,7 @@ def test_load_into_delta_twice_leaves_the_same_rows(spark, settings) -> None:
     assert (second.inserted, second.updated) == (0, 150)
 
     stored = (
-        spark.read.format("delta").load(settings.table_path("bars_1d"))
+        spark.read.format("delta").load(tables.table_path(settings, "bars_1d"))
         .orderBy("symbol", "window_start")
     )
     assert stored.count() == 150

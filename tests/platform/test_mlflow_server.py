@@ -13,7 +13,7 @@ import pytest
 
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
-from tickcast.platform import lifecycle
+from tickcast.platform import control
 from tickcast.platform.processes import free_port
 from tickcast.platform.status import collect_status
 from tickcast.platform.supervisor import PlatformError, Supervisor
@@ -38,8 +38,8 @@ def test_server_under_supervisord_shares_its_store_with_direct_clients(
     pid = None
     try:
         # First start: creates and migrates the SQLite schema before listening.
-        assert lifecycle.up(settings, only=["mlflow"], timeout=240) == ["mlflow"]
-        assert ("MLflow", url) in lifecycle.urls(settings, ["mlflow"])
+        assert control.up(settings, only=["mlflow"], timeout=240) == ["mlflow"]
+        assert ("MLflow", url) in control.urls(settings, ["mlflow"])
         by_name = {p.name: p for p in collect_status(settings).programs}
         assert by_name["mlflow"].state == "RUNNING"
         pid = by_name["mlflow"].pid
@@ -86,13 +86,13 @@ def test_server_under_supervisord_shares_its_store_with_direct_clients(
 
         # Port taken: a second platform on the same port refuses to start its server.
         with pytest.raises(PlatformError, match="TICKCAST_MLFLOW_PORT"):
-            lifecycle.up(other, only=["mlflow"], timeout=30)
+            control.up(other, only=["mlflow"], timeout=30)
     finally:
-        lifecycle.down(other)
-        stopped = lifecycle.down(settings)
+        control.down(other)
+        stopped = control.down(settings)
     assert stopped is True
     assert not Supervisor(settings).is_running()
-    assert not lifecycle.port_open("127.0.0.1", settings.mlflow_port)
+    assert not control.port_open("127.0.0.1", settings.mlflow_port)
     assert pid is not None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)

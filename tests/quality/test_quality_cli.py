@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from typer.testing import CliRunner
 
+from tickcast.catalog import tables
 from tickcast.cli import app
 from tickcast.quality import ExpectationResult, QualityGate, QualityOutcome
 
@@ -100,7 +101,7 @@ def test_table_and_since_filters(recorded) -> None:
 def test_no_results_yet_is_a_clear_message(settings) -> None:
     output = run(settings).stdout
     assert output.startswith("No data-quality results yet: there is no Delta table at ")
-    assert settings.table_path("quality_results") in output
+    assert tables.table_path(settings, "quality_results") in output
     assert json.loads(run(settings, "--json").stdout)["tables"] == []
 
 

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from tickcast.catalog.tables import table_defs
-from tickcast.core.featureset import FEATURE_NAMES, INTERVALS, KEY_COLUMNS
+from tickcast.core.featureset import FEATURE_NAMES, KEY_COLUMNS
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.symbols import SYMBOL_PATTERN
 from tickcast.quality.suites import SuiteError, expectation_name, load_suites, reason, suite_file
 
@@ -55,7 +56,7 @@ def test_features_suite_bounds_every_feature_exactly_once() -> None:
     assert (rsi.kwargs["min_value"], rsi.kwargs["max_value"]) == (0, 100)
     interval = next(e for e in spec.expectations if e.kwargs.get("column") == "interval"
                     and e.type == "expect_column_values_to_be_in_set")
-    assert sorted(interval.kwargs["value_set"]) == sorted(INTERVALS)
+    assert sorted(interval.kwargs["value_set"]) == sorted(INTERVAL_NAMES)
 
 
 def test_ticks_symbol_rule_is_the_platform_rule() -> None:

@@ -15,6 +15,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
+from tickcast.catalog import tables
 from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
 from tickcast.models.bundle import ModelBundle
@@ -252,7 +253,7 @@ def test_history_appends_to_the_streams_predictions_table(spark, settings, dual:
     writer.add(frame)
     writer.add(frame.iloc[:1])
     assert writer.flush() == 4 and writer.flush() == 0
-    stored = spark.read.format("delta").load(settings.table_path("predictions"))
+    stored = spark.read.format("delta").load(tables.table_path(settings, "predictions"))
     assert stored.count() == 4
     row = stored.where(F.col("symbol") == "BBB").first()
     expected = frame[frame["symbol"] == "BBB"].iloc[0]

@@ -21,8 +21,9 @@ import pytest
 import yaml
 from deltalake import write_deltalake
 
+from tickcast.catalog import tables
 from tickcast.catalog.topics import topic_message_count
-from tickcast.core.predictions import Prediction
+from tickcast.core.predictions import FRAME_COLUMNS, Prediction
 from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.confirmation import confirm
@@ -32,7 +33,7 @@ from tickcast.models.registry import RegistryError
 from tickcast.models.untrained import quick_bundles, register_bundles
 from tickcast.scoring.models import DeployedModel, ModelLoader, horizon_label, pair
 from tickcast.scoring.publish import PredictionPublisher, PublishError
-from tickcast.scoring.score import CONTRACT_COLUMNS, SequenceBatch, build_batch, score
+from tickcast.scoring.score import SequenceBatch, build_batch, score
 from tickcast.scoring.sources import latest_sequences
 
 FEATURES = ["return_1d", "rsi_14", "volatility_5d"]
@@ -348,7 +349,7 @@ def test_score_averages_both_models_and_confirms_with_each(registry: Registry):
 
     frame = score(dual, batch, predicted_at=at)
 
-    assert list(frame.columns) == CONTRACT_COLUMNS and len(frame) == 4
+    assert list(frame.columns) == list(FRAME_COLUMNS) and len(frame) == 4
     (p_l, q_l), (p_t, q_t) = _direct(registry.v1, batch.symbols, raw)
     probabilities = (p_l.astype(float) + p_t.astype(float)) / 2
     quantiles = (q_l.astype(float) + q_t.astype(float)) / 2
@@ -422,7 +423,7 @@ def test_score_without_a_predicted_at_uses_now(registry: Registry):
 def test_score_of_an_empty_batch_is_an_empty_contract_frame(registry: Registry):
     batch, _ = build_batch(_feature_frame({"AAA": 1}), _bar_frame({"AAA": 1}), FEATURES, LENGTH)
     frame = score(registry.loader.dual("1d"), batch)
-    assert frame.empty and list(frame.columns) == CONTRACT_COLUMNS
+    assert frame.empty and list(frame.columns) == list(FRAME_COLUMNS)
 
 
 # -- latest_sequences (Delta) ------------------------------------------------------------------
@@ -458,13 +459,13 @@ def _write_market(settings: Settings) -> None:
         ws = datetime(2024, 6, 28, 14, 30, tzinfo=UTC) + timedelta(minutes=minute)
         feature_rows.append(("RECENT", "1m", ws, *[-1.0] * len(FEATURES)))
     symbol, interval, window_start, *values = zip(*feature_rows, strict=True)
-    write_deltalake(settings.table_path("features"), pa.table({
+    write_deltalake(tables.table_path(settings, "features"), pa.table({
         "symbol": list(symbol), "interval": list(interval), "window_start": _timestamps(list(window_start)),
         **{f: pa.array(v, pa.float64()) for f, v in zip(FEATURES, values, strict=True)},
         "macd": pa.array([0.0] * len(symbol), pa.float64()),
     }), partition_by=["interval"])
     symbol, window_start, close, close_ts = zip(*bar_rows, strict=True)
-    write_deltalake(settings.table_path("bars_1d"), pa.table({
+    write_deltalake(tables.table_path(settings, "bars_1d"), pa.table({
         "symbol": list(symbol), "window_start": _timestamps(list(window_start)),
         "close": pa.array(close, pa.float64()), "close_ts": _timestamps(list(close_ts)),
         "volume": pa.array([1.0] * len(symbol), pa.float64()),

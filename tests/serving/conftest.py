@@ -24,6 +24,7 @@ from tests.serving.market_data import (
     write_bars,
 )
 from tickcast.auth.apikeys import ApiKeyStore
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
@@ -84,7 +85,7 @@ def scored(spark, base_settings: Settings, tmp_path_factory) -> Scored:
             F.struct(F.col("prob_up").alias("up"), F.col("prob_neutral").alias("neutral"),
                      F.col("prob_down").alias("down")).alias(n) if n == "probabilities" else F.col(n)
             for n in table_defs()["predictions"].column_names
-        ]).write.format("delta").mode("append").save(settings.table_path("predictions"))
+        ]).write.format("delta").mode("append").save(tables.table_path(settings, "predictions"))
     OnlineStore(settings.online_store_path).upsert([make_prediction("BASE", DAY0, 50.0)])
 
     store = ApiKeyStore(settings.api_keys_path)

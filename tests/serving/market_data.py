@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 from deltalake import DeltaTable
 
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import ensure_tables, table_defs
 from tickcast.core.predictions import Prediction, Probabilities
@@ -44,7 +45,7 @@ def write_bars(
     """Append bars the way the streaming job stores them (all columns of delta/tables.json)."""
     full = [(*r, r[1], r[2] - timedelta(microseconds=1), written_at) for r in rows]
     df = spark.createDataFrame(full, table_defs()[table].schema())
-    df.write.format("delta").mode("append").save(settings.table_path(table))
+    df.write.format("delta").mode("append").save(tables.table_path(settings, table))
 
 
 def make_prediction(symbol: str, data_timestamp: datetime, price: float) -> Prediction:
@@ -102,5 +103,5 @@ class Scored:
 
 
 def scored_features(settings: Settings):
-    return (DeltaTable(settings.table_path("features")).to_pandas(partitions=[("interval", "=", "1d")])
+    return (DeltaTable(tables.table_path(settings, "features")).to_pandas(partitions=[("interval", "=", "1d")])
             .sort_values(["symbol", "window_start"]))

@@ -12,6 +12,7 @@ from chispa import assert_approx_df_equality
 
 from spark_jobs import features as FX
 from spark_jobs.features_backfill import backfill_features
+from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_rows, ensure_tables
 from tickcast.core.featureset import TRAILING_BARS
 from tickcast.features.compute import BAR_COLUMNS, compute_features
@@ -100,7 +101,7 @@ def _write_bars(spark, settings, frame: pd.DataFrame, table: str = "bars_1d") ->
         .withColumn("open_ts", F.col("window_start")).withColumn("close_ts", F.col("window_start"))
         .withColumn("updated_at", F.current_timestamp())
     )
-    sdf.write.format("delta").mode("append").save(settings.table_path(table))
+    sdf.write.format("delta").mode("append").save(tables.table_path(settings, table))
 
 
 def test_backfill_writes_full_history_features_and_reruns_converge(spark, settings, daily_bars):
@@ -129,7 +130,7 @@ def test_backfill_of_one_symbol_drops_its_stale_rows_only(spark, settings, daily
     backfill_features(spark, settings, intervals=("1d",))
     from delta.tables import DeltaTable
 
-    DeltaTable.forPath(spark, settings.table_path("bars_1d")).delete(
+    DeltaTable.forPath(spark, tables.table_path(settings, "bars_1d")).delete(
         "symbol = 'CCC' AND window_start >= timestamp'2023-07-01'"
     )
     [result] = backfill_features(spark, settings, symbols=["CCC"], intervals=("1d",))

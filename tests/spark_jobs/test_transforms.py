@@ -10,6 +10,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
+from tickcast.catalog import tables
 
 NOW = datetime(2026, 11, 20, 15, 0, 0)
 
@@ -154,7 +155,7 @@ def test_partials_merged_in_any_order_equal_one_aggregation(spark, settings, spl
     rows = [(f"m{i}", "X", "s", base + timedelta(minutes=7 * i), 10.0 + (i * 37 % 11), float(i + 1), 0, i, None)
             for i in range(12)]
     batches = [rows[i::split] for i in range(split)]  # interleaved: later batches hold earlier ticks
-    path = settings.table_path("bars_1d")
+    path = tables.table_path(settings, "bars_1d")
     for batch in batches:
         partials = T.bar_partials(_ticks(spark, batch), "1d").withColumn("updated_at", F.current_timestamp())
         (

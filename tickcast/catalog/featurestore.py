@@ -3,7 +3,7 @@
 The repo objects (entities ``symbol`` and ``interval``, the ``technical`` view over the Delta
 ``features`` table, the ``features_push`` push source, the versioned FeatureServices) are
 defined once, in ``feature_repo/definitions.py``; this module builds them over
-``settings.table_path("features")`` and configures Feast from the same Settings, so
+``tables.table_path(settings, "features")`` and configures Feast from the same Settings, so
 TICKCAST_HOME and the TICKCAST_FEAST_* variables are honoured (``feature_repo/
 feature_store.yaml`` is only for the ``feast`` CLI against the default home):
 
@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tickcast.core.featureset import FEATURE_NAMES, INTERVALS
+from tickcast.catalog import tables
+from tickcast.core.featureset import FEATURE_NAMES
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.settings import REPO_ROOT, Settings
 from tickcast.feast_import import import_feast_quietly
 
@@ -88,14 +90,14 @@ def _key(settings: Settings) -> tuple:
         if settings.feast_online_store == "redis"
         else ("sqlite", str(settings.feast_dir / "online.db"))
     )
-    return (str(settings.feast_dir), online, settings.table_path("features"))
+    return (str(settings.feast_dir), online, tables.table_path(settings, "features"))
 
 
 def _definitions(settings: Settings):
     import_feast_quietly()
     from feature_repo.definitions import build
 
-    return build(settings.table_path("features"))
+    return build(tables.table_path(settings, "features"))
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -194,7 +196,7 @@ def _ensure_applied(handle: _Handle, settings: Settings) -> None:
             and [f.name for f in view.features] == [f.name for f in defs.technical.features]
             and all(
                 handle.store.get_feature_service(service_name(iv), allow_cache=False)
-                for iv in INTERVALS
+                for iv in INTERVAL_NAMES
             )
         )
     except (FeastObjectNotFoundException, ProjectNotFoundException):
@@ -206,8 +208,8 @@ def _ensure_applied(handle: _Handle, settings: Settings) -> None:
 
 
 def _check_interval(interval: str) -> None:
-    if interval not in INTERVALS:
-        raise FeatureStoreError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
+    if interval not in INTERVAL_NAMES:
+        raise FeatureStoreError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_NAMES)}")
 
 
 def _utc(values):
@@ -346,7 +348,7 @@ def _read_bar_ends(settings: Settings, symbols: list[str], interval: str, start,
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
-    dataset = DeltaTable(settings.table_path("features")).to_pyarrow_dataset(
+    dataset = DeltaTable(tables.table_path(settings, "features")).to_pyarrow_dataset(
         partitions=[("interval", "=", interval)]
     )
     where = (ds.field("window_end") >= start.to_pydatetime()) & (ds.field("window_end") <= end.to_pydatetime())
@@ -363,7 +365,7 @@ def _require_table(settings: Settings) -> None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    path = settings.table_path("features")
+    path = tables.table_path(settings, "features")
     try:
         DeltaTable(path)
     except TableNotFoundError as exc:

@@ -13,10 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal, get_args
+from typing import TYPE_CHECKING, Literal
 
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 
@@ -27,9 +28,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Interval = Literal["1d", "1m"]
-INTERVALS: tuple[str, ...] = get_args(Interval)
-INTERVAL_TABLES: dict[str, str] = {"1d": "bars_1d", "1m": "bars_1m"}
 
 
 BAR_COLUMNS: tuple[str, ...] = (
@@ -62,15 +60,6 @@ class ComponentHealth:
     detail: str
 
 
-def _is_delta_table(path: str) -> bool:
-    """deltalake 0.x's ``is_deltatable`` creates a missing local directory; a reader must not."""
-    from deltalake import DeltaTable
-
-    if "://" not in path:
-        return (Path(path) / "_delta_log").is_dir()
-    return DeltaTable.is_deltatable(path)
-
-
 class DeltaReader:
     """One Delta table, opened once and brought up to date before each read.
 
@@ -97,7 +86,7 @@ class DeltaReader:
                 log.warning("reopening Delta table %s after a failed refresh", self.path, exc_info=True)
                 self._table = None
                 self._dataset = None
-        if not _is_delta_table(self.path):
+        if not tables.is_delta_table(self.path):
             return None
         self._table = DeltaTable(self.path)
         return self._table
@@ -125,15 +114,15 @@ class BarStore:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.readers = {
-            interval: DeltaReader(settings.table_path(table))
-            for interval, table in INTERVAL_TABLES.items()
+            interval: DeltaReader(tables.table_path(settings, tables.bars(interval)))
+            for interval in INTERVAL_NAMES
         }
         self._symbols_lock = threading.Lock()
         self._symbols_cache: tuple[float, frozenset[str]] | None = None
 
     def _reader(self, interval: str) -> DeltaReader:
         if interval not in self.readers:
-            raise ValueError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
+            raise ValueError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVAL_NAMES)}")
         return self.readers[interval]
 
     def bars_table(self, symbol: str, interval: str = "1d", limit: int = 200) -> pyarrow.Table:
@@ -221,7 +210,7 @@ class MarketStore:
             return True
         if self.online.get(symbol) is not None:
             return True
-        return any(self.bars.has_bars(symbol, interval) for interval in INTERVALS)
+        return any(self.bars.has_bars(symbol, interval) for interval in INTERVAL_NAMES)
 
     def health(self) -> dict[str, ComponentHealth]:
         checks: dict[str, ComponentHealth] = {}
@@ -237,13 +226,14 @@ class MarketStore:
         except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the health check
             checks["online_store"] = ComponentHealth("error", f"unreadable: {exc}")
 
-        delta_dir = self.settings.delta_dir
+        delta_dir = tables.delta_dir(self.settings)
         checks["delta_dir"] = (
             ComponentHealth("ok", str(delta_dir))
             if delta_dir.is_dir()
             else ComponentHealth("empty", f"{delta_dir} does not exist yet")
         )
-        for interval, table in INTERVAL_TABLES.items():
+        for interval in INTERVAL_NAMES:
+            table = tables.bars(interval)
             try:
                 version = self.bars.readers[interval].version()
                 checks[table] = (

@@ -1,19 +1,51 @@
-"""Delta table definitions (``delta/tables.json``) and their creation."""
+"""Every Delta table: its name, its path, its schema and partitioning, how to open it.
+
+The declarations are in ``delta/tables.json``. Two schemas are generated rather than written
+there: ``features`` from the feature set (``tickcast.core.featureset``) and ``predictions`` from
+the prediction contract (``tickcast.core.predictions``); the bar table is declared once and
+exists once per interval (``bars_1m``, ``bars_1d``: ``Interval.table``).
+
+Tables live under ``$TICKCAST_HOME/delta/<name>``; nothing outside this module builds that
+path. Readers come in two kinds: delta-rs (no JVM: the API, the live scorer, the CLI) and
+Spark (the jobs); both are opened here.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from tickcast.core import featureset
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS, Interval, interval
 from tickcast.core.settings import REPO_ROOT, Settings
 
 if TYPE_CHECKING:
-    from pyspark.sql import SparkSession
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as pads
+    from deltalake import DeltaTable as RsDeltaTable
+    from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import StructType
 
 TABLES_FILE = REPO_ROOT / "delta" / "tables.json"
+
+TICKS = "ticks"
+QUARANTINE = "quarantine"
+FEATURES = "features"
+PREDICTIONS = "predictions"
+QUALITY_RESULTS = "quality_results"
+CORPORATE_ACTIONS = "corporate_actions"
+
+
+def bars(of: str | Interval) -> str:
+    """The bar table of an interval (``bars_1m``, ``bars_1d``)."""
+    return interval(of).table
+
+
+BAR_TABLES: tuple[str, ...] = tuple(INTERVALS[name].table for name in INTERVAL_NAMES)
 
 
 @dataclass(frozen=True)
@@ -48,13 +80,140 @@ def _split_top_level(ddl: str) -> list[str]:
     return [p for p in parts if p.strip()]
 
 
-@lru_cache(maxsize=1)
+def _ddl_type(arrow_type: pa.DataType) -> str:
+    import pyarrow as pa
+
+    if pa.types.is_struct(arrow_type):
+        inner = ", ".join(f"{f.name}: {_ddl_type(f.type)}" for f in arrow_type)
+        return f"STRUCT<{inner}>"
+    if pa.types.is_timestamp(arrow_type):
+        return "TIMESTAMP"
+    if pa.types.is_floating(arrow_type):
+        return "DOUBLE"
+    if pa.types.is_string(arrow_type):
+        return "STRING"
+    raise TypeError(f"no Delta type for {arrow_type}")
+
+
+def _predictions_ddl() -> str:
+    from tickcast.core.predictions import arrow_schema
+
+    return ", ".join(f"{f.name} {_ddl_type(f.type)}{'' if f.nullable else ' NOT NULL'}" for f in arrow_schema())
+
+
+def _features_ddl() -> str:
+    keys = [f"{name} {'TIMESTAMP' if name.startswith('window_') else 'STRING'} NOT NULL"
+            for name in featureset.KEY_COLUMNS]
+    values = [f"{name} DOUBLE" for name in featureset.FEATURE_NAMES]
+    return ", ".join([*keys, *values, f"{featureset.VERSION_COLUMN} STRING NOT NULL",
+                      f"{featureset.COMPUTED_AT_COLUMN} TIMESTAMP"])
+
+
+_GENERATED = {"prediction": _predictions_ddl, "feature_set": _features_ddl}
+
+
+@cache
 def table_defs() -> dict[str, TableDef]:
-    raw = json.loads(TABLES_FILE.read_text())
-    return {
-        name: TableDef(name, spec["columns"], tuple(spec["partitioned_by"]), spec["comment"])
-        for name, spec in raw.items()
-    }
+    defs: dict[str, TableDef] = {}
+    for name, spec in json.loads(TABLES_FILE.read_text()).items():
+        columns = _GENERATED[spec["columns_from"]]() if "columns_from" in spec else spec["columns"]
+        names = BAR_TABLES if spec.get("per_interval") else (name,)
+        for table in names:
+            defs[table] = TableDef(table, columns, tuple(spec["partitioned_by"]), spec["comment"])
+    return defs
+
+
+def delta_dir(settings: Settings) -> Path:
+    return settings.home / "delta"
+
+
+def table_path(settings: Settings, name: str) -> str:
+    if name not in table_defs():
+        raise KeyError(f"no Delta table {name!r}; declared: {', '.join(table_defs())}")
+    return str(delta_dir(settings) / name)
+
+
+# -- delta-rs (no JVM) -----------------------------------------------------------------------------
+
+
+def is_delta_table(path: str) -> bool:
+    """Whether a table exists at ``path``; deltalake 0.x's ``is_deltatable`` creates a missing local
+    directory, and a reader must not."""
+    from deltalake import DeltaTable as RsDeltaTable
+
+    if "://" not in path:
+        return (Path(path) / "_delta_log").is_dir()
+    return RsDeltaTable.is_deltatable(path)
+
+
+def open_table(settings: Settings, name: str) -> RsDeltaTable | None:
+    """The table through delta-rs, or None while it does not exist."""
+    from deltalake import DeltaTable as RsDeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        return RsDeltaTable(table_path(settings, name))
+    except TableNotFoundError:
+        return None
+
+
+def dataset(settings: Settings, name: str, partitions: list[tuple[str, str, Any]] | None = None
+            ) -> pads.Dataset | None:
+    """A pyarrow dataset of the table's current version (None while it does not exist)."""
+    table = open_table(settings, name)
+    return None if table is None else table.to_pyarrow_dataset(partitions=partitions)
+
+
+def read_frame(settings: Settings, name: str, columns: list[str], where: pads.Expression | None = None,
+               partitions: list[tuple[str, str, Any]] | None = None) -> pd.DataFrame:
+    """The table's rows (``columns``, filtered by ``where``) as pandas; empty while it does not exist."""
+    import pandas as pd
+
+    found = dataset(settings, name, partitions)
+    if found is None:
+        return pd.DataFrame(columns=columns)
+    return found.to_table(columns=columns, filter=where).to_pandas()
+
+
+def append_arrow(settings: Settings, name: str, rows: pa.Table) -> None:
+    """Append rows through delta-rs (writers without a JVM: the live scorer's history)."""
+    from deltalake import write_deltalake
+
+    write_deltalake(table_path(settings, name), rows, mode="append")
+
+
+def delta_rows(settings: Settings, table: str, columns: list[str] | None = None) -> pa.Table | None:
+    """Rows of a Delta table as a pyarrow Table, read with delta-rs (no Spark)."""
+    found = open_table(settings, table)
+    return None if found is None else found.to_pyarrow_table(columns=columns)
+
+
+def delta_count(settings: Settings, table: str) -> int:
+    rows = delta_rows(settings, table, ["symbol"] if table != QUARANTINE else ["reason"])
+    return 0 if rows is None else rows.num_rows
+
+
+# -- Spark -------------------------------------------------------------------------------------------
+
+
+def spark_read(spark: SparkSession, settings: Settings, name: str) -> DataFrame:
+    return spark.read.format("delta").load(table_path(settings, name))
+
+
+def spark_table(spark: SparkSession, settings: Settings, name: str):
+    """The table as ``delta.tables.DeltaTable``: MERGE, history, DML."""
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, table_path(settings, name))
+
+
+def spark_append(frame: DataFrame, settings: Settings, name: str, txn: tuple[str, int] | None = None) -> None:
+    """Append ``frame``; with ``txn`` = (app id, version) the append is idempotent: Delta skips a
+    second commit of the same pair (a replayed micro-batch)."""
+    writer = frame.write.format("delta").mode("append")
+    if txn is not None:
+        writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    writer.save(table_path(settings, name))
 
 
 def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | None = None) -> None:
@@ -66,7 +225,7 @@ def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | No
             continue
         builder = (
             DeltaTable.createIfNotExists(spark)
-            .location(settings.table_path(name))
+            .location(table_path(settings, name))
             .addColumns(table.schema())
             .comment(table.comment)
         )
@@ -120,19 +279,3 @@ def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPT
         before_sleep=log_conflict,
         reraise=True,
     )
-
-
-def delta_rows(settings: Settings, table: str, columns: list[str] | None = None):
-    """Rows of a Delta table as a pyarrow Table, read with delta-rs (no Spark)."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        return DeltaTable(settings.table_path(table)).to_pyarrow_table(columns=columns)
-    except TableNotFoundError:
-        return None
-
-
-def delta_count(settings: Settings, table: str) -> int:
-    rows = delta_rows(settings, table, ["symbol"] if table != "quarantine" else ["reason"])
-    return 0 if rows is None else rows.num_rows

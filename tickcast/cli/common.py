@@ -21,14 +21,18 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def load_settings() -> Settings:
-    """The settings from the environment and ``.env``; invalid ones end the command clearly."""
-    from tickcast.core.settings import get_settings
+def load_settings(**overrides: object) -> Settings:
+    """This command's settings (``tickcast.core.settings.load_settings``); invalid ones end the
+    command with one line per problem and exit code 2, as a bad option does."""
+    from tickcast.core.settings import SettingsError
+    from tickcast.core.settings import load_settings as load
 
     try:
-        return get_settings()
-    except ValueError as exc:
-        fail(f"invalid settings: {exc}")
+        return load(**overrides)
+    except SettingsError as exc:
+        for problem in exc.problems:
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
 
 
 def with_merge_spark(settings: Settings, app_name: str, work: Callable[[SparkSession], T], failure: str) -> T:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from tickcast.catalog import tables
 from tickcast.cli.common import fail, load_settings
 
 corporate_actions_app = typer.Typer(
@@ -92,7 +93,7 @@ def list_actions(
     from deltalake.exceptions import TableNotFoundError
 
     settings = load_settings()
-    path = settings.table_path("corporate_actions")
+    path = tables.table_path(settings, "corporate_actions")
     try:
         rows = DeltaTable(path).to_pandas()
     except TableNotFoundError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tickcast.cli.common import fail
+from tickcast.cli.common import fail, load_settings
 
 features_app = typer.Typer(
     help="Technical features: batch backfill into Delta `features`, and the Feast feature store.",
@@ -29,17 +29,16 @@ def backfill(
     """
     from spark_jobs.features_backfill import backfill_features
     from spark_jobs.session import build_spark
-    from tickcast.core.featureset import INTERVALS
-    from tickcast.core.settings import get_settings
+    from tickcast.core.intervals import INTERVAL_NAMES
 
-    if interval is not None and interval not in INTERVALS:
-        fail(f"--interval must be one of {', '.join(INTERVALS)}, not {interval!r}")
-    settings = get_settings()
+    if interval is not None and interval not in INTERVAL_NAMES:
+        fail(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, not {interval!r}")
+    settings = load_settings()
     spark = build_spark(settings, "tickcast-features-backfill")
     try:
         results = backfill_features(
             spark, settings, symbols=list(symbol) if symbol else None,
-            intervals=(interval,) if interval else INTERVALS,
+            intervals=(interval,) if interval else INTERVAL_NAMES,
         )
     finally:
         spark.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 
+from tickcast.catalog import tables
 from tickcast.cli.common import fail, load_settings
 
 SYMBOLS_HELP = "Comma-separated symbols, e.g. AAPL,MSFT"
@@ -73,7 +74,7 @@ def apply_command() -> None:
         store = featurestore.feature_store(settings)
     typer.echo(f"registry     {settings.feast_dir / 'registry.db'}")
     typer.echo(f"online store {_store_description(settings)}")
-    typer.echo(f"source       {settings.table_path('features')} (Delta)")
+    typer.echo(f"source       {tables.table_path(settings, 'features')} (Delta)")
     typer.echo("entities     " + ", ".join(sorted(e.name for e in store.list_entities())))
     typer.echo("views        " + ", ".join(sorted(v.name for v in store.list_feature_views())))
     typer.echo("push sources " + ", ".join(sorted(

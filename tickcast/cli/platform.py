@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tickcast.cli.common import load_settings
 from tickcast.core.settings import Settings
 
 # soft_wrap: long paths and log lines stay on one line (greppable, copyable).
@@ -19,8 +20,6 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 def _report(exc: BaseException) -> int:
     """Print an expected failure as one readable line (plus log lines); return the exit code."""
-    from pydantic import ValidationError
-
     from tickcast.catalog.topics import TopicError
     from tickcast.platform.supervisor import PlatformError
 
@@ -41,15 +40,6 @@ def _report(exc: BaseException) -> int:
         if exc.stderr:
             output = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
             err_console.print(output.strip()[-3000:], highlight=False, markup=False)
-        return 1
-    if isinstance(exc, ValidationError):
-        for error in exc.errors():
-            field = "_".join(str(part) for part in error["loc"]).upper()
-            err_console.print(
-                f"[bold red]error:[/] invalid setting TICKCAST_{field}: {error['msg']}"
-                f" (got {error.get('input')!r})",
-                highlight=False,
-            )
         return 1
     if isinstance(exc, (TopicError, RuntimeError, OSError)):
         message = str(exc).strip().splitlines()
@@ -74,16 +64,12 @@ def _clear_errors(hint: Callable[[], str | None] | None = None) -> Iterator[None
         raise typer.Exit(code) from None
 
 
-def _settings() -> Settings:
-    return Settings()
-
-
 def setup_cmd() -> None:
     """Resolve the JVM jars (Maven, cached) and create the $TICKCAST_HOME directories."""
     from tickcast.platform import setup
 
     with _clear_errors():
-        settings = _settings()
+        settings = load_settings()
         setup(settings)
         err_console.print(f"[bold blue]==>[/] ready: {settings.home_dir}", highlight=False)
 
@@ -114,7 +100,7 @@ def up_cmd(
         return None
 
     with _clear_errors(hint):
-        settings = _settings()
+        settings = load_settings()
         started = up(settings, only=only, timeout=timeout, console=err_console)
         table = Table.grid(padding=(0, 2))
         for label, value in urls(settings, started):
@@ -129,7 +115,7 @@ def down_cmd() -> None:
     from tickcast.platform import down
 
     with _clear_errors():
-        if down(_settings(), err_console):
+        if down(load_settings(), err_console):
             err_console.print("[bold green]TickCast is down.[/]")
         else:
             err_console.print("TickCast is not running.")
@@ -157,7 +143,7 @@ def status_cmd(
     from tickcast.platform import collect_status
 
     with _clear_errors():
-        status = collect_status(_settings())
+        status = collect_status(load_settings())
     if as_json:
         typer.echo(json.dumps(status.as_dict(), indent=2))
         return
@@ -202,7 +188,7 @@ def topics_create() -> None:
     from tickcast.catalog.topics import ensure_topics
 
     with _clear_errors():
-        settings = _settings()
+        settings = load_settings()
         created = ensure_topics(settings)
     for name, new in created.items():
         err_console.print(f"{name}: {'created' if new else 'exists'}", highlight=False)

@@ -7,6 +7,7 @@ import sys
 
 import typer
 
+from tickcast.catalog import tables
 from tickcast.cli.common import load_settings
 
 NO_RESULTS_HINT = (
@@ -68,7 +69,7 @@ def quality_command(
         return
     if results is None:
         typer.echo(f"No data-quality results yet: there is no Delta table at "
-                   f"{settings.table_path('quality_results')}. {NO_RESULTS_HINT}")
+                   f"{tables.table_path(settings, 'quality_results')}. {NO_RESULTS_HINT}")
         return
     if not summaries:
         scope = " ".join(filter(None, [

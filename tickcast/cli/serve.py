@@ -11,25 +11,14 @@ import os
 import shutil
 
 import typer
-from pydantic import ValidationError
+
+from tickcast.cli.common import load_settings
 
 serve_app = typer.Typer(
     name="serve",
     help="Run the HTTP services: the scoring API (FastAPI) and the analyst dashboard (Dash).",
     no_args_is_help=True,
 )
-
-
-def _settings():
-    from tickcast.core.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        typer.echo(f"error: invalid setting TICKCAST_{field.upper()}: {first['msg']}", err=True)
-        raise typer.Exit(2) from None
 
 
 @serve_app.command("api")
@@ -47,7 +36,7 @@ def api(
     """Serve the REST API (/api/v1/..., /docs, /healthz, /metrics) with uvicorn."""
     import uvicorn
 
-    settings = _settings()
+    settings = load_settings()
     workers = workers or settings.api_workers
     if workers > 1:
         # Each worker counts its own requests; prometheus_client merges them through files
@@ -81,7 +70,7 @@ def dashboard(
     """Serve the Dash dashboard (candles and latest prediction per symbol) with uvicorn."""
     import uvicorn
 
-    settings = _settings()
+    settings = load_settings()
     uvicorn.run(
         "dashboard.app:asgi_app_from_env",
         factory=True,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from tickcast.cli.common import load_settings
+
 stream_app = typer.Typer(help="The streaming jobs: Spark ingest and the live scorer.", no_args_is_help=True)
 
 
@@ -26,12 +28,11 @@ def ingest(
     last committed micro-batch ended, with nothing lost or duplicated.
     """
     from spark_jobs import ingest as job
-    from tickcast.core.settings import Settings
 
     overrides = {}
     if trigger_seconds is not None:
         overrides["ingest_trigger_seconds"] = trigger_seconds
-    settings = Settings(**overrides)
+    settings = load_settings(**overrides)
     job.run(settings, starting_offsets=starting_offsets, stop_after_seconds=stop_after)
 
 
@@ -49,10 +50,9 @@ def score(
     without a restart. Closed bars and features come from Delta (the ingest job's), reloaded
     every TICKCAST_LIVE_RELOAD_SECONDS. Runs when TICKCAST_SCORER_MODE is `live` (the default).
     """
-    from tickcast.core.settings import Settings
     from tickcast.scoring import live_job
 
-    live_job.run(Settings(), stop_after_seconds=stop_after)
+    live_job.run(load_settings(), stop_after_seconds=stop_after)
 
 
 def register(app: typer.Typer) -> None:

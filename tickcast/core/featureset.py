@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tickcast.core.intervals import interval
+
 # Bumped whenever a definition changes meaning; stored with every row and in Feast names.
 FEATURE_SET_VERSION = "v1"
 
-INTERVALS = ("1d", "1m")
-
-# Bars per year, for annualising volatility.
-BARS_PER_YEAR = {"1d": 252, "1m": 252 * 390}
 
 # How many trailing bars the stream loads per symbol to compute the features of its newest
 # bars. Longest plain window: 252 returns (253 closes). Recursive indicators (EMA, Wilder)
@@ -63,12 +61,13 @@ INTRADAY_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES if f.in
 
 # Columns of every feature row besides the features themselves.
 KEY_COLUMNS: tuple[str, ...] = ("symbol", "interval", "window_start", "window_end")
+# Which definitions computed a row, and when.
+VERSION_COLUMN = "feature_set_version"
+COMPUTED_AT_COLUMN = "computed_at"
 
 
-def feature_names(interval: str) -> tuple[str, ...]:
+def feature_names(name: str) -> tuple[str, ...]:
     """The features that carry values for bars of ``interval`` (the others stay null)."""
-    if interval not in INTERVALS:
-        raise ValueError(f"unknown interval {interval!r}; expected one of {', '.join(INTERVALS)}")
-    if interval == "1m":
+    if interval(name).intraday:
         return FEATURE_NAMES
     return tuple(name for name in FEATURE_NAMES if name not in INTRADAY_FEATURE_NAMES)

@@ -1,14 +1,23 @@
-"""The prediction contract (SPEC.md): the API model, and its JSON as stored and published."""
+"""The prediction contract (SPEC.md), declared once as the pydantic model ``Prediction``.
+
+Everything else is generated from it: the API's response models (they extend it), the
+column order of the scorers' frames (``FRAME_COLUMNS``: the probabilities flattened into
+``prob_<class>`` so a frame stays flat), the Arrow schema that the Delta ``predictions`` table
+is created with and appended in (``arrow_schema``, ``frame_to_arrow``), and the JSON that the
+online store keeps and the Kafka ``predictions`` topic carries (``frame_payloads``).
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from functools import cache
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     import pandas as pd
+    import pyarrow as pa
 
 Signal = Literal["BUY", "SELL", "HOLD"]
 
@@ -36,12 +45,73 @@ class Prediction(BaseModel):
     predicted_at: datetime
 
 
-_SCALAR_FIELDS = (
-    "symbol", "horizon", "predicted_return", "predicted_price", "p10", "p50", "p90", "signal",
-    "confidence", "model_name", "model_version",
+FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)
+CLASSES: tuple[str, ...] = tuple(Probabilities.model_fields)
+# What identifies a prediction: never null in the table.
+KEY_FIELDS: tuple[str, ...] = ("symbol", "horizon")
+_NESTED = "probabilities"
+_TIMES: tuple[str, ...] = tuple(name for name, f in Prediction.model_fields.items() if f.annotation is datetime)
+# The fields that are plain values in a frame, in contract order (everything but the nested
+# probabilities and the two instants, which get their own encoding).
+_SCALARS: tuple[str, ...] = tuple(name for name in FIELDS if name != _NESTED and name not in _TIMES)
+
+
+def probability_column(cls: str) -> str:
+    return f"prob_{cls}"
+
+
+# A scorer frame: one row per prediction, the contract's fields in order, the probabilities flat.
+FRAME_COLUMNS: tuple[str, ...] = tuple(
+    column for name in FIELDS
+    for column in ([probability_column(c) for c in CLASSES] if name == _NESTED else [name])
 )
 
 
+def empty_frame() -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.DataFrame(columns=list(FRAME_COLUMNS))
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    import pyarrow as pa
+
+    if annotation is float:
+        return pa.float64()
+    if annotation is str or get_args(annotation) and all(isinstance(a, str) for a in get_args(annotation)):
+        return pa.string()
+    if annotation is datetime:
+        return pa.timestamp("us", tz="UTC")
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct([pa.field(n, _arrow_type(f.annotation)) for n, f in annotation.model_fields.items()])
+    raise TypeError(f"no Arrow type for {annotation!r}")
+
+
+@cache
+def arrow_schema() -> pa.Schema:
+    """The ``predictions`` table's schema: one column per contract field."""
+    import pyarrow as pa
+
+    return pa.schema([pa.field(name, _arrow_type(f.annotation), nullable=name not in KEY_FIELDS)
+                      for name, f in Prediction.model_fields.items()])
+
+
+def frame_to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A scorer frame as rows of the ``predictions`` table."""
+    import pandas as pd
+    import pyarrow as pa
+
+    schema = arrow_schema()
+    columns = []
+    for field in schema:
+        if field.name == _NESTED:
+            columns.append(pa.StructArray.from_arrays(
+                [pa.array(frame[probability_column(c)], pa.float64()) for c in CLASSES], names=list(CLASSES)))
+        elif field.name in _TIMES:
+            columns.append(pa.array(pd.to_datetime(frame[field.name], utc=True), field.type))
+        else:
+            columns.append(pa.array(frame[field.name], field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
 
 
 def iso_utc(values) -> list[str]:
@@ -60,18 +130,25 @@ def iso_utc(values) -> list[str]:
 def frame_payloads(frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     """(symbol, data_timestamp, predicted_at, contract JSON) for each row of a scorer frame.
 
-    ``frame`` has the contract's columns with probabilities flattened into
-    ``prob_up``/``prob_neutral``/``prob_down``; timestamps UTC (ISO 8601 in the JSON).
+    The JSON has the contract's fields in order; instants are ISO 8601 in UTC.
     """
     import orjson
 
-    data_ts, predicted_at = iso_utc(frame["data_timestamp"]), iso_utc(frame["predicted_at"])
-    columns = [frame[k].tolist() for k in _SCALAR_FIELDS]
-    ups, neutrals, downs = (frame[f"prob_{k}"].tolist() for k in ("up", "neutral", "down"))
+    columns = {name: frame[name].tolist() for name in _SCALARS}
+    columns.update({name: iso_utc(frame[name]) for name in _TIMES})
+    classes = [(c, frame[probability_column(c)].tolist()) for c in CLASSES]
+    ordered = [(name, columns.get(name)) for name in FIELDS]
     rows = []
-    for i, values in enumerate(zip(*columns, strict=True)):
-        payload = dict(zip(_SCALAR_FIELDS, values, strict=True))
-        payload["probabilities"] = {"up": ups[i], "neutral": neutrals[i], "down": downs[i]}
-        payload["data_timestamp"], payload["predicted_at"] = data_ts[i], predicted_at[i]
-        rows.append((values[0], data_ts[i], predicted_at[i], orjson.dumps(payload).decode()))
+    for i in range(len(frame)):
+        payload = {name: column[i] if column is not None else {c: values[i] for c, values in classes}
+                   for name, column in ordered}
+        rows.append((payload["symbol"], payload["data_timestamp"], payload["predicted_at"],
+                     orjson.dumps(payload).decode()))
     return rows
+
+
+def frame_to_predictions(frame: pd.DataFrame) -> list[Prediction]:
+    """Rows of a scorer frame as contract objects."""
+    import orjson
+
+    return [Prediction.model_validate(orjson.loads(payload)) for *_, payload in frame_payloads(frame)]

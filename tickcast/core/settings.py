@@ -1,7 +1,9 @@
-"""Typed settings, read from the environment (prefix ``TICKCAST_``) and ``.env``.
+"""Typed settings, read from the environment (prefix ``TICKCAST_``) and the project's ``.env``.
 
-Every service builds one ``Settings`` object at start-up; nothing here touches the
-filesystem until a path property is used by the caller.
+Every process loads them once, with ``load_settings``, and passes the object down: to the
+jobs, the services, their workers. Nothing here touches the filesystem; a relative
+``TICKCAST_HOME`` is taken from the project root, whatever the working directory (the Feast
+CLI runs in ``feature_repo/``, the platform from the root: both see the same home).
 """
 
 from __future__ import annotations
@@ -9,8 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tickcast.core.intervals import IntervalName
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -20,7 +24,7 @@ PLACEHOLDER_SECRETS = {"", "changeme", "change-me", "secret", "test", "token"}
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TICKCAST_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="TICKCAST_", env_file=REPO_ROOT / ".env", extra="ignore", frozen=True
     )
 
     mode: Literal["local", "production"] = "local"
@@ -89,7 +93,7 @@ class Settings(BaseSettings):
 
     # Streaming scorer: the bar interval it scores, and how often it asks MLflow for a new
     # champion (a promotion is picked up without a restart).
-    scorer_interval: Literal["1d", "1m"] = "1d"
+    scorer_interval: IntervalName = "1d"
     scorer_reload_seconds: float = Field(default=10.0, gt=0)
     # Publish every prediction on the Kafka `predictions` topic.
     scorer_publish_kafka: bool = True
@@ -130,6 +134,12 @@ class Settings(BaseSettings):
     demo_feed_symbols: int = 20
     demo_feed_rate: float = 40.0
 
+    @field_validator("home")
+    @classmethod
+    def _home_from_project_root(cls, home: Path) -> Path:
+        home = home.expanduser()
+        return (home if home.is_absolute() else REPO_ROOT / home).resolve()
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.mode != "local" and self.kafka_sasl_mechanism:
@@ -142,14 +152,7 @@ class Settings(BaseSettings):
 
     @property
     def home_dir(self) -> Path:
-        return self.home.expanduser().resolve()
-
-    @property
-    def delta_dir(self) -> Path:
-        return self.home_dir / "delta"
-
-    def table_path(self, name: str) -> str:
-        return str(self.delta_dir / name)
+        return self.home
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -245,5 +248,22 @@ class Settings(BaseSettings):
         return options
 
 
-def get_settings(**overrides: object) -> Settings:
-    return Settings(**overrides)  # type: ignore[arg-type]
+class SettingsError(ValueError):
+    """Settings that cannot be used: one line per problem, ``invalid setting TICKCAST_<NAME>: why``."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def load_settings(**overrides: object) -> Settings:
+    """The settings of this process: the environment, the project's ``.env``, then ``overrides``."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = "_".join(str(p) for p in error.get("loc", ())).upper()
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"invalid setting TICKCAST_{field}: {message}" if field else f"invalid settings: {message}")
+        raise SettingsError(problems) from None

@@ -33,13 +33,13 @@ from numpy.lib.stride_tricks import sliding_window_view
 from pandas.api.indexers import BaseIndexer
 
 from tickcast.core.featureset import (
-    BARS_PER_YEAR,
     FEATURE_NAMES,
     FEATURE_SET_VERSION,
     INTRADAY_FEATURE_NAMES,
     KEY_COLUMNS,
     feature_names,
 )
+from tickcast.core.intervals import INTERVALS
 
 BAR_COLUMNS = ("symbol", "window_start", "window_end", "open", "high", "low", "close", "volume")
 RETURN_HORIZONS = (1, 5, 20, 60, 120, 252)
@@ -147,7 +147,7 @@ def compute_features(
     prev_close = series.shift(close, 1)
     one_bar_return = _ratio(close, prev_close) - 1
     pos = series.position
-    annualise = np.sqrt(BARS_PER_YEAR[interval])
+    annualise = np.sqrt(INTERVALS[interval].bars_per_year)
 
     for n in RETURN_HORIZONS:
         out[f"return_{n}d"] = _ratio(close, series.shift(close, n)) - 1
@@ -186,7 +186,7 @@ def compute_features(
 
     _market_features(out, frame, series, one_bar_return, index_bars, interval)
 
-    if interval == "1m":
+    if INTERVALS[interval].intraday:
         starts = _as_utc(frame["window_start"])
         out["minute_of_hour"] = starts.dt.minute.astype("float64")
         out["hour_of_day"] = starts.dt.hour.astype("float64")
@@ -231,7 +231,7 @@ def _market_features(
     index_series = _SymbolSeries(index_frame.reset_index(drop=True))
     index_close = index_series.column("close")
     index_return = _ratio(index_close, index_series.shift(index_close, 1)) - 1
-    index_volatility = index_series.rolling_std(index_return, 20, ddof=1) * np.sqrt(BARS_PER_YEAR[interval])
+    index_volatility = index_series.rolling_std(index_return, 20, ddof=1) * np.sqrt(INTERVALS[interval].bars_per_year)
     # Position of the index bar that starts at the same instant as each bar (-1: none).
     at = pd.Index(_epoch_ns(index_frame["window_start"])).get_indexer(_epoch_ns(frame["window_start"]))
     found = at >= 0

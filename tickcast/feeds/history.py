@@ -4,7 +4,7 @@ The universe (symbols, betas, volatilities, start prices, trade sizes) is the on
 ``SyntheticMarket`` draws for the same seed (``draw_universe``), so a seed names the
 same market in the tick stream and in a history. Per bar, each symbol's log return is
 ``beta * market + idiosyncratic``, with volatilities per bar from the annual ones
-(``BARS_PER_YEAR``), followed by the planted echo of ``tickcast.feeds.alpha``.
+(``Interval.bars_per_year``), followed by the planted echo of ``tickcast.feeds.alpha``.
 
 Bars follow the contract of the Delta tables ``bars_1d`` / ``bars_1m``: daily bars on
 weekdays (UTC dates), minute bars 390 a weekday from 14:30 UTC (the NYSE session in
@@ -20,12 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickcast.core.featureset import BARS_PER_YEAR
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import apply_echo, validate_alpha
 from tickcast.feeds.synthetic import MARKET_ANNUAL_VOL, draw_universe
 
-INTERVALS = ("1d", "1m")
 DEFAULT_START = "2018-01-01"
 SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)
 MINUTES_PER_SESSION = 390
@@ -40,7 +39,7 @@ WICK = 0.5
 def bar_starts(n_bars: int, interval: str, start: date | datetime | str | None = None) -> pd.DatetimeIndex:
     """``n_bars`` window starts (UTC) from the first weekday on or after ``start``'s date."""
     if interval not in INTERVALS:
-        raise FeedError(f"--interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+        raise FeedError(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
     try:
         first = pd.Timestamp(DEFAULT_START if start is None else start)
     except (TypeError, ValueError) as exc:
@@ -75,7 +74,7 @@ def generate_history(
     so histories with the same seed and different ``alpha`` differ only by the echo.
     """
     if interval not in INTERVALS:
-        raise FeedError(f"--interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+        raise FeedError(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
     if n_bars < 1:
         raise FeedError(f"--bars must be at least 1, got {n_bars}")
     alpha = validate_alpha(alpha)
@@ -83,7 +82,7 @@ def generate_history(
 
     rng = np.random.default_rng(seed)
     universe = draw_universe(n_symbols, rng, market_symbol=market_symbol)
-    per_bar = 1.0 / math.sqrt(BARS_PER_YEAR[interval])
+    per_bar = 1.0 / math.sqrt(INTERVALS[interval].bars_per_year)
     market_sigma = MARKET_ANNUAL_VOL * per_bar
     idio_sigma = universe.idio_annual * per_bar
     total_sigma = np.sqrt((universe.beta * market_sigma) ** 2 + idio_sigma**2)
@@ -150,7 +149,7 @@ def write_bar_files(bars: pd.DataFrame, directory: str | Path, interval: str) ->
     trade count, so ``trades`` is not written.
     """
     if interval not in INTERVALS:
-        raise FeedError(f"--interval must be one of {', '.join(INTERVALS)}, got {interval!r}")
+        raise FeedError(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     starts = pd.DatetimeIndex(bars["window_start"]).tz_convert("UTC")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from tickcast.core.featureset import BARS_PER_YEAR
+from tickcast.core.intervals import INTERVALS
 from tickcast.models import baselines, training
 from tickcast.models.confirmation import confirm, signal_classes
 from tickcast.models.dataset import Scaler, sequence_windows
@@ -222,5 +222,5 @@ def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
     metrics, extras = {}, {}
     for name, predictions in pooled.items():
         metrics[name], extras[name] = score(frame, predictions, cost_bps=config.evaluation.cost_bps,
-                                            bars_per_year=BARS_PER_YEAR[config.interval])
+                                            bars_per_year=INTERVALS[config.interval].bars_per_year)
     return EvaluationResult(config, metrics, described, fingerprint, pooled, extras, timings)

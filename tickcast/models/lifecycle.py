@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from tickcast.catalog import tables
 from tickcast.core.featureset import FEATURE_SET_VERSION
 from tickcast.core.settings import Settings
 from tickcast.models import registry, training
@@ -53,11 +54,11 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
     """Bars of ``symbols`` with ``window_start`` in [start, end) from Delta, one per bar."""
     import pyarrow.dataset as pads
 
-    from tickcast.catalog.market import INTERVAL_TABLES, DeltaReader
+    from tickcast.catalog.market import DeltaReader
 
-    dataset = DeltaReader(settings.table_path(INTERVAL_TABLES[interval])).dataset()
+    dataset = DeltaReader(tables.table_path(settings, tables.bars(interval))).dataset()
     if dataset is None:
-        raise LifecycleError(f"there is no {INTERVAL_TABLES[interval]} table under {settings.home}: "
+        raise LifecycleError(f"there is no {tables.bars(interval)} table under {settings.home}: "
                              "load bars first (tickcast backfill, tickcast history synthetic, or the stream)")
     start, end = pd.Timestamp(start), pd.Timestamp(end)
     condition = (pads.field("symbol").isin(symbols) & (pads.field("window_start") >= start.to_pydatetime())

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from tickcast.core.predictions import Prediction, Probabilities
+from tickcast.core.predictions import Prediction, frame_to_predictions
 
 MODEL_NAME = "momentum-baseline"
 MODEL_VERSION = "1"
@@ -83,19 +83,7 @@ def predict_frame(bars: pd.DataFrame, horizon: str = "1d", lookback: int = 5,
 
 def to_predictions(frame: pd.DataFrame) -> list[Prediction]:
     """Rows of ``predict_frame`` as contract objects."""
-    out = []
-    for row in frame.itertuples(index=False):
-        out.append(Prediction(
-            symbol=row.symbol, horizon=row.horizon, predicted_return=row.predicted_return,
-            predicted_price=row.predicted_price, p10=row.p10, p50=row.p50, p90=row.p90,
-            probabilities=Probabilities(up=row.prob_up, neutral=row.prob_neutral, down=row.prob_down),
-            signal=row.signal, confidence=row.confidence, model_name=row.model_name,
-            model_version=row.model_version,
-            data_timestamp=pd.Timestamp(row.data_timestamp).tz_localize("UTC")
-            if pd.Timestamp(row.data_timestamp).tzinfo is None else pd.Timestamp(row.data_timestamp),
-            predicted_at=pd.Timestamp(row.predicted_at).to_pydatetime(),
-        ))
-    return out
+    return frame_to_predictions(frame)
 
 
 def predict(bars: pd.DataFrame, horizon: str = "1d", lookback: int = 5,

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
 from tickcast.platform.status import progress_path, read_progress
@@ -39,7 +40,7 @@ def setup(settings: Settings) -> None:
 
     ensure_jars(settings)
     for path in (
-        settings.home_dir, settings.delta_dir, settings.checkpoint_dir, settings.run_dir,
+        settings.home_dir, tables.delta_dir(settings), settings.checkpoint_dir, settings.run_dir,
         settings.log_dir, settings.online_store_path.parent,
     ):
         path.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,8 @@ def program_log(settings: Settings, name: str) -> Path:
 
 def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
     """Every program this configuration runs, in start order."""
-    from tickcast.platform import broker, tracking
+    from tickcast.models import tracking
+    from tickcast.platform import broker
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []

@@ -51,6 +51,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 from tickcast.quality.suites import SUITES_DIR, SuiteFile, expectation_name, load_suites, reason, suite_file
 
@@ -450,7 +451,7 @@ class QualityGate:
         if txn is not None:
             app_id, version = txn
             writer = writer.option("txnAppId", app_id).option("txnVersion", int(version))
-        writer.save(self.settings.table_path(QUALITY_TABLE))
+        writer.save(tables.table_path(self.settings, QUALITY_TABLE))
         return len(rows)
 
     # -- data docs --------------------------------------------------------------------

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 from tickcast.quality.gate import ANY_EXPECTATION, QUALITY_COLUMNS, QUALITY_TABLE
 
@@ -78,10 +79,9 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     import pyarrow.compute as pc
     from deltalake import DeltaTable
 
-    from tickcast.catalog.market import _is_delta_table
 
-    path = settings.table_path(QUALITY_TABLE)
-    if not _is_delta_table(path):
+    path = tables.table_path(settings, QUALITY_TABLE)
+    if not tables.is_delta_table(path):
         return None
     condition = None
     if table is not None:

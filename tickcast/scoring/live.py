@@ -36,6 +36,7 @@ import orjson
 import pandas as pd
 
 from tickcast.core.featureset import TRAILING_BARS, feature_names
+from tickcast.core.intervals import INTERVALS
 from tickcast.core.symbols import SYMBOL_PATTERN
 from tickcast.core.ticks import SCHEMA_VERSION
 from tickcast.features.compute import BAR_COLUMNS, CARRY_COLUMNS, compute_features, history_bars
@@ -43,7 +44,6 @@ from tickcast.features.compute import BAR_COLUMNS, CARRY_COLUMNS, compute_featur
 if TYPE_CHECKING:
     from tickcast.scoring.models import DualModel
 
-INTERVAL_US = {"1m": 60_000_000, "1d": 86_400_000_000}
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 # Bars of the open bar's symbol kept in memory, the open one included.
 DEPTH = TRAILING_BARS
@@ -152,7 +152,7 @@ class LiveMarket:
 
     def __init__(self, interval: str, *, late_tolerance_us: int, depth: int = DEPTH):
         self.interval = interval
-        self.length_us = INTERVAL_US[interval]
+        self.length_us = INTERVALS[interval].micros
         # As the stream: an open bar's features come from it and the ``depth`` bars before it.
         self.depth = depth
         self.late_tolerance_us = late_tolerance_us
@@ -502,12 +502,13 @@ def _epoch_us_of(stamps: pd.Series) -> pd.Series:
 def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str, horizon: str,
                 lookback: int, predicted_at: datetime | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """Score what changed since the last cycle: the contract frame, and why some were not."""
+    from tickcast.core.predictions import empty_frame
     from tickcast.models import momentum
-    from tickcast.scoring.score import CONTRACT_COLUMNS, score
+    from tickcast.scoring.score import score
 
     symbols, closed_from = market.take(index_symbol)
     if not symbols:
-        return pd.DataFrame(columns=CONTRACT_COLUMNS), {}
+        return empty_frame(), {}
     if dual is None:
         bars = market.momentum_bars(symbols, lookback)
         return momentum.predict_frame(bars, horizon=horizon, lookback=lookback, predicted_at=predicted_at), {}

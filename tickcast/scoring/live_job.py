@@ -20,6 +20,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVALS
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -34,27 +37,17 @@ MAX_MESSAGES_PER_CYCLE = 200_000
 
 def read_state(settings: Settings, market: LiveMarket, now: datetime) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Delta's trailing bars and features of the scorer's interval, as ``LiveMarket.load`` takes them."""
-    import pandas as pd
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
 
     from tickcast.core.featureset import TRAILING_BARS
     from tickcast.scoring.live import STATE_COLUMNS
-    from tickcast.scoring.sources import INTERVAL_LENGTH
 
     interval = market.interval
-    since = now - INTERVAL_LENGTH[interval] * int((TRAILING_BARS + 1) * settings.features_lookback_factor)
-
-    def read(table: str, columns: list[str], partitions=None) -> pd.DataFrame:
-        try:
-            dataset = DeltaTable(settings.table_path(table)).to_pyarrow_dataset(partitions=partitions)
-        except TableNotFoundError:
-            return pd.DataFrame(columns=columns)
-        return dataset.to_table(columns=columns, filter=ds.field("window_start") >= since).to_pandas()
-
-    bars = read(f"bars_{interval}", list(STATE_COLUMNS))
-    features = read("features", market.feature_columns, partitions=[("interval", "=", interval)])
+    since = now - INTERVALS[interval].length * int((TRAILING_BARS + 1) * settings.features_lookback_factor)
+    recent = ds.field("window_start") >= since
+    bars = tables.read_frame(settings, tables.bars(interval), list(STATE_COLUMNS), recent)
+    features = tables.read_frame(settings, tables.FEATURES, market.feature_columns, recent,
+                                 partitions=[("interval", "=", interval)])
     return bars, features
 
 
@@ -62,7 +55,7 @@ class HistoryWriter:
     """Predictions buffered and appended to Delta ``predictions`` in one commit at a time."""
 
     def __init__(self, settings: Settings):
-        self.path = settings.table_path("predictions")
+        self.settings = settings
         self.pending: list[pd.DataFrame] = []
 
     def add(self, frame: pd.DataFrame) -> None:
@@ -73,29 +66,12 @@ class HistoryWriter:
         if not self.pending:
             return 0
         import pandas as pd
-        import pyarrow as pa
-        from deltalake import write_deltalake
+
+        from tickcast.core.predictions import frame_to_arrow
 
         frame = pd.concat(self.pending, ignore_index=True)
         self.pending = []
-        stamp = pa.timestamp("us", tz="UTC")
-        probabilities = pa.StructArray.from_arrays(
-            [pa.array(frame[f"prob_{k}"], pa.float64()) for k in ("up", "neutral", "down")],
-            names=["up", "neutral", "down"])
-        columns = {
-            "symbol": pa.array(frame["symbol"], pa.string()), "horizon": pa.array(frame["horizon"], pa.string()),
-            **{k: pa.array(frame[k], pa.float64()) for k in ("predicted_return", "predicted_price", "p10", "p50",
-                                                            "p90")},
-            "probabilities": probabilities, "signal": pa.array(frame["signal"], pa.string()),
-            "confidence": pa.array(frame["confidence"], pa.float64()),
-            "model_name": pa.array(frame["model_name"], pa.string()),
-            "model_version": pa.array(frame["model_version"], pa.string()),
-            "data_timestamp": pa.array(pd.to_datetime(frame["data_timestamp"], utc=True), stamp),
-            "predicted_at": pa.array(pd.to_datetime(frame["predicted_at"], utc=True), stamp),
-        }
-        schema = pa.schema([pa.field(name, values.type, nullable=name not in ("symbol", "horizon"))
-                            for name, values in columns.items()])
-        write_deltalake(self.path, pa.Table.from_pydict(columns, schema=schema), mode="append")
+        tables.append_arrow(self.settings, tables.PREDICTIONS, frame_to_arrow(frame))
         return len(frame)
 
 

@@ -15,17 +15,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from tickcast.core.predictions import FRAME_COLUMNS, empty_frame
 from tickcast.models.confirmation import confirm
 from tickcast.models.labels import DOWN, NEUTRAL, UP
 
 if TYPE_CHECKING:
     from tickcast.scoring.models import DualModel
 
-CONTRACT_COLUMNS = [
-    "symbol", "horizon", "predicted_return", "predicted_price", "p10", "p50", "p90",
-    "prob_up", "prob_neutral", "prob_down", "signal", "confidence", "model_name", "model_version",
-    "data_timestamp", "predicted_at",
-]
 
 
 @dataclass
@@ -83,7 +79,7 @@ def score(dual: DualModel, batch: SequenceBatch, predicted_at: datetime | None =
     """One row per symbol with the contract's columns (probabilities flattened to ``prob_*``)."""
     predicted_at = predicted_at or datetime.now(UTC)
     if len(batch) == 0:
-        return pd.DataFrame(columns=CONTRACT_COLUMNS)
+        return empty_frame()
     lstm_p, lstm_q = dual.lstm.bundle.predict(batch.symbols, batch.raw)
     transformer_p, transformer_q = dual.transformer.bundle.predict(batch.symbols, batch.raw)
     probabilities = (lstm_p.astype(float) + transformer_p) / 2.0
@@ -108,4 +104,4 @@ def score(dual: DualModel, batch: SequenceBatch, predicted_at: datetime | None =
         "data_timestamp": batch.data_timestamp,
         "predicted_at": pd.Timestamp(predicted_at).tz_convert(UTC) if pd.Timestamp(predicted_at).tzinfo
         else pd.Timestamp(predicted_at, tz=UTC),
-    })[CONTRACT_COLUMNS]
+    })[list(FRAME_COLUMNS)]

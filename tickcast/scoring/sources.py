@@ -3,9 +3,11 @@ on-demand scoring and explanations). The stream reads the same tables through Sp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from tickcast.catalog import tables
+from tickcast.core.intervals import INTERVALS
 from tickcast.scoring.score import SequenceBatch, build_batch
 
 if TYPE_CHECKING:
@@ -13,28 +15,19 @@ if TYPE_CHECKING:
 
     from tickcast.core.settings import Settings
 
-INTERVAL_LENGTH = {"1d": timedelta(days=1), "1m": timedelta(minutes=1)}
 
 
-def _read(path: str, columns: list[str], symbols: list[str], since: datetime | None,
+def _read(settings: Settings, table: str, columns: list[str], symbols: list[str], since: datetime | None,
           partition: str | None = None) -> pd.DataFrame:
     import pyarrow.dataset as ds
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
 
-    try:
-        table = DeltaTable(path)
-    except TableNotFoundError:
-        import pandas as pd
-
-        return pd.DataFrame(columns=columns)
-    dataset = table.to_pyarrow_dataset(partitions=[("interval", "=", partition)] if partition else None)
     where = ds.field("symbol").isin(symbols)
     if since is not None:
         # Delta timestamps come out of the reader as UTC-aware.
         where &= ds.field("window_start") >= (since.replace(tzinfo=UTC) if since.tzinfo is None
                                               else since.astimezone(UTC))
-    return dataset.to_table(columns=columns, filter=where).to_pandas()
+    return tables.read_frame(settings, table, columns, where,
+                             partitions=[("interval", "=", partition)] if partition else None)
 
 
 def latest_sequences(settings: Settings, symbols: list[str], interval: str, features: list[str], length: int,
@@ -47,19 +40,18 @@ def latest_sequences(settings: Settings, symbols: list[str], interval: str, feat
     import pandas as pd
 
     now = now or datetime.now(UTC)
-    since = now - INTERVAL_LENGTH[interval] * int(length * settings.features_lookback_factor)
+    since = now - INTERVALS[interval].length * int(length * settings.features_lookback_factor)
     feature_columns = ["symbol", "window_start", *features]
     bar_columns = ["symbol", "window_start", "close", "close_ts"]
-    bars_path = settings.table_path(f"bars_{interval}")
-    frames = _read(settings.table_path("features"), feature_columns, symbols, since, interval)
+    frames = _read(settings, tables.FEATURES, feature_columns, symbols, since, interval)
     counts = frames.groupby("symbol").size() if len(frames) else pd.Series(dtype=int)
     short = [s for s in symbols if counts.get(s, 0) < length]
     if short:
         frames = pd.concat([frames[~frames["symbol"].isin(short)],
-                            _read(settings.table_path("features"), feature_columns, short, None, interval)])
+                            _read(settings, tables.FEATURES, feature_columns, short, None, interval)])
     newest = frames.groupby("symbol")["window_start"].max() if len(frames) else pd.Series(dtype="datetime64[ns]")
     oldest_needed = newest.min() if len(newest) else None
-    bars = _read(bars_path, bar_columns, symbols, None if oldest_needed is None or pd.isna(oldest_needed)
+    bars = _read(settings, tables.bars(interval), bar_columns, symbols, None if oldest_needed is None or pd.isna(oldest_needed)
                  else oldest_needed.to_pydatetime())
     batch, skipped = build_batch(frames, bars, features, length)
     scored = set(batch.symbols)

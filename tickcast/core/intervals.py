@@ -1,0 +1,75 @@
+"""Bar intervals: everything the platform knows about ``1m`` and ``1d``, said once.
+
+A bar of an interval covers ``[window_start, window_start + length)`` in UTC, aligned to the
+epoch (minute bars on whole minutes, daily bars on UTC midnight). The Spark stream, the live
+scorer, the backfills, the features, the catalog and the API all take their interval facts
+from here: its table, its length, its window floor and how many bars make a year.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal, get_args
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+IntervalName = Literal["1d", "1m"]
+# Every interval the platform keeps bars of, in the order they are listed.
+INTERVAL_NAMES: tuple[IntervalName, ...] = get_args(IntervalName)
+
+
+@dataclass(frozen=True)
+class Interval:
+    name: IntervalName
+    seconds: int
+    # Bars per year, for annualising volatility: 252 trading days (of 390 minutes).
+    bars_per_year: int
+    # How Spark's window() spells the length.
+    spark_duration: str
+    # Minute bars carry time-of-day and day-of-week features; daily bars do not.
+    intraday: bool
+    # How people say it: "daily", "1-minute".
+    label: str
+
+    @property
+    def table(self) -> str:
+        """The Delta table of this interval's bars."""
+        return f"bars_{self.name}"
+
+    @property
+    def length(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    @property
+    def micros(self) -> int:
+        return self.seconds * 1_000_000
+
+    def floor(self, ts: datetime) -> datetime:
+        """The start of the bar that ``ts`` falls in (the zone of ``ts`` is kept; naive is UTC)."""
+        aware = ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+        start = _EPOCH + (aware - _EPOCH) // self.length * self.length
+        return start.astimezone(ts.tzinfo) if ts.tzinfo is not None else start.replace(tzinfo=None)
+
+    def floor_us(self, epoch_us: int) -> int:
+        """The start of the bar that an epoch-microsecond instant falls in, in epoch microseconds."""
+        return epoch_us - epoch_us % self.micros
+
+    def __str__(self) -> str:
+        return self.name
+
+
+INTERVALS: dict[str, Interval] = {
+    "1m": Interval("1m", 60, 252 * 390, "1 minute", intraday=True, label="1-minute"),
+    "1d": Interval("1d", 86_400, 252, "1 day", intraday=False, label="daily"),
+}
+
+
+def interval(name: str | Interval) -> Interval:
+    """The interval called ``name``; a clear ValueError for anything else."""
+    if isinstance(name, Interval):
+        return name
+    found = INTERVALS.get(name)
+    if found is None:
+        raise ValueError(f"unknown interval {name!r}; expected one of {', '.join(INTERVAL_NAMES)}")
+    return found
