@@ -110,9 +110,9 @@ def main() -> None:
         for k in range(args.rounds + 1):
             spent.clear()
             started = time.perf_counter()
-            for i, symbol in enumerate(symbols):
-                market.fold(live.LiveTick(symbol, now_us + k * 1_000_000 + i, 100.0 + 0.01 * k, 10.0,
-                                          f"{symbol}-{k}", "bench"))
+            market.fold_batch(live.TickBatch.of([
+                live.LiveTick(symbol, now_us + k * 1_000_000 + i, 100.0 + 0.01 * k, 10.0, f"{symbol}-{k}", "bench")
+                for i, symbol in enumerate(symbols)]))
             fold_s = time.perf_counter() - started
             started = time.perf_counter()
             frame, skipped = live.score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)

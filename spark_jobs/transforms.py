@@ -1,66 +1,80 @@
 """Pure Spark transforms of the ingest job: DataFrames in, DataFrames out, no IO.
 
-The entry module (``spark_jobs.ingest``) reads Kafka, calls these, and writes Delta.
+The rules are not written here: tick validity, dedupe and lateness come from
+``tickcast.core.tickrules`` and the bar fold from ``tickcast.core.bars`` (the live scorer compiles
+the same tables to numpy). The entry module (``spark_jobs.ingest``) reads Kafka, calls these,
+and writes Delta.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pyspark.sql import functions as F
+
+from tickcast.core.bars import BAR_FIELDS, BAR_FOLD, TIE_BREAK_COLUMN, TIME_COLUMN, BarField
 from tickcast.core.intervals import interval as interval_of
-from tickcast.core.symbols import SYMBOL_PATTERN
+from tickcast.core.tickrules import DEDUPE, FIELD_TYPES, LATENESS, TICK_RULES, TIME_FIELDS
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-SUPPORTED_SCHEMA_VERSIONS = (1,)
-REQUIRED_FIELDS = ("msg_id", "symbol", "ts", "price", "volume", "source", "produced_at")
-
-# Quarantine reasons, in the order they are checked; the first that applies wins.
-REASON_INVALID_JSON = "invalid_json"
-REASON_SCHEMA_VERSION = "unsupported_schema_version"
-REASON_INVALID_SYMBOL = "invalid_symbol"
-REASON_INVALID_PRICE = "invalid_price"
-REASON_INVALID_VOLUME = "invalid_volume"
-REASON_INVALID_QUOTE = "invalid_bid_ask"
-REASON_FUTURE = "ts_in_future"
-REASON_LATE = "late"
-REASON_DUPLICATE = "duplicate_msg_id"
+_SPARK_TYPES = {"integer": "LongType", "number": "DoubleType", "string": "StringType", "time": "StringType"}
 
 
 def tick_json_schema():
-    """Types as sent on the wire: timestamps stay strings so a bad one is seen, not nulled."""
-    from pyspark.sql.types import (
-        DoubleType,
-        LongType,
-        StringType,
-        StructField,
-        StructType,
-    )
+    """Types as sent on the wire (``FIELD_TYPES``): timestamps stay strings so a bad one is seen,
+    not nulled."""
+    from pyspark.sql import types
 
-    return StructType(
-        [
-            StructField("schema_version", LongType()),
-            StructField("msg_id", StringType()),
-            StructField("symbol", StringType()),
-            StructField("ts", StringType()),
-            StructField("price", DoubleType()),
-            StructField("volume", DoubleType()),
-            StructField("bid", DoubleType()),
-            StructField("ask", DoubleType()),
-            StructField("source", StringType()),
-            StructField("produced_at", StringType()),
-        ]
-    )
-
-
-def _not_finite(c: Column) -> Column:
-    from pyspark.sql import functions as F
-
-    return F.isnan(c) | (F.abs(c) == F.lit(float("inf")))
+    return types.StructType([types.StructField(name, getattr(types, _SPARK_TYPES[kind])())
+                             for name, kind in FIELD_TYPES.items()])
 
 
 RAW_BASE64_PREFIX = "base64:"
+
+
+class _SparkTicks:
+    """``TickColumns`` as Spark columns of the typed frame ``parse_ticks`` builds: ``_<field>``
+    as parsed, ``ts``/``produced_at`` as timestamps, ``_now`` the Kafka record time."""
+
+    def __init__(self, future_tolerance_seconds: int):
+        self.future_tolerance_seconds = future_tolerance_seconds
+
+    def unparsed(self) -> Column:
+        return F.col("_unparsed")
+
+    def missing(self, field: str) -> Column:
+        return F.col(f"_{field}").isNull()
+
+    def value(self, field: str) -> Column:
+        return F.col(field if field in TIME_FIELDS else f"_{field}")
+
+    def not_finite(self, field: str) -> Column:
+        column = F.col(f"_{field}")
+        return F.isnan(column) | (F.abs(column) == F.lit(float("inf")))
+
+    def empty(self, field: str) -> Column:
+        return F.length(F.col(f"_{field}")) == 0
+
+    def not_matching(self, field: str, pattern: str) -> Column:
+        return ~F.col(f"_{field}").rlike(pattern)
+
+    def not_one_of(self, field: str, values) -> Column:
+        return ~F.col(f"_{field}").isin(*values)
+
+    def unreadable_time(self, field: str) -> Column:
+        return F.col(field).isNull()
+
+    def after_received(self, field: str) -> Column:
+        return F.col(field) > F.col("_now") + F.make_interval(secs=F.lit(self.future_tolerance_seconds))
+
+
+def first_broken_rule(columns, rules=TICK_RULES) -> Column:
+    """The reason of the first rule a row breaks, or null: one flat coalesce keeps the generated
+    code small."""
+    return F.coalesce(*[F.when(F.coalesce(rule.broken(columns), F.lit(False)), F.lit(rule.reason))
+                        for rule in rules])
 
 
 def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> DataFrame:
@@ -69,8 +83,6 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
     ``raw`` has Kafka's columns (value, topic, partition, offset). Every input row comes
     out exactly once, so nothing is lost between here and the two sinks.
     """
-    from pyspark.sql import functions as F
-
     text = F.col("value").cast("string")
     parsed = F.from_json(
         text, tick_json_schema(), {"mode": "PERMISSIVE", "allowNonNumericNumbers": "true"}
@@ -88,7 +100,7 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
         parsed.alias("j"),
         now.alias("_now"),
     )
-    fields = tick_json_schema().fieldNames()
+    fields = list(FIELD_TYPES)
     typed = df.select(
         "raw", "kafka_topic", "kafka_partition", "kafka_offset", "_now",
         # PERMISSIVE parsing turns malformed JSON (and non-objects) into all-null fields.
@@ -96,49 +108,14 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
         .alias("_unparsed"),
         *[F.col(f"j.{f}").alias(f"_{f}") for f in fields],
     )
-    ts = F.try_to_timestamp(F.col("_ts"))
-    produced_at = F.try_to_timestamp(F.col("_produced_at"))
-    typed = typed.withColumns({"ts": ts, "produced_at": produced_at})
-    price, volume, bid, ask = (F.col(f"_{c}") for c in ("price", "volume", "bid", "ask"))
-    ts, produced_at = F.col("ts"), F.col("produced_at")
-
-    checks: list[tuple[Column, str]] = [
-        (F.col("_unparsed"), REASON_INVALID_JSON),
-        (
-            F.col("_schema_version").isNull()
-            | ~F.col("_schema_version").isin(*SUPPORTED_SCHEMA_VERSIONS),
-            REASON_SCHEMA_VERSION,
-        ),
-    ]
-    for field in REQUIRED_FIELDS:
-        checks.append((F.col(f"_{field}").isNull(), f"missing_or_invalid:{field}"))
-    checks += [
-        (F.length(F.col("_msg_id")) == 0, "missing_or_invalid:msg_id"),
-        (~F.col("_symbol").rlike(SYMBOL_PATTERN), REASON_INVALID_SYMBOL),
-        (ts.isNull(), "invalid_timestamp:ts"),
-        (produced_at.isNull(), "invalid_timestamp:produced_at"),
-        (_not_finite(price) | (price <= 0), REASON_INVALID_PRICE),
-        (_not_finite(volume) | (volume < 0), REASON_INVALID_VOLUME),
-        (
-            (bid.isNotNull() & (_not_finite(bid) | (bid <= 0)))
-            | (ask.isNotNull() & (_not_finite(ask) | (ask <= 0)))
-            | (bid.isNotNull() & ask.isNotNull() & (bid > ask)),
-            REASON_INVALID_QUOTE,
-        ),
-        (ts > F.col("_now") + F.make_interval(secs=F.lit(future_tolerance_seconds)), REASON_FUTURE),
-    ]
-    # A flat coalesce (first failing check wins) keeps generated code small.
-    reason = F.coalesce(*[F.when(F.coalesce(cond, F.lit(False)), F.lit(label)) for cond, label in checks])
-
+    typed = typed.withColumns({f: F.try_to_timestamp(F.col(f"_{f}")) for f in TIME_FIELDS})
+    reason = first_broken_rule(_SparkTicks(future_tolerance_seconds))
     return typed.select(
         "raw", "kafka_topic", "kafka_partition", "kafka_offset",
         F.col("_msg_id").alias("msg_id"),
         F.col("_symbol").alias("symbol"),
         "ts",
-        price.alias("price"),
-        volume.alias("volume"),
-        bid.alias("bid"),
-        ask.alias("ask"),
+        *[F.col(f"_{c}").alias(c) for c in ("price", "volume", "bid", "ask")],
         F.col("_source").alias("source"),
         "produced_at",
         F.col("_schema_version").cast("int").alias("schema_version"),
@@ -149,96 +126,78 @@ def parse_ticks(raw: DataFrame, now: Column, future_tolerance_seconds: int) -> D
     )
 
 
-def mark_in_batch_duplicates(ticks: DataFrame) -> DataFrame:
-    """Second and later copies of a msg_id inside one batch get reason duplicate_msg_id."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as F
-
-    first_seen = Window.partitionBy("msg_id").orderBy("kafka_partition", "kafka_offset")
-    rank = F.row_number().over(first_seen)
+def _mark(ticks: DataFrame, condition: Column, reason: str) -> DataFrame:
+    """Rows still valid that meet ``condition`` get ``reason``."""
     return ticks.withColumn(
-        "reason",
-        F.when(F.col("reason").isNull() & (rank > 1), F.lit(REASON_DUPLICATE)).otherwise(F.col("reason")),
+        "reason", F.when(F.col("reason").isNull() & condition, F.lit(reason)).otherwise(F.col("reason"))
     )
+
+
+def mark_in_batch_duplicates(ticks: DataFrame) -> DataFrame:
+    """Second and later copies of a key inside one batch (by Kafka position) are duplicates."""
+    from pyspark.sql import Window
+
+    first_seen = Window.partitionBy(DEDUPE.key).orderBy("kafka_partition", "kafka_offset")
+    return _mark(ticks, F.row_number().over(first_seen) > 1, DEDUPE.reason)
 
 
 def mark_late(ticks: DataFrame, watermarks: DataFrame, tolerance_seconds: int) -> DataFrame:
-    """Valid ticks older than their feed's watermark (newest ts per source and symbol,
-    as of the start of the batch, minus the tolerance) get reason ``late``.
+    """Valid ticks older than their feed's watermark (newest ts per feed as of the start of the
+    batch, minus the tolerance) are late.
 
-    ``watermarks`` has columns source, symbol, max_ts.
+    ``watermarks`` has the feed columns (source, symbol) and max_ts.
     """
-    from pyspark.sql import functions as F
-
-    joined = ticks.join(F.broadcast(watermarks), ["source", "symbol"], "left")
-    cutoff = F.col("max_ts") - F.make_interval(secs=F.lit(tolerance_seconds))
-    is_late = F.col("reason").isNull() & F.col("max_ts").isNotNull() & (F.col("ts") < cutoff)
-    return joined.withColumn(
-        "reason", F.when(is_late, F.lit(REASON_LATE)).otherwise(F.col("reason"))
-    ).drop("max_ts")
+    joined = ticks.join(F.broadcast(watermarks), list(LATENESS.feed), "left")
+    late = F.col("max_ts").isNotNull() & LATENESS.is_late(
+        F.col("ts"), F.col("max_ts"), F.make_interval(secs=F.lit(tolerance_seconds)))
+    return _mark(joined, late, LATENESS.reason).drop("max_ts")
 
 
-def mark_known_duplicates(ticks: DataFrame, known_msg_ids: DataFrame) -> DataFrame:
-    """Valid ticks whose msg_id is already stored get reason duplicate_msg_id.
+def mark_known_duplicates(ticks: DataFrame, known: DataFrame) -> DataFrame:
+    """Valid ticks whose key is already stored are duplicates. ``known`` has the key column."""
+    stored = known.select(DEDUPE.key).distinct().withColumn("_known", F.lit(True))
+    joined = ticks.join(stored, DEDUPE.key, "left")
+    return _mark(joined, F.col("_known"), DEDUPE.reason).drop("_known")
 
-    ``known_msg_ids`` has one column, msg_id.
-    """
-    from pyspark.sql import functions as F
 
-    known = known_msg_ids.select("msg_id").distinct().withColumn("_known", F.lit(True))
-    joined = ticks.join(known, "msg_id", "left")
-    return joined.withColumn(
-        "reason",
-        F.when(F.col("reason").isNull() & F.col("_known"), F.lit(REASON_DUPLICATE)).otherwise(
-            F.col("reason")
-        ),
-    ).drop("_known")
+def _partial(field: BarField) -> Column:
+    if field.partial in ("first", "last"):
+        # The price of the earliest (latest) tick; ties go to the smaller (larger) msg_id.
+        ordered = F.struct(TIME_COLUMN, TIE_BREAK_COLUMN, field.of)
+        return (F.min(ordered) if field.partial == "first" else F.max(ordered))[field.of]
+    if field.partial == "count":
+        return F.count(F.lit(1))
+    return getattr(F, field.partial)(field.of)
 
 
 def bar_partials(ticks: DataFrame, interval: str) -> DataFrame:
-    """Aggregate ticks into partial OHLCV bars per (symbol, event-time window).
+    """Aggregate ticks into partial OHLCV bars per (symbol, event-time window), by ``BAR_FOLD``.
 
-    Partials from different batches combine exactly (see ``BAR_MERGE_SET``): open and
-    close carry the timestamps that decide them, so arrival order never matters.
+    Partials from different batches combine exactly (``BAR_MERGE_SET``): open and close carry
+    the timestamps that decide them, so arrival order never matters.
     """
-    from pyspark.sql import functions as F
-
-    window = F.window("ts", interval_of(interval).spark_duration)
-    first = F.min(F.struct("ts", "msg_id", "price"))
-    last = F.max(F.struct("ts", "msg_id", "price"))
+    window = F.window(TIME_COLUMN, interval_of(interval).spark_duration)
     return (
         ticks.groupBy("symbol", window.alias("w"))
-        .agg(
-            first["price"].alias("open"),
-            F.max("price").alias("high"),
-            F.min("price").alias("low"),
-            last["price"].alias("close"),
-            F.sum("volume").alias("volume"),
-            F.count(F.lit(1)).alias("trades"),
-            F.min("ts").alias("open_ts"),
-            F.max("ts").alias("close_ts"),
-        )
-        .select(
-            "symbol",
-            F.col("w.start").alias("window_start"),
-            F.col("w.end").alias("window_end"),
-            "open", "high", "low", "close", "volume", "trades", "open_ts", "close_ts",
-        )
+        .agg(*[_partial(field).alias(field.name) for field in BAR_FOLD])
+        .select("symbol", F.col("w.start").alias("window_start"), F.col("w.end").alias("window_end"),
+                *BAR_FIELDS)
     )
 
 
-# How a partial bar (s) folds into a stored bar (t).
-BAR_MERGE_SET = {
-    "open": "CASE WHEN s.open_ts < t.open_ts OR t.open_ts IS NULL THEN s.open ELSE t.open END",
-    "high": "greatest(t.high, s.high)",
-    "low": "least(t.low, s.low)",
-    "close": "CASE WHEN s.close_ts >= t.close_ts OR t.close_ts IS NULL THEN s.close ELSE t.close END",
-    "volume": "coalesce(t.volume, 0) + s.volume",
-    "trades": "coalesce(t.trades, 0) + s.trades",
-    "open_ts": "least(t.open_ts, s.open_ts)",
-    "close_ts": "greatest(t.close_ts, s.close_ts)",
-    "updated_at": "s.updated_at",
-}
+def _merge_sql(field: BarField) -> str:
+    t, s = f"t.{field.name}", f"s.{field.name}"
+    if field.merge in ("earlier", "later"):
+        op = "<" if field.merge == "earlier" else ">="
+        decided = field.decided_by
+        return f"CASE WHEN s.{decided} {op} t.{decided} OR t.{decided} IS NULL THEN {s} ELSE {t} END"
+    if field.merge == "sum":
+        return f"coalesce({t}, 0) + {s}"
+    return f"{'greatest' if field.merge == 'max' else 'least'}({t}, {s})"
+
+
+# How a partial bar (s) folds into a stored bar (t): the MERGE's SET clauses.
+BAR_MERGE_SET = {**{field.name: _merge_sql(field) for field in BAR_FOLD}, "updated_at": "s.updated_at"}
 
 
 def quarantine_rows(failing: DataFrame, stage: str, batch_tag: str) -> DataFrame:

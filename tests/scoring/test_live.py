@@ -4,23 +4,19 @@ dual model give on the same bars. Spark's own transforms and Delta are the refer
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime
 
 import numpy as np
-import orjson
 import pandas as pd
 import pytest
-from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from spark_jobs import transforms as T
 from tickcast.catalog import tables
 from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.untrained import quick_bundles
-from tickcast.scoring.live import LiveMarket, LiveTick, parse_tick, score_cycle
+from tickcast.scoring.live import LiveMarket, LiveTick, score_cycle
 from tickcast.scoring.live_job import HistoryWriter
 from tickcast.scoring.models import DeployedModel, DualModel
 from tickcast.scoring.score import build_batch, score
@@ -39,86 +35,6 @@ def _us(stamp: pd.Timestamp) -> int:
 def _tick(symbol: str, at: pd.Timestamp, price: float, volume: float = 10.0, msg_id: str | None = None,
           source: str = "feed") -> LiveTick:
     return LiveTick(symbol, _us(at), price, volume, msg_id or f"{symbol}-{at.value}-{price}", source)
-
-
-# -- what is stored ------------------------------------------------------------------------------
-
-
-def _record(**changes) -> dict:
-    record = {"schema_version": 1, "msg_id": "m1", "symbol": "AAPL", "ts": "2024-03-04T15:00:00.000001Z",
-              "price": 180.5, "volume": 100.0, "bid": 180.4, "ask": 180.6, "source": "feed",
-              "produced_at": "2024-03-04T15:00:00.1Z"}
-    record.update(changes)
-    return {k: v for k, v in record.items() if v is not ...}
-
-
-CASES = [
-    _record(), _record(bid=None, ask=None), _record(volume=0), _record(price=3), _record(ts="2024-03-04T15:00:00+02:00"),
-    _record(ts="2024-03-04 15:00:00"), _record(schema_version=2), _record(schema_version="1"), _record(msg_id=""),
-    _record(msg_id=...), _record(symbol="bad symbol"), _record(symbol="X" * 33), _record(symbol=...),
-    _record(ts="yesterday"), _record(ts=...), _record(produced_at="soon"), _record(price=0), _record(price=-1),
-    _record(price="180.5"), _record(volume=-1), _record(bid=0), _record(bid=181.0, ask=180.0), _record(ask=-2.0),
-    _record(source=...), _record(ts="2024-03-04T16:00:00Z"), _record(price=True),
-]
-
-
-def test_parse_tick_keeps_exactly_what_the_stream_stores(spark) -> None:
-    received = datetime(2024, 3, 4, 15, 1, tzinfo=UTC)
-    values = [orjson.dumps(r) for r in CASES] + [b"not json", b"[1, 2]", b"", b"\xff\xfe", b"{}"]
-    raw = spark.createDataFrame(
-        [(v, "ticks", 0, i, received.replace(tzinfo=None)) for i, v in enumerate(values)],
-        "value binary, topic string, partition int, offset long, timestamp timestamp")
-    reasons = {r["kafka_offset"]: r["reason"] for r in
-               T.parse_ticks(raw, F.col("timestamp"), 300).select("kafka_offset", "reason").collect()}
-    received_us = int(received.timestamp() * 1_000_000)
-    kept = {i for i, v in enumerate(values) if parse_tick(v, received_us, 300_000_000) is not None}
-    assert kept == {i for i, reason in reasons.items() if reason is None}
-    assert 0 < len(kept) < len(values) - 10  # both kinds are exercised
-    first = parse_tick(values[0], received_us, 300_000_000)
-    assert first == LiveTick("AAPL", _us(pd.Timestamp("2024-03-04T15:00:00.000001Z")), 180.5, 100.0, "m1", "feed")
-
-
-def test_duplicates_late_ticks_and_closed_bars_are_left_out() -> None:
-    market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
-    at = TODAY + pd.Timedelta(hours=15)
-    assert market.fold(_tick("AAPL", at, 100.0, msg_id="a"))
-    assert not market.fold(_tick("AAPL", at, 101.0, msg_id="a"))  # duplicate msg_id
-    assert market.fold(_tick("AAPL", at - pd.Timedelta(seconds=299), 99.0))
-    assert not market.fold(_tick("AAPL", at - pd.Timedelta(seconds=301), 98.0))  # behind its feed's watermark
-    # Another feed of the same symbol has its own watermark.
-    assert market.fold(_tick("AAPL", at - pd.Timedelta(hours=1), 97.0, source="replay"))
-    assert market.fold(_tick("AAPL", at + pd.Timedelta(days=1), 102.0))  # a new day: the bar rolls
-    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0))  # late for its feed now
-    # Not late for a new feed, but yesterday's bar is closed here (the stream stores it; a reload brings it).
-    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0, msg_id="b", source="other"))
-    assert market.skipped == {"duplicate": 1, "late": 2, "closed_bar": 1}
-    bar = market.open["AAPL"]
-    assert (bar.window_start, bar.close, bar.trades) == (_us(TODAY) + DAY, 102.0, 1)
-    closed = market.rolled["AAPL"][0]
-    assert (closed.open, closed.high, closed.low, closed.close, closed.volume, closed.trades) == (
-        97.0, 100.0, 97.0, 100.0, 30.0, 3)
-
-
-def test_open_bars_equal_the_streams_bars_whatever_the_arrival_order(spark) -> None:
-    rng = random.Random(5)
-    ticks = [_tick(symbol, TODAY + pd.Timedelta(seconds=rng.randrange(0, 86_400)), round(rng.uniform(90, 110), 2),
-                   rng.choice([0.0, 1.0, 25.0]))
-             for symbol in ("AAA", "BBB", "MKT") for _ in range(60)]
-    rng.shuffle(ticks)
-    market = LiveMarket("1d", late_tolerance_us=10 * DAY)
-    for tick in ticks:
-        assert market.fold(tick)
-    ours = market.open_bars(sorted(market.open)).drop(columns=["window_end"])
-    frame = spark.createDataFrame(pd.DataFrame({
-        "symbol": [t.symbol for t in ticks], "ts": pd.to_datetime([t.ts for t in ticks], unit="us"),
-        "msg_id": [t.msg_id for t in ticks], "price": [t.price for t in ticks], "volume": [t.volume for t in ticks],
-    }))
-    expected = T.bar_partials(frame, "1d").drop("window_end")
-    actual = spark.createDataFrame(ours.assign(**{c: ours[c].dt.tz_localize(None) for c in
-                                                  ("window_start", "open_ts", "close_ts")}))
-    columns = ["symbol", "window_start", "open", "high", "low", "close", "volume", "trades", "open_ts", "close_ts"]
-    assert_df_equality(actual.select(*columns), expected.select(*columns), ignore_row_order=True,
-                       ignore_nullable=True, ignore_column_order=False)
 
 
 # -- scoring ---------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
 from tickcast.catalog import tables
+from tickcast.core import tickrules as R
 
 NOW = datetime(2026, 11, 20, 15, 0, 0)
 
@@ -35,22 +36,22 @@ def _raw(spark, payloads: list[str | bytes]):
 
 CASES = [
     (json.dumps(_tick("ok")), None),
-    ("{not json", T.REASON_INVALID_JSON),
-    ("[1, 2, 3]", T.REASON_INVALID_JSON),
-    ("", T.REASON_INVALID_JSON),
-    (json.dumps(_tick("v9", schema_version=9)), T.REASON_SCHEMA_VERSION),
+    ("{not json", R.REASON_INVALID_JSON),
+    ("[1, 2, 3]", R.REASON_INVALID_JSON),
+    ("", R.REASON_INVALID_JSON),
+    (json.dumps(_tick("v9", schema_version=9)), R.REASON_SCHEMA_VERSION),
     (json.dumps({k: v for k, v in _tick("nots").items() if k != "ts"}), "missing_or_invalid:ts"),
     (json.dumps(_tick("strprice", price="abc")), "missing_or_invalid:price"),
     (json.dumps(_tick("", symbol="X")), "missing_or_invalid:msg_id"),
-    (json.dumps(_tick("badsym", symbol="BRK/B")), T.REASON_INVALID_SYMBOL),
+    (json.dumps(_tick("badsym", symbol="BRK/B")), R.REASON_INVALID_SYMBOL),
     (json.dumps(_tick("badts", ts="yesterday")), "invalid_timestamp:ts"),
-    (json.dumps(_tick("neg", price=-1.0)), T.REASON_INVALID_PRICE),
-    (json.dumps(_tick("zero", price=0.0)), T.REASON_INVALID_PRICE),
-    (json.dumps(_tick("nan", price=float("nan"))), T.REASON_INVALID_PRICE),
-    (json.dumps(_tick("inf", price=float("inf"))), T.REASON_INVALID_PRICE),
-    (json.dumps(_tick("negvol", volume=-5.0)), T.REASON_INVALID_VOLUME),
-    (json.dumps(_tick("crossed", bid=191.0, ask=190.0)), T.REASON_INVALID_QUOTE),
-    (json.dumps(_tick("future", ts="2026-11-20T15:10:00Z")), T.REASON_FUTURE),
+    (json.dumps(_tick("neg", price=-1.0)), R.REASON_INVALID_PRICE),
+    (json.dumps(_tick("zero", price=0.0)), R.REASON_INVALID_PRICE),
+    (json.dumps(_tick("nan", price=float("nan"))), R.REASON_INVALID_PRICE),
+    (json.dumps(_tick("inf", price=float("inf"))), R.REASON_INVALID_PRICE),
+    (json.dumps(_tick("negvol", volume=-5.0)), R.REASON_INVALID_VOLUME),
+    (json.dumps(_tick("crossed", bid=191.0, ask=190.0)), R.REASON_INVALID_QUOTE),
+    (json.dumps(_tick("future", ts="2026-11-20T15:10:00Z")), R.REASON_FUTURE),
     (json.dumps(_tick("nearfuture", ts="2026-11-20T15:04:00Z")), None),
 ]
 
@@ -91,7 +92,7 @@ def test_in_batch_duplicates_keep_the_first_copy(spark):
     ])
     out = T.mark_in_batch_duplicates(ticks).select("kafka_offset", "reason")
     expected = spark.createDataFrame(
-        [(5, None), (9, T.REASON_DUPLICATE), (1, None), (2, "invalid_price")],
+        [(5, None), (9, R.REASON_DUPLICATE), (1, None), (2, "invalid_price")],
         "kafka_offset long, reason string",
     )
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
@@ -121,7 +122,7 @@ def test_known_duplicates_are_marked(spark):
     ticks = _ticks(spark, [("a", "X", "s", t, 1.0, 1.0, 0, 1, None), ("b", "X", "s", t, 1.0, 1.0, 0, 2, None)])
     known = spark.createDataFrame([("a",), ("a",)], "msg_id string")
     out = T.mark_known_duplicates(ticks, known).select("msg_id", "reason")
-    expected = spark.createDataFrame([("a", T.REASON_DUPLICATE), ("b", None)], "msg_id string, reason string")
+    expected = spark.createDataFrame([("a", R.REASON_DUPLICATE), ("b", None)], "msg_id string, reason string")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 
@@ -180,5 +181,5 @@ def test_bytes_that_are_not_utf8_are_kept_as_base64(spark):
         "value binary, topic string, partition int, offset long, timestamp timestamp",
     )
     row = T.parse_ticks(raw, F.col("timestamp"), 300).first()
-    assert row["reason"] == T.REASON_INVALID_JSON
+    assert row["reason"] == R.REASON_INVALID_JSON
     assert row["raw"] == T.RAW_BASE64_PREFIX + base64.b64encode(payload).decode()

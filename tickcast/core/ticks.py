@@ -1,11 +1,13 @@
-"""Tick messages as they travel on topic ``ticks`` (see ``kafka/ticks.schema.json``)."""
+"""Tick messages as they travel on topic ``ticks``: their JSON schema (``kafka/ticks.schema.json``,
+published for producers) and how the project's feeds encode them. What makes one storable is
+``tickcast.core.tickrules``."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -13,14 +15,17 @@ import orjson
 
 from tickcast.core.settings import REPO_ROOT
 
-SCHEMA_VERSION = 1
 SCHEMA_FILE = REPO_ROOT / "kafka" / "ticks.schema.json"
 MAX_SYMBOL_LENGTH = 32
 
 
-@lru_cache(maxsize=1)
+@cache
 def tick_schema() -> dict[str, Any]:
+    """The message's JSON schema."""
     return json.loads(SCHEMA_FILE.read_text())
+
+
+SCHEMA_VERSION: int = tick_schema()["properties"]["schema_version"]["const"]
 
 
 def format_ts(value: datetime) -> str:

@@ -24,27 +24,23 @@ Everything here is pure state and frames; the Kafka, Delta and store IO is in
 
 from __future__ import annotations
 
-import math
-import re
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-import orjson
 import pandas as pd
 
+from tickcast.core.bars import BAR_FIELDS, BAR_FOLD, TIE_BREAK_COLUMN, TIME_COLUMN, merge_bar
 from tickcast.core.featureset import TRAILING_BARS, feature_names
 from tickcast.core.intervals import INTERVALS
-from tickcast.core.symbols import SYMBOL_PATTERN
-from tickcast.core.ticks import SCHEMA_VERSION
+from tickcast.core.tickrules import LATENESS, ArrayTicks
 from tickcast.features.compute import BAR_COLUMNS, CARRY_COLUMNS, compute_features, history_bars
 
 if TYPE_CHECKING:
     from tickcast.scoring.models import DualModel
 
-_SYMBOL = re.compile(SYMBOL_PATTERN)
 # Bars of the open bar's symbol kept in memory, the open one included.
 DEPTH = TRAILING_BARS
 # msg_ids remembered to drop a duplicate (the stream quarantines it as duplicate_msg_id).
@@ -61,57 +57,44 @@ class LiveTick(NamedTuple):
     source: str
 
 
-def _epoch_us(text: object) -> int | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if value.tzinfo is None:  # the stream's session time zone is UTC
-        value = value.replace(tzinfo=UTC)
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+@dataclass(frozen=True)
+class TickBatch:
+    """Valid ticks in arrival order, as columns (event times in epoch microseconds)."""
+
+    symbol: np.ndarray
+    ts: np.ndarray
+    price: np.ndarray
+    volume: np.ndarray
+    msg_id: np.ndarray
+    source: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def of(cls, ticks: list[LiveTick]) -> TickBatch:
+        columns = list(zip(*ticks, strict=True)) if ticks else [()] * len(LiveTick._fields)
+        return cls(np.array(columns[0], dtype=object), np.array(columns[1], dtype=np.int64),
+                   np.array(columns[2], dtype=float), np.array(columns[3], dtype=float),
+                   np.array(columns[4], dtype=object), np.array(columns[5], dtype=object))
+
+    def ticks(self) -> list[LiveTick]:
+        return [LiveTick(*row) for row in zip(self.symbol.tolist(), self.ts.tolist(), self.price.tolist(),
+                                              self.volume.tolist(), self.msg_id.tolist(), self.source.tolist(),
+                                              strict=True)]
 
 
-def _finite_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def parse_tick(value: bytes | None, received_us: int, future_tolerance_us: int) -> LiveTick | None:
-    """A tick the stream would store, or None for one it would quarantine (the stream keeps
-    the reason; the scorer only has to leave it out). ``received_us``: the Kafka record time."""
-    if not value:
-        return None
-    try:
-        record = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(record, dict):
-        return None
-    version = record.get("schema_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version != SCHEMA_VERSION:
-        return None
-    msg_id, symbol, source = record.get("msg_id"), record.get("symbol"), record.get("source")
-    if not isinstance(msg_id, str) or not msg_id or not isinstance(source, str):
-        return None
-    if not isinstance(symbol, str) or not _SYMBOL.match(symbol):
-        return None
-    price, volume = record.get("price"), record.get("volume")
-    if not _finite_number(price) or price <= 0 or not _finite_number(volume) or volume < 0:
-        return None
-    bid, ask = record.get("bid"), record.get("ask")
-    for quote in (bid, ask):
-        if quote is not None and (not _finite_number(quote) or quote <= 0):
-            return None
-    if bid is not None and ask is not None and bid > ask:
-        return None
-    ts = _epoch_us(record.get("ts"))
-    if ts is None or _epoch_us(record.get("produced_at")) is None:
-        return None
-    if ts > received_us + future_tolerance_us:
-        return None
-    return LiveTick(symbol, ts, float(price), float(volume), msg_id, source)
+def parse_ticks(messages: list[bytes | None], received_us: np.ndarray, future_tolerance_us: int
+                ) -> tuple[TickBatch, np.ndarray]:
+    """The ticks the stream would store (``TICK_RULES``, compiled to numpy), and per message the
+    reason the stream would quarantine it for (None for the stored ones). ``received_us``: each
+    message's Kafka record time."""
+    typed = ArrayTicks(messages, received_us, future_tolerance_us)
+    reasons = typed.reasons()
+    valid = np.flatnonzero(reasons == None)  # noqa: E711 - elementwise on an object array
+    column = {field: typed.column(field)[valid] for field in ("symbol", "ts", "price", "volume", "msg_id", "source")}
+    return TickBatch(column["symbol"], column["ts"].astype(np.int64), column["price"].astype(float),
+                     column["volume"].astype(float), column["msg_id"], column["source"]), reasons
 
 
 @dataclass
@@ -126,20 +109,25 @@ class OpenBar:
     open_ts: int
     close_ts: int
 
-    @classmethod
-    def of(cls, tick: LiveTick, window_start: int) -> OpenBar:
-        return cls(window_start, tick.price, tick.price, tick.price, tick.price, tick.volume, 1, tick.ts, tick.ts)
 
-    def fold(self, tick: LiveTick) -> None:
-        # As the stream's partial-bar MERGE: open and close go to the earliest and latest ts.
-        if tick.ts < self.open_ts:
-            self.open, self.open_ts = tick.price, tick.ts
-        if tick.ts >= self.close_ts:
-            self.close, self.close_ts = tick.price, tick.ts
-        self.high = max(self.high, tick.price)
-        self.low = min(self.low, tick.price)
-        self.volume += tick.volume
-        self.trades += 1
+def _earlier_max(frame: pd.DataFrame, keys: list[str], column: str) -> np.ndarray:
+    """Per row, the largest ``column`` of the earlier rows with the same keys (NaN for the first)."""
+    running = frame[column].groupby([frame[k] for k in keys], sort=False).cummax()
+    return running.groupby([frame[k] for k in keys], sort=False).shift(1).to_numpy(dtype=float)
+
+
+def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray) -> pd.DataFrame:
+    """One partial bar per (symbol, window) of the ticks at ``rows``, by ``BAR_FOLD``'s partial of
+    each field; indexed by (symbol, window), in that order."""
+    frame = pd.DataFrame({"symbol": ticks.symbol[rows], "window": windows, TIME_COLUMN: ticks.ts[rows],
+                          TIE_BREAK_COLUMN: ticks.msg_id[rows], "price": ticks.price[rows],
+                          "volume": ticks.volume[rows]})
+    # Earliest first, ties by msg_id: a group's first and last rows are its open and close (as Spark's
+    # min and max of (ts, msg_id, price)).
+    frame = frame.sort_values(["symbol", "window", TIME_COLUMN, TIE_BREAK_COLUMN], kind="mergesort")
+    grouped = frame.groupby(["symbol", "window"], sort=False)
+    return pd.DataFrame({field.name: grouped.size() if field.partial == "count" else grouped[field.of].agg(field.partial)
+                         for field in BAR_FOLD})
 
 
 def _stamp(us: int | np.ndarray) -> pd.Timestamp | pd.DatetimeIndex:
@@ -221,7 +209,7 @@ class LiveMarket:
         bars = bars.loc[:, list(STATE_COLUMNS)].copy()
         for column in ("window_start", "window_end", "open_ts", "close_ts"):
             bars[column] = pd.to_datetime(bars[column], utc=True)
-        current = (now_us // self.length_us) * self.length_us
+        current = INTERVALS[self.interval].floor_us(now_us)
         start_us = _epoch_us_of(bars["window_start"])
         current_bars = bars[(start_us >= current) & ~bars["symbol"].isin(list(self.open))]
         for row in current_bars.sort_values("window_start").itertuples(index=False):
@@ -300,35 +288,76 @@ class LiveMarket:
     # -- ticks ----------------------------------------------------------------------------------
 
     def fold(self, tick: LiveTick) -> bool:
-        """Fold one tick into its symbol's open bar; False when the stream would not store it
-        (a duplicate, late for its feed) or it belongs to a bar already closed here."""
-        if tick.msg_id in self._seen:
-            self.skipped["duplicate"] += 1
-            return False
-        self._seen[tick.msg_id] = None
-        if len(self._seen) > SEEN_MSG_IDS:
-            self._seen.popitem(last=False)
-        feed = (tick.source, tick.symbol)
-        newest = self._feed_max.get(feed)
-        if newest is not None and tick.ts < newest - self.late_tolerance_us:
-            self.skipped["late"] += 1
-            return False
-        if newest is None or tick.ts > newest:
-            self._feed_max[feed] = tick.ts
-        window = (tick.ts // self.length_us) * self.length_us
-        bar = self.open.get(tick.symbol)
-        if bar is None or window > bar.window_start:
-            if bar is not None:
-                self.rolled.setdefault(tick.symbol, []).append(bar)
-            self.open[tick.symbol] = OpenBar.of(tick, window)
-        elif window < bar.window_start:
-            # A closed bar's tick: Delta gets it from the stream, and the next load brings it here.
-            self.skipped["closed_bar"] += 1
-            return False
-        else:
-            bar.fold(tick)
-        self.dirty.add(tick.symbol)
-        return True
+        """Fold one tick; False when the stream would not store it or its bar is closed here."""
+        return self.fold_batch(TickBatch.of([tick])) == 1
+
+    def fold_batch(self, ticks: TickBatch) -> int:
+        """Fold valid ticks (in arrival order) into their symbols' open bars, as the stream folds
+        a micro-batch: a key seen before is a duplicate (``DEDUPE``), a tick behind its feed's
+        newest earlier tick by more than the tolerance is late (``LATENESS``), a tick of a window
+        older than its symbol's open bar belongs to a bar closed here (Delta gets it from the
+        stream, and the next load brings it here). The rest become one partial per (symbol,
+        window), merged into the open bar or rolling it (``BAR_FOLD``). Returns how many folded."""
+        n = len(ticks)
+        if n == 0:
+            return 0
+        seen = self._seen
+        duplicate = np.fromiter((m in seen for m in ticks.msg_id), bool, n)
+        duplicate |= pd.Series(ticks.msg_id).duplicated(keep="first").to_numpy()
+        for msg_id in ticks.msg_id[~duplicate].tolist():
+            seen[msg_id] = None
+        while len(seen) > SEEN_MSG_IDS:
+            seen.popitem(last=False)
+
+        frame = pd.DataFrame({"source": ticks.source, "symbol": ticks.symbol, "ts": ticks.ts})[~duplicate]
+        feeds = list(zip(frame["source"], frame["symbol"], strict=True))
+        held = np.array([self._feed_max.get(feed, np.nan) for feed in feeds], dtype=float)
+        earlier = _earlier_max(frame, ["source", "symbol"], "ts")
+        newest = np.fmax(held, earlier)
+        with np.errstate(invalid="ignore"):
+            late = ~np.isnan(newest) & LATENESS.is_late(frame["ts"].to_numpy(dtype=float), newest,
+                                                         float(self.late_tolerance_us))
+        feed_max = self._feed_max
+        for feed, ts, is_late in zip(feeds, frame["ts"].tolist(), late.tolist(), strict=True):
+            if not is_late and ts > feed_max.get(feed, ts - 1):
+                feed_max[feed] = ts
+
+        kept = frame[~late].index.to_numpy()
+        window = INTERVALS[self.interval].floor_us(ticks.ts[kept])
+        accepted = pd.DataFrame({"symbol": ticks.symbol[kept], "window": window})
+        open_start = accepted["symbol"].map({s: b.window_start for s, b in self.open.items()}).to_numpy(dtype=float)
+        earlier_window = _earlier_max(accepted, ["symbol"], "window")
+        with np.errstate(invalid="ignore"):
+            closed_bar = np.fmax(open_start, earlier_window) > window
+        self.skipped["duplicate"] += int(duplicate.sum())
+        self.skipped["late"] += int(late.sum())
+        self.skipped["closed_bar"] += int(closed_bar.sum())
+        folded = kept[~closed_bar]
+        parts = _partials(ticks, folded, window[~closed_bar])
+        if parts.empty:
+            return 0
+        symbols = parts.index.get_level_values("symbol").to_numpy()
+        starts = parts.index.get_level_values("window").to_numpy()
+        # Only a symbol's first window can be the one its open bar holds; later ones roll it.
+        held_start = pd.Series(symbols).map({s: b.window_start for s, b in self.open.items()}).to_numpy(dtype=float)
+        into_open = ~pd.Series(symbols).duplicated().to_numpy() & (held_start == starts)
+        values = {name: parts[name].to_numpy() for name in BAR_FIELDS}
+        if into_open.any():
+            held = [self.open[s] for s in symbols[into_open]]
+            merged = merge_bar({name: np.array([getattr(b, name) for b in held]) for name in BAR_FIELDS},
+                               {name: column[into_open] for name, column in values.items()})
+            for name in BAR_FIELDS:
+                values[name] = values[name].copy()
+                values[name][into_open] = merged[name]
+        rows = zip(*(values[name].tolist() for name in BAR_FIELDS), strict=True)
+        for bar_symbol, start, merge, row in zip(symbols.tolist(), starts.tolist(), into_open.tolist(), rows,
+                                                 strict=True):
+            bar = OpenBar(start, *row)
+            if not merge and bar_symbol in self.open:
+                self.rolled.setdefault(bar_symbol, []).append(self.open[bar_symbol])
+            self.open[bar_symbol] = bar
+            self.dirty.add(bar_symbol)
+        return len(folded)
 
     # -- a cycle --------------------------------------------------------------------------------
 

@@ -83,11 +83,12 @@ def _tally(spent: dict[str, float], part: str, since: float) -> float:
 
 def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     """Score live until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
+    import numpy as np
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
     from tickcast.catalog.online import OnlineStore
     from tickcast.core.predictions import frame_payloads
-    from tickcast.scoring.live import LiveMarket, parse_tick, score_cycle
+    from tickcast.scoring.live import LiveMarket, parse_ticks, score_cycle
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
     from tickcast.scoring.publish import PredictionPublisher, PublishError
 
@@ -145,6 +146,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             messages = consumer.consume(MAX_MESSAGES_PER_CYCLE, timeout=0 if market.dirty else settings.live_poll_seconds)
             mark = time.monotonic()
+            values, received = [], []
             for message in messages:
                 error = message.error()
                 if error is not None:
@@ -152,10 +154,11 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                         log.warning("kafka: %s", error)
                     continue
                 kind, millis = message.timestamp()
-                received_us = millis * 1000 if kind != TIMESTAMP_NOT_AVAILABLE else time.time_ns() // 1000
-                tick = parse_tick(message.value(), received_us, future_us)
-                if tick is not None and market.fold(tick):
-                    folded += 1
+                values.append(message.value())
+                received.append(millis * 1000 if kind != TIMESTAMP_NOT_AVAILABLE else time.time_ns() // 1000)
+            if values:
+                ticks, _ = parse_ticks(values, np.array(received, dtype=np.int64), future_us)
+                folded += market.fold_batch(ticks)
             mark = _tally(spent, "folding", mark)
             if market.dirty:
                 frame, skipped = score_cycle(market, champions.current(), index_symbol=index, horizon=interval,
