@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test bench-ingest bench-features bench-inference bench-api bench-e2e bench-live clean
+.PHONY: help bootstrap up down status lint test test-fast bench-ingest bench-features bench-inference bench-api bench-e2e bench-live clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -24,11 +24,16 @@ down: ## Stop everything cleanly
 status: ## Programs, streaming queries and Kafka lag
 	$(TICKCAST) status
 
-lint: bootstrap ## Static checks (ruff)
+lint: bootstrap ## Static checks: ruff, the import contracts (import-linter), types (mypy)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports --no-cache
+	$(VENV)/bin/mypy
 
 test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the flags)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: bootstrap lint ## Lint, then the fast tier: every test not marked slow (pytest -m "not slow")
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
 bench-ingest: bootstrap ## Ingest throughput and latency benchmark
 	$(VENV)/bin/python bench/ingest.py

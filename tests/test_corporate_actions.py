@@ -16,20 +16,20 @@ from deltalake import DeltaTable
 from typer.testing import CliRunner
 
 import spark_jobs.corporate_actions as CA
-from spark_jobs.corporate_actions import (
-    AppliedAction,
-    CorporateAction,
-    CorporateActionsError,
-    adjustment_segments,
-    apply_corporate_actions,
-    dividend_factor,
-    parse_corporate_actions,
-)
+from spark_jobs.corporate_actions import apply_corporate_actions
 from spark_jobs.features_backfill import backfill_features
 from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_rows, ensure_tables, table_defs
 from tickcast.cli import app
 from tickcast.core.featureset import feature_names
+from tickcast.corporate.actions import (
+    AppliedAction,
+    CorporateAction,
+    CorporateActionsError,
+    adjustment_segments,
+    dividend_factor,
+    parse_corporate_actions,
+)
 from tickcast.features.compute import compute_features
 
 DATA = Path(__file__).parent / "data"

@@ -95,8 +95,9 @@ class OnlineStore:
             return []
         conn = self._connect()
         try:
+            args: tuple[str, ...] = ()
             if predicted_at is None:
-                query, args = "SELECT symbol, predicted_at, payload FROM latest_predictions", ()
+                query = "SELECT symbol, predicted_at, payload FROM latest_predictions"
             else:
                 query = "SELECT symbol, predicted_at, payload FROM latest_predictions WHERE predicted_at > ?"
                 args = (predicted_at,)

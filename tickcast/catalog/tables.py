@@ -62,7 +62,9 @@ class TableDef:
     def schema(self) -> StructType:
         from pyspark.sql.types import StructType
 
-        return StructType.fromDDL(self.columns)
+        schema = StructType.fromDDL(self.columns)
+        assert isinstance(schema, StructType)  # a column list parses to a struct
+        return schema
 
 
 def _split_top_level(ddl: str) -> list[str]:

@@ -42,7 +42,7 @@ def apply(
     Ticks stay raw. Ticks or bars for dates before an applied ex-date that arrive
     later (a late replay, a backfill) are not adjusted.
     """
-    from spark_jobs.corporate_actions import CorporateActionsError, parse_corporate_actions
+    from tickcast.corporate.actions import CorporateActionsError, parse_corporate_actions
 
     # Check the file before paying for a Spark session.
     try:

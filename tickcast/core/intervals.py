@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# Epoch microseconds: one instant or an array of them.
+Micros = TypeVar("Micros", int, "np.ndarray[Any, Any]")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -51,8 +57,9 @@ class Interval:
         start = _EPOCH + (aware - _EPOCH) // self.length * self.length
         return start.astimezone(ts.tzinfo) if ts.tzinfo is not None else start.replace(tzinfo=None)
 
-    def floor_us(self, epoch_us: int) -> int:
-        """The start of the bar that an epoch-microsecond instant falls in, in epoch microseconds."""
+    def floor_us(self, epoch_us: Micros) -> Micros:
+        """The start of the bar that an epoch-microsecond instant (or each of an array of them)
+        falls in, in epoch microseconds."""
         return epoch_us - epoch_us % self.micros
 
     def __str__(self) -> str:

@@ -140,7 +140,7 @@ def frame_payloads(frame: pd.DataFrame) -> list[tuple[str, str, str, str]]:
     ordered = [(name, columns.get(name)) for name in FIELDS]
     rows = []
     for i in range(len(frame)):
-        payload = {name: column[i] if column is not None else {c: values[i] for c, values in classes}
+        payload: dict[str, Any] = {name: column[i] if column is not None else {c: values[i] for c, values in classes}
                    for name, column in ordered}
         rows.append((payload["symbol"], payload["data_timestamp"], payload["predicted_at"],
                      orjson.dumps(payload).decode()))

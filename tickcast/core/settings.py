@@ -216,9 +216,9 @@ class Settings(BaseSettings):
     def spark_jars_dir(self) -> Path:
         return self.jars_dir / "spark"
 
-    def kafka_client_config(self) -> dict[str, str]:
+    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
         """librdkafka configuration shared by producers, consumers and admin clients."""
-        config = {
+        config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
         }

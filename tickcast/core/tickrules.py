@@ -97,6 +97,14 @@ class TickRule:
     broken: Callable[[TickColumns], Any]
 
 
+def _missing(field: str) -> Callable[[TickColumns], Any]:
+    return lambda t: t.missing(field)
+
+
+def _unreadable_time(field: str) -> Callable[[TickColumns], Any]:
+    return lambda t: t.unreadable_time(field)
+
+
 def _bad_quote(t: TickColumns, field: str) -> Any:
     return ~t.missing(field) & (t.not_finite(field) | (t.value(field) <= 0))
 
@@ -106,10 +114,10 @@ TICK_RULES: tuple[TickRule, ...] = (
     TickRule(REASON_INVALID_JSON, lambda t: t.unparsed()),
     TickRule(REASON_SCHEMA_VERSION,
              lambda t: t.missing("schema_version") | t.not_one_of("schema_version", SUPPORTED_SCHEMA_VERSIONS)),
-    *(TickRule(missing_reason(f), lambda t, f=f: t.missing(f)) for f in REQUIRED_FIELDS),
+    *(TickRule(missing_reason(f), _missing(f)) for f in REQUIRED_FIELDS),
     TickRule(missing_reason("msg_id"), lambda t: t.empty("msg_id")),
     TickRule(REASON_INVALID_SYMBOL, lambda t: t.not_matching("symbol", SYMBOL_PATTERN)),
-    *(TickRule(timestamp_reason(f), lambda t, f=f: t.unreadable_time(f)) for f in TIME_FIELDS),
+    *(TickRule(timestamp_reason(f), _unreadable_time(f)) for f in TIME_FIELDS),
     TickRule(REASON_INVALID_PRICE, lambda t: t.not_finite("price") | (t.value("price") <= 0)),
     TickRule(REASON_INVALID_VOLUME, lambda t: t.not_finite("volume") | (t.value("volume") < 0)),
     TickRule(REASON_INVALID_QUOTE,
@@ -206,7 +214,7 @@ class ArrayTicks:
             raw = [row.get(field) for row in rows]
             if kind == "number":
                 present = np.fromiter((_is_number(v) for v in raw), bool, n)
-                values = np.array([float(v) if p else math.nan for v, p in zip(raw, present, strict=True)], float)
+                values = np.array([v if p else math.nan for v, p in zip(raw, present, strict=True)], dtype=float)
             elif kind == "integer":
                 present = np.fromiter((isinstance(v, int) and not isinstance(v, bool) for v in raw), bool, n)
                 values = np.array([v if p else 0 for v, p in zip(raw, present, strict=True)], dtype=object)

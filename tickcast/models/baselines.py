@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -106,10 +108,10 @@ def lightgbm(frame: pd.DataFrame, train: np.ndarray, validation: np.ndarray, tes
     x_test = _current_features(frame, features, scaler, test_rows)
     labels = frame["label"].to_numpy()
     forward = frame["forward_return"].to_numpy(dtype=float)
-    common = dict(n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=40,
+    common: dict[str, Any] = dict(n_estimators=300, learning_rate=0.05, num_leaves=15, min_child_samples=40,
                   subsample=0.8, subsample_freq=1, colsample_bytree=0.8, random_state=seed,
                   n_jobs=2, verbose=-1)
-    stop = [lgb.early_stopping(20, verbose=False)]
+    stop: list[Any] = [lgb.early_stopping(20, verbose=False)]
     classifier = lgb.LGBMClassifier(objective="multiclass", **common)
     classifier.fit(x_train, labels[train_rows].astype(int), eval_X=x_val, eval_y=labels[val_rows].astype(int),
                    callbacks=stop)

@@ -22,8 +22,10 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -61,8 +63,8 @@ def export_onnx(model, path: Path) -> None:
         model.export(str(path), format="onnx")
 
 
-def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler: Scaler, parent,
-                 children: dict[str, object], fingerprint: str | None = None) -> Path:
+def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler: Scaler, parent: Any,
+                 children: Mapping[str, Any], fingerprint: str | None = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     export_onnx(parent, directory / "parent.onnx")
     (directory / "keras" / "children").mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,7 @@ def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler
 
 @dataclass
 class _Session:
-    session: object
+    session: Any  # onnxruntime.InferenceSession
     input_name: str
 
     def run(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,8 @@ class EvaluationResult:
     folds: list[dict[str, object]]
     fingerprint: str
     predictions: dict[str, Predictions]
-    extras: dict[str, dict[str, object]]
+    # Per model: its equity curve, confusion matrix and calibration table (for the report).
+    extras: dict[str, dict[str, Any]]
     training_seconds: dict[str, float] = field(default_factory=dict)
 
     def metrics_document(self) -> dict[str, object]:
@@ -144,7 +146,7 @@ def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data
 def _fold_baselines(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, scaler: Scaler,
                     train: np.ndarray, validation: np.ndarray, test_rows: np.ndarray,
                     timings: dict[str, float]) -> dict[str, Predictions]:
-    out = {}
+    out: dict[str, Predictions] = {}
     seed = config.training.seed
     for name in config.evaluation.baselines:
         started = time.perf_counter()

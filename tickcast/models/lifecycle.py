@@ -154,7 +154,7 @@ def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[s
     symbols = frame["symbol"].to_numpy()
     scale = training.return_scale(data.forward[train])
     is_index = symbols == config.index
-    models = {}
+    models: dict[str, tuple[object, dict[str, object]]] = {}
     for arch in config.evaluation.models:
         parent = training.fit_new(arch, config, data.select(train & is_index), data.select(validation & is_index),
                                   scale)
@@ -268,7 +268,7 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     variant = candidate.tags.get("variant", deployed_variant(config))
     key = f"{arch}_{variant}"
     baseline_names = config.evaluation.baselines
-    baselines = {b: mine["models"][b] for b in baseline_names if b in mine["models"]}
+    baselines: dict[str, dict[str, object]] = {b: mine["models"][b] for b in baseline_names if b in mine["models"]}
     champion_figures = None
     if current is not None:
         theirs = _run_metrics(current.run_id)

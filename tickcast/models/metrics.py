@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,8 @@ class Predictions:
     rows: np.ndarray
     probabilities: np.ndarray  # (n, 3): down, neutral, up
     quantiles: np.ndarray  # (n, 3): p10, p50, p90
-    predicted_class: np.ndarray | None = None
+    # Default: the most probable class.
+    predicted_class: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.rows = np.asarray(self.rows, dtype=int)
@@ -75,7 +77,7 @@ def brier_score(probabilities: np.ndarray, labels: np.ndarray) -> float:
 
 
 def backtest(frame: pd.DataFrame, positions: np.ndarray, *, cost_bps: float,
-             bars_per_year: int) -> dict[str, object]:
+             bars_per_year: int) -> dict[str, Any]:
     """Equal-weight long/short of ``positions`` (per frame row) held for one bar each."""
     book = pd.DataFrame({
         "symbol": frame["symbol"].to_numpy(),
@@ -120,7 +122,7 @@ def score(frame: pd.DataFrame, predictions: Predictions, *, cost_bps: float,
     f1 = f1_score(labels, predicted, labels=[DOWN, NEUTRAL, UP], average=None, zero_division=0)
     trades = backtest(frame.iloc[rows], positions_from_classes(predicted),
                       cost_bps=cost_bps, bars_per_year=bars_per_year)
-    metrics = {
+    metrics: dict[str, float | None] = {
         "rows": int(rows.size),
         "accuracy": float(accuracy_score(labels, predicted)),
         "macro_f1": float(np.mean(f1)),
@@ -138,7 +140,7 @@ def score(frame: pd.DataFrame, predictions: Predictions, *, cost_bps: float,
     }
     confusion = pd.crosstab(pd.Series(labels, name="actual"), pd.Series(predicted, name="predicted"))
     confusion = confusion.reindex(index=[DOWN, NEUTRAL, UP], columns=[DOWN, NEUTRAL, UP], fill_value=0)
-    extras = {"equity": trades["equity"], "confusion": confusion.to_numpy(),
+    extras: dict[str, object] = {"equity": trades["equity"], "confusion": confusion.to_numpy(),
               "calibration": calibration(predictions.probabilities, labels)}
     return metrics, extras
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 CHAMPION = "champion"
@@ -33,9 +34,9 @@ def registered_name(arch: str, interval: str) -> str:
     return f"tickcast-{arch}-{interval}"
 
 
-def _value(metrics: dict[str, object] | None, metric: str) -> float:
+def _value(metrics: Mapping[str, object] | None, metric: str) -> float:
     value = None if metrics is None else metrics.get(metric)
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if not isinstance(value, int | float | str) or (isinstance(value, float) and not math.isfinite(value)):
         return NO_SKILL.get(metric, -math.inf)
     return float(value)
 
@@ -53,8 +54,8 @@ class Decision:
         return f"{verdict}: " + "; ".join(self.reasons)
 
 
-def promotion_gate(challenger: dict[str, object], champion: dict[str, object] | None,
-                   baselines: dict[str, dict[str, object]], *, metric: str, margin: float) -> Decision:
+def promotion_gate(challenger: Mapping[str, object], champion: Mapping[str, object] | None,
+                   baselines: Mapping[str, Mapping[str, object]], *, metric: str, margin: float) -> Decision:
     """Promote only when the challenger beats the champion by ``margin`` and every baseline.
 
     All three must be measured on the same folds; ``champion`` is None when there is none yet.

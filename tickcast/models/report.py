@@ -8,6 +8,7 @@ Matplotlib draws off-screen (Agg); nothing needs a display.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def _cell(value: object) -> str:
     return str(value)
 
 
-def metrics_table(metrics: dict[str, dict[str, object]], columns=COLUMNS) -> str:
+def metrics_table(metrics: Mapping[str, Mapping[str, object]], columns=COLUMNS) -> str:
     lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, figures in metrics.items():
         lines.append(f"| {name} | " + " | ".join(_cell(figures.get(c)) for c in columns) + " |")

@@ -75,7 +75,7 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
 
 
 def _context(settings: Settings, suites: Mapping[str, SuiteFile]) -> Any:
-    from tickcast.quality.gate import quiet_gx_logging
+    from tickcast.quality.suites import quiet_gx_logging
 
     quiet_gx_logging()
     import great_expectations as gx

@@ -53,14 +53,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tickcast.catalog import tables
 from tickcast.core.settings import Settings
-from tickcast.quality.suites import SUITES_DIR, SuiteFile, expectation_name, load_suites, reason, suite_file
+from tickcast.quality import docs
+from tickcast.quality.docs import DocsEntry
+from tickcast.quality.suites import (
+    SUITES_DIR,
+    SuiteFile,
+    expectation_name,
+    load_suites,
+    quiet_gx_logging,
+    reason,
+    suite_file,
+)
 
 if TYPE_CHECKING:
     import pandas
     import pyarrow
     from pyspark.sql import DataFrame, SparkSession
 
-    from tickcast.quality.docs import DocsEntry
 
 log = logging.getLogger("tickcast.quality")
 
@@ -234,8 +243,6 @@ class QualityGate:
 
         failed = self._failed_frame(df, ids, checked)
         if checked.gx_result is not None:
-            from tickcast.quality.docs import DocsEntry
-
             self._for_docs[(layer, table, spec.name)] = DocsEntry(
                 suite=spec.name, table=table, layer=layer, run_id=run_id,
                 validated_at=validated_at, result=checked.gx_result,
@@ -464,8 +471,6 @@ class QualityGate:
         With ``force`` the docs are rebuilt from what is stored (no Spark needed). Errors
         are logged and give None: the docs are never worth stopping a job for.
         """
-        from tickcast.quality import docs
-
         with self._lock:
             now = time.monotonic()
             if not force:
@@ -483,14 +488,6 @@ class QualityGate:
             self._for_docs.clear()
             self._last_published = now
             return index
-
-
-def quiet_gx_logging() -> None:
-    """GX logs its own import and every context at INFO; keep that out of the job logs
-    unless someone configured the ``great_expectations`` logger on purpose."""
-    gx_logger = logging.getLogger("great_expectations")
-    if gx_logger.level == logging.NOTSET:
-        gx_logger.setLevel(logging.WARNING)
 
 
 def _nothing_to_check(spec: SuiteFile, engine: str) -> _Checked:

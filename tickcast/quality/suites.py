@@ -9,6 +9,7 @@ under, the columns a suite reads, and the ``$PARAMETER`` names it expects.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -129,3 +130,11 @@ def suite_file(name: str, directory: Path = SUITES_DIR) -> SuiteFile:
         raise SuiteError(
             f"no expectation suite {name!r} in {directory} (have: {', '.join(suites) or 'none'})"
         ) from None
+
+
+def quiet_gx_logging() -> None:
+    """GX logs its own import and every context at INFO; keep that out of the job logs
+    unless someone configured the ``great_expectations`` logger on purpose."""
+    gx_logger = logging.getLogger("great_expectations")
+    if gx_logger.level == logging.NOTSET:
+        gx_logger.setLevel(logging.WARNING)

@@ -155,6 +155,8 @@ class LiveMarket:
         self.skipped = {"duplicate": 0, "late": 0, "closed_bar": 0}
         # Per symbol, the recursive feature state at its newest closed bar (compute_features' carry).
         self.carry = pd.DataFrame(columns=["window_start", *CARRY_COLUMNS], index=pd.Index([], name="symbol"))
+        # A shadow's view of what it was copied from (``shadow``/``adopt``).
+        self._base: tuple = ()
 
     # Every cycle reads these whole when every symbol is due (the usual case in a live market),
     # and the newest few feature rows per symbol: both are derived once per assignment.
@@ -343,8 +345,8 @@ class LiveMarket:
         into_open = ~pd.Series(symbols).duplicated().to_numpy() & (held_start == starts)
         values = {name: parts[name].to_numpy() for name in BAR_FIELDS}
         if into_open.any():
-            held = [self.open[s] for s in symbols[into_open]]
-            merged = merge_bar({name: np.array([getattr(b, name) for b in held]) for name in BAR_FIELDS},
+            held_bars = [self.open[s] for s in symbols[into_open]]
+            merged = merge_bar({name: np.array([getattr(b, name) for b in held_bars]) for name in BAR_FIELDS},
                                {name: column[into_open] for name, column in values.items()})
             for name in BAR_FIELDS:
                 values[name] = values[name].copy()

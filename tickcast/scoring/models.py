@@ -223,7 +223,9 @@ class ChampionWatcher:
                     return now
                 if now is not None and (now.lstm.version, now.transformer.version) == wanted:
                     return now
-                fresh = self.loader.dual(self.interval, *wanted)
+                lstm_version, transformer_version = wanted
+                assert lstm_version is not None and transformer_version is not None
+                fresh = self.loader.dual(self.interval, lstm_version, transformer_version)
                 if fresh is None:  # the version went away between the two lookups
                     return now
                 self._current = fresh

@@ -1,0 +1,1 @@
+"""Corporate actions (splits, dividends): the file and the factors, applied by a Spark job."""
