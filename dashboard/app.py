@@ -14,7 +14,8 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tickcast.catalog.market import INTERVALS, MarketStore
+from tickcast.catalog.market import MarketStore
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 
@@ -165,7 +166,7 @@ def create_app(settings: Settings | None = None, store: MarketStore | None = Non
                     ),
                     dcc.RadioItems(
                         id="interval",
-                        options=[{"label": f" {i}", "value": i} for i in INTERVALS],
+                        options=[{"label": f" {i}", "value": i} for i in INTERVAL_NAMES],
                         value="1d",
                         inline=True,
                         inputStyle={"marginLeft": "12px"},
@@ -224,7 +225,7 @@ def create_app(settings: Settings | None = None, store: MarketStore | None = Non
         Input("refresh", "n_intervals"),
     )
     async def refresh_chart(symbol: str | None, interval: str, _n: int):
-        interval = interval if interval in INTERVALS else "1d"
+        interval = interval if interval in INTERVAL_NAMES else "1d"
         if symbol is None:
             return candle_figure(None, interval, []), prediction_card(None, None), "no data yet"
         try:
