@@ -1,8 +1,8 @@
 """The scoring API: latest predictions, on-demand scoring, history, explanations, models,
 and a WebSocket push of every new prediction.
 
-``create_app(settings)`` builds the app; ``app_from_env`` is the factory uvicorn calls
-(``uvicorn --factory serving.app:app_from_env``), reading settings from the environment.
+``create_app(settings)`` builds the app; ``tickcast serve api`` hands uvicorn that factory
+with the settings it loaded.
 
 The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
 the online store that a background task keeps current (``serving.live``); they send the
@@ -573,9 +573,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    settings = settings or Settings()
-
+def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         app.state.live.start()
@@ -655,8 +653,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return RedirectResponse("/docs")
 
     return app
-
-
-def app_from_env() -> FastAPI:
-    """Factory for uvicorn: settings from TICKCAST_* environment variables and .env."""
-    return create_app(Settings())
