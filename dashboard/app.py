@@ -1,8 +1,8 @@
 """The analyst dashboard: pick a symbol, see its candles and latest prediction, live.
 
 ``create_app(settings)`` returns the Dash app. It runs on Dash's FastAPI backend so that the
-same production ASGI server as the API (uvicorn) serves it: ``asgi_app_from_env`` is the
-factory ``tickcast serve dashboard`` hands to uvicorn. It reads through
+same production ASGI server as the API (uvicorn) serves it: ``asgi_app`` is the factory
+``tickcast serve dashboard`` hands to uvicorn, with the settings it loaded. It reads through
 ``tickcast.catalog.market.MarketStore`` directly, not over HTTP. Callbacks are coroutines that push
 the blocking store reads to worker threads, so one slow read never stalls other browsers.
 """
@@ -14,7 +14,8 @@ import logging
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from tickcast.catalog.market import INTERVALS, MarketStore
+from tickcast.catalog.market import MarketStore
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 
@@ -140,10 +141,9 @@ def candle_figure(symbol: str | None, interval: str, bars: list[Any]) -> go.Figu
     return fig
 
 
-def create_app(settings: Settings | None = None, store: MarketStore | None = None) -> dash.Dash:
+def create_app(settings: Settings, store: MarketStore | None = None) -> dash.Dash:
     from dash import Dash, Input, Output, State, dcc, html, no_update
 
-    settings = settings or Settings()
     store = store or MarketStore(settings)
 
     app = Dash(
@@ -165,7 +165,7 @@ def create_app(settings: Settings | None = None, store: MarketStore | None = Non
                     ),
                     dcc.RadioItems(
                         id="interval",
-                        options=[{"label": f" {i}", "value": i} for i in INTERVALS],
+                        options=[{"label": f" {i}", "value": i} for i in INTERVAL_NAMES],
                         value="1d",
                         inline=True,
                         inputStyle={"marginLeft": "12px"},
@@ -224,7 +224,7 @@ def create_app(settings: Settings | None = None, store: MarketStore | None = Non
         Input("refresh", "n_intervals"),
     )
     async def refresh_chart(symbol: str | None, interval: str, _n: int):
-        interval = interval if interval in INTERVALS else "1d"
+        interval = interval if interval in INTERVAL_NAMES else "1d"
         if symbol is None:
             return candle_figure(None, interval, []), prediction_card(None, None), "no data yet"
         try:
@@ -241,6 +241,6 @@ def create_app(settings: Settings | None = None, store: MarketStore | None = Non
     return app
 
 
-def asgi_app_from_env():
-    """Factory for uvicorn: the dashboard's ASGI app, settings from the environment."""
-    return create_app(Settings()).server
+def asgi_app(settings: Settings):
+    """The dashboard as an ASGI app (Dash's FastAPI server), for uvicorn."""
+    return create_app(settings).server

@@ -1,26 +1,71 @@
-"""Typed FastAPI dependencies. Tests swap them with ``app.dependency_overrides``."""
+"""Typed FastAPI dependencies: what a route may use of the app, each read from ``app.state``
+where ``serving.app.create_app`` put it. Tests swap them with ``app.dependency_overrides``.
+
+They take the connection rather than the Request so that the WebSocket route can use them too.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Security
+from starlette.requests import HTTPConnection
 
+from serving.live import LatestPredictions, LivePredictions
+from serving.metrics import ServingMetrics
+from serving.security import Authorized, Guard
+from tickcast.auth.apikeys import ApiKey
 from tickcast.catalog.market import MarketStore
 from tickcast.core.settings import Settings
 from tickcast.core.symbols import SYMBOL_PATTERN
+from tickcast.scoring.models import ModelLoader
+from tickcast.scoring.on_demand import OnDemandScorer
 
 
-async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+async def get_settings(connection: HTTPConnection) -> Settings:
+    return connection.app.state.settings
 
 
-async def get_store(request: Request) -> MarketStore:
-    return request.app.state.store
+async def get_store(connection: HTTPConnection) -> MarketStore:
+    return connection.app.state.store
+
+
+async def get_live(connection: HTTPConnection) -> LivePredictions:
+    return connection.app.state.live
+
+
+async def get_latest(connection: HTTPConnection) -> LatestPredictions:
+    return connection.app.state.latest
+
+
+async def get_guard(connection: HTTPConnection) -> Guard:
+    return connection.app.state.guard
+
+
+async def get_loader(connection: HTTPConnection) -> ModelLoader:
+    return connection.app.state.loader
+
+
+async def get_scorer(connection: HTTPConnection) -> OnDemandScorer:
+    return connection.app.state.scorer
+
+
+async def get_metrics(connection: HTTPConnection) -> ServingMetrics:
+    return connection.app.state.metrics
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[MarketStore, Depends(get_store)]
+LiveDep = Annotated[LivePredictions, Depends(get_live)]
+LatestDep = Annotated[LatestPredictions, Depends(get_latest)]
+GuardDep = Annotated[Guard, Depends(get_guard)]
+LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
+ScorerDep = Annotated[OnDemandScorer, Depends(get_scorer)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+
+ReadKey = Annotated[ApiKey, Security(Authorized("read"))]
+ScoreKey = Annotated[ApiKey, Security(Authorized("score"))]
+
 SymbolPath = Annotated[
     str,
     Path(

@@ -4,7 +4,7 @@
 routes like the others: they are documented in OpenAPI and answer every case. This
 middleware answers the common case of each before FastAPI sees it - a valid key with the
 ``read`` scope, a well-formed request, a symbol with a prediction - with the very bytes the
-route would send (``Api.latest_body`` / ``Api.batch_body``), and hands everything else
+route would send (``LatestPredictions.latest_body`` / ``batch_body``), and hands everything else
 (a missing key, a 404, a 422, ``include_features``) to the route, which gives the error.
 
 Why: FastAPI's request handling (routing, dependency resolution, parameter parsing) costs
@@ -29,7 +29,7 @@ from serving.security import API_KEY_HEADER, Guard, RateLimited
 from tickcast.core.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
-    from serving.app import Api
+    from serving.live import LatestPredictions
 
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _HEADER = API_KEY_HEADER.lower().encode()
@@ -37,9 +37,10 @@ _JSON_HEADERS = (b"content-type", b"application/json")
 
 
 class HotReads:
-    def __init__(self, app: ASGIApp, api: Api, guard: Guard, prefix: str, routes: dict[str, object]):
+    def __init__(self, app: ASGIApp, latest: LatestPredictions, guard: Guard, prefix: str,
+                 routes: dict[str, object]):
         self.app = app
-        self.api = api
+        self.latest = latest
         self.guard = guard
         self.one_prefix = f"{prefix}/predictions/"
         self.many_path = f"{prefix}/predictions"
@@ -69,12 +70,12 @@ class HotReads:
             symbol = path[len(self.one_prefix):]
             if query or not _SYMBOL.match(symbol):
                 return None, None
-            if symbol not in self.api.live.latest:  # the route says why (unknown, not scored yet)
+            if not self.latest.has(symbol):  # the route says why (unknown, not scored yet)
                 return None, None
             limited = self._admit(scope)
             if limited is not False:
                 return limited, self.one_route
-            return self.api.latest_body(symbol), self.one_route
+            return self.latest.latest_body(symbol), self.one_route
         if path == self.many_path and query.startswith(b"symbols="):
             params = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             if len(params) != 1:
@@ -86,7 +87,7 @@ class HotReads:
             limited = self._admit(scope)
             if limited is not False:
                 return limited, self.many_route
-            return self.api.batch_body(wanted), self.many_route
+            return self.latest.batch_body(wanted), self.many_route
         return None, None
 
     def _admit(self, scope: Scope) -> RateLimited | None | bool:

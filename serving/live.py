@@ -1,14 +1,16 @@
 """The latest prediction per symbol, held in memory and pushed to WebSocket subscribers.
 
 One task per process polls the online store every ``api_poll_seconds`` for rows written
-since the last poll. GET requests read the in-memory copy (no IO on the hot path), and
-every changed prediction goes to the WebSocket clients subscribed to its symbol.
+since the last poll. GET requests read the in-memory copy through ``LatestPredictions`` (no
+IO on the hot path), and every changed prediction goes to the WebSocket clients subscribed
+to its symbol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +20,8 @@ import orjson
 from starlette.websockets import WebSocket
 
 if TYPE_CHECKING:
+    from prometheus_client import Histogram
+
     from tickcast.catalog.online import OnlineStore
 
 log = logging.getLogger("tickcast.serving.live")
@@ -60,6 +64,7 @@ class LivePredictions:
     def __init__(self, store: OnlineStore, poll_seconds: float):
         self.store = store
         self.poll_seconds = poll_seconds
+        # Updated in place, never replaced: LatestPredictions holds this very dict.
         self.latest: dict[str, Entry] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
         self.clients: set[Subscriber] = set()
@@ -142,3 +147,46 @@ class LivePredictions:
                 listeners.discard(subscriber)
                 if not listeners:
                     del self.subscribers[symbol]
+
+
+def _with_freshness(payload: bytes, data_timestamp: float, now: float, extra: bytes = b"") -> bytes:
+    # The stored JSON ends with "}": append the request-time fields instead of re-encoding it.
+    return b"%s,\"data_freshness_sec\":%.3f%s}" % (payload[:-1], now - data_timestamp, extra)
+
+
+class LatestPredictions:
+    """The latest predictions as response bodies: all the hot path and the two latest-prediction
+    routes need, so that neither holds more of the app than this.
+
+    Every answered prediction's data age goes to ``freshness``.
+    """
+
+    def __init__(self, live: LivePredictions, freshness: Histogram):
+        self._latest = live.latest
+        self._observe = freshness.observe
+        # The dict's own method, not a Python one: the hot path asks this of every request.
+        self.has: Callable[[str], bool] = self._latest.__contains__
+
+    def latest_body(self, symbol: str, extra: bytes = b"") -> bytes | None:
+        """The latest prediction's JSON with its freshness (and ``extra`` fields); None when there is none."""
+        entry = self._latest.get(symbol)
+        if entry is None:
+            return None
+        now = time.time()
+        self._observe(max(now - entry.data_timestamp, 0.0))
+        return _with_freshness(entry.payload, entry.data_timestamp, now, extra)
+
+    def batch_body(self, wanted: list[str]) -> bytes:
+        """``{"count", "predictions", "missing"}`` for these symbols, in their order."""
+        now = time.time()
+        found, missing = [], []
+        latest = self._latest
+        for symbol in wanted:
+            entry = latest.get(symbol)
+            if entry is None:
+                missing.append(symbol)
+            else:
+                found.append(_with_freshness(entry.payload, entry.data_timestamp, now))
+                self._observe(max(now - entry.data_timestamp, 0.0))
+        return b'{"count":%d,"predictions":[%s],"missing":%s}' % (
+            len(found), b",".join(found), orjson.dumps(missing))

@@ -1,8 +1,10 @@
-"""Request metrics per route, as a plain ASGI middleware.
+"""The API's Prometheus metrics: requests per route (``RequestMetrics``, a plain ASGI
+middleware) and the app's own (``ServingMetrics``: data freshness, WebSocket clients, the
+model being served), all in the app's own registry.
 
-The names and labels are those of prometheus-fastapi-instrumentator (``http_requests_total``
-and ``http_request_duration_seconds`` by handler, method and status), so dashboards built for
-it work. It replaced that library on the hot path: the library builds a Starlette Request,
+The request metrics' names and labels are those of prometheus-fastapi-instrumentator
+(``http_requests_total`` and ``http_request_duration_seconds`` by handler, method and status),
+so dashboards built for it work. It replaced that library on the hot path: the library builds a Starlette Request,
 a Response and an info object and scans the routes for every request, which cost a
 GET of one prediction about a third of its time (``bench/api.py``). Here the route template
 is the one Starlette's router leaves in the scope, and two metric children are cached per
@@ -15,10 +17,16 @@ Failed requests (status >= 400) are logged in one line each: with uvicorn's acce
 from __future__ import annotations
 
 import logging
+import os
+import time
 from time import perf_counter
+from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from serving.live import LivePredictions
 
 log = logging.getLogger("tickcast.serving.access")
 
@@ -68,3 +76,51 @@ class RequestMetrics:
                                                self.latency.labels(handler, method))
         children[0].inc()
         children[1].observe(seconds)
+
+
+FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
+
+
+class ServingMetrics:
+    """What the API serves, as metrics: how old the data behind each answered prediction is,
+    what is held in memory, who listens, which model made the newest prediction."""
+
+    def __init__(self, registry: CollectorRegistry, live: LivePredictions):
+        self.registry = registry
+        self.live = live
+        self.freshness = Histogram(
+            "tickcast_prediction_data_freshness_seconds",
+            "Age of the data behind each prediction served (now - data_timestamp)",
+            buckets=FRESHNESS_BUCKETS, registry=registry,
+        )
+        Gauge("tickcast_websocket_clients", "Connected WebSocket clients", registry=registry).set_function(
+            lambda: len(live.clients))
+        Gauge("tickcast_predictions_symbols", "Symbols with a latest prediction in memory",
+              registry=registry).set_function(lambda: len(live.latest))
+        Gauge("tickcast_prediction_newest_data_age_seconds",
+              "Seconds since the newest data behind any held prediction", registry=registry).set_function(
+            lambda: time.time() - max((e.data_timestamp for e in live.latest.values()), default=time.time()))
+        self.model_info = Gauge("tickcast_serving_model_info", "The model of the newest prediction held (value 1)",
+                                ["model_name", "model_version"], registry=registry)
+        self._shown_model: tuple[str, str] | None = None
+
+    def note_model(self) -> None:
+        """Point the model info gauge at the newest prediction's model (called after each refresh)."""
+        current = self.live.last_model
+        if current is not None and current != self._shown_model:
+            if self._shown_model is not None:
+                self.model_info.remove(*self._shown_model)
+            self.model_info.labels(*current).set(1)
+            self._shown_model = current
+
+    def exposition(self, workers: int) -> bytes:
+        """The text of /metrics: this process's registry, or every worker's merged."""
+        # Decided by our settings, not by PROMETHEUS_MULTIPROC_DIR alone: importing Feast sets
+        # that variable in any process, which would empty a single worker's metrics.
+        exposed = self.registry
+        if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            from prometheus_client import multiprocess
+
+            exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(exposed)
+        return generate_latest(exposed)

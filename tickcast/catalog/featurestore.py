@@ -30,6 +30,8 @@ Feast is imported inside the functions (it takes seconds); importing this module
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,6 +39,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog import tables
+from tickcast.core.errors import Unavailable
 from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.settings import REPO_ROOT, Settings
@@ -46,6 +49,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
+
+log = logging.getLogger(__name__)
 
 FEATURE_REPO_DIR = REPO_ROOT / "feature_repo"
 EVENT_TIMESTAMP = "event_timestamp"
@@ -342,6 +347,24 @@ def online_features(
         entity_rows=[{"symbol": s, "interval": interval} for s in symbols],
     )
     return response.to_df()[["symbol", "interval", *names]]
+
+
+_KEYS = ("symbol", "interval", "window_start", "feature_set_version")
+
+
+def online_values(settings: Settings, symbol: str, interval: str) -> dict[str, float | None]:
+    """One symbol's online feature values, as JSON-ready floats (None for a missing or
+    non-finite value); Unavailable when the store cannot be read."""
+    try:
+        frame = online_features(settings, [symbol], interval)
+    except Exception as exc:  # noqa: BLE001 - whatever Feast raises, the caller gets "cannot be read"
+        log.warning("online features unavailable: %s", exc)
+        raise Unavailable(f"the online feature store cannot be read: {exc}") from None
+    row = frame.iloc[0].to_dict() if len(frame) else {}
+    return {
+        name: float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+        for name, value in row.items() if name not in _KEYS
+    }
 
 
 def _read_bar_ends(settings: Settings, symbols: list[str], interval: str, start, end) -> pd.DataFrame:

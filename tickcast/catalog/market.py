@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Literal
 
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
+from tickcast.core.errors import NotFound, UnknownSymbol
 from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
@@ -211,6 +212,22 @@ class MarketStore:
         if self.online.get(symbol) is not None:
             return True
         return any(self.bars.has_bars(symbol, interval) for interval in INTERVAL_NAMES)
+
+    def require_known(self, symbol: str) -> None:
+        """UnknownSymbol unless ``symbol`` has a prediction or bars."""
+        if not self.is_known(symbol):
+            raise self._unknown(symbol)
+
+    def missing_prediction(self, symbol: str) -> NotFound:
+        """Why ``symbol`` has no latest prediction: not scored yet, or not known at all."""
+        if self.is_known(symbol):
+            return NotFound(f"no prediction yet for '{symbol}': it has bars but the scorer has not scored it yet")
+        return self._unknown(symbol)
+
+    def _unknown(self, symbol: str) -> UnknownSymbol:
+        # Feeds spell symbols in capitals; a lower-case request is the usual miss.
+        upper = symbol.upper()
+        return UnknownSymbol(symbol, upper if upper != symbol and self.is_known(upper) else None)
 
     def health(self) -> dict[str, ComponentHealth]:
         checks: dict[str, ComponentHealth] = {}

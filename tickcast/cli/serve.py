@@ -1,24 +1,49 @@
 """`tickcast serve`: the scoring API and the analyst dashboard, each under uvicorn.
 
-Both are ASGI apps built by a factory in the server process (``serving.app:app_from_env``,
-``dashboard.app:asgi_app_from_env``), which reads settings from the TICKCAST_* environment,
-so worker processes build the same app the parent would.
+The settings are loaded once, here, and handed to the app factory (``serving.app.create_app``,
+``dashboard.app.asgi_app``) as ``functools.partial(factory, settings)``: with several workers,
+uvicorn's supervisor pickles that partial, settings included, into each spawned worker, so
+every worker builds the app from the very settings the command validated.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import shutil
+from typing import TYPE_CHECKING
 
 import typer
 
 from tickcast.cli.common import load_settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 serve_app = typer.Typer(
     name="serve",
     help="Run the HTTP services: the scoring API (FastAPI) and the analyst dashboard (Dash).",
     no_args_is_help=True,
 )
+
+
+def _run(config: uvicorn.Config) -> None:
+    """What ``uvicorn.run`` does, for an app given as a factory object rather than an import
+    string (``uvicorn.run`` refuses those with several workers)."""
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    if config.workers > 1:
+        with contextlib.suppress(KeyboardInterrupt):
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run()
+    if not server.started:
+        raise typer.Exit(STARTUP_FAILURE)
 
 
 @serve_app.command("api")
@@ -34,28 +59,32 @@ def api(
     ),
 ) -> None:
     """Serve the REST API (/api/v1/..., /docs, /healthz, /metrics) with uvicorn."""
-    import uvicorn
-
-    settings = load_settings()
-    workers = workers or settings.api_workers
-    if workers > 1:
+    # --workers is this run's api_workers setting: each worker's /metrics decides by it
+    # whether to merge the counts of all workers.
+    settings = load_settings(api_workers=workers) if workers else load_settings()
+    if settings.api_workers > 1:
         # Each worker counts its own requests; prometheus_client merges them through files
-        # in this directory, which must start empty.
+        # in this directory, which must start empty. prometheus_client takes the directory
+        # from this variable only (read when it is imported), hence the one write to the
+        # environment, which the spawned workers inherit.
         metrics_dir = settings.run_dir / "prometheus-api"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-    # The workers build their settings from the environment: they must know how many there are.
-    os.environ["TICKCAST_API_WORKERS"] = str(workers)
-    uvicorn.run(
-        "serving.app:app_from_env",
+
+    import uvicorn
+
+    from serving.app import create_app
+
+    _run(uvicorn.Config(
+        functools.partial(create_app, settings),
         factory=True,
         host=host or settings.api_host,
         port=port or settings.api_port,
-        workers=workers,
+        workers=settings.api_workers,
         proxy_headers=True,
         access_log=settings.api_access_log,
-    )
+    ))
 
 
 @serve_app.command("dashboard")
@@ -68,15 +97,18 @@ def dashboard(
     ),
 ) -> None:
     """Serve the Dash dashboard (candles and latest prediction per symbol) with uvicorn."""
+    settings = load_settings()
+
     import uvicorn
 
-    settings = load_settings()
-    uvicorn.run(
-        "dashboard.app:asgi_app_from_env",
+    from dashboard.app import asgi_app
+
+    _run(uvicorn.Config(
+        functools.partial(asgi_app, settings),
         factory=True,
         host=host or settings.dashboard_host,
         port=port or settings.dashboard_port,
-    )
+    ))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,0 +1,27 @@
+"""The registered models behind the predictions: champion and challenger, with their metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import Query
+
+from serving.deps import LiveDep, LoaderDep, ReadKey, SettingsDep
+from serving.routes import v1_router
+from serving.schemas import ErrorResponse, ModelsResponse, RegisteredModelOut
+from tickcast.models.listing import registered_models
+
+router = v1_router("models")
+
+
+@router.get("/models", response_model=ModelsResponse, summary="Champion and challenger models",
+            responses={503: {"model": ErrorResponse, "description": "The model registry cannot be read"}})
+def models(
+    settings: SettingsDep, loader: LoaderDep, live: LiveDep, _key: ReadKey,
+    interval: Annotated[Literal["1d", "1m"] | None, Query(description="Default: the scorer's")] = None,
+) -> ModelsResponse:
+    interval = interval or settings.scorer_interval
+    listed = [RegisteredModelOut.model_validate(m, from_attributes=True)
+              for m in registered_models(loader, interval)]
+    serving = " ".join(live.last_model) if live.last_model else None
+    return ModelsResponse(interval=interval, serving=serving, models=listed)
