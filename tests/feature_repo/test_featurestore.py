@@ -80,6 +80,7 @@ def test_repo_config_follows_settings(fs_settings: Settings) -> None:
     assert redis.online_store.type == "redis"
     assert redis.online_store.connection_string == "10.0.0.9:6380,db=2"
     assert redis.offline_store.type == "feature_repo.delta_offline_store.DeltaOfflineStore"
+    assert redis.offline_store.snapshot_path == str(fs_settings.feast_dir / "snapshots")
 
 
 # --- online: push and read, SQLite and Redis ---------------------------------------------

@@ -10,8 +10,9 @@ feature_store.yaml`` is only for the ``feast`` CLI against the default home):
 - registry: ``settings.feast_dir/registry.db`` (a file registry);
 - online store: SQLite at ``settings.feast_dir/online.db``, or Redis at
   ``settings.feast_redis_connection`` when ``settings.feast_online_store == "redis"``;
-- offline store: Feast's file store reading Delta by its log (``feature_repo/
-  delta_offline_store.py`` says why the stock one cannot be used on an upserted table).
+- offline store: Feast's file store, given a Parquet snapshot of the Delta table's current
+  version (kept in ``settings.feast_dir/snapshots``; ``feature_repo/delta_offline_store.py``
+  says why the stock one cannot read an upserted table).
 
 Online writes are "latest bar wins", the same in both stores. The streaming job pushes each
 micro-batch's feature rows; a bar's features change while the bar is open and its
@@ -125,7 +126,7 @@ def repo_config(settings: Settings) -> RepoConfig:
             "cache_ttl_seconds": REGISTRY_TTL_SECONDS,
         },
         online_store=online,
-        offline_store={"type": STORE_TYPE},
+        offline_store={"type": STORE_TYPE, "snapshot_path": str(settings.feast_dir / "snapshots")},
         entity_key_serialization_version=3,
         repo_path=FEATURE_REPO_DIR,
     )
