@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -45,7 +44,7 @@ from serving.deps import StoreDep, SymbolPath
 from serving.hot import HotReads
 from serving.inputs import invalid, parse_symbols, rate_limited_response, symbol_list
 from serving.live import LivePredictions, Subscriber
-from serving.metrics import RequestMetrics
+from serving.metrics import RequestMetrics, merged_metrics_dir
 from serving.schemas import (
     MAX_BATCH_SYMBOLS,
     AttributionOut,
@@ -617,16 +616,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     registry = CollectorRegistry()
     api = Api(app, settings, registry)
 
+    merged_dir = merged_metrics_dir(settings)
+
     @app.get("/metrics", tags=["ops"], summary="Prometheus metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
-        # Decided by our settings, not by PROMETHEUS_MULTIPROC_DIR alone: importing Feast sets
-        # that variable in any process, which would empty a single worker's metrics.
         exposed = registry
-        if settings.api_workers > 1 and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        if merged_dir is not None:
             from prometheus_client import multiprocess
 
             exposed = CollectorRegistry()
-            multiprocess.MultiProcessCollector(exposed)
+            multiprocess.MultiProcessCollector(exposed, path=str(merged_dir))
         return Response(generate_latest(exposed), media_type=CONTENT_TYPE_LATEST)
 
     app.state.live.on_refresh = api.note_model

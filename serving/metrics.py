@@ -15,10 +15,14 @@ Failed requests (status >= 400) are logged in one line each: with uvicorn's acce
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from time import perf_counter
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tickcast.core.settings import Settings
 
 log = logging.getLogger("tickcast.serving.access")
 
@@ -68,3 +72,22 @@ class RequestMetrics:
                                                self.latency.labels(handler, method))
         children[0].inc()
         children[1].observe(seconds)
+
+
+def workers_metrics_dir(settings: Settings) -> Path:
+    """Where ``tickcast serve api`` has its workers write their metrics to be merged."""
+    return settings.run_dir / "prometheus-api"
+
+
+def merged_metrics_dir(settings: Settings) -> Path | None:
+    """The directory to merge every worker's metrics from, or None for this process's own.
+
+    Merged only when the settings say there are several workers and this process was started
+    by ``tickcast serve api`` writing to ``workers_metrics_dir`` (prometheus_client takes that
+    directory from PROMETHEUS_MULTIPROC_DIR). The variable alone decides nothing: importing
+    Feast points it at a temp directory of its own in any process, which holds none of ours.
+    """
+    directory = workers_metrics_dir(settings)
+    if settings.api_workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(directory):
+        return directory
+    return None

@@ -26,7 +26,12 @@ Point-in-time correctness comes from Feast's join on ``window_end``: a training 
 label time t gets, for its (symbol, interval), the row with the latest ``window_end <= t``
 (ties broken by ``computed_at``), or nulls if no bar had closed by t.
 
-Feast is imported inside the functions (it takes seconds); importing this module does nothing.
+Feast is imported inside the functions (it takes seconds). Importing this module imports
+``prometheus_client`` though: Feast, when imported, points PROMETHEUS_MULTIPROC_DIR at a temp
+directory of its own if it is unset, and prometheus_client decides at its first import, from
+that variable, whether metric values live in memory or in files there. Imported before Feast,
+it keeps this process's values in memory. Whether the API shows its own or every worker's
+metrics is decided by the settings (``serving/metrics.py``), not by that variable.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import prometheus_client  # noqa: F401  (before Feast: see the module docstring)
+
 from tickcast.core.featureset import FEATURE_NAMES, INTERVALS
 from tickcast.core.settings import REPO_ROOT, Settings
-from tickcast.feast_import import import_feast_quietly
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +99,6 @@ def _key(settings: Settings) -> tuple:
 
 
 def _definitions(settings: Settings):
-    import_feast_quietly()
     from feature_repo.definitions import build
 
     return build(settings.table_path("features"))
@@ -101,7 +106,6 @@ def _definitions(settings: Settings):
 
 def repo_config(settings: Settings) -> RepoConfig:
     """The Feast configuration that ``feature_store.yaml`` holds for the CLI, from Settings."""
-    import_feast_quietly()
     from feast.repo_config import RepoConfig
 
     from feature_repo.definitions import PROJECT
@@ -133,7 +137,6 @@ def repo_config(settings: Settings) -> RepoConfig:
 
 
 def _handle(settings: Settings) -> _Handle:
-    import_feast_quietly()
     key = _key(settings)
     with _HANDLES_LOCK:
         handle = _HANDLES.get(key)

@@ -50,9 +50,11 @@ def api(
     settings = _settings()
     workers = workers or settings.api_workers
     if workers > 1:
+        from serving.metrics import workers_metrics_dir
+
         # Each worker counts its own requests; prometheus_client merges them through files
         # in this directory, which must start empty.
-        metrics_dir = settings.run_dir / "prometheus-api"
+        metrics_dir = workers_metrics_dir(settings)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
