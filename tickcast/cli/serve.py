@@ -58,6 +58,12 @@ def api(
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        # One worker shows its own registry (serving.metrics). A directory inherited from the
+        # caller (importing Feast sets one, and removes it when that process exits) would only
+        # make prometheus_client keep this worker's values in files there.
+        for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+            os.environ.pop(name, None)
     # The workers build their settings from the environment: they must know how many there are.
     os.environ["TICKCAST_API_WORKERS"] = str(workers)
     uvicorn.run(
