@@ -6,7 +6,8 @@ table, including the files a MERGE, an overwrite or an OPTIMIZE has already remo
 table (they stay on disk until VACUUM). Point-in-time joins and materialization would then
 see superseded feature values and resurrect deleted rows. The ``features`` table holds one
 row per bar, so every re-computation of a bar rewrites files: this is not hypothetical
-(tests/feature_repo shows the stock store joining a deleted bar and a superseded value).
+(the training-set tests in tests/feature_repo run over a table with a deleted bar and a
+superseded value still on disk, and fail on the stock store).
 
 ``DeltaOfflineStore`` is that same store (same joins, same TTL and created-timestamp rules)
 fed a different source: each entry point that reads a source hands the upstream store a copy
