@@ -30,10 +30,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from tickcast.feast_import import import_feast_quietly
-
-import_feast_quietly()
-
 from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSource, ValueType
 from feast.data_format import DeltaFormat
 from feast.types import Float64, String, UnixTimestamp

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from serving.live import LivePredictions
+    from tickcast.core.settings import Settings
 
 log = logging.getLogger("tickcast.serving.access")
 
@@ -78,6 +80,25 @@ class RequestMetrics:
         children[1].observe(seconds)
 
 
+def workers_metrics_dir(settings: Settings) -> Path:
+    """Where ``tickcast serve api`` has its workers write their metrics to be merged."""
+    return settings.run_dir / "prometheus-api"
+
+
+def merged_metrics_dir(settings: Settings) -> Path | None:
+    """The directory to merge every worker's metrics from, or None for this process's own.
+
+    Merged only when the settings say there are several workers and this process was started
+    by ``tickcast serve api`` writing to ``workers_metrics_dir`` (prometheus_client takes that
+    directory from PROMETHEUS_MULTIPROC_DIR). The variable alone decides nothing: importing
+    Feast points it at a temp directory of its own in any process, which holds none of ours.
+    """
+    directory = workers_metrics_dir(settings)
+    if settings.api_workers > 1 and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == str(directory):
+        return directory
+    return None
+
+
 FRESHNESS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 15, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400)
 
 
@@ -113,14 +134,13 @@ class ServingMetrics:
             self.model_info.labels(*current).set(1)
             self._shown_model = current
 
-    def exposition(self, workers: int) -> bytes:
+    def exposition(self, settings: Settings) -> bytes:
         """The text of /metrics: this process's registry, or every worker's merged."""
-        # Decided by our settings, not by PROMETHEUS_MULTIPROC_DIR alone: importing Feast sets
-        # that variable in any process, which would empty a single worker's metrics.
         exposed = self.registry
-        if workers > 1 and "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        directory = merged_metrics_dir(settings)
+        if directory is not None:
             from prometheus_client import multiprocess
 
             exposed = CollectorRegistry()
-            multiprocess.MultiProcessCollector(exposed)
+            multiprocess.MultiProcessCollector(exposed, path=str(directory))
         return generate_latest(exposed)

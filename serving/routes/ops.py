@@ -14,7 +14,7 @@ router = APIRouter(tags=["ops"])
 
 @router.get("/metrics", response_model=str, summary="Prometheus metrics", response_class=PlainTextResponse)
 def metrics(app_metrics: MetricsDep, settings: SettingsDep) -> Response:
-    return Response(app_metrics.exposition(settings.api_workers), media_type=CONTENT_TYPE_LATEST)
+    return Response(app_metrics.exposition(settings), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

@@ -4,6 +4,9 @@ and point-in-time-correct training sets over the Delta `features` table."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -33,7 +36,7 @@ def assert_row_is(actual: pd.Series, expected: dict, names: list[str]) -> None:
 
 
 def test_apply_registers_the_repo_objects_idempotently(fs_settings: Settings) -> None:
-    featurestore.apply(fs_settings)  # imports Feast the platform's way first (tickcast.feast_import)
+    featurestore.apply(fs_settings)
     from feast import FeatureService
 
     store = featurestore.feature_store(fs_settings)
@@ -80,6 +83,25 @@ def test_repo_config_follows_settings(fs_settings: Settings) -> None:
     assert redis.online_store.type == "redis"
     assert redis.online_store.connection_string == "10.0.0.9:6380,db=2"
     assert redis.offline_store.type == "feature_repo.delta_offline_store.DeltaOfflineStore"
+    assert redis.offline_store.snapshot_path == str(fs_settings.feast_dir / "snapshots")
+
+
+def test_importing_the_adapter_keeps_metric_values_in_memory(tmp_path: Path) -> None:
+    """Feast points PROMETHEUS_MULTIPROC_DIR at a temp directory of its own when imported;
+    metric values would then live in files there, unless prometheus_client came first."""
+    probe = (
+        "import os\n"
+        "from tickcast.catalog import featurestore\n"
+        "import feast\n"
+        "from prometheus_client import CollectorRegistry, Counter\n"
+        "Counter('probe', 'probe', registry=CollectorRegistry()).inc()\n"
+        "print(sorted(os.listdir(os.environ['PROMETHEUS_MULTIPROC_DIR'])))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROMETHEUS_MULTIPROC")}
+    done = subprocess.run([sys.executable, "-c", probe], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 # --- online: push and read, SQLite and Redis ---------------------------------------------

@@ -93,6 +93,22 @@ def test_include_features_adds_the_online_values(api: TestClient, scored: Scored
         assert body["features"][name] == pytest.approx(float(newest[name]))
 
 
+def test_metrics_of_a_worker_not_started_by_serve_survive_feast(scored: Scored) -> None:
+    """Several workers in the settings, but this process not started by `tickcast serve api`
+    (e.g. `uvicorn --workers` run by hand): its metrics are its own, in memory. Serving
+    include_features goes through Feast, which sets PROMETHEUS_MULTIPROC_DIR to a directory
+    of its own; /metrics must still show this process's requests, not that directory's."""
+    import os
+
+    settings = scored.settings.model_copy(update={"api_workers": 2})
+    with TestClient(create_app(settings), headers=_as(scored, "reader")) as client:
+        body = client.get("/api/v1/predictions/MSFT", params={"include_features": "true"}).json()
+        assert set(FEATURES) <= set(body["features"])
+        assert "PROMETHEUS_MULTIPROC_DIR" in os.environ  # what importing Feast leaves behind
+        text = client.get("/metrics").text
+    assert 'http_requests_total{handler="/api/v1/predictions/{symbol}",method="GET",status="200"} 1.0' in text
+
+
 def test_batch_of_predictions(api: TestClient, scored: Scored) -> None:
     response = api.get("/api/v1/predictions", params={"symbols": "MSFT,AAPL,NOPE,AAPL"},
                        headers=_as(scored, "reader"))

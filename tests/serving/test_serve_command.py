@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -14,13 +16,18 @@ from tests.serving.market_data import Market
 from tickcast.cli import app as cli
 from tickcast.platform.processes import free_port, wait_for_port
 
+COUNTER = 'http_requests_total{handler="/api/v1/predictions/{symbol}",method="GET",status="200"}'
 
-def test_serve_api_with_two_workers(market: Market, api_keys: dict[str, str], tmp_path: Path) -> None:
+
+@contextmanager
+def serving(market: Market, api_key: str, tmp_path: Path, *args: str, **env: str) -> Iterator[httpx.Client]:
+    """`tickcast serve api` in a child process, and a client of it."""
     port = free_port()
-    env = {**os.environ, "TICKCAST_HOME": str(market.settings.home_dir)}
+    env = {**{k: v for k, v in os.environ.items() if k != "TICKCAST_API_WORKERS"},
+           "TICKCAST_HOME": str(market.settings.home_dir), **env}
     log = (tmp_path / "api.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tickcast.cli", "serve", "api", "--port", str(port), "--workers", "2"],
+        [sys.executable, "-m", "tickcast.cli", "serve", "api", "--port", str(port), *args],
         env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -28,19 +35,38 @@ def test_serve_api_with_two_workers(market: Market, api_keys: dict[str, str], tm
         # The parent binds the port before the workers have built their apps; an early
         # request waits in the listen backlog, hence the long timeout (not a speed check).
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
-                          headers={"X-API-Key": api_keys["reader"]}) as client:
-            assert client.get("/healthz").json()["status"] == "ok"
-            for _ in range(6):
-                assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"
-            metrics = client.get("/metrics").text
+                          headers={"X-API-Key": api_key}) as client:
+            yield client
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+
+
+def test_serve_api_with_two_workers(market: Market, api_keys: dict[str, str], tmp_path: Path) -> None:
+    with serving(market, api_keys["reader"], tmp_path, "--workers", "2") as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        for _ in range(6):
+            assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"
+        metrics = client.get("/metrics").text
     # Requests spread over both workers are counted together.
-    counter = 'http_requests_total{handler="/api/v1/predictions/{symbol}",method="GET",status="200"}'
-    assert f"{counter} 6.0" in metrics
+    assert f"{COUNTER} 6.0" in metrics
     assert (market.settings.run_dir / "prometheus-api").is_dir()
+
+
+def test_serve_api_with_one_worker_ignores_an_inherited_metrics_dir(
+    market: Market, api_keys: dict[str, str], tmp_path: Path
+) -> None:
+    """A caller that imported Feast passes on the PROMETHEUS_MULTIPROC_DIR Feast set, and
+    removes that directory when it exits: one worker keeps its metrics in memory all the same."""
+    gone = tmp_path / "feast_metrics_of_an_exited_parent"
+    with serving(market, api_keys["reader"], tmp_path, PROMETHEUS_MULTIPROC_DIR=str(gone)) as client:
+        assert client.get("/healthz").json()["status"] == "ok"
+        for _ in range(3):
+            assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"
+        metrics = client.get("/metrics").text
+    assert f"{COUNTER} 3.0" in metrics
+    assert not gone.exists()
 
 
 def test_serve_rejects_bad_options_without_a_traceback() -> None:

@@ -10,8 +10,9 @@ feature_store.yaml`` is only for the ``feast`` CLI against the default home):
 - registry: ``settings.feast_dir/registry.db`` (a file registry);
 - online store: SQLite at ``settings.feast_dir/online.db``, or Redis at
   ``settings.feast_redis_connection`` when ``settings.feast_online_store == "redis"``;
-- offline store: Feast's file store reading Delta by its log (``feature_repo/
-  delta_offline_store.py`` says why the stock one cannot be used on an upserted table).
+- offline store: Feast's file store, given a Parquet snapshot of the Delta table's current
+  version (kept in ``settings.feast_dir/snapshots``; ``feature_repo/delta_offline_store.py``
+  says why the stock one cannot read an upserted table).
 
 Online writes are "latest bar wins", the same in both stores. The streaming job pushes each
 micro-batch's feature rows; a bar's features change while the bar is open and its
@@ -25,7 +26,12 @@ Point-in-time correctness comes from Feast's join on ``window_end``: a training 
 label time t gets, for its (symbol, interval), the row with the latest ``window_end <= t``
 (ties broken by ``computed_at``), or nulls if no bar had closed by t.
 
-Feast is imported inside the functions (it takes seconds); importing this module does nothing.
+Feast is imported inside the functions (it takes seconds). Importing this module imports
+``prometheus_client`` though: Feast, when imported, points PROMETHEUS_MULTIPROC_DIR at a temp
+directory of its own if it is unset, and prometheus_client decides at its first import, from
+that variable, whether metric values live in memory or in files there. Imported before Feast,
+it keeps this process's values in memory. Whether the API shows its own or every worker's
+metrics is decided by the settings (``serving/metrics.py``), not by that variable.
 """
 
 from __future__ import annotations
@@ -38,12 +44,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import prometheus_client  # noqa: F401  (before Feast: see the module docstring)
+
 from tickcast.catalog import tables
 from tickcast.core.errors import Unavailable
 from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.settings import REPO_ROOT, Settings
-from tickcast.feast_import import import_feast_quietly
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -99,7 +106,6 @@ def _key(settings: Settings) -> tuple:
 
 
 def _definitions(settings: Settings):
-    import_feast_quietly()
     from feature_repo.definitions import build
 
     return build(tables.table_path(settings, "features"))
@@ -107,7 +113,6 @@ def _definitions(settings: Settings):
 
 def repo_config(settings: Settings) -> RepoConfig:
     """The Feast configuration that ``feature_store.yaml`` holds for the CLI, from Settings."""
-    import_feast_quietly()
     from feast.repo_config import RepoConfig
 
     from feature_repo.definitions import PROJECT
@@ -132,14 +137,13 @@ def repo_config(settings: Settings) -> RepoConfig:
             "cache_ttl_seconds": REGISTRY_TTL_SECONDS,
         },
         online_store=online,
-        offline_store={"type": STORE_TYPE},
+        offline_store={"type": STORE_TYPE, "snapshot_path": str(settings.feast_dir / "snapshots")},
         entity_key_serialization_version=3,
         repo_path=FEATURE_REPO_DIR,
     )
 
 
 def _handle(settings: Settings) -> _Handle:
-    import_feast_quietly()
     key = _key(settings)
     with _HANDLES_LOCK:
         handle = _HANDLES.get(key)
@@ -483,7 +487,7 @@ def materialize(settings: Settings, end: datetime | str | None = None) -> dateti
     """
     from feature_repo.definitions import VIEW_NAME
 
-    end = _parse_time(end or datetime.now(UTC), "end").to_pydatetime()
+    stop: datetime = _parse_time(end or datetime.now(UTC), "end").to_pydatetime()
     _require_table(settings)
     handle = _handle(settings)
     with handle.lock:
@@ -491,9 +495,9 @@ def materialize(settings: Settings, end: datetime | str | None = None) -> dateti
         store = handle.store
         view = store.get_feature_view(VIEW_NAME, allow_registry_cache=False)
         if view.most_recent_end_time is None:
-            store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=end)
+            store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=stop)
         else:
-            store.materialize_incremental(end_date=end)
+            store.materialize_incremental(end_date=stop)
         # What is online may now be older than what this process pushed: read it again.
         handle.online_ends.clear()
-    return end
+    return stop

@@ -63,14 +63,22 @@ def api(
     # whether to merge the counts of all workers.
     settings = load_settings(api_workers=workers) if workers else load_settings()
     if settings.api_workers > 1:
+        from serving.metrics import workers_metrics_dir
+
         # Each worker counts its own requests; prometheus_client merges them through files
         # in this directory, which must start empty. prometheus_client takes the directory
         # from this variable only (read when it is imported), hence the one write to the
         # environment, which the spawned workers inherit.
-        metrics_dir = settings.run_dir / "prometheus-api"
+        metrics_dir = workers_metrics_dir(settings)
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    else:
+        # One worker shows its own registry (serving.metrics). A directory inherited from the
+        # caller (importing Feast sets one, and removes it when that process exits) would only
+        # make prometheus_client keep this worker's values in files there.
+        for name in ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"):
+            os.environ.pop(name, None)
 
     import uvicorn
 
