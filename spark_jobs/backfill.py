@@ -119,12 +119,8 @@ def merge_bars(
     ``symbol`` and ``window`` (first and last window_start of the source) narrow the target
     scan, so the merge reads fewer files and its conflict-prone commit window stays short.
     """
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from tickcast.catalog.tables import commit_conflict_retrying
-
-    path = tables.table_path(settings, table)
     condition = (F.col("t.symbol") == F.col("s.symbol")) & (
         F.col("t.window_start") == F.col("s.window_start")
     )
@@ -132,9 +128,9 @@ def merge_bars(
         condition &= F.col("t.symbol") == F.lit(symbol)
     if window is not None:
         condition &= F.col("t.window_start").between(F.lit(window[0]), F.lit(window[1]))
-    for attempt in commit_conflict_retrying(table):
+    for attempt in tables.commit_conflict_retrying(table):
         with attempt:
-            target = DeltaTable.forPath(spark, path)
+            target = tables.spark_table(spark, settings, table)
             metrics = (
                 target.alias("t")
                 .merge(source.alias("s"), condition)
@@ -291,10 +287,8 @@ def check_and_quarantine(
     checked = gate.validate(frame, suite, id_columns, table=table, layer="batch", run_id=run_id)
     if checked.rows_failed:
         frame, failing = checked.split(frame)
-        ensure_tables(spark, settings, ["quarantine"])
-        quarantine_rows(failing, stage, run_id).write.format("delta").mode("append").save(
-            tables.table_path(settings, "quarantine")
-        )
+        ensure_tables(spark, settings, [tables.QUARANTINE])
+        tables.spark_append(quarantine_rows(failing, stage, run_id), settings, tables.QUARANTINE)
         log.warning("%s: %d row(s) failed the %s suite and were quarantined", table, checked.rows_failed, suite)
     gate.record(spark, checked)
     gate.publish_docs(force=True)

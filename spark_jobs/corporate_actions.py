@@ -289,10 +289,9 @@ def _interrupted_plan(settings: Settings) -> Plan | None:
 
 
 def _committed_anywhere(settings: Settings, plan: Plan) -> bool:
-    from deltalake import DeltaTable
-
-    for table in [*BAR_TABLES.values(), "corporate_actions"]:
-        if plan.app_id in DeltaTable(tables.table_path(settings, table)).transaction_versions():
+    for name in [*BAR_TABLES.values(), tables.CORPORATE_ACTIONS]:
+        table = tables.open_table(settings, name)
+        if table is not None and plan.app_id in table.transaction_versions():
             return True
     return False
 
@@ -302,7 +301,7 @@ def _recorded(spark: SparkSession, settings: Settings, symbols: list[str]) -> di
     from pyspark.sql import functions as F
 
     rows = (
-        spark.read.format("delta").load(tables.table_path(settings, "corporate_actions"))
+        tables.spark_read(spark, settings, tables.CORPORATE_ACTIONS)
         .where(F.col("symbol").isin(symbols))
         .select("action_id", "symbol", "ex_date", "adjustment_factor")
         .collect()
@@ -325,7 +324,7 @@ def _bars_before(spark: SparkSession, settings: Settings, table: str, actions: l
         "action_id string, symbol string, ex_start timestamp",
     )
     bars = (
-        spark.read.format("delta").load(tables.table_path(settings, table))
+        tables.spark_read(spark, settings, table)
         .where(F.col("symbol").isin(sorted({a.symbol for a in actions})))
         .select("symbol", "window_start", "close")
     )
@@ -405,7 +404,6 @@ def _execute(spark: SparkSession, settings: Settings, plan: Plan) -> list[TableA
 
 
 def _adjust_table(spark: SparkSession, settings: Settings, table: str, plan: Plan) -> TableAdjustment:
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     from tickcast.catalog.tables import commit_conflict_retrying
@@ -434,7 +432,7 @@ def _adjust_table(spark: SparkSession, settings: Settings, table: str, plan: Pla
     for attempt in commit_conflict_retrying(table):
         with attempt, _session_confs(spark, confs):
             metrics = (
-                DeltaTable.forPath(spark, tables.table_path(settings, table)).alias("t")
+                tables.spark_table(spark, settings, table).alias("t")
                 .merge(segments.alias("s"), condition)
                 .whenMatchedUpdate(set=updates)
                 .execute()
@@ -449,11 +447,10 @@ def _adjust_table(spark: SparkSession, settings: Settings, table: str, plan: Pla
 
 
 def _commit_version(spark: SparkSession, settings: Settings, table: str, plan: Plan) -> int | None:
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
     found = (
-        DeltaTable.forPath(spark, tables.table_path(settings, table)).history(HISTORY_SEARCH_DEPTH)
+        tables.spark_table(spark, settings, table).history(HISTORY_SEARCH_DEPTH)
         .where(F.col("userMetadata").contains(plan.batch_id))
         .agg(F.max("version"))
         .first()
@@ -475,12 +472,8 @@ def _record(spark: SparkSession, settings: Settings, plan: Plan) -> None:
     frame = spark.createDataFrame(rows, table_defs()["corporate_actions"].schema())
     for attempt in commit_conflict_retrying("corporate_actions"):
         with attempt:
-            (
-                frame.write.format("delta").mode("append")
-                .option("txnAppId", plan.app_id).option("txnVersion", 0)
-                .option("userMetadata", plan.user_metadata)
-                .save(tables.table_path(settings, "corporate_actions"))
-            )
+            tables.spark_append(frame, settings, tables.CORPORATE_ACTIONS, txn=(plan.app_id, 0),
+                                user_metadata=plan.user_metadata)
 
 
 def _recompute_features(spark: SparkSession, settings: Settings, plan: Plan) -> list[FeatureBackfillResult]:

@@ -72,7 +72,7 @@ def _backfill_interval(
     from tickcast.features.compute import BAR_COLUMNS
 
     started = time.monotonic()
-    bars = spark.read.format("delta").load(tables.table_path(settings, tables.bars(interval)))
+    bars = tables.spark_read(spark, settings, tables.bars(interval))
     index_bars = (
         bars.where(F.col("symbol") == settings.market_index_symbol).select(*BAR_COLUMNS).toPandas()
     )
@@ -112,7 +112,6 @@ def _backfill_interval(
 def _replace_features(
     spark: SparkSession, settings: Settings, rows: DataFrame, interval: str, symbols: list[str] | None
 ) -> None:
-    from delta.tables import DeltaTable
 
     from spark_jobs.features import FEATURES_MERGE_CONDITION
     from tickcast.catalog.tables import commit_conflict_retrying
@@ -124,7 +123,7 @@ def _replace_features(
     for attempt in commit_conflict_retrying("features"):
         with attempt:
             (
-                DeltaTable.forPath(spark, tables.table_path(settings, "features")).alias("t")
+                tables.spark_table(spark, settings, tables.FEATURES).alias("t")
                 .merge(rows.alias("s"), f"{FEATURES_MERGE_CONDITION} AND {scope}")
                 .whenMatchedUpdateAll()
                 .whenNotMatchedInsertAll()

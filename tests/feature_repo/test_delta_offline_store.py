@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from featurestore_helpers import append_rows, feature_row, rows_frame, utc
 
-from tickcast.catalog import featurestore
+from tickcast.catalog import featurestore, tables
 from tickcast.core.settings import Settings
 
 
@@ -27,7 +27,7 @@ def snapshot_files(settings: Settings) -> dict[str, Path]:
 def current_rows(settings: Settings) -> pd.DataFrame:
     from deltalake import DeltaTable
 
-    return DeltaTable(settings.table_path("features")).to_pandas()
+    return DeltaTable(tables.table_path(settings, "features")).to_pandas()
 
 
 def sort(frame: pd.DataFrame) -> pd.DataFrame:
@@ -44,7 +44,7 @@ def test_a_snapshot_per_delta_version_holds_that_version(fs_settings: Settings) 
 
     from feature_repo.delta_offline_store import SNAPSHOT_KEEP_SECONDS
 
-    path = fs_settings.table_path("features")
+    path = tables.table_path(fs_settings, "features")
     append_rows(fs_settings, [feature_row("AAA", "1d", utc(2024, 1, d), float(d)) for d in (2, 3, 4)])
     labels = labels_for("AAA", utc(2024, 1, 10))
 
@@ -87,7 +87,7 @@ def test_concurrent_readers_of_a_new_version_share_one_complete_snapshot(fs_sett
 
     def read() -> None:
         start.wait()
-        results.append(write_snapshot(fs_settings.table_path("features"), root))
+        results.append(write_snapshot(tables.table_path(fs_settings, "features"), root))
 
     threads = [threading.Thread(target=read) for _ in range(4)]
     for thread in threads:
@@ -106,8 +106,8 @@ def test_monitoring_reads_the_current_version(fs_settings: Settings) -> None:
     from feature_repo.delta_offline_store import DeltaOfflineStore
 
     append_rows(fs_settings, [feature_row("AAA", "1d", utc(2024, 1, d), float(d)) for d in (2, 3, 4)])
-    DeltaTable(fs_settings.table_path("features")).delete("window_start = '2024-01-04T00:00:00Z'")
-    source = build(fs_settings.table_path("features")).batch_source
+    DeltaTable(tables.table_path(fs_settings, "features")).delete("window_start = '2024-01-04T00:00:00Z'")
+    source = build(tables.table_path(fs_settings, "features")).batch_source
     newest = DeltaOfflineStore.get_monitoring_max_timestamp(featurestore.repo_config(fs_settings), source, "window_end")
     assert newest == feature_row("AAA", "1d", utc(2024, 1, 3), 0.0)["window_end"]
 
@@ -117,10 +117,10 @@ def test_offline_push_to_the_delta_table_is_refused(fs_settings: Settings) -> No
     from feast.data_source import PushMode
 
     featurestore.apply(fs_settings)
-    version = DeltaTable(fs_settings.table_path("features")).version()
+    version = DeltaTable(tables.table_path(fs_settings, "features")).version()
     frame = rows_frame([feature_row("AAA", "1d", utc(2024, 1, 2), 1.0)])
     with pytest.raises(NotImplementedError, match="offline pushes to a Delta source are not supported"):
         featurestore.feature_store(fs_settings).push("features_push", frame, to=PushMode.OFFLINE)
-    assert DeltaTable(fs_settings.table_path("features")).version() == version
+    assert DeltaTable(tables.table_path(fs_settings, "features")).version() == version
     assert current_rows(fs_settings).empty
 

@@ -209,12 +209,16 @@ def spark_table(spark: SparkSession, settings: Settings, name: str):
     return DeltaTable.forPath(spark, table_path(settings, name))
 
 
-def spark_append(frame: DataFrame, settings: Settings, name: str, txn: tuple[str, int] | None = None) -> None:
+def spark_append(frame: DataFrame, settings: Settings, name: str, txn: tuple[str, int] | None = None,
+                 user_metadata: str | None = None) -> None:
     """Append ``frame``; with ``txn`` = (app id, version) the append is idempotent: Delta skips a
-    second commit of the same pair (a replayed micro-batch)."""
+    second commit of the same pair (a replayed micro-batch). ``user_metadata`` is shown by
+    ``DESCRIBE HISTORY``."""
     writer = frame.write.format("delta").mode("append")
     if txn is not None:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
+    if user_metadata is not None:
+        writer = writer.option("userMetadata", user_metadata)
     writer.save(table_path(settings, name))
 
 

@@ -89,16 +89,13 @@ def list_actions(
     factor is what prices before the ex-date were multiplied by (a split's volumes
     were divided by it). Read with delta-rs: no Spark needed.
     """
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
     settings = load_settings()
-    path = tables.table_path(settings, "corporate_actions")
-    try:
-        rows = DeltaTable(path).to_pandas()
-    except TableNotFoundError:
+    table = tables.open_table(settings, tables.CORPORATE_ACTIONS)
+    if table is None:
+        path = tables.table_path(settings, tables.CORPORATE_ACTIONS)
         typer.echo(f"No corporate actions applied yet (no Delta table at {path}).")
         return
+    rows = table.to_pandas()
     if symbol:
         rows = rows[rows["symbol"].isin(symbol)]
     if rows.empty:

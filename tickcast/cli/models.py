@@ -10,11 +10,12 @@ from typing import Annotated
 import typer
 
 from tickcast.cli.common import fail, load_settings
+from tickcast.models.networks import ARCHITECTURES
 
 log = logging.getLogger("tickcast.models")
 
 CONFIG_HELP = "Experiment config (YAML), e.g. experiments/daily.yaml"
-ARCH_CHOICES = ("lstm", "transformer", "both")
+ARCH_CHOICES = (*ARCHITECTURES, "both")
 
 
 def _say(message: str) -> None:
@@ -101,7 +102,7 @@ def train(config: ConfigOption, symbols: SymbolsOption = None, index: IndexOptio
 def _archs(model: str) -> list[str]:
     if model not in ARCH_CHOICES:
         fail(f"--model must be one of {', '.join(ARCH_CHOICES)}, got {model!r}")
-    return ["lstm", "transformer"] if model == "both" else [model]
+    return list(ARCHITECTURES) if model == "both" else [model]
 
 
 def _interval(interval: str) -> str:

@@ -27,6 +27,7 @@ from tickcast.models.confirmation import confirm, signal_classes
 from tickcast.models.dataset import Scaler, sequence_windows
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.metrics import Predictions, score
+from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.splits import Fold, walk_forward
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,7 @@ def _fold_baselines(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, s
 
 def _dual(config: ExperimentConfig, pooled: dict[str, Predictions]) -> Predictions | None:
     variant = deployed_variant(config)
-    names = [f"{arch}_{variant}" for arch in ("lstm", "transformer")]
+    names = [f"{arch}_{variant}" for arch in ARCHITECTURES]
     if not all(n in pooled for n in names):
         return None
     first, second = (pooled[n] for n in names)

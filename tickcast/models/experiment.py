@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tickcast.core.featureset import feature_names
 from tickcast.models.labels import LabelSpec
+from tickcast.models.networks import ARCHITECTURES, Architecture
 
 
 class ExperimentError(ValueError):
@@ -69,7 +70,7 @@ class EvaluationConfig(_Strict):
     embargo: int = Field(0, ge=0, description="bars dropped from training after the purge, on top of it")
     cost_bps: float = Field(5.0, ge=0, description="transaction cost per unit of turnover, in basis points")
     momentum_lookback: int = Field(5, ge=1, description="bars behind the momentum-sign baseline")
-    models: list[Literal["lstm", "transformer"]] = ["lstm", "transformer"]
+    models: list[Architecture] = list(ARCHITECTURES)
     variants: list[Literal["scratch", "parent", "child"]] = ["scratch", "parent", "child"]
     baselines: list[Literal["no_change", "momentum", "logistic", "lightgbm"]] = [
         "no_change", "momentum", "logistic", "lightgbm"]

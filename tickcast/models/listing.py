@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from tickcast.core.errors import Unavailable
+from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.registry import CHALLENGER, CHAMPION, DECISION_TAG, registered_name
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,6 @@ def _described(alias: str, version: Any) -> VersionInfo | None:
 def registered_models(source: AliasSource, interval: str) -> list[RegisteredModel]:
     """One entry per architecture, in ARCHITECTURES order; Unavailable when the registry cannot be read."""
     # Here, not at the top: networks imports numpy, and the API imports this module at start-up.
-    from tickcast.models.networks import ARCHITECTURES
 
     try:
         found = source.aliases(interval)

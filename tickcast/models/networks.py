@@ -16,14 +16,16 @@ this module costs nothing.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 
 if TYPE_CHECKING:
     import keras
 
-ARCHITECTURES = ("lstm", "transformer")
+Architecture = Literal["lstm", "transformer"]
+# The two networks; the dual model pairs one of each.
+ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
 QUANTILE_LEVELS = (0.1, 0.5, 0.9)
 HEAD_PREFIX = "head_"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tickcast.models.networks import ARCHITECTURES
+
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
 
@@ -36,8 +38,8 @@ def quick_bundles(directory: Path, *, features: list[str], sequence_length: int 
     )
     scaler = Scaler(list(features), np.zeros(len(features)), np.ones(len(features)))
     training.seed_everything(seed)
-    out = {}
-    for arch in ("lstm", "transformer"):
+    out: dict[str, Path] = {}
+    for arch in ARCHITECTURES:
         kwargs = getattr(config, arch).model_dump()
         build = networks.BUILDERS[arch]
         parent = build(sequence_length, len(features), return_scale=0.01, **kwargs)

@@ -454,11 +454,8 @@ class QualityGate:
             ensure_tables(spark, self.settings, [QUALITY_TABLE])
             self._quality_table_ready = True
         frame = spark.createDataFrame(rows, table_defs()[QUALITY_TABLE].schema())
-        writer = frame.write.format("delta").mode("append")
-        if txn is not None:
-            app_id, version = txn
-            writer = writer.option("txnAppId", app_id).option("txnVersion", int(version))
-        writer.save(tables.table_path(self.settings, QUALITY_TABLE))
+        tables.spark_append(frame, self.settings, QUALITY_TABLE,
+                            txn=None if txn is None else (txn[0], int(txn[1])))
         return len(rows)
 
     # -- data docs --------------------------------------------------------------------

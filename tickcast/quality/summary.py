@@ -77,11 +77,9 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     """The matching rows of Delta ``quality_results``, or None while the table does not exist."""
     import pyarrow as pa
     import pyarrow.compute as pc
-    from deltalake import DeltaTable
 
-
-    path = tables.table_path(settings, QUALITY_TABLE)
-    if not tables.is_delta_table(path):
+    dataset = tables.dataset(settings, QUALITY_TABLE)
+    if dataset is None:
         return None
     condition = None
     if table is not None:
@@ -89,7 +87,6 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     if since is not None:
         after = pc.field("validated_at") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))
         condition = after if condition is None else condition & after
-    dataset = DeltaTable(path).to_pyarrow_dataset()
     return dataset.to_table(columns=list(QUALITY_COLUMNS), filter=condition).to_pandas()
 
 
