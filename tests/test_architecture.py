@@ -76,3 +76,19 @@ def test_domain_packages_import_no_engine() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_a_type_error_in_the_core_fails_the_type_check(tmp_path: Path) -> None:
+    """mypy with the project's configuration, on a copy of the core with one wrong annotation."""
+    shutil.copytree(REPO_ROOT / "tickcast" / "core", tmp_path / "tickcast" / "core",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "tickcast" / "__init__.py").write_text("")
+    shutil.copy(REPO_ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    command = [str(BIN / "mypy"), "--no-incremental", "tickcast/core"]
+    planted = tmp_path / "tickcast" / "core" / "intervals.py"
+    planted.write_text(planted.read_text() + "\n\nWRONG: int = INTERVALS['1d'].name\n")
+    done = _run(command, tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    # The one error is the planted one (`make lint` checks the real core is clean).
+    assert "Found 1 error in 1 file" in done.stdout and "intervals.py:" in done.stdout
+    assert "Incompatible types in assignment" in done.stdout
