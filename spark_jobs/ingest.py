@@ -1,4 +1,4 @@
-"""Streaming ingest: Kafka ``ticks`` -> Delta ``ticks``/``quarantine`` -> bars -> predictions.
+"""Streaming ingest: Kafka ``ticks`` -> Delta ``ticks``/``quarantine`` -> bars -> features.
 
 Exactly-once by construction:
 
@@ -102,23 +102,14 @@ def idempotent_dml(spark: SparkSession, app_id: str, version: int) -> Iterator[N
 
 class IngestJob:
     def __init__(self, settings: Settings, spark: SparkSession):
-        from tickcast.catalog.online import OnlineStore
         from tickcast.quality import QualityGate
-        from tickcast.scoring.models import ChampionWatcher, ModelLoader
-        from tickcast.scoring.publish import PredictionPublisher
 
         self.settings = settings
         self.spark = spark
         self.checkpoint = settings.checkpoint_dir / QUERY_NAME
         self.app_id = _app_id(self.checkpoint)
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
-        self.online_store = OnlineStore(settings.online_store_path)
         self.gate = QualityGate(settings)
-        # With the live scorer (the default) the stream stores and computes; it does not score.
-        scoring = settings.scorer_mode == "stream"
-        self.champions = ChampionWatcher(ModelLoader(settings), settings.scorer_interval,
-                                         settings.scorer_reload_seconds) if scoring else None
-        self.publisher = PredictionPublisher(settings) if scoring and settings.scorer_publish_kafka else None
 
     # -- IO shell -----------------------------------------------------------------
 
@@ -298,10 +289,8 @@ class IngestJob:
             self.gate.record(spark, outcomes, txn=(self.app_id, batch_id))
             self.gate.publish_docs()
         step("quality")
-        if earliest and self.settings.scorer_mode == "stream":
-            self._predict(earliest, batch_id)
         self.watermarks.save(batch_id, state)
-        step("predict")
+        step("watermarks")
 
         classified.unpersist()
         parsed.unpersist()
@@ -428,80 +417,6 @@ class IngestJob:
                     .whenNotMatchedInsertAll()
                     .execute()
                 )
-
-    def _predict(self, touched: dict[str, datetime], batch_id: int) -> None:
-        """Score the symbols this batch touched; store and publish their predictions.
-
-        With champion models registered for ``scorer_interval``, the LSTM and Transformer
-        score each symbol's last feature vectors (the open bar's included); without them,
-        the momentum baseline scores the bars, so a fresh platform still predicts.
-        """
-        import pandas as pd
-        from pyspark.sql import Window
-        from pyspark.sql import functions as F
-
-        from spark_jobs import features as FX
-        from tickcast.catalog.tables import table_defs
-        from tickcast.models import momentum
-        from tickcast.scoring.score import build_batch, score
-
-        interval = self.settings.scorer_interval
-        symbols = sorted(touched)
-        dual = self.champions.current()
-        depth = dual.sequence_length if dual is not None else self.settings.predictor_lookback_bars + 1
-        # Bars (and features) before this are not needed: bounded reads skip old files.
-        span = INTERVALS[interval].length * int(depth * self.settings.features_lookback_factor)
-        since = max(INTERVALS[interval].floor(min(touched.values())) - span, FX.EPOCH)
-        newest_first = Window.partitionBy("symbol").orderBy(F.col("window_start").desc())
-
-        def latest(table: str, columns: list[str], rows: int, *where) -> pd.DataFrame:
-            """Each symbol's newest ``rows`` rows: a bounded read, then an unbounded one for
-            the symbols whose history has a gap (a replayed past, a long halt)."""
-            frame = self.spark.read.format("delta").load(tables.table_path(self.settings, table))
-            for condition in where:
-                frame = frame.where(condition)
-
-            def newest(wanted: list[str], bounded: bool) -> pd.DataFrame:
-                scope = frame.where(F.col("symbol").isin(wanted))
-                if bounded:
-                    scope = scope.where(F.col("window_start") >= F.lit(since))
-                return (scope.withColumn("_rank", F.row_number().over(newest_first))
-                        .where(F.col("_rank") <= rows).select(*columns).toPandas())
-
-            found = newest(symbols, bounded=True)
-            counts = found.groupby("symbol").size()
-            short = [s for s in symbols if counts.get(s, 0) < rows]
-            if short:
-                found = pd.concat([found[~found["symbol"].isin(short)], newest(short, bounded=False)])
-            return found
-
-        bar_columns = ["symbol", "window_start", "open", "high", "low", "close", "close_ts"]
-        if dual is None:
-            bars = latest(f"bars_{interval}", bar_columns, depth)
-            frame = momentum.predict_frame(bars, horizon=interval, lookback=depth - 1)
-        else:
-            features = latest("features", ["symbol", "window_start", *dual.features], depth,
-                              F.col("interval") == interval)
-            bars = latest(f"bars_{interval}", bar_columns, 2)
-            batch, skipped = build_batch(features, bars, dual.features, depth)
-            if skipped:
-                log.info("batch %d: %d symbol(s) not scored, e.g. %s", batch_id, len(skipped),
-                         "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
-            frame = score(dual, batch)
-        if frame.empty:
-            return
-        predictions = self.spark.createDataFrame(frame).select(
-            *[
-                F.struct(F.col("prob_up").alias("up"), F.col("prob_neutral").alias("neutral"),
-                         F.col("prob_down").alias("down")).alias(name)
-                if name == "probabilities" else F.col(name)
-                for name in table_defs()["predictions"].column_names
-            ]
-        )
-        self._append(predictions, "predictions", batch_id)
-        self.online_store.upsert_frame(frame)
-        if self.publisher is not None:
-            self.publisher.publish(frame)
 
 
 class ProgressFile:
