@@ -336,7 +336,7 @@ def main() -> int:
 
     console = Console(width=140)
     out = Table(title=f"bench/features: feature refresh of {n:,} symbols in one micro-batch "
-                      f"(IngestJob._refresh_features, {args.interval})")
+                      f"(the ingest stage features, {args.interval})")
     out.add_column("figure (s)")
     out.add_column("warm-up (1st)", justify="right")
     out.add_column(f"steady: median of {len(steady)} (min / max)", justify="right")
