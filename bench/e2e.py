@@ -4,8 +4,9 @@ serving a prediction that includes it.
     .venv/bin/python bench/e2e.py [--symbols 5000] [--rate 5000] [--warmup 60] [--seconds 120]
 
 Everything is real and runs in its own processes on a scratch TICKCAST_HOME: a Kafka broker
-(KRaft, from Kafka's jars), `tickcast stream ingest` (Spark ``local[*]``), `tickcast serve
-api` (uvicorn, one worker) and `tickcast produce synthetic`.
+(KRaft, from Kafka's jars), `tickcast stream ingest` (Spark ``local[*]``), the live scorer
+(`tickcast stream score`), `tickcast serve api` (uvicorn, one worker) and `tickcast produce
+synthetic`.
 
 1. Setup (not timed): a daily history of ``--history-bars`` weekdays ending yesterday for
    the market index and ``--symbols`` symbols (`tickcast history synthetic`, the same seed as
@@ -182,8 +183,6 @@ def main() -> int:
                         help="the experiment whose features, sequence length and network sizes are served")
     parser.add_argument("--observers", type=int, default=25, help="WebSocket clients sharing the symbols")
     parser.add_argument("--trigger-seconds", type=float, default=1.0, help="the stream's micro-batch interval")
-    parser.add_argument("--scorer", choices=("live", "stream"), default="live",
-                        help="who scores: the live scorer (the default) or the Spark ingest job")
     parser.add_argument("--seed", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "e2e.json")
@@ -220,7 +219,7 @@ def main() -> int:
             env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
             env.update(TICKCAST_HOME=str(settings.home_dir), TICKCAST_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
                        TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
-                       TICKCAST_SCORER_INTERVAL=config.interval, TICKCAST_SCORER_MODE=args.scorer)
+                       TICKCAST_SCORER_INTERVAL=config.interval)
             print("setup (not timed):", flush=True)
             run_cli(env, "topics", "create", log=setup_log)
             yesterday = datetime.now(UTC).date() - timedelta(days=1)
@@ -244,12 +243,11 @@ def main() -> int:
                 api = subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env,
                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
                 processes.append(api)
-            if args.scorer == "live":
-                with scorer_log.open("w") as out:
-                    processes.append(subprocess.Popen([TICKCAST, "stream", "score"], env=env, stdout=out,
-                                                      stderr=subprocess.STDOUT, start_new_session=True))
-                wait_until(lambda: "live scorer running" in scorer_log.read_text(errors="replace"), timeout=300,
-                           what="the live scorer to load its state")
+            with scorer_log.open("w") as out:
+                processes.append(subprocess.Popen([TICKCAST, "stream", "score"], env=env, stdout=out,
+                                                  stderr=subprocess.STDOUT, start_new_session=True))
+            wait_until(lambda: "live scorer running" in scorer_log.read_text(errors="replace"), timeout=300,
+                       what="the live scorer to load its state")
             wait_for_port(port, timeout=120, proc=api)
             progress = settings.run_dir / "streaming-progress.json"
             wait_until(progress.exists, timeout=300, what="the ingest query's first progress report")
@@ -329,7 +327,7 @@ def main() -> int:
             "batches": len(batches), "batch_seconds_mean": float(np.mean([b["seconds"] for b in in_window]))
             if in_window else None, "batch_steps_mean_s": mean_steps,
             "symbols_per_batch_mean": float(np.mean([b["symbols"] for b in in_window])) if in_window else None,
-            "observer_errors": observer.errors[:5], "scorer": args.scorer, "live_cycles": cycle_stats,
+            "observer_errors": observer.errors[:5], "live_cycles": cycle_stats,
         }
     finally:
         if observer is not None:
@@ -361,7 +359,7 @@ def main() -> int:
     table.add_row("ticks in the measured window: covered / not covered by the end",
                   f"{figures['ticks_covered']:,} / {figures['ticks_uncovered']:,}")
     table.add_row("ticks stored / quarantined (whole run)", f"{figures['ticks_stored']:,} / {figures['quarantined']:,}")
-    table.add_row("micro-batches; mean duration after the first; symbols scored per batch",
+    table.add_row("micro-batches; mean duration after the first; symbols updated per batch",
                   f"{figures['batches']}; {s(figures['batch_seconds_mean'])}; "
                   f"{figures['symbols_per_batch_mean'] or 0:,.0f}")
     table.add_row("mean batch step times", ", ".join(f"{k} {v:.2f}" for k, v in mean_steps.items()))
@@ -377,7 +375,7 @@ def main() -> int:
         f"({args.rate / universe:.2f} per symbol per s on average) for {args.warmup:.0f} s warm-up + "
         f"{args.seconds:.0f} s measured; {args.history_bars} daily bars of history; champion models with "
         f"{args.config.name}'s inputs ({config.training.sequence_length} bars x {len(config.features)} features) "
-        f"and sizes; scored by the {'live scorer' if args.scorer == 'live' else 'Spark ingest job'}; "
+        "and sizes; scored by the live scorer; "
         f"Spark local[*], trigger {args.trigger_seconds:g} s, one broker; the API observed through "
         f"{args.observers} WebSocket clients on loopback")
     table.caption = (f"conditions: {conditions}\nmachine: {machine}\n"

@@ -10,7 +10,7 @@ OHLCV ending at the current minute (or day). Then it measures:
 1. ``compute_features`` in plain pandas on those bars (the market index's bars passed as
    ``index_bars``): once emitting every row, once with ``emit_from`` set to each symbol's
    newest bar, which is what the stream asks for.
-2. ``IngestJob._refresh_features``, the streaming job's per-micro-batch feature refresh, for
+2. ``stages.features`` (``spark_jobs.ingest``), the streaming job's per-micro-batch feature refresh, for
    a batch that touched the newest bar of every symbol and of the index: load the trailing
    bars from Delta, compute the features with ``applyInPandas``, validate them with the Great
    Expectations gate, MERGE them into Delta ``features`` and push them to Feast (SQLite
@@ -21,7 +21,7 @@ OHLCV ending at the current minute (or day). Then it measures:
    row in place and the push overwrites them online (an open bar's update).
    The steps are timed from the outside, by wrapping (in this process only) the calls the
    refresh makes: ``collect``, ``toPandas``, ``createDataFrame``, ``gate.validate`` (and GX's own
-   pandas validation inside it), ``_merge_features`` and ``featurestore.push_online``; what is
+   pandas validation inside it), ``stages._merge_features`` and ``featurestore.push_online``; what is
    left is "other". Only the outermost wrapped call is counted, so the steps add up to the
    total. The feature rows are lazy: the Spark work (Delta read, trailing-bar window,
    ``applyInPandas``) lands in the first call that needs them, which the output names; a
@@ -66,7 +66,7 @@ STEP_LABELS = {
     "rows_frame": "createDataFrame: feature rows",
     "validate": "gate.validate (Great Expectations gate)",
     "gx": "  of which GX's own validation (pandas engine)",
-    "merge": "_merge_features: MERGE into Delta features",
+    "merge": "stages._merge_features: MERGE into Delta features",
     "push": "featurestore.push_online (SQLite)",
     "other": "other (Delta snapshots, plans, persist/unpersist)",
 }
@@ -179,7 +179,8 @@ class StepTimer:
 
 
 def instrument(job, spark, timer: StepTimer) -> None:
-    """Wrap the calls ``_refresh_features`` makes with timers (this process only)."""
+    """Wrap the calls ``stages.features`` makes with timers (this process only)."""
+    from spark_jobs.ingest import stages
     from tickcast.catalog import featurestore
     from tickcast.quality import gate as gate_module
 
@@ -196,20 +197,23 @@ def instrument(job, spark, timer: StepTimer) -> None:
     spark.createDataFrame = timer.wrap(spark.createDataFrame, create_label)
     job.gate.validate = timer.wrap(job.gate.validate, "validate")
     gate_module._GxRunner.validate_pandas = timer.wrap(gate_module._GxRunner.validate_pandas, "gx", nested=True)
-    job._merge_features = timer.wrap(job._merge_features, "merge")
+    stages._merge_features = timer.wrap(stages._merge_features, "merge")
     featurestore.push_online = timer.wrap(featurestore.push_online, "push")
 
 
 def refresh_once(job, timer: StepTimer, interval: str, touched: dict, batch_id: int) -> dict:
-    quality_parameters = {"ts_max": datetime.now(UTC) + timedelta(days=1)}
+    from spark_jobs.ingest import stages
+
+    batch = stages.Batch.open(job.spark, job.app_id, batch_id, {})
+    batch.quality_parameters = {"ts_max": datetime.now(UTC) + timedelta(days=1)}
     timer.steps, timer.order = {}, []
     started = time.perf_counter()
     try:
-        outcomes = job._refresh_features(interval, touched, batch_id, quality_parameters)
+        stages.features(job, batch, interval, touched)
     finally:
         total = time.perf_counter() - started
         steps, timer.steps = timer.steps, None
-    [outcome] = outcomes
+    [outcome] = batch.outcomes
     steps["other"] = total - sum(v for k, v in steps.items() if k in ADDITIVE)
     computed_in = next((name for name in timer.order if name in FIRST_ACTIONS), None)
     return {"batch_id": batch_id, "total_s": total, "steps_s": steps, "steps_order": timer.order,
@@ -231,7 +235,7 @@ def bench_refresh(settings: Settings, symbols: list[str], newest: datetime, args
         write_s = time.perf_counter() - started
         del bars
 
-        from spark_jobs.ingest import IngestJob
+        from spark_jobs.ingest.job import IngestJob
 
         job = IngestJob(settings, spark)
         timer = StepTimer()
@@ -332,7 +336,7 @@ def main() -> int:
 
     console = Console(width=140)
     out = Table(title=f"bench/features: feature refresh of {n:,} symbols in one micro-batch "
-                      f"(IngestJob._refresh_features, {args.interval})")
+                      f"(the ingest stage features, {args.interval})")
     out.add_column("figure (s)")
     out.add_column("warm-up (1st)", justify="right")
     out.add_column(f"steady: median of {len(steady)} (min / max)", justify="right")

@@ -83,11 +83,6 @@ def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     assert list(configs) == ["mlflow", "ingest", "scorer", "api", "dashboard"]
 
 
-def test_config_without_the_live_scorer_when_the_stream_scores(settings: Settings) -> None:
-    configs = _process_configs(_parse(write_config(settings.model_copy(update={"scorer_mode": "stream"}))))
-    assert "scorer" not in configs and "ingest" in configs
-
-
 def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:
     settings = settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000"})
     configs = _process_configs(_parse(write_config(settings)))

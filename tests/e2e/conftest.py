@@ -83,8 +83,6 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
         "TICKCAST_SPARK_MASTER": "local[2]",
         "TICKCAST_SPARK_SHUFFLE_PARTITIONS": "2",
         "TICKCAST_SPARK_DRIVER_MEMORY": "1g",
-        # These tests are about the stream, which then scores too; the live scorer has its own.
-        "TICKCAST_SCORER_MODE": "stream",
     }
     processes: list[IngestProcess] = []
 
@@ -101,8 +99,8 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
             return proc
 
         def scorer(self, **overrides: str) -> IngestProcess:
-            """The live scorer (`tickcast stream score`), with the stream in live mode."""
-            env.update(TICKCAST_SCORER_MODE="live", **overrides)
+            """The live scorer (`tickcast stream score`)."""
+            env.update(overrides)
             proc = IngestProcess(env, tmp_path / "scorer.log", job="score").start()
             processes.append(proc)
             return proc

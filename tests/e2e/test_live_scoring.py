@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.e2e.test_scoring import _published
 from tickcast.auth.apikeys import ApiKeyStore
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
@@ -32,6 +31,19 @@ pytestmark = pytest.mark.e2e
 DAILY_FILE = Path(__file__).resolve().parents[1] / "data" / "daily_sample.csv"
 FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d"]
 LENGTH = 3
+
+
+def _published(bootstrap: str, topic: str) -> list[dict]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
+                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer.subscribe([topic])
+    messages, idle = [], 0
+    while idle < 5:
+        batch = consumer.consume(500, timeout=1.0)
+        idle = idle + 1 if not batch else 0
+        messages += [json.loads(m.value()) for m in batch if m.error() is None]
+    consumer.close()
+    return messages
 
 
 def _tick(symbol: str, price: float, msg_id: str, volume: float = 100.0) -> tuple[bytes, pd.Timestamp]:

@@ -1,4 +1,5 @@
-"""End to end on real parts: CLI feeds -> real Kafka broker -> Spark ingest job -> Delta -> API."""
+"""End to end on real parts: CLI feeds -> real Kafka broker -> Spark ingest job -> Delta, and the
+live scorer -> online store -> API."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ def _produce_raw(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
 
 def test_ticks_flow_to_delta_bars_and_api(e2e, spark):
     settings = e2e.settings
+    # The live scorer makes the predictions the API serves. It reads `ticks` from the newest
+    # offset, so it is running before the feeds start.
+    scorer = e2e.scorer()
+    wait_until(lambda: "live scorer running" in scorer.log_path.read_text(), timeout=180,
+               what="the live scorer to start", on_timeout=scorer.log_tail)
     ingest = e2e.ingest()
 
     e2e.run_cli("produce", "synthetic", "--symbols", "4", "--rate", "200", "--seconds", "3", "--seed", "7")
@@ -120,7 +126,7 @@ def test_ticks_flow_to_delta_bars_and_api(e2e, spark):
     store = OnlineStore(settings.online_store_path)
     wait_until(
         lambda: set(symbols) <= set(store.symbols()), timeout=120,
-        what="a prediction for every symbol", on_timeout=ingest.log_tail,
+        what="a prediction for every symbol", on_timeout=scorer.log_tail,
     )
     _, key = ApiKeyStore(settings.api_keys_path).create("e2e", ["read"])
     with TestClient(create_app(settings), headers={"X-API-Key": key}) as client:

@@ -50,10 +50,11 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(e2e):
         assert produced > stored_at_kill
 
         def all_accounted_for() -> bool:
-            bars = delta_rows(settings, "bars_1d", ["trades"])
+            # Each interval's bars are their own MERGE, one after the other: wait for both.
+            bars = [delta_rows(settings, f"bars_{interval}", ["trades"]) for interval in ("1m", "1d")]
             return (
                 delta_count(settings, "ticks") + delta_count(settings, "quarantine") >= produced
-                and bars is not None and bars.column("trades").to_pandas().sum() >= produced
+                and all(b is not None and b.column("trades").to_pandas().sum() >= produced for b in bars)
             )
 
         wait_until(all_accounted_for, timeout=600, what=f"all {produced} messages stored and in bars",

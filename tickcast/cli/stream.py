@@ -21,8 +21,8 @@ def ingest(
         None, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
     ),
 ) -> None:
-    """Kafka `ticks` -> Delta ticks/quarantine -> 1m and 1d bars -> features (-> predictions
-    when TICKCAST_SCORER_MODE=stream).
+    """Kafka `ticks` -> Delta ticks/quarantine -> 1m and 1d bars -> features (Delta and Feast
+    online); the live scorer (`tickcast stream score`) makes the predictions.
 
     Checkpointed under $TICKCAST_HOME/checkpoints/ingest: a restart resumes where the
     last committed micro-batch ended, with nothing lost or duplicated.
@@ -48,7 +48,7 @@ def score(
     Scores every symbol whose open bar changed, cycle after cycle, with the champion LSTM and
     Transformer (the momentum baseline until one is registered); a new champion is picked up
     without a restart. Closed bars and features come from Delta (the ingest job's), reloaded
-    every TICKCAST_LIVE_RELOAD_SECONDS. Runs when TICKCAST_SCORER_MODE is `live` (the default).
+    every TICKCAST_LIVE_RELOAD_SECONDS. The platform runs it as program `scorer`.
     """
     from tickcast.scoring import live_job
 

@@ -91,16 +91,12 @@ class Settings(BaseSettings):
     # A verified key is trusted this long before it is looked up again (revocation delay).
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
 
-    # Streaming scorer: the bar interval it scores, and how often it asks MLflow for a new
-    # champion (a promotion is picked up without a restart).
+    # The live scorer (`tickcast stream score`): the bar interval it scores, and how often it asks
+    # MLflow for a new champion (a promotion is picked up without a restart).
     scorer_interval: IntervalName = "1d"
     scorer_reload_seconds: float = Field(default=10.0, gt=0)
     # Publish every prediction on the Kafka `predictions` topic.
     scorer_publish_kafka: bool = True
-    # Who scores: `live`, the live scorer (`tickcast stream score`, its own process: each tick is
-    # in a prediction within a cycle), or `stream`, the Spark ingest job at the end of each
-    # micro-batch (tens of seconds on a small machine).
-    scorer_mode: Literal["live", "stream"] = "live"
     # The live scorer reloads the closed bars and features from Delta this often (the stream's
     # and backfills' corrections), appends its predictions to Delta this often, and waits at
     # most this long for ticks when it has nothing to score.

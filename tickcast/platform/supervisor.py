@@ -131,10 +131,7 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
             stopwaitsecs=90,
             stopasgroup=False,
         ),
-    ]
-    if settings.scorer_mode == "live":
-        result.append(Program("scorer", [tickcast, "stream", "score"], priority=25, startsecs=5, stopwaitsecs=30))
-    result += [
+        Program("scorer", [tickcast, "stream", "score"], priority=25, startsecs=5, stopwaitsecs=30),
         Program("api", [tickcast, "serve", "api"], priority=30),
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
     ]
