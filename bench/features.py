@@ -110,7 +110,7 @@ def write_bars(spark, settings: Settings, table: str, frame) -> None:
     from tickcast.catalog.tables import table_defs
 
     schema = table_defs()[table].schema()
-    spark.createDataFrame(frame, schema).write.format("delta").mode("append").save(tables.table_path(settings, table))
+    tables.spark_append(spark.createDataFrame(frame, schema), settings, table)
 
 
 def timed_calls(call, repeats: int) -> list[float]:

@@ -18,7 +18,7 @@ from tests.serving.market_data import Market, bar_rows, make_prediction, write_b
 from tickcast.catalog.online import OnlineStore
 from tickcast.platform.processes import free_port, stop_process, wait_for_port
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 WAIT = 90  # seconds; generous because CI machines are shared, not a speed check
 

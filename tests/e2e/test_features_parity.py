@@ -16,7 +16,7 @@ from tickcast.catalog.topics import topic_message_count
 from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.platform.processes import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAYS = 300
 

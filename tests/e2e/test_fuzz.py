@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.platform.processes import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 BAD_RECORDS = 10_000
 GOOD_RECORDS = 5_000

@@ -26,7 +26,7 @@ from tickcast.models.bundle import ModelBundle
 from tickcast.models.untrained import quick_bundles, register_bundles
 from tickcast.platform.processes import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAILY_FILE = Path(__file__).resolve().parents[1] / "data" / "daily_sample.csv"
 FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d"]

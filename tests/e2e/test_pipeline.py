@@ -20,7 +20,7 @@ from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.catalog.topics import topic_message_count
 from tickcast.platform.processes import wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 DAILY_FILE = Path(__file__).resolve().parents[1] / "data" / "daily_sample.csv"
 

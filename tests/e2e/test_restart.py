@@ -12,7 +12,7 @@ from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.catalog.topics import topic_message_count
 from tickcast.platform.processes import TICKCAST, wait_until
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _committed_batches(settings) -> int:
