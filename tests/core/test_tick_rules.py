@@ -12,6 +12,7 @@ import numpy as np
 import orjson
 import pandas as pd
 from chispa import assert_df_equality
+from live_ticks import DAY, TODAY, TOLERANCE_US, tick, us
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
@@ -20,19 +21,6 @@ from tickcast.core.symbols import SYMBOL_PATTERN
 from tickcast.core.tickrules import FIELD_TYPES, REQUIRED_FIELDS, SUPPORTED_SCHEMA_VERSIONS
 from tickcast.core.ticks import tick_schema
 from tickcast.scoring.live import LiveMarket, LiveTick, parse_ticks
-
-DAY = 86_400_000_000
-TODAY = pd.Timestamp("2024-03-04", tz="UTC")  # a Monday
-TOLERANCE_US = 300_000_000
-
-
-def _us(stamp: pd.Timestamp) -> int:
-    return stamp.value // 1000
-
-
-def _tick(symbol: str, at: pd.Timestamp, price: float, volume: float = 10.0, msg_id: str | None = None,
-          source: str = "feed") -> LiveTick:
-    return LiveTick(symbol, _us(at), price, volume, msg_id or f"{symbol}-{at.value}-{price}", source)
 
 
 def test_the_rules_and_the_published_message_schema_agree() -> None:
@@ -82,26 +70,26 @@ def test_parse_ticks_decides_what_the_stream_decides(spark) -> None:
     kept = [i for i, reason in reasons.items() if reason is None]
     assert 0 < len(kept) < len(values) - 10  # both kinds are exercised
     assert len(batch) == len(kept)
-    assert batch.ticks()[0] == LiveTick("AAPL", _us(pd.Timestamp("2024-03-04T15:00:00.000001Z")), 180.5, 100.0,
+    assert batch.ticks()[0] == LiveTick("AAPL", us(pd.Timestamp("2024-03-04T15:00:00.000001Z")), 180.5, 100.0,
                                         "m1", "feed")
 
 
 def test_duplicates_late_ticks_and_closed_bars_are_left_out() -> None:
     market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
     at = TODAY + pd.Timedelta(hours=15)
-    assert market.fold(_tick("AAPL", at, 100.0, msg_id="a"))
-    assert not market.fold(_tick("AAPL", at, 101.0, msg_id="a"))  # duplicate msg_id
-    assert market.fold(_tick("AAPL", at - pd.Timedelta(seconds=299), 99.0))
-    assert not market.fold(_tick("AAPL", at - pd.Timedelta(seconds=301), 98.0))  # behind its feed's watermark
+    assert market.fold(tick("AAPL", at, 100.0, msg_id="a"))
+    assert not market.fold(tick("AAPL", at, 101.0, msg_id="a"))  # duplicate msg_id
+    assert market.fold(tick("AAPL", at - pd.Timedelta(seconds=299), 99.0))
+    assert not market.fold(tick("AAPL", at - pd.Timedelta(seconds=301), 98.0))  # behind its feed's watermark
     # Another feed of the same symbol has its own watermark.
-    assert market.fold(_tick("AAPL", at - pd.Timedelta(hours=1), 97.0, source="replay"))
-    assert market.fold(_tick("AAPL", at + pd.Timedelta(days=1), 102.0))  # a new day: the bar rolls
-    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0))  # late for its feed now
+    assert market.fold(tick("AAPL", at - pd.Timedelta(hours=1), 97.0, source="replay"))
+    assert market.fold(tick("AAPL", at + pd.Timedelta(days=1), 102.0))  # a new day: the bar rolls
+    assert not market.fold(tick("AAPL", at + pd.Timedelta(hours=5), 103.0))  # late for its feed now
     # Not late for a new feed, but yesterday's bar is closed here (the stream stores it; a reload brings it).
-    assert not market.fold(_tick("AAPL", at + pd.Timedelta(hours=5), 103.0, msg_id="b", source="other"))
+    assert not market.fold(tick("AAPL", at + pd.Timedelta(hours=5), 103.0, msg_id="b", source="other"))
     assert market.skipped == {"duplicate": 1, "late": 2, "closed_bar": 1}
     bar = market.open["AAPL"]
-    assert (bar.window_start, bar.close, bar.trades) == (_us(TODAY) + DAY, 102.0, 1)
+    assert (bar.window_start, bar.close, bar.trades) == (us(TODAY) + DAY, 102.0, 1)
     closed = market.rolled["AAPL"][0]
     assert (closed.open, closed.high, closed.low, closed.close, closed.volume, closed.trades) == (
         97.0, 100.0, 97.0, 100.0, 30.0, 3)
@@ -109,13 +97,13 @@ def test_duplicates_late_ticks_and_closed_bars_are_left_out() -> None:
 
 def test_open_bars_equal_the_streams_bars_whatever_the_arrival_order(spark) -> None:
     rng = random.Random(5)
-    ticks = [_tick(symbol, TODAY + pd.Timedelta(seconds=rng.randrange(0, 86_400)), round(rng.uniform(90, 110), 2),
+    ticks = [tick(symbol, TODAY + pd.Timedelta(seconds=rng.randrange(0, 86_400)), round(rng.uniform(90, 110), 2),
                    rng.choice([0.0, 1.0, 25.0]))
              for symbol in ("AAA", "BBB", "MKT") for _ in range(60)]
     rng.shuffle(ticks)
     market = LiveMarket("1d", late_tolerance_us=10 * DAY)
-    for tick in ticks:
-        assert market.fold(tick)
+    for one in ticks:
+        assert market.fold(one)
     ours = market.open_bars(sorted(market.open)).drop(columns=["window_end"])
     frame = spark.createDataFrame(pd.DataFrame({
         "symbol": [t.symbol for t in ticks], "ts": pd.to_datetime([t.ts for t in ticks], unit="us"),

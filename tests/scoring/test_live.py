@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
+from live_ticks import TODAY, TOLERANCE_US, tick, us
 from pyspark.sql import functions as F
 
 from tickcast.catalog import tables
@@ -16,25 +17,13 @@ from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.untrained import quick_bundles
-from tickcast.scoring.live import LiveMarket, LiveTick, score_cycle
+from tickcast.scoring.live import LiveMarket, score_cycle
 from tickcast.scoring.live_job import HistoryWriter
 from tickcast.scoring.models import DeployedModel, DualModel
 from tickcast.scoring.score import build_batch, score
 
 FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d", "market_return"]
 LENGTH = 4
-DAY = 86_400_000_000
-TODAY = pd.Timestamp("2024-03-04", tz="UTC")  # a Monday
-TOLERANCE_US = 300_000_000
-
-
-def _us(stamp: pd.Timestamp) -> int:
-    return stamp.value // 1000
-
-
-def _tick(symbol: str, at: pd.Timestamp, price: float, volume: float = 10.0, msg_id: str | None = None,
-          source: str = "feed") -> LiveTick:
-    return LiveTick(symbol, _us(at), price, volume, msg_id or f"{symbol}-{at.value}-{price}", source)
 
 
 # -- scoring ---------------------------------------------------------------------------------------
@@ -73,7 +62,7 @@ def _reference(bars: pd.DataFrame, dual: DualModel, predicted_at: datetime) -> p
 def _loaded(history: pd.DataFrame, now: pd.Timestamp) -> LiveMarket:
     market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
     stored = compute_features(history, "1d", history[history["symbol"] == "MKT"])
-    market.load(history, stored[market.feature_columns], _us(now))
+    market.load(history, stored[market.feature_columns], us(now))
     return market
 
 
@@ -82,10 +71,10 @@ def test_a_cycle_scores_what_a_full_recomputation_gives(dual: DualModel) -> None
     now = TODAY + pd.Timedelta(hours=16)
     market = _loaded(history, now)
     assert len(market.closed) == len(history) and not market.open
-    ticks = [_tick("AAA", TODAY + pd.Timedelta(hours=14, minutes=31), 50.5), _tick("MKT", now, 4010.0),
-             _tick("AAA", now, 51.0, 7.0), _tick("BBB", now - pd.Timedelta(minutes=5), 19.8)]
-    for tick in ticks:
-        market.fold(tick)
+    ticks = [tick("AAA", TODAY + pd.Timedelta(hours=14, minutes=31), 50.5), tick("MKT", now, 4010.0),
+             tick("AAA", now, 51.0, 7.0), tick("BBB", now - pd.Timedelta(minutes=5), 19.8)]
+    for one in ticks:
+        market.fold(one)
     predicted_at = datetime(2024, 3, 4, 16, 0, 1, tzinfo=UTC)
     frame, skipped = score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5,
                                  predicted_at=predicted_at)
@@ -97,7 +86,7 @@ def test_a_cycle_scores_what_a_full_recomputation_gives(dual: DualModel) -> None
     assert frame.loc[frame["symbol"] == "AAA", "data_timestamp"].iloc[0] == now
     # Nothing new, nothing scored; a tick of one symbol scores that symbol only.
     assert score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)[0].empty
-    market.fold(_tick("BBB", now + pd.Timedelta(seconds=1), 19.9))
+    market.fold(tick("BBB", now + pd.Timedelta(seconds=1), 19.9))
     assert list(score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)[0]["symbol"]) == ["BBB"]
 
 
@@ -106,8 +95,8 @@ def test_a_bar_closed_by_the_next_days_tick_joins_the_sequence(dual: DualModel) 
     market = _loaded(history, TODAY + pd.Timedelta(hours=15))
     for day, price in ((0, 51.0), (1, 52.5)):
         at = TODAY + pd.Timedelta(days=day, hours=15)
-        market.fold(_tick("MKT", at, 4000.0 + day))
-        market.fold(_tick("AAA", at, price))
+        market.fold(tick("MKT", at, 4000.0 + day))
+        market.fold(tick("AAA", at, price))
         predicted_at = datetime(2024, 3, 4 + day, 15, 0, 1, tzinfo=UTC)
         frame, _ = score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5, predicted_at=predicted_at)
     assert len(market.closed) == len(history) + 2  # today's bars closed when tomorrow's tick came
@@ -137,7 +126,7 @@ def test_a_bar_closed_by_the_next_days_tick_joins_the_sequence(dual: DualModel) 
 def test_without_a_champion_the_momentum_baseline_scores() -> None:
     history = _history({"AAA": 50.0, "MKT": 4000.0}, 10)
     market = _loaded(history, TODAY + pd.Timedelta(hours=15))
-    market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=15), 52.0))
+    market.fold(tick("AAA", TODAY + pd.Timedelta(hours=15), 52.0))
     frame, _ = score_cycle(market, None, index_symbol="MKT", horizon="1d", lookback=5)
     assert list(frame["symbol"]) == ["AAA"] and frame["model_name"].iloc[0] == "momentum-baseline"
 
@@ -151,7 +140,7 @@ def test_a_stored_bar_of_the_current_window_is_the_open_bar_to_fold_into() -> No
     assert sorted(market.open) == ["AAA", "MKT"] and len(market.closed) == len(history)
     before = market.open["AAA"]
     volume, trades = before.volume, before.trades
-    market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=16), 1.0, volume=5.0))
+    market.fold(tick("AAA", TODAY + pd.Timedelta(hours=16), 1.0, volume=5.0))
     after = market.open["AAA"]
     assert (after.close, after.low, after.volume, after.trades) == (1.0, 1.0, volume + 5.0, trades + 1)
 
@@ -163,7 +152,7 @@ def test_history_appends_to_the_streams_predictions_table(spark, settings, dual:
     history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 12)
     market = _loaded(history, TODAY + pd.Timedelta(hours=15))
     for symbol in ("AAA", "BBB", "MKT"):
-        market.fold(_tick(symbol, TODAY + pd.Timedelta(hours=15), 10.0))
+        market.fold(tick(symbol, TODAY + pd.Timedelta(hours=15), 10.0))
     frame, _ = score_cycle(market, None, index_symbol="MKT", horizon="1d", lookback=5)
     writer = HistoryWriter(settings)
     writer.add(frame)
@@ -183,13 +172,13 @@ def test_a_reload_keeps_the_bars_closed_here_that_delta_has_not_stored_yet(dual:
     market = _loaded(history, TODAY + pd.Timedelta(hours=15))
     for day in (0, 1):
         for symbol, price in (("MKT", 4000.0 + day), ("AAA", 51.0 + day)):
-            market.fold(_tick(symbol, TODAY + pd.Timedelta(days=day, hours=15), price))
+            market.fold(tick(symbol, TODAY + pd.Timedelta(days=day, hours=15), price))
         score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
     before = (market.closed.copy(), market.closed_features.copy())
     # Delta still ends yesterday, and one of its old bars was corrected (a backfill).
     corrected = history.copy()
     corrected.loc[corrected.index[0], "close"] = 1.0
-    market.load(corrected, stored[market.feature_columns], _us(TODAY + pd.Timedelta(days=1, hours=16)))
+    market.load(corrected, stored[market.feature_columns], us(TODAY + pd.Timedelta(days=1, hours=16)))
     assert len(market.closed) == len(before[0]) and len(market.closed_features) == len(before[1])
     assert market.closed["close"].iloc[0] == 1.0  # Delta's correction is in
     newest = market.closed.groupby("symbol")["window_start"].max()
@@ -217,14 +206,14 @@ def test_a_reload_on_another_thread_is_adopted_unless_bars_closed_meanwhile(dual
     def reload_beside(work) -> LiveMarket:
         shadow = market.shadow()
         loader = threading.Thread(target=shadow.load, args=(corrected, stored[market.feature_columns],
-                                                           _us(TODAY + pd.Timedelta(hours=16))))
+                                                           us(TODAY + pd.Timedelta(hours=16))))
         loader.start()
         work()
         loader.join()
         return shadow
 
     # Ticks of today's open bar meanwhile: the reload is taken, the open bar kept.
-    shadow = reload_beside(lambda: market.fold(_tick("AAA", TODAY + pd.Timedelta(hours=15), 51.0)))
+    shadow = reload_beside(lambda: market.fold(tick("AAA", TODAY + pd.Timedelta(hours=15), 51.0)))
     assert market.adopt(shadow)
     aaa = market.closed[market.closed["symbol"] == "AAA"]
     assert aaa["close"].iloc[-1] == 49.0 and aaa["window_start"].iloc[-1] == history["window_start"].max()
@@ -237,7 +226,7 @@ def test_a_reload_on_another_thread_is_adopted_unless_bars_closed_meanwhile(dual
 
     # A bar closed here meanwhile (tomorrow's tick, scored): the reload lacks it and is refused.
     def roll() -> None:
-        market.fold(_tick("AAA", TODAY + pd.Timedelta(days=1, hours=15), 52.0))
+        market.fold(tick("AAA", TODAY + pd.Timedelta(days=1, hours=15), 52.0))
         score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
 
     held = market.closed
@@ -250,7 +239,7 @@ def test_sequences_gathered_from_the_tail_are_build_batchs(dual: DualModel) -> N
     history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 12, seed=6)
     market = _loaded(history, TODAY + pd.Timedelta(hours=15))
     for symbol, price in (("AAA", 51.0), ("BBB", 19.5), ("MKT", 4001.0)):
-        market.fold(_tick(symbol, TODAY + pd.Timedelta(hours=15), price))
+        market.fold(tick(symbol, TODAY + pd.Timedelta(hours=15), price))
     symbols, closed_from = market.take("MKT")
     open_features = market.features(symbols, closed_from, "MKT", dual.features)
     gathered, skipped = market.sequences(open_features, dual.features, dual.sequence_length)
@@ -261,7 +250,7 @@ def test_sequences_gathered_from_the_tail_are_build_batchs(dual: DualModel) -> N
     np.testing.assert_array_equal(gathered.close, expected.close)
     assert (gathered.data_timestamp == expected.data_timestamp).all() and skipped == expected_skipped == {}
     # A symbol short of history takes build_batch's way, and is skipped with its reason.
-    market.fold(_tick("NEW", TODAY + pd.Timedelta(hours=15, minutes=1), 5.0))
+    market.fold(tick("NEW", TODAY + pd.Timedelta(hours=15, minutes=1), 5.0))
     symbols, closed_from = market.take("MKT")
     assert symbols == ["NEW"]
     batch, skipped = market.sequences(market.features(symbols, closed_from, "MKT", dual.features), dual.features,
