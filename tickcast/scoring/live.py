@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime
+from operator import attrgetter
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -110,24 +111,42 @@ class OpenBar:
     close_ts: int
 
 
-def _earlier_max(frame: pd.DataFrame, keys: list[str], column: str) -> np.ndarray:
-    """Per row, the largest ``column`` of the earlier rows with the same keys (NaN for the first)."""
-    running = frame[column].groupby([frame[k] for k in keys], sort=False).cummax()
-    return running.groupby([frame[k] for k in keys], sort=False).shift(1).to_numpy(dtype=float)
+def _earlier_max(keys: list, values: np.ndarray) -> np.ndarray:
+    """Per row, the largest of ``values`` in the earlier rows with the same key (NaN for the first
+    row of a key; for every row when the keys are distinct, the usual case of a cycle)."""
+    if len(set(keys)) == len(keys):
+        return np.full(len(keys), np.nan)
+    codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+    running = pd.Series(values, dtype=float).groupby(codes, sort=False).cummax()
+    return running.groupby(codes, sort=False).shift(1).to_numpy(dtype=float)
 
 
-def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray) -> pd.DataFrame:
+_BAR_VALUES = attrgetter(*BAR_FIELDS)
+
+
+def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray) -> tuple[list[str], np.ndarray, dict]:
     """One partial bar per (symbol, window) of the ticks at ``rows``, by ``BAR_FOLD``'s partial of
-    each field; indexed by (symbol, window), in that order."""
-    frame = pd.DataFrame({"symbol": ticks.symbol[rows], "window": windows, TIME_COLUMN: ticks.ts[rows],
+    each field: (symbols, window starts, field -> values), in order of symbol, then window."""
+    symbols = ticks.symbol[rows].tolist()
+    pairs = list(zip(symbols, windows.tolist(), strict=True))
+    if len(set(pairs)) == len(pairs):
+        # One tick per bar: each partial is that tick (a count of one).
+        columns = {"price": ticks.price[rows], "volume": ticks.volume[rows], TIME_COLUMN: ticks.ts[rows]}
+        values = {f.name: np.ones(len(rows), dtype=np.int64) if f.of is None else columns[f.of]
+                  for f in BAR_FOLD}
+        order = np.array(sorted(range(len(pairs)), key=pairs.__getitem__))
+        return [symbols[i] for i in order], windows[order], {k: v[order] for k, v in values.items()}
+    frame = pd.DataFrame({"symbol": symbols, "window": windows, TIME_COLUMN: ticks.ts[rows],
                           TIE_BREAK_COLUMN: ticks.msg_id[rows], "price": ticks.price[rows],
                           "volume": ticks.volume[rows]})
     # Earliest first, ties by msg_id: a group's first and last rows are its open and close (as Spark's
     # min and max of (ts, msg_id, price)).
     frame = frame.sort_values(["symbol", "window", TIME_COLUMN, TIE_BREAK_COLUMN], kind="mergesort")
     grouped = frame.groupby(["symbol", "window"], sort=False)
-    return pd.DataFrame({field.name: grouped.size() if field.partial == "count" else grouped[field.of].agg(field.partial)
-                         for field in BAR_FOLD})
+    parts = pd.DataFrame({f.name: grouped.size() if f.partial == "count" else grouped[f.of].agg(f.partial)
+                          for f in BAR_FOLD})
+    return (parts.index.get_level_values("symbol").tolist(), parts.index.get_level_values("window").to_numpy(),
+            {name: parts[name].to_numpy() for name in BAR_FIELDS})
 
 
 def _stamp(us: int | np.ndarray) -> pd.Timestamp | pd.DatetimeIndex:
@@ -303,61 +322,57 @@ class LiveMarket:
         n = len(ticks)
         if n == 0:
             return 0
+        msg_ids = ticks.msg_id.tolist()
         seen = self._seen
-        duplicate = np.fromiter((m in seen for m in ticks.msg_id), bool, n)
-        duplicate |= pd.Series(ticks.msg_id).duplicated(keep="first").to_numpy()
-        for msg_id in ticks.msg_id[~duplicate].tolist():
-            seen[msg_id] = None
+        duplicate = np.fromiter((m in seen for m in msg_ids), bool, n)
+        if len(set(msg_ids)) < n:
+            duplicate |= pd.Series(msg_ids).duplicated(keep="first").to_numpy()
+        for msg_id, dup in zip(msg_ids, duplicate.tolist(), strict=True):
+            if not dup:
+                seen[msg_id] = None
         while len(seen) > SEEN_MSG_IDS:
             seen.popitem(last=False)
 
-        frame = pd.DataFrame({"source": ticks.source, "symbol": ticks.symbol, "ts": ticks.ts})[~duplicate]
-        feeds = list(zip(frame["source"], frame["symbol"], strict=True))
-        held = np.array([self._feed_max.get(feed, np.nan) for feed in feeds], dtype=float)
-        earlier = _earlier_max(frame, ["source", "symbol"], "ts")
-        newest = np.fmax(held, earlier)
-        with np.errstate(invalid="ignore"):
-            late = ~np.isnan(newest) & LATENESS.is_late(frame["ts"].to_numpy(dtype=float), newest,
-                                                         float(self.late_tolerance_us))
+        kept = np.flatnonzero(~duplicate)
+        ts = ticks.ts[kept]
+        feeds = list(zip(ticks.source[kept].tolist(), ticks.symbol[kept].tolist(), strict=True))
         feed_max = self._feed_max
-        for feed, ts, is_late in zip(feeds, frame["ts"].tolist(), late.tolist(), strict=True):
-            if not is_late and ts > feed_max.get(feed, ts - 1):
-                feed_max[feed] = ts
-
-        kept = frame[~late].index.to_numpy()
-        window = INTERVALS[self.interval].floor_us(ticks.ts[kept])
-        accepted = pd.DataFrame({"symbol": ticks.symbol[kept], "window": window})
-        open_start = accepted["symbol"].map({s: b.window_start for s, b in self.open.items()}).to_numpy(dtype=float)
-        earlier_window = _earlier_max(accepted, ["symbol"], "window")
+        newest = np.fmax(np.array([feed_max.get(feed, np.nan) for feed in feeds], dtype=float), _earlier_max(feeds, ts))
         with np.errstate(invalid="ignore"):
-            closed_bar = np.fmax(open_start, earlier_window) > window
+            late = ~np.isnan(newest) & LATENESS.is_late(ts.astype(float), newest, float(self.late_tolerance_us))
+        for feed, stamp, is_late in zip(feeds, ts.tolist(), late.tolist(), strict=True):
+            if not is_late and stamp > feed_max.get(feed, stamp - 1):
+                feed_max[feed] = stamp
+
+        kept = kept[~late]
+        symbols = ticks.symbol[kept].tolist()
+        window = INTERVALS[self.interval].floor_us(ticks.ts[kept])
+        open_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in symbols], dtype=float)
+        with np.errstate(invalid="ignore"):
+            closed_bar = np.fmax(open_start, _earlier_max(symbols, window)) > window
         self.skipped["duplicate"] += int(duplicate.sum())
         self.skipped["late"] += int(late.sum())
         self.skipped["closed_bar"] += int(closed_bar.sum())
         folded = kept[~closed_bar]
-        parts = _partials(ticks, folded, window[~closed_bar])
-        if parts.empty:
+        if not len(folded):
             return 0
-        symbols = parts.index.get_level_values("symbol").to_numpy()
-        starts = parts.index.get_level_values("window").to_numpy()
+        bar_symbols, starts, values = _partials(ticks, folded, window[~closed_bar])
         # Only a symbol's first window can be the one its open bar holds; later ones roll it.
-        held_start = pd.Series(symbols).map({s: b.window_start for s, b in self.open.items()}).to_numpy(dtype=float)
-        into_open = ~pd.Series(symbols).duplicated().to_numpy() & (held_start == starts)
-        values = {name: parts[name].to_numpy() for name in BAR_FIELDS}
+        first_of_symbol = ~pd.Series(bar_symbols).duplicated().to_numpy()
+        held_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in bar_symbols])
+        into_open = first_of_symbol & (held_start == starts)
         if into_open.any():
-            held_bars = [self.open[s] for s in symbols[into_open]]
-            merged = merge_bar({name: np.array([getattr(b, name) for b in held_bars]) for name in BAR_FIELDS},
+            held_bars = np.array([_BAR_VALUES(self.open[s]) for s in np.asarray(bar_symbols)[into_open]]).T
+            merged = merge_bar(dict(zip(BAR_FIELDS, held_bars, strict=True)),
                                {name: column[into_open] for name, column in values.items()})
             for name in BAR_FIELDS:
                 values[name] = values[name].copy()
                 values[name][into_open] = merged[name]
         rows = zip(*(values[name].tolist() for name in BAR_FIELDS), strict=True)
-        for bar_symbol, start, merge, row in zip(symbols.tolist(), starts.tolist(), into_open.tolist(), rows,
-                                                 strict=True):
-            bar = OpenBar(start, *row)
+        for bar_symbol, start, merge, row in zip(bar_symbols, starts.tolist(), into_open.tolist(), rows, strict=True):
             if not merge and bar_symbol in self.open:
                 self.rolled.setdefault(bar_symbol, []).append(self.open[bar_symbol])
-            self.open[bar_symbol] = bar
+            self.open[bar_symbol] = OpenBar(start, *row)
             self.dirty.add(bar_symbol)
         return len(folded)
 
