@@ -40,14 +40,15 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def platform_home(spark, base_settings, tmp_path_factory):
-    """Bars in Delta and their features in Delta/Feast, as `tickcast history synthetic` and
-    `tickcast features backfill` leave them."""
+def platform_home(spark, base_settings, empty_tables, copy_tables, tmp_path_factory):
+    """Bars in Delta and their features in Delta/Feast, as `tickcast setup`, `tickcast history
+    synthetic` and `tickcast features backfill` leave them (the empty tables are the session's)."""
     from spark_jobs.backfill import backfill_frame
     from spark_jobs.features_backfill import backfill_features
     from tickcast.feeds.history import generate_history
 
     settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("lifecycle") / "home"})
+    copy_tables(empty_tables, settings)
     bars = generate_history(3, 400, "1d", alpha=0.3, seed=5, start="2015-01-01")
     backfill_frame(spark, settings, bars, interval="1d")
     backfill_features(spark, settings, ["MKT", *SYMBOLS], ["1d"])
