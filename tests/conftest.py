@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,40 @@ def kafka_bootstrap(base_settings: Settings, tmp_path_factory: pytest.TempPathFa
 def settings(tmp_path: Path, base_settings: Settings) -> Settings:
     """Settings with a fresh TICKCAST_HOME for one test."""
     return base_settings.model_copy(update={"home": tmp_path / "home"})
+
+
+@pytest.fixture(scope="session")
+def empty_tables(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A ``delta`` directory holding every Delta table, created empty (version 0) once per
+    session as ``tickcast setup`` leaves them. Read-only: use ``tables_home``."""
+    from tickcast.catalog.tables import delta_dir, ensure_tables
+
+    template = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("empty-tables") / "home"})
+    ensure_tables(spark, template)
+    return delta_dir(template)
+
+
+def _copy_tables(source: Path | Settings, settings: Settings) -> Settings:
+    from tickcast.catalog.tables import delta_dir
+
+    shutil.copytree(delta_dir(source) if isinstance(source, Settings) else source, delta_dir(settings))
+    return settings
+
+
+@pytest.fixture(scope="session")
+def copy_tables():
+    """``copy_tables(source, settings)``: ``settings`` with a copy of the Delta tables of
+    ``source`` (a Settings, or a ``delta`` directory) as its own.
+
+    Delta tables are relocatable (their logs hold paths relative to the table), so a copy
+    is the same tables, versions and history included, without running Spark again: a
+    module builds a state once and each test that changes it works on a copy."""
+    return _copy_tables
+
+
+@pytest.fixture
+def tables_home(settings: Settings, empty_tables: Path) -> Settings:
+    """``settings`` (a fresh home for one test) whose Delta tables already exist, empty:
+    for tests about what is written into them rather than about creating them (creating
+    the eight tables costs Spark several seconds per home)."""
+    return _copy_tables(empty_tables, settings)

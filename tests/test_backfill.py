@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from spark_jobs.backfill import BackfillError, backfill_bars, backfill_file, spark_bars
 from tickcast.catalog import tables
-from tickcast.catalog.tables import ensure_tables, table_defs
+from tickcast.catalog.tables import table_defs
 from tickcast.cli import app
 from tickcast.feeds.barfiles import parse_bar_file
 
@@ -68,17 +68,28 @@ def test_spark_bars_pure_conversion(spark) -> None:
     assert_df_equality(actual_1m, table_df(spark, minute_rows(), "bars_1m"))
 
 
-def test_backfill_daily_twice_leaves_one_copy(spark, settings) -> None:
-    ensure_tables(spark, settings, ["bars_1d", "bars_1m"])
-    first = backfill_file(settings, DATA / "daily_sample.csv", symbol="aapl", spark=spark)
+@pytest.fixture(scope="module")
+def daily_loaded(spark, base_settings, empty_tables, copy_tables, tmp_path_factory):
+    """Every table created, then daily_sample.csv backfilled once as AAPL: (settings, result).
+
+    Read-only; tests that load more work on a copy of its tables (``copy_tables``)."""
+    settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("daily-loaded") / "home"})
+    copy_tables(empty_tables, settings)
+    return settings, backfill_file(settings, DATA / "daily_sample.csv", symbol="aapl", spark=spark)
+
+
+@pytest.mark.slow  # Spark MERGEs into Delta, through the quality gate
+def test_backfill_daily_twice_leaves_one_copy(spark, settings, daily_loaded, copy_tables) -> None:
+    loaded, first = daily_loaded
     assert (first.table, first.symbol, first.bars, first.inserted, first.updated) == (
         "bars_1d", "AAPL", 30, 30, 0,
     )
     expected = table_df(spark, daily_rows(), "bars_1d").drop("updated_at")
     assert_df_equality(
-        read_table(spark, settings, "bars_1d").drop("updated_at"), expected, ignore_nullable=True
+        read_table(spark, loaded, "bars_1d").drop("updated_at"), expected, ignore_nullable=True
     )
 
+    settings = copy_tables(loaded, settings)
     second = backfill_file(settings, DATA / "daily_sample.csv", symbol="AAPL", spark=spark)
     assert (second.inserted, second.updated) == (0, 30)
     after = read_table(spark, settings, "bars_1d")
@@ -89,9 +100,10 @@ def test_backfill_daily_twice_leaves_one_copy(spark, settings) -> None:
     assert spark.read.format("delta").load(tables.table_path(settings, "bars_1m")).count() == 0
 
 
-def test_backfill_updates_corrected_bars_and_adds_new_ones(spark, settings, tmp_path) -> None:
-    ensure_tables(spark, settings, ["bars_1d"])
-    backfill_file(settings, DATA / "daily_sample.csv", symbol="AAPL", spark=spark)
+@pytest.mark.slow  # Spark MERGE
+def test_backfill_updates_corrected_bars_and_adds_new_ones(spark, settings, daily_loaded, copy_tables,
+                                                           tmp_path) -> None:
+    settings = copy_tables(daily_loaded[0], settings)
     corrected = tmp_path / "corrected.csv"
     corrected.write_text(
         "Date,Open,High,Low,Close,Adj Close,Volume\n"
@@ -107,8 +119,9 @@ def test_backfill_updates_corrected_bars_and_adds_new_ones(spark, settings, tmp_
     assert (jan2["high"], jan2["close"], jan2["volume"]) == (195.0, 194.0, 90_000_000.0)
 
 
-def test_backfill_one_minute_file_goes_to_bars_1m(spark, settings) -> None:
-    ensure_tables(spark, settings, ["bars_1d", "bars_1m"])
+@pytest.mark.slow  # Spark MERGE
+def test_backfill_one_minute_file_goes_to_bars_1m(spark, tables_home) -> None:
+    settings = tables_home
     result = backfill_file(settings, DATA / "intraday_1m_sample.csv", symbol="AAPL", spark=spark)
     assert (result.table, result.interval, result.inserted) == ("bars_1m", "1m", 30)
     expected = table_df(spark, minute_rows(), "bars_1m").drop("updated_at")
@@ -118,11 +131,12 @@ def test_backfill_one_minute_file_goes_to_bars_1m(spark, settings) -> None:
     assert spark.read.format("delta").load(tables.table_path(settings, "bars_1d")).count() == 0
 
 
-def test_concurrent_backfills_into_one_table_all_land(spark, settings) -> None:
+@pytest.mark.slow  # concurrent Spark MERGEs
+def test_concurrent_backfills_into_one_table_all_land(spark, tables_home) -> None:
     """Two writers MERGE into bars_1d at once (as the streaming job does); conflicts are retried."""
-    # Every table exists first, as `tickcast setup` leaves them: this is about concurrent
-    # MERGEs, not about two jobs creating the quality tables at the same instant.
-    ensure_tables(spark, settings)
+    # Every table exists first (``tables_home``), as `tickcast setup` leaves them: this is about
+    # concurrent MERGEs, not about two jobs creating the quality tables at the same instant.
+    settings = tables_home
     bar_file = parse_bar_file(DATA / "daily_sample.csv")
     results, errors = {}, []
 

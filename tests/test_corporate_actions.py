@@ -41,6 +41,8 @@ DAYS = 70
 MINUTES = 20  # minute bars from 10 minutes before the ex-date's 00:00 UTC
 WRITTEN_AT = datetime(2024, 6, 1, tzinfo=UTC)
 PRICE_COLUMNS = ["symbol", "window_start", "open", "high", "low", "close", "volume"]
+# Tests that write Delta tables with Spark and apply actions are marked slow (left out of
+# `pytest -m "not slow"`); those of the file format and the factors are not.
 RETURN_COLUMNS = ["return_1d", "return_5d", "return_20d", "return_60d"]
 
 
@@ -128,12 +130,21 @@ def history() -> History:
 
 
 @pytest.fixture(scope="module")
-def split_applied(spark, base_settings, history, tmp_path_factory):
+def raw_home(spark, base_settings, history, empty_tables, copy_tables, tmp_path_factory):
+    """Every table (as `tickcast setup` leaves them) and AAA's raw history stored: bars_1d
+    and bars_1m at version 1, no features yet. Read-only: tests start from copies of it."""
+    settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("ca-raw") / "home"})
+    copy_tables(empty_tables, settings)
+    history.store(spark, settings)
+    return settings
+
+
+@pytest.fixture(scope="module")
+def split_applied(spark, raw_home, copy_tables, tmp_path_factory):
     """A home with AAA's raw history and its features, then the split file applied once.
 
     Read-only for the tests; a test that changes things works on a copy (``copy_home``)."""
-    settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("ca-split") / "home"})
-    history.store(spark, settings)
+    settings = copy_tables(raw_home, raw_home.model_copy(update={"home": tmp_path_factory.mktemp("ca-split") / "home"}))
     backfill_features(spark, settings)
     before = {
         "versions": {t: version(settings, t) for t in ("bars_1d", "bars_1m", "features")},
@@ -217,6 +228,7 @@ def test_factors_compose_per_bar_over_the_actions_after_it() -> None:
 # -- applying a 2:1 split ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_before_the_split_is_applied_the_return_across_it_is_minus_half(split_applied, history) -> None:
     _, _, before = split_applied
     feats = before["features_1d"]
@@ -226,6 +238,7 @@ def test_before_the_split_is_applied_the_return_across_it_is_minus_half(split_ap
     assert at_ex < -0.45
 
 
+@pytest.mark.slow
 def test_the_split_halves_prices_and_doubles_volumes_before_the_ex_date_only(spark, split_applied, history) -> None:
     settings, result, before = split_applied
     [applied] = result.applied
@@ -241,6 +254,7 @@ def test_the_split_halves_prices_and_doubles_volumes_before_the_ex_date_only(spa
         )
 
 
+@pytest.mark.slow
 def test_one_new_version_per_table_and_the_old_one_is_readable_by_time_travel(spark, split_applied, history) -> None:
     settings, result, before = split_applied
     for table, raw in (("bars_1d", history.daily(raw=True)), ("bars_1m", history.minute(raw=True))):
@@ -257,6 +271,7 @@ def test_one_new_version_per_table_and_the_old_one_is_readable_by_time_travel(sp
     assert "AAA 2:1 split, ex-date 2024-02-05" in commit["userMetadata"]
 
 
+@pytest.mark.slow
 def test_returns_across_the_split_are_continuous_after_it_is_applied(split_applied, history) -> None:
     settings, result, _ = split_applied
     daily = stored_features(settings, "AAA", "1d")
@@ -281,6 +296,7 @@ def test_returns_across_the_split_are_continuous_after_it_is_applied(split_appli
     assert result.features_rows == DAYS + MINUTES
 
 
+@pytest.mark.slow
 def test_the_recomputed_features_are_those_of_the_adjusted_bars(split_applied) -> None:
     settings, _, before = split_applied
     for interval in ("1d", "1m"):
@@ -297,6 +313,7 @@ def test_the_recomputed_features_are_those_of_the_adjusted_bars(split_applied) -
     assert stored_features(settings, "ZZZ", "1d").computed_at.equals(before["zzz_computed_at"])
 
 
+@pytest.mark.slow
 def test_the_applied_split_is_recorded_with_its_factor(split_applied) -> None:
     settings, result, _ = split_applied
     [row] = delta_rows(settings, "corporate_actions").to_pylist()
@@ -308,6 +325,7 @@ def test_the_applied_split_is_recorded_with_its_factor(split_applied) -> None:
     }
 
 
+@pytest.mark.slow
 def test_applying_the_same_file_again_changes_nothing(spark, split_applied, tmp_path) -> None:
     settings = copy_home(split_applied[0], tmp_path)
     tables = ("bars_1d", "bars_1m", "features", "corporate_actions")
@@ -321,6 +339,7 @@ def test_applying_the_same_file_again_changes_nothing(spark, split_applied, tmp_
     assert "nothing to adjust: no table was changed" in again.summary_lines()
 
 
+@pytest.mark.slow
 def test_a_dividend_before_an_applied_split_uses_the_close_as_traded(spark, split_applied, history, tmp_path) -> None:
     settings = copy_home(split_applied[0], tmp_path)
     minute_version = version(settings, "bars_1m")
@@ -355,13 +374,14 @@ def test_a_dividend_before_an_applied_split_uses_the_close_as_traded(spark, spli
 # -- several actions in one file ---------------------------------------------------------------
 
 
-def test_a_dividend_and_a_reverse_split_compose_in_one_version(spark, settings) -> None:
+@pytest.mark.slow
+def test_a_dividend_and_a_reverse_split_compose_in_one_version(spark, tables_home) -> None:
+    settings = tables_home
     closes = [50.0 + i for i in range(30)]
     closes = [c * (10 if i >= 20 else 1) for i, c in enumerate(closes)]  # 1:10 on Jan 21 (bar 20)
     days = [START + i * DAY for i in range(30)]
     raw = bars("BBB", days, closes, [1000.0] * 30, DAY)
     write_bars(spark, settings, raw, "bars_1d")
-    ensure_tables(spark, settings, ["bars_1m"])
     versions = {t: version(settings, t) for t in ("bars_1d", "bars_1m")}
 
     result = apply_corporate_actions(spark, settings, DATA / "corporate_actions_mixed.csv")
@@ -391,7 +411,9 @@ def test_a_dividend_and_a_reverse_split_compose_in_one_version(spark, settings) 
     assert sorted(r["symbol"] for r in delta_rows(settings, "corporate_actions").to_pylist()) == ["BBB", "BBB"]
 
 
-def test_a_dividend_not_below_the_close_refuses_the_whole_file(spark, settings, tmp_path) -> None:
+@pytest.mark.slow
+def test_a_dividend_not_below_the_close_refuses_the_whole_file(spark, tables_home, tmp_path) -> None:
+    settings = tables_home
     days = [START + i * DAY for i in range(5)]
     write_bars(spark, settings, bars("BBB", days, [2.0] * 5, [1000.0] * 5, DAY), "bars_1d")
     path = tmp_path / "actions.csv"
@@ -407,10 +429,11 @@ def test_a_dividend_not_below_the_close_refuses_the_whole_file(spark, settings, 
 # -- an apply interrupted between its commits -------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_interrupted_apply_is_finished_by_the_next_without_adjusting_twice(
-    spark, settings, history, monkeypatch
+    spark, settings, history, raw_home, copy_tables, monkeypatch
 ) -> None:
-    history.store(spark, settings)
+    settings = copy_tables(raw_home, settings)
     pending = settings.checkpoint_dir / "corporate-actions" / "pending.json"
     real_adjust = CA._adjust_table
 
@@ -460,6 +483,7 @@ def test_an_interrupted_apply_is_finished_by_the_next_without_adjusting_twice(
 # -- the command line ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_apply_list_and_a_bad_file(spark, settings, history) -> None:
     env = {"TICKCAST_HOME": str(settings.home)}
     runner = CliRunner()

@@ -257,6 +257,7 @@ def test_rewritten_config_is_applied_like_supervisorctl_update(settings: Setting
         assert control.down(settings) is True
 
 
+@pytest.mark.slow  # a real Kafka broker started and stopped by supervisord
 def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) -> None:
     settings = _isolated(settings)
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.serving.market_data import DAY0, bar_rows, make_prediction, write_bars
 from tickcast.catalog import tables
 from tickcast.catalog.market import BAR_COLUMNS, Bar, MarketStore, SymbolStatus
@@ -29,6 +31,7 @@ def test_missing_tables_read_as_empty(settings: Settings) -> None:
     assert not settings.home_dir.exists()
 
 
+@pytest.mark.slow  # five Spark writes to Delta and a checkpoint
 def test_bars_written_by_spark_read_by_delta_rs(spark, settings: Settings) -> None:
     ensure_tables(spark, settings, ["bars_1d", "bars_1m"])
     aapl = bar_rows("AAPL", DAY0, DAY, 8, 100.0)

@@ -206,6 +206,7 @@ def test_help_explains_the_alpha() -> None:
 # --- Delta ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two Spark MERGEs through the quality gate
 def test_load_into_delta_twice_leaves_the_same_rows(spark, settings) -> None:
     bars = generate_history(3, 50, "1d", seed=5, alpha=0.3)
     first = backfill_frame(spark, settings, bars, interval="1d", label="test")

@@ -7,28 +7,21 @@ import math
 
 import numpy as np
 import pytest
+from small_bundles import FEATURES, LENGTH, MEAN, SCALE
 
 from tickcast.models.bundle import ModelBundle
-from tickcast.models.dataset import Scaler
 from tickcast.models.explain import Attribution, explain, format_value, label, summarise
 from tickcast.models.labels import DOWN, UP
-from tickcast.models.untrained import quick_bundles
 
-FEATURES = ["return_1d", "return_5d", "volatility_20d", "rsi_14", "macd"]
-MEAN = np.array([0.001, 0.004, 0.25, 50.0, 0.1])
-SCALE = np.array([0.02, 0.04, 0.1, 10.0, 0.5])
-LENGTH = 4
 TOL = 1e-6  # batch-of-one vs batched runs may differ in the last float32 bits
 
 
 @pytest.fixture(scope="module")
-def bundles(tmp_path_factory) -> list[ModelBundle]:
-    paths = quick_bundles(tmp_path_factory.mktemp("explain"), features=FEATURES, sequence_length=LENGTH,
-                          children=("AAA",))
-    # quick_bundles writes an identity scaler; a real one makes "the mean" differ from 0 in raw units.
-    for path in paths.values():
-        Scaler(FEATURES, MEAN, SCALE).save(path / "scaler.json")
-    return [ModelBundle(paths[arch], providers=["CPUExecutionProvider"]) for arch in ("lstm", "transformer")]
+def bundles(trained_bundles) -> list[ModelBundle]:
+    """The session's small LSTM and Transformer bundles (a child for AAA), with a real scaler:
+    "the mean" of a feature differs from 0 in raw units."""
+    return [ModelBundle(trained_bundles[arch][3], providers=["CPUExecutionProvider"])
+            for arch in ("lstm", "transformer")]
 
 
 def _raw(seed: int = 0) -> np.ndarray:
@@ -46,6 +39,7 @@ def _ensemble(bundles, symbol: str, raw: np.ndarray) -> tuple[float, float]:
     return float(p[UP] - p[DOWN]), float(np.mean(medians))
 
 
+@pytest.mark.slow  # the bundles: the session's small trained networks, exported to ONNX
 @pytest.mark.parametrize("symbol", ["AAA", "ZZZ"])  # a child, and the parent's fallback
 def test_score_and_attributions_match_direct_predictions(bundles, symbol):
     raw = _raw()
@@ -55,7 +49,7 @@ def test_score_and_attributions_match_direct_predictions(bundles, symbol):
     assert result.symbol == symbol and result.method == "occlusion"
     assert result.score == pytest.approx(score, abs=TOL)
     assert result.expected_return == pytest.approx(expected, abs=TOL)
-    assert result.score != 0.0  # random weights still react to a 2-sigma input
+    assert result.score != 0.0  # the networks react to a 2-sigma input
 
     by_name = {a.feature: a for a in result.attributions}
     assert sorted(by_name) == sorted(FEATURES)
@@ -71,11 +65,13 @@ def test_score_and_attributions_match_direct_predictions(bundles, symbol):
     assert any(abs(a.direction) > 1e-3 for a in result.attributions)
 
 
+@pytest.mark.slow  # bundles
 def test_children_and_parent_explain_differently(bundles):
     raw = _raw()
     assert explain(bundles, "AAA", raw).score != pytest.approx(explain(bundles, "ZZZ", raw).score, abs=TOL)
 
 
+@pytest.mark.slow  # bundles
 def test_a_column_already_at_the_mean_contributes_exactly_zero(bundles):
     raw = _raw(1)
     j = FEATURES.index("macd")
@@ -85,6 +81,7 @@ def test_a_column_already_at_the_mean_contributes_exactly_zero(bundles):
     assert by_name["macd"].expected_return == 0.0
 
 
+@pytest.mark.slow  # bundles
 def test_one_batched_predict_per_bundle(bundles, monkeypatch):
     calls = []
     for bundle in bundles:
@@ -100,6 +97,7 @@ def test_one_batched_predict_per_bundle(bundles, monkeypatch):
     assert calls == [("lstm", n + 1, (n + 1, LENGTH, n)), ("transformer", n + 1, (n + 1, LENGTH, n))]
 
 
+@pytest.mark.slow  # bundles
 def test_sorted_by_absolute_direction_and_text_names_the_top_feature(bundles):
     result = explain(bundles, "AAA", _raw(2), top=2)
     sizes = [abs(a.direction) for a in result.attributions]
@@ -116,6 +114,7 @@ def test_sorted_by_absolute_direction_and_text_names_the_top_feature(bundles):
     assert explain(bundles, "AAA", _raw(2), top=2).text == text
 
 
+@pytest.mark.slow  # bundles
 def test_a_missing_newest_value_reads_as_missing(bundles):
     # Every column at the mean except RSI, which is far off and then missing in the newest bar:
     # RSI is then the only feature that can move the prediction.
@@ -133,6 +132,7 @@ def test_a_missing_newest_value_reads_as_missing(bundles):
     assert "nan" not in result.text.lower()
 
 
+@pytest.mark.slow  # bundles
 def test_mismatched_bundles_and_wrong_shapes_are_refused(bundles):
     lstm, transformer = bundles
     raw = _raw()

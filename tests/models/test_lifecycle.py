@@ -17,6 +17,9 @@ from typer.testing import CliRunner
 from tickcast.cli import app
 from tickcast.models import registry
 
+# Trains and registers models through the CLI against Spark-written Delta, Feast and MLflow.
+pytestmark = pytest.mark.slow
+
 SYMBOLS = ["S0001", "S0002"]
 
 TINY = {
@@ -37,25 +40,30 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def platform_home(spark, base_settings, tmp_path_factory):
-    """Bars in Delta and their features in Delta/Feast, as `tickcast history synthetic` and
-    `tickcast features backfill` leave them."""
+def platform_home(spark, base_settings, empty_tables, copy_tables, tmp_path_factory):
+    """Bars in Delta and their features in Delta/Feast, as `tickcast setup`, `tickcast history
+    synthetic` and `tickcast features backfill` leave them (the empty tables are the session's)."""
     from spark_jobs.backfill import backfill_frame
     from spark_jobs.features_backfill import backfill_features
     from tickcast.feeds.history import generate_history
 
     settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("lifecycle") / "home"})
+    copy_tables(empty_tables, settings)
     bars = generate_history(3, 400, "1d", alpha=0.3, seed=5, start="2015-01-01")
     backfill_frame(spark, settings, bars, interval="1d")
     backfill_features(spark, settings, ["MKT", *SYMBOLS], ["1d"])
     return settings
 
 
-@pytest.fixture
-def env(platform_home, monkeypatch):
-    monkeypatch.setenv("TICKCAST_HOME", str(platform_home.home))
+def _use_home(monkeypatch, settings) -> None:
+    monkeypatch.setenv("TICKCAST_HOME", str(settings.home))
     for variable in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TICKCAST_MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(variable, raising=False)
+
+
+@pytest.fixture
+def env(platform_home, monkeypatch):
+    _use_home(monkeypatch, platform_home)
     return platform_home
 
 
@@ -75,9 +83,27 @@ def _client(settings):
     return registry.client()
 
 
-def test_train_evaluates_exports_and_registers(env, tmp_path):
-    output = tmp_path / "out"
-    result = CliRunner().invoke(app, ["train", "--config", str(_config(tmp_path)), "--output", str(output)])
+@pytest.fixture(scope="module")
+def trained(platform_home, tmp_path_factory):
+    """`tickcast train` with the TINY config, run once for the module: the 1d LSTM and
+    Transformer it registers, as the challenger alias named them right after training
+    (later tests register more versions and move the aliases)."""
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _use_home(monkeypatch, platform_home)
+        result = CliRunner().invoke(app, ["train", "--config", str(_config(folder)), "--output",
+                                          str(folder / "out")])
+        client = _client(platform_home)
+        challengers = {}
+        if result.exit_code == 0:
+            for arch in ("lstm", "transformer"):
+                challengers[arch] = client.get_model_version_by_alias(registry.registered_name(arch, "1d"),
+                                                                      registry.CHALLENGER)
+    return result, folder / "out", challengers
+
+
+def test_train_evaluates_exports_and_registers(env, trained, tmp_path):
+    result, output, challengers = trained
     assert result.exit_code == 0, result.output
 
     document = json.loads((output / "metrics.json").read_text())
@@ -97,7 +123,7 @@ def test_train_evaluates_exports_and_registers(env, tmp_path):
     import mlflow
 
     for arch in ("lstm", "transformer"):
-        version = client.get_model_version_by_alias(registry.registered_name(arch, "1d"), registry.CHALLENGER)
+        version = challengers[arch]
         assert version.tags["feature_set_version"] == "v1"
         assert version.tags["features"] == ",".join(TINY["features"])
         run = client.get_run(version.run_id)
@@ -196,19 +222,20 @@ def test_lifecycle_errors_are_clear(env, tmp_path):
     assert nothing.exit_code == 1 and "no registered model" in nothing.output
 
 
-def test_promote_evaluates_a_champion_from_other_folds_again(env, tmp_path):
+def test_promote_evaluates_a_champion_from_other_folds_again(env, trained, tmp_path):
     """A champion evaluated on other folds is evaluated again on the challenger's before the gate."""
     client = _client(env)
     runner = CliRunner()
     name = registry.registered_name("lstm", "1d")
-    common = {"name": "refold-test", "evaluation": {"folds": 2, "variants": ["parent", "child"], "models": ["lstm"],
-                                                     "baselines": ["no_change", "momentum"]}}
-    first = runner.invoke(app, ["train", "--config", str(_config(tmp_path, **common)), "--output", str(tmp_path / "a")])
-    assert first.exit_code == 0, first.output
-    champion = client.get_model_version_by_alias(name, registry.CHALLENGER)
+    # The champion: the LSTM the module's `tickcast train` registered, evaluated on 2 folds.
+    result, _, challengers = trained
+    assert result.exit_code == 0, result.output
+    champion = challengers["lstm"]
     registry.make_champion(client, name, champion.version, None)
 
-    refold = {**common, "evaluation": {**common["evaluation"], "folds": 3}}
+    # The challenger: the LSTM alone, evaluated on 3 folds.
+    refold = {"name": "refold-test", "evaluation": {"folds": 3, "variants": ["parent", "child"], "models": ["lstm"],
+                                                     "baselines": ["no_change", "momentum"]}}
     second = runner.invoke(app, ["train", "--config", str(_config(tmp_path, **refold)), "--output", str(tmp_path / "b")])
     assert second.exit_code == 0, second.output
     challenger = client.get_model_version_by_alias(name, registry.CHALLENGER)

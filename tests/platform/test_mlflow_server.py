@@ -18,6 +18,9 @@ from tickcast.platform.processes import free_port
 from tickcast.platform.status import collect_status
 from tickcast.platform.supervisor import PlatformError, Supervisor
 
+# Starts supervisord and an MLflow server (creating and migrating its SQLite store).
+pytestmark = pytest.mark.slow
+
 
 def _path(file_uri: str) -> Path:
     parsed = urlparse(file_uri)

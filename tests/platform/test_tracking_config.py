@@ -75,6 +75,7 @@ def test_server_command_allows_a_named_bind_host(settings: Settings) -> None:
     assert tracking.server_url(settings) == "http://ml.example:5123"
 
 
+@pytest.mark.slow  # creating an MLflow SQLite store runs its whole chain of schema migrations
 @pytest.mark.usefixtures("restore_mlflow_uris")
 def test_direct_store_keeps_every_artifact_under_home(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path

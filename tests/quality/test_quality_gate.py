@@ -243,6 +243,7 @@ def test_split_separates_passing_rows_from_failing_rows_with_reasons(spark, gate
     ]
 
 
+@pytest.mark.slow  # GX's Spark engine: several seconds for eight rows
 def test_the_spark_engine_finds_the_same_rows(spark, settings) -> None:
     """Above max_driver_rows the gate validates on GX's Spark engine instead of pandas."""
     rows = [

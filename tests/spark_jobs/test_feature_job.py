@@ -104,13 +104,26 @@ def _write_bars(spark, settings, frame: pd.DataFrame, table: str = "bars_1d") ->
     sdf.write.format("delta").mode("append").save(tables.table_path(settings, table))
 
 
-def test_backfill_writes_full_history_features_and_reruns_converge(spark, settings, daily_bars):
+@pytest.fixture(scope="module")
+def backfilled(spark, base_settings, empty_tables, copy_tables, daily_bars, tmp_path_factory):
+    """The daily bars in bars_1d and one full feature backfill over them, with its results.
+
+    Built once for the module (the backfill is the slow part) and read-only: a test that
+    backfills again works on a copy of its Delta tables (``copy_tables``)."""
+    settings = base_settings.model_copy(update={"home": tmp_path_factory.mktemp("backfilled") / "home"})
+    copy_tables(empty_tables, settings)
     _write_bars(spark, settings, daily_bars)
-    [daily, minute] = backfill_features(spark, settings)
+    return settings, backfill_features(spark, settings)
+
+
+@pytest.mark.slow  # feature backfills: Spark jobs over Delta
+def test_backfill_writes_full_history_features_and_reruns_converge(spark, settings, daily_bars, backfilled,
+                                                                  copy_tables):
+    [daily, minute] = backfilled[1]
     assert (daily.rows, daily.symbols) == (len(daily_bars), 4)
     assert minute.rows == 0
 
-    stored = delta_rows(settings, "features").to_pandas()
+    stored = delta_rows(backfilled[0], "features").to_pandas()
     expected = compute_features(daily_bars, "1d", daily_bars[daily_bars.symbol == "MKT"])
     stored = stored.sort_values(["symbol", "window_start"]).reset_index(drop=True)
     assert list(stored.symbol) == list(expected.symbol)
@@ -121,13 +134,14 @@ def test_backfill_writes_full_history_features_and_reruns_converge(spark, settin
     assert set(stored.feature_set_version) == {"v1"}
 
     # Re-running gives the same rows, not copies.
+    settings = copy_tables(backfilled[0], settings)
     backfill_features(spark, settings, intervals=("1d",))
     assert len(delta_rows(settings, "features")) == len(daily_bars)
 
 
-def test_backfill_of_one_symbol_drops_its_stale_rows_only(spark, settings, daily_bars):
-    _write_bars(spark, settings, daily_bars)
-    backfill_features(spark, settings, intervals=("1d",))
+@pytest.mark.slow  # feature backfills: Spark jobs over Delta
+def test_backfill_of_one_symbol_drops_its_stale_rows_only(spark, settings, backfilled, copy_tables):
+    settings = copy_tables(backfilled[0], settings)
     from delta.tables import DeltaTable
 
     DeltaTable.forPath(spark, tables.table_path(settings, "bars_1d")).delete(
