@@ -51,7 +51,8 @@ def api_keys(market: Market) -> dict[str, str]:
 def scored(spark, base_settings: Settings, tmp_path_factory) -> Scored:
     from spark_jobs.features_backfill import backfill_features
     from tickcast.catalog import featurestore
-    from tickcast.catalog.tables import ensure_tables, table_defs
+    from tickcast.catalog.tables import ensure_tables
+    from tickcast.core.predictions import frame_to_arrow
     from tickcast.models.untrained import quick_bundles, register_bundles
     from tickcast.scoring.models import ModelLoader
     from tickcast.scoring.score import score
@@ -79,13 +80,7 @@ def scored(spark, base_settings: Settings, tmp_path_factory) -> Scored:
     for i in range(2):
         frame = score(dual, batch, predicted_at=FIRST + timedelta(hours=i))
         OnlineStore(settings.online_store_path).upsert_frame(frame)
-        from pyspark.sql import functions as F
-
-        spark.createDataFrame(frame).select(*[
-            F.struct(F.col("prob_up").alias("up"), F.col("prob_neutral").alias("neutral"),
-                     F.col("prob_down").alias("down")).alias(n) if n == "probabilities" else F.col(n)
-            for n in table_defs()["predictions"].column_names
-        ]).write.format("delta").mode("append").save(tables.table_path(settings, "predictions"))
+        tables.append_arrow(settings, tables.PREDICTIONS, frame_to_arrow(frame))
     OnlineStore(settings.online_store_path).upsert([make_prediction("BASE", DAY0, 50.0)])
 
     store = ApiKeyStore(settings.api_keys_path)
