@@ -169,8 +169,6 @@ def main() -> int:
 
     from importlib.metadata import version
 
-    from deltalake import write_deltalake
-
     from tickcast.core.featureset import feature_names
     from tickcast.platform.processes import stop_process
 
@@ -178,7 +176,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-feast-"))
     base = Settings(home=scratch / "home")
     table = synthetic_features(args.entities, datetime(2024, 1, 2, tzinfo=UTC))
-    write_deltalake(tables.table_path(base, "features"), table, partition_by=["interval"])
+    tables.append_arrow(base, tables.FEATURES, table)
     frame = table.to_pandas()
     results: dict[str, dict] = {}
     redis_proc, redis_version = None, None

@@ -37,22 +37,6 @@ from tickcast.platform.jars import ensure_jars  # noqa: E402
 from tickcast.platform.processes import TICKCAST, wait_until  # noqa: E402
 
 
-def commit_times(table_path: Path) -> dict[int, float]:
-    """Micro-batch id -> commit time (epoch seconds) from a Delta table's JSON log."""
-    times: dict[int, float] = {}
-    for commit in sorted((table_path / "_delta_log").glob("*.json")):
-        batch, ts = None, None
-        for line in commit.read_text().splitlines():
-            action = json.loads(line)
-            if "txn" in action:
-                batch = int(action["txn"]["version"])
-            elif "commitInfo" in action:
-                ts = action["commitInfo"]["timestamp"] / 1000.0
-        if batch is not None and ts is not None:
-            times[batch] = ts
-    return times
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--symbols", type=int, default=5000, help="symbols in the synthetic feed")
@@ -96,7 +80,7 @@ def main() -> int:
             print(f"produced {produced} ticks in {feed_seconds:.1f}s; waiting for ingest to drain ...", flush=True)
 
             def stored() -> int:
-                rows = delta_rows(settings, "ticks", ["msg_id"])
+                rows = delta_rows(settings, tables.TICKS, ["msg_id"])
                 return 0 if rows is None else rows.num_rows
 
             wait_until(lambda: stored() >= produced, timeout=1800, interval=2.0,
@@ -105,14 +89,14 @@ def main() -> int:
             os.killpg(ingest.pid, 15)
             ingest.wait(timeout=120)
 
-        ticks = delta_rows(settings, "ticks", ["produced_at", "ingest_batch"]).to_pandas()
+        ticks = delta_rows(settings, tables.TICKS, ["produced_at", "ingest_batch"]).to_pandas()
         batch_of = ticks["ingest_batch"].str.rsplit(":", n=1).str[1].astype(int)
         produced_at = ticks["produced_at"].astype("int64").to_numpy() / 1e6  # us -> s
         if ticks["produced_at"].dtype.kind == "M":
             produced_at = ticks["produced_at"].dt.tz_localize(None).astype("datetime64[us]").astype("int64").to_numpy() / 1e6
         results = {}
-        for table in ("ticks", "bars_1m"):
-            commits = commit_times(Path(tables.table_path(settings, table)))
+        for table in (tables.TICKS, tables.bars("1m")):
+            commits = tables.batch_commit_times(settings, table)
             committed = batch_of.map(commits).to_numpy(dtype=float)
             latency = committed - produced_at
             latency = latency[~np.isnan(latency)]
@@ -121,7 +105,7 @@ def main() -> int:
                 "p99_s": float(np.percentile(latency, 99)),
                 "max_s": float(latency.max()),
             }
-        tick_commits = commit_times(Path(tables.table_path(settings, "ticks")))
+        tick_commits = tables.batch_commit_times(settings, tables.TICKS)
         first, last = min(tick_commits.values()), max(tick_commits.values())
         batches = len(tick_commits)
         sustained = len(ticks) / max(drained_at - feed_started, 1e-9)

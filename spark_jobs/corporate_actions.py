@@ -233,7 +233,7 @@ def apply_corporate_actions(spark: SparkSession, settings: Settings, path: str |
 
     actions = parse_corporate_actions(path)
     source_file = str(Path(path).resolve())
-    ensure_tables(spark, settings, [*BAR_TABLES.values(), "corporate_actions"])
+    ensure_tables(spark, settings, [*BAR_TABLES.values(), tables.CORPORATE_ACTIONS])
     applied: list[AppliedAction] = []
     adjusted: list[TableAdjustment] = []
     features: list[FeatureBackfillResult] = []
@@ -469,8 +469,8 @@ def _record(spark: SparkSession, settings: Settings, plan: Plan) -> None:
          a.price_factor, plan.source_file, applied_at)
         for a in plan.adjustments
     ]
-    frame = spark.createDataFrame(rows, table_defs()["corporate_actions"].schema())
-    for attempt in commit_conflict_retrying("corporate_actions"):
+    frame = spark.createDataFrame(rows, table_defs()[tables.CORPORATE_ACTIONS].schema())
+    for attempt in commit_conflict_retrying(tables.CORPORATE_ACTIONS):
         with attempt:
             tables.spark_append(frame, settings, tables.CORPORATE_ACTIONS, txn=(plan.app_id, 0),
                                 user_metadata=plan.user_metadata)

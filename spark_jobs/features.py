@@ -33,9 +33,9 @@ def feature_schema() -> StructType:
     """The Delta ``features`` columns that the computation fills (all but ``computed_at``)."""
     from pyspark.sql.types import StructType
 
-    from tickcast.catalog.tables import table_defs
+    from tickcast.catalog.tables import FEATURES, table_defs
 
-    full = table_defs()["features"].schema()
+    full = table_defs()[FEATURES].schema()
     return StructType([field for field in full.fields if field.name != "computed_at"])
 
 

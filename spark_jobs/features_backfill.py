@@ -97,7 +97,7 @@ def _backfill_interval(
 
         good, quarantined = check_and_quarantine(
             spark, settings, rows, suite="features", id_columns=["symbol", "interval", "window_start"],
-            table="features", stage=f"features_{interval}",
+            table=tables.FEATURES, stage=f"features_{interval}",
             run_id=f"features-backfill:{interval}:{uuid.uuid4().hex[:8]}",
         )
         written = rows.count() - quarantined

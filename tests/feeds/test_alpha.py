@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
+from tickcast.core.intervals import TRADING_SECONDS_PER_YEAR
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import ALPHA_LAG, apply_echo, noise_scale, validate_alpha
 from tickcast.feeds.synthetic import (
     MARKET_ANNUAL_VOL,
-    SECONDS_PER_TRADING_YEAR,
     SyntheticMarket,
     _Clock,
     _emit,
@@ -67,7 +67,7 @@ class _PreAlphaMarket:
         self.n = n
         self.rng = rng = np.random.default_rng(seed)
         self.nominal_rate = float(nominal_rate)
-        per_sqrt_second = vol_scale / np.sqrt(SECONDS_PER_TRADING_YEAR)
+        per_sqrt_second = vol_scale / np.sqrt(TRADING_SECONDS_PER_YEAR)
         self.market_sigma = MARKET_ANNUAL_VOL * per_sqrt_second
         self.beta = np.clip(rng.normal(1.0, 0.35, n), 0.1, 2.5)
         idio_annual = np.clip(rng.lognormal(np.log(0.25), 0.4, n), 0.08, 1.2)

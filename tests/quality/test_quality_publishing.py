@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.quality.quality_rows import T0, bar, frame, tick
-from tickcast.catalog.tables import delta_rows
+from tickcast.catalog.tables import batch_commit_times, delta_rows
 from tickcast.quality import ANY_EXPECTATION, QualityGate
 from tickcast.quality.docs import index_path, results_dir
 
@@ -43,6 +43,11 @@ def test_record_appends_one_row_per_expectation_and_a_replay_adds_nothing(spark,
 
     gate.record(spark, outcome, txn=("test-app", 8))
     assert delta_rows(settings, "quality_results").num_rows == 2 * len(rows)
+    # Each batch committed once, and its commit time is what bench/ingest measures latency to.
+    committed = batch_commit_times(settings, "quality_results")
+    assert sorted(committed) == [7, 8]
+    assert committed[7] <= committed[8]
+    assert committed[7] >= outcome.validated_at.timestamp() - 1
 
 
 def test_docs_show_the_latest_result_per_table_and_stay_bounded(spark, settings) -> None:

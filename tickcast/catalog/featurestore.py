@@ -3,7 +3,7 @@
 The repo objects (entities ``symbol`` and ``interval``, the ``technical`` view over the Delta
 ``features`` table, the ``features_push`` push source, the versioned FeatureServices) are
 defined once, in ``feature_repo/definitions.py``; this module builds them over
-``tables.table_path(settings, "features")`` and configures Feast from the same Settings, so
+``tables.table_path(settings, tables.FEATURES)`` and configures Feast from the same Settings, so
 TICKCAST_HOME and the TICKCAST_FEAST_* variables are honoured (``feature_repo/
 feature_store.yaml`` is only for the ``feast`` CLI against the default home):
 
@@ -102,13 +102,13 @@ def _key(settings: Settings) -> tuple:
         if settings.feast_online_store == "redis"
         else ("sqlite", str(settings.feast_dir / "online.db"))
     )
-    return (str(settings.feast_dir), online, tables.table_path(settings, "features"))
+    return (str(settings.feast_dir), online, tables.table_path(settings, tables.FEATURES))
 
 
 def _definitions(settings: Settings):
     from feature_repo.definitions import build
 
-    return build(tables.table_path(settings, "features"))
+    return build(tables.table_path(settings, tables.FEATURES))
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -375,7 +375,7 @@ def _read_bar_ends(settings: Settings, symbols: list[str], interval: str, start,
     import pyarrow.dataset as ds
     from deltalake import DeltaTable
 
-    dataset = DeltaTable(tables.table_path(settings, "features")).to_pyarrow_dataset(
+    dataset = DeltaTable(tables.table_path(settings, tables.FEATURES)).to_pyarrow_dataset(
         partitions=[("interval", "=", interval)]
     )
     where = (ds.field("window_end") >= start.to_pydatetime()) & (ds.field("window_end") <= end.to_pydatetime())
@@ -392,7 +392,7 @@ def _require_table(settings: Settings) -> None:
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
-    path = tables.table_path(settings, "features")
+    path = tables.table_path(settings, tables.FEATURES)
     try:
         DeltaTable(path)
     except TableNotFoundError as exc:

@@ -178,16 +178,35 @@ def read_frame(settings: Settings, name: str, columns: list[str], where: pads.Ex
 
 
 def append_arrow(settings: Settings, name: str, rows: pa.Table) -> None:
-    """Append rows through delta-rs (writers without a JVM: the live scorer's history)."""
+    """Append rows through delta-rs (writers without a JVM: the live scorer's history), creating
+    the table with its declared partitioning if it does not exist yet."""
     from deltalake import write_deltalake
 
-    write_deltalake(table_path(settings, name), rows, mode="append")
+    write_deltalake(table_path(settings, name), rows, mode="append",
+                    partition_by=list(table_defs()[name].partitioned_by) or None)
 
 
 def delta_rows(settings: Settings, table: str, columns: list[str] | None = None) -> pa.Table | None:
     """Rows of a Delta table as a pyarrow Table, read with delta-rs (no Spark)."""
     found = open_table(settings, table)
     return None if found is None else found.to_pyarrow_table(columns=columns)
+
+
+def batch_commit_times(settings: Settings, name: str) -> dict[int, float]:
+    """Stream batch id -> commit time (epoch seconds) of the commits that carry a ``txn``
+    (the idempotent appends of ``spark_append(..., txn=...)``), from the table's JSON log."""
+    times: dict[int, float] = {}
+    for commit in sorted((Path(table_path(settings, name)) / "_delta_log").glob("*.json")):
+        batch, ts = None, None
+        for line in commit.read_text().splitlines():
+            action = json.loads(line)
+            if "txn" in action:
+                batch = int(action["txn"]["version"])
+            elif "commitInfo" in action:
+                ts = action["commitInfo"]["timestamp"] / 1000.0
+        if batch is not None and ts is not None:
+            times[batch] = ts
+    return times
 
 
 def delta_count(settings: Settings, table: str) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 
 from tickcast.cli.common import fail, load_settings, with_merge_spark
+from tickcast.core.intervals import INTERVALS
 
 log = logging.getLogger("tickcast.history")
 
@@ -78,7 +79,7 @@ def synthetic(
         )
     except FeedError as exc:
         fail(str(exc))
-    stamp = "%Y-%m-%d" if interval == "1d" else "%Y-%m-%d %H:%M UTC"
+    stamp = "%Y-%m-%d %H:%M UTC" if INTERVALS[interval].intraday else "%Y-%m-%d"
     first, last = frame["window_start"].min(), frame["window_start"].max()
     what = (
         f"history: {symbols:,} symbol(s) x {bars:,} {interval} bar(s) = {len(frame):,} bars, "

@@ -20,6 +20,14 @@ Micros = TypeVar("Micros", int, "np.ndarray[Any, Any]")
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
+# The trading calendar the platform annualises with and the synthetic market trades on: 252
+# trading days a year, each a 390-minute session (the NYSE's 09:30-16:00 New York time, taken
+# as 14:30 UTC all year so that synthetic sessions never straddle a daylight-saving change).
+TRADING_DAYS_PER_YEAR = 252
+SESSION_MINUTES = 390
+SESSION_OPEN_UTC = timedelta(hours=14, minutes=30)
+TRADING_SECONDS_PER_YEAR = TRADING_DAYS_PER_YEAR * SESSION_MINUTES * 60
+
 IntervalName = Literal["1d", "1m"]
 # Every interval the platform keeps bars of, in the order they are listed.
 INTERVAL_NAMES: tuple[IntervalName, ...] = get_args(IntervalName)
@@ -29,7 +37,7 @@ INTERVAL_NAMES: tuple[IntervalName, ...] = get_args(IntervalName)
 class Interval:
     name: IntervalName
     seconds: int
-    # Bars per year, for annualising volatility: 252 trading days (of 390 minutes).
+    # Bars per year, for annualising volatility (see the trading calendar above).
     bars_per_year: int
     # How Spark's window() spells the length.
     spark_duration: str
@@ -67,8 +75,8 @@ class Interval:
 
 
 INTERVALS: dict[str, Interval] = {
-    "1m": Interval("1m", 60, 252 * 390, "1 minute", intraday=True, label="1-minute"),
-    "1d": Interval("1d", 86_400, 252, "1 day", intraday=False, label="daily"),
+    "1m": Interval("1m", 60, TRADING_DAYS_PER_YEAR * SESSION_MINUTES, "1 minute", intraday=True, label="1-minute"),
+    "1d": Interval("1d", 86_400, TRADING_DAYS_PER_YEAR, "1 day", intraday=False, label="daily"),
 }
 
 

@@ -20,15 +20,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS, SESSION_MINUTES, SESSION_OPEN_UTC
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import apply_echo, validate_alpha
 from tickcast.feeds.synthetic import MARKET_ANNUAL_VOL, draw_universe
 
 DEFAULT_START = "2018-01-01"
-SESSION_OPEN = pd.Timedelta(hours=14, minutes=30)
-MINUTES_PER_SESSION = 390
-BAR_LENGTH = {"1d": pd.Timedelta(days=1), "1m": pd.Timedelta(minutes=1)}
 COLUMNS = ["symbol", "window_start", "window_end", "open", "high", "low", "close", "volume", "trades"]
 # Mean trades per daily bar for activity 1; minute bars share a day's trades.
 DAILY_TRADES = 2_000.0
@@ -47,11 +44,12 @@ def bar_starts(n_bars: int, interval: str, start: date | datetime | str | None =
     if pd.isna(first):
         raise FeedError(f"--start {start!r} is not a date (e.g. 2018-01-01)")
     first = (first.tz_localize("UTC") if first.tzinfo is None else first.tz_convert("UTC")).normalize()
-    per_day = 1 if interval == "1d" else MINUTES_PER_SESSION
+    intraday = INTERVALS[interval].intraday
+    per_day = SESSION_MINUTES if intraday else 1
     days = pd.bdate_range(first, periods=math.ceil(n_bars / per_day), tz="UTC")
-    if interval == "1d":
+    if not intraday:
         return days[:n_bars]
-    minutes = SESSION_OPEN + pd.to_timedelta(np.arange(MINUTES_PER_SESSION), unit="min")
+    minutes = pd.Timedelta(SESSION_OPEN_UTC) + pd.to_timedelta(np.arange(SESSION_MINUTES), unit="min")
     stamps = days.values[:, None] + minutes.values[None, :]
     return pd.DatetimeIndex(stamps.ravel()[:n_bars]).tz_localize("UTC")
 
@@ -101,7 +99,7 @@ def generate_history(
     high = np.maximum(open_, close) * np.exp(np.abs(rng.standard_normal(base.shape)) * wick)
     low = np.minimum(open_, close) * np.exp(-np.abs(rng.standard_normal(base.shape)) * wick)
 
-    mean_trades = DAILY_TRADES * universe.activity * (1.0 if interval == "1d" else 1.0 / MINUTES_PER_SESSION)
+    mean_trades = DAILY_TRADES * universe.activity * (1.0 / SESSION_MINUTES if INTERVALS[interval].intraday else 1.0)
     trades = 1 + rng.poisson(np.broadcast_to(mean_trades, base.shape))
     volume = np.maximum(
         1.0, np.rint(trades * universe.trade_size[None, :] * rng.lognormal(0.0, 0.3, base.shape))
@@ -121,7 +119,7 @@ def generate_history(
     return pd.DataFrame({
         "symbol": np.repeat(np.array(universe.symbols, dtype=object), n_bars),
         "window_start": window_start,
-        "window_end": window_start + BAR_LENGTH[interval],
+        "window_end": window_start + pd.Timedelta(INTERVALS[interval].length),
         "open": flat(open_),
         "high": flat(high),
         "low": flat(low),
@@ -153,10 +151,10 @@ def write_bar_files(bars: pd.DataFrame, directory: str | Path, interval: str) ->
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     starts = pd.DatetimeIndex(bars["window_start"]).tz_convert("UTC")
-    if interval == "1d":
-        stamps, date_column = starts.strftime("%Y-%m-%d"), "Date"
-    else:
+    if INTERVALS[interval].intraday:
         stamps, date_column = starts.strftime("%Y-%m-%d %H:%M:%S+00:00"), "Datetime"
+    else:
+        stamps, date_column = starts.strftime("%Y-%m-%d"), "Date"
     table = pd.DataFrame({
         date_column: stamps,
         "Open": bars["open"].to_numpy(),

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from tickcast.core.intervals import TRADING_SECONDS_PER_YEAR
 from tickcast.core.ticks import encode_ticks, format_ts_array, now_iso
 from tickcast.feeds import FeedError
 from tickcast.feeds.alpha import ALPHA_LAG, noise_scale, validate_alpha
@@ -32,7 +33,6 @@ from tickcast.feeds.producer import ProduceStats, TickProducer
 log = logging.getLogger(__name__)
 
 MAX_SYMBOLS = 9_999  # names are S0001..S9999
-SECONDS_PER_TRADING_YEAR = 252 * 6.5 * 3600
 MARKET_ANNUAL_VOL = 0.16
 # Ticks/s assumed for simulated time when the caller asks for "as fast as possible".
 NOMINAL_MAX_RATE = 50_000.0
@@ -146,7 +146,7 @@ class SyntheticMarket:
         self.symbols = universe.symbols
         self.nominal_rate = float(nominal_rate)
 
-        per_sqrt_second = vol_scale / np.sqrt(SECONDS_PER_TRADING_YEAR)
+        per_sqrt_second = vol_scale / np.sqrt(TRADING_SECONDS_PER_YEAR)
         self.market_sigma = MARKET_ANNUAL_VOL * per_sqrt_second
         self.beta = universe.beta.copy()
         self.idio_sigma = universe.idio_annual * per_sqrt_second

@@ -83,11 +83,6 @@ REASON_SEPARATOR = ";"
 # Failing rows kept per expectation in the results published as data docs.
 DOCS_SAMPLE_ROWS = 20
 CACHE_BATCH_PRUNING = "spark.sql.inMemoryColumnarStorage.partitionPruning"
-QUALITY_TABLE = "quality_results"
-QUALITY_COLUMNS = (
-    "run_id", "layer", "table_name", "suite", "expectation",
-    "rows_checked", "rows_failed", "success", "validated_at",
-)
 
 
 @dataclass(frozen=True)
@@ -429,7 +424,7 @@ class QualityGate:
             **common, "expectation": ANY_EXPECTATION, "rows_checked": outcome.rows_checked,
             "rows_failed": outcome.rows_failed, "success": outcome.success,
         })
-        return [{c: row[c] for c in QUALITY_COLUMNS} for row in rows]
+        return [{c: row[c] for c in tables.table_defs()[tables.QUALITY_RESULTS].column_names} for row in rows]
 
     def record(
         self,
@@ -451,10 +446,10 @@ class QualityGate:
         if not rows:
             return 0
         if not self._quality_table_ready:
-            ensure_tables(spark, self.settings, [QUALITY_TABLE])
+            ensure_tables(spark, self.settings, [tables.QUALITY_RESULTS])
             self._quality_table_ready = True
-        frame = spark.createDataFrame(rows, table_defs()[QUALITY_TABLE].schema())
-        tables.spark_append(frame, self.settings, QUALITY_TABLE,
+        frame = spark.createDataFrame(rows, table_defs()[tables.QUALITY_RESULTS].schema())
+        tables.spark_append(frame, self.settings, tables.QUALITY_RESULTS,
                             txn=None if txn is None else (txn[0], int(txn[1])))
         return len(rows)
 

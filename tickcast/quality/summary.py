@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog import tables
 from tickcast.core.settings import Settings
-from tickcast.quality.gate import ANY_EXPECTATION, QUALITY_COLUMNS, QUALITY_TABLE
+from tickcast.quality.gate import ANY_EXPECTATION
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,7 +78,7 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    dataset = tables.dataset(settings, QUALITY_TABLE)
+    dataset = tables.dataset(settings, tables.QUALITY_RESULTS)
     if dataset is None:
         return None
     condition = None
@@ -87,7 +87,7 @@ def read_results(settings: Settings, table: str | None = None, since: datetime |
     if since is not None:
         after = pc.field("validated_at") >= pa.scalar(since, pa.timestamp("us", tz="UTC"))
         condition = after if condition is None else condition & after
-    return dataset.to_table(columns=list(QUALITY_COLUMNS), filter=condition).to_pandas()
+    return dataset.to_table(columns=tables.table_defs()[tables.QUALITY_RESULTS].column_names, filter=condition).to_pandas()
 
 
 def summarize(results: pd.DataFrame) -> list[TableSummary]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from tickcast.core.intervals import INTERVALS
 from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, registered_name
 
@@ -69,7 +70,7 @@ class DualModel:
 
 def horizon_label(interval: str, bars: int) -> str:
     """How far ahead a prediction looks, e.g. ``1d`` or ``30m`` (``1h`` for 60 minutes)."""
-    if interval == "1m":
+    if INTERVALS[interval].intraday:
         return f"{bars // 60}h" if bars % 60 == 0 else f"{bars}m"
     return f"{bars}d"
 
