@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from tickcast.catalog.market import Bar
+from tickcast.core.intervals import IntervalName
 from tickcast.core.predictions import Prediction
 from tickcast.core.symbols import SYMBOL_PATTERN
 
@@ -32,23 +34,11 @@ class SymbolsResponse(BaseModel):
     symbols: list[SymbolInfo]
 
 
-class BarOut(BaseModel):
-    symbol: str
-    window_start: datetime
-    window_end: datetime
-    open: float | None
-    high: float | None
-    low: float | None
-    close: float | None
-    volume: float | None
-    trades: int | None
-
-
 class BarsResponse(BaseModel):
     symbol: str
-    interval: Literal["1d", "1m"]
+    interval: IntervalName
     count: int
-    bars: list[BarOut] = Field(description="Ascending by window_start; the latest `limit` bars")
+    bars: list[Bar] = Field(description="Ascending by window_start; the latest `limit` bars")
 
 
 class ComponentOut(BaseModel):
@@ -119,7 +109,7 @@ class ScoreRequest(BaseModel):
         description="`champion` (default), `challenger`, or `<lstm>+<transformer>` version numbers, "
         "e.g. `3+2` (the format of a prediction's model_version)",
     )
-    interval: Literal["1d", "1m"] | None = Field(None, description="Bar interval of the models; default the "
+    interval: IntervalName | None = Field(None, description="Bar interval of the models; default the "
                                                  "scorer's")
 
     @model_validator(mode="after")

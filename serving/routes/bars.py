@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Query
 
 from serving.deps import ReadKey, StoreDep, SymbolPath
 from serving.routes import v1_router
-from serving.schemas import BarOut, BarsResponse, ErrorResponse
+from serving.schemas import BarsResponse, ErrorResponse
+from tickcast.core.intervals import IntervalName
 
 MAX_BARS = 5000
 
@@ -20,7 +21,7 @@ router = v1_router("bars")
             summary="Latest OHLCV bars of a symbol, ascending in time")
 def get_bars(
     symbol: SymbolPath, store: StoreDep, _key: ReadKey,
-    interval: Annotated[Literal["1d", "1m"], Query(description="Bar length: 1d (UTC days) or 1m")] = "1d",
+    interval: Annotated[IntervalName, Query(description="Bar length: 1d (UTC days) or 1m")] = "1d",
     limit: Annotated[int, Query(ge=1, le=MAX_BARS, description=f"How many of the latest bars (1..{MAX_BARS})")]
     = 200,
 ) -> BarsResponse:
@@ -28,4 +29,4 @@ def get_bars(
     if not bars:
         store.require_known(symbol)
     return BarsResponse(symbol=symbol, interval=interval, count=len(bars),
-                        bars=[BarOut.model_validate(b, from_attributes=True) for b in bars])
+                        bars=bars)

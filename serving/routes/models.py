@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import Query
 
 from serving.deps import LiveDep, LoaderDep, ReadKey, SettingsDep
 from serving.routes import v1_router
 from serving.schemas import ErrorResponse, ModelsResponse, RegisteredModelOut
+from tickcast.core.intervals import IntervalName
 from tickcast.models.listing import registered_models
 
 router = v1_router("models")
@@ -18,7 +19,7 @@ router = v1_router("models")
             responses={503: {"model": ErrorResponse, "description": "The model registry cannot be read"}})
 def models(
     settings: SettingsDep, loader: LoaderDep, live: LiveDep, _key: ReadKey,
-    interval: Annotated[Literal["1d", "1m"] | None, Query(description="Default: the scorer's")] = None,
+    interval: Annotated[IntervalName | None, Query(description="Default: the scorer's")] = None,
 ) -> ModelsResponse:
     interval = interval or settings.scorer_interval
     listed = [RegisteredModelOut.model_validate(m, from_attributes=True)

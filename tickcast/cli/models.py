@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from tickcast.cli.common import fail, load_settings
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.models.networks import ARCHITECTURES
 
 log = logging.getLogger("tickcast.models")
@@ -106,8 +107,8 @@ def _archs(model: str) -> list[str]:
 
 
 def _interval(interval: str) -> str:
-    if interval not in ("1d", "1m"):
-        fail(f"--interval must be 1d or 1m, got {interval!r}")
+    if interval not in INTERVAL_NAMES:
+        fail(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
     return interval
 
 

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tickcast.core.featureset import feature_names
+from tickcast.core.intervals import IntervalName
 from tickcast.models.labels import LabelSpec
 from tickcast.models.networks import ARCHITECTURES, Architecture
 
@@ -88,7 +89,7 @@ class ConfirmationConfig(_Strict):
 class ExperimentConfig(_Strict):
     name: str = Field(..., min_length=1)
     description: str = ""
-    interval: Literal["1d", "1m"] = "1d"
+    interval: IntervalName = "1d"
     symbols: list[str] = Field(..., min_length=1)
     index: str = "MKT"
     start: datetime
