@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tickcast.core.settings import REPO_ROOT
 
 BIN = Path(sys.executable).parent
@@ -53,10 +55,15 @@ def test_a_core_module_importing_the_api_breaks_the_contracts(tmp_path: Path) ->
     assert "Core and catalog import no job, API or dashboard BROKEN" in done.stdout
 
 
-def test_an_import_cycle_breaks_the_contracts(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("module", "planted_import"), [
+    ("core/intervals.py", "from tickcast.core import settings  # noqa: E402,F401\n"),
+    # A cycle hidden inside a function (how gate <-> docs once hid) is seen all the same.
+    ("quality/docs.py", "def _hidden():\n    from tickcast.quality import gate  # noqa: F401\n"),
+], ids=["module-level", "function-local"])
+def test_an_import_cycle_breaks_the_contracts(tmp_path: Path, module: str, planted_import: str) -> None:
     project = _copy_project(tmp_path)
-    planted = project / "tickcast" / "core" / "intervals.py"
-    planted.write_text(planted.read_text() + "\nfrom tickcast.core import settings  # noqa: E402,F401\n")
+    planted = project / "tickcast" / module
+    planted.write_text(planted.read_text() + "\n" + planted_import)
     done = _run([str(BIN / "lint-imports")], project)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "No import cycles between sibling modules or packages BROKEN" in done.stdout
