@@ -159,6 +159,9 @@ LATENESS = Lateness()
 # -- the numpy engine (the live scorer) ------------------------------------------------------------------
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def epoch_us(text: object) -> int | None:
     """An ISO-8601 timestamp as epoch microseconds (naive means UTC, the stream's session zone);
     None when it cannot be read."""
@@ -170,7 +173,7 @@ def epoch_us(text: object) -> int | None:
         return None
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
+    delta = value - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 

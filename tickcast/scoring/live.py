@@ -111,42 +111,51 @@ class OpenBar:
     close_ts: int
 
 
-def _earlier_max(keys: list, values: np.ndarray) -> np.ndarray:
-    """Per row, the largest of ``values`` in the earlier rows with the same key (NaN for the first
-    row of a key; for every row when the keys are distinct, the usual case of a cycle)."""
-    if len(set(keys)) == len(keys):
-        return np.full(len(keys), np.nan)
-    codes, _ = pd.factorize(pd.Series(keys, dtype=object))
+def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values, sorted, and each value's index among them (integer group codes are
+    what numpy and pandas group fastest)."""
+    distinct, rank = np.unique(values, return_inverse=True)
+    return distinct, rank.reshape(-1).astype(np.int64)
+
+
+def _earlier_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Per row, the largest of ``values`` in the earlier rows of the same group (NaN for the first
+    row of a group; for every row when the groups are distinct, the usual case of a cycle)."""
+    if np.unique(codes).size == codes.size:
+        return np.full(codes.size, np.nan)
     running = pd.Series(values, dtype=float).groupby(codes, sort=False).cummax()
     return running.groupby(codes, sort=False).shift(1).to_numpy(dtype=float)
 
 
 _BAR_VALUES = attrgetter(*BAR_FIELDS)
+_REDUCE = {"max": np.maximum, "min": np.minimum, "sum": np.add}
 
 
-def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray) -> tuple[list[str], np.ndarray, dict]:
-    """One partial bar per (symbol, window) of the ticks at ``rows``, by ``BAR_FOLD``'s partial of
-    each field: (symbols, window starts, field -> values), in order of symbol, then window."""
-    symbols = ticks.symbol[rows].tolist()
-    pairs = list(zip(symbols, windows.tolist(), strict=True))
-    if len(set(pairs)) == len(pairs):
-        # One tick per bar: each partial is that tick (a count of one).
-        columns = {"price": ticks.price[rows], "volume": ticks.volume[rows], TIME_COLUMN: ticks.ts[rows]}
-        values = {f.name: np.ones(len(rows), dtype=np.int64) if f.of is None else columns[f.of]
-                  for f in BAR_FOLD}
-        order = np.array(sorted(range(len(pairs)), key=pairs.__getitem__))
-        return [symbols[i] for i in order], windows[order], {k: v[order] for k, v in values.items()}
-    frame = pd.DataFrame({"symbol": symbols, "window": windows, TIME_COLUMN: ticks.ts[rows],
-                          TIE_BREAK_COLUMN: ticks.msg_id[rows], "price": ticks.price[rows],
-                          "volume": ticks.volume[rows]})
+def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray, symbol_names: np.ndarray,
+              symbol_rank: np.ndarray) -> tuple[list[str], np.ndarray, dict]:
+    """One partial bar per (symbol, window) of the ticks at ``rows`` (their symbols given as ranks
+    in ``symbol_names``), by ``BAR_FOLD``'s partial of each field: (symbols, window starts, field
+    -> values), in order of symbol, then window."""
     # Earliest first, ties by msg_id: a group's first and last rows are its open and close (as Spark's
-    # min and max of (ts, msg_id, price)).
-    frame = frame.sort_values(["symbol", "window", TIME_COLUMN, TIE_BREAK_COLUMN], kind="mergesort")
-    grouped = frame.groupby(["symbol", "window"], sort=False)
-    parts = pd.DataFrame({f.name: grouped.size() if f.partial == "count" else grouped[f.of].agg(f.partial)
-                          for f in BAR_FOLD})
-    return (parts.index.get_level_values("symbol").tolist(), parts.index.get_level_values("window").to_numpy(),
-            {name: parts[name].to_numpy() for name in BAR_FIELDS})
+    # min and max of (ts, msg_id, price)). Valid ticks have a finite price and volume, so the
+    # reductions need no NaN handling.
+    event_time = getattr(ticks, TIME_COLUMN)[rows]
+    order = np.lexsort((getattr(ticks, TIE_BREAK_COLUMN)[rows], event_time, windows, symbol_rank))
+    rank, window = symbol_rank[order], windows[order]
+    starts = np.flatnonzero(np.r_[True, (rank[1:] != rank[:-1]) | (window[1:] != window[:-1])])
+    ends = np.r_[starts[1:], len(order)]
+    columns = {"price": ticks.price[rows][order], "volume": ticks.volume[rows][order], TIME_COLUMN: event_time[order]}
+    values = {}
+    for f in BAR_FOLD:
+        if f.partial == "count":
+            values[f.name] = (ends - starts).astype(np.int64)
+        elif f.partial == "first":
+            values[f.name] = columns[f.of][starts]
+        elif f.partial == "last":
+            values[f.name] = columns[f.of][ends - 1]
+        else:
+            values[f.name] = _REDUCE[f.partial].reduceat(columns[f.of], starts)
+    return symbol_names[rank[starts]].tolist(), window[starts], values
 
 
 def _stamp(us: int | np.ndarray) -> pd.Timestamp | pd.DatetimeIndex:
@@ -335,28 +344,33 @@ class LiveMarket:
 
         kept = np.flatnonzero(~duplicate)
         ts = ticks.ts[kept]
+        symbol_names, symbol_rank = _ranks(ticks.symbol[kept])
+        _, source_rank = _ranks(ticks.source[kept])
+        feed_rank = source_rank * len(symbol_names) + symbol_rank
         feeds = list(zip(ticks.source[kept].tolist(), ticks.symbol[kept].tolist(), strict=True))
         feed_max = self._feed_max
-        newest = np.fmax(np.array([feed_max.get(feed, np.nan) for feed in feeds], dtype=float), _earlier_max(feeds, ts))
+        newest = np.fmax(np.array([feed_max.get(feed, np.nan) for feed in feeds], dtype=float),
+                         _earlier_max(feed_rank, ts))
         with np.errstate(invalid="ignore"):
             late = ~np.isnan(newest) & LATENESS.is_late(ts.astype(float), newest, float(self.late_tolerance_us))
         for feed, stamp, is_late in zip(feeds, ts.tolist(), late.tolist(), strict=True):
             if not is_late and stamp > feed_max.get(feed, stamp - 1):
                 feed_max[feed] = stamp
 
-        kept = kept[~late]
+        kept, symbol_rank = kept[~late], symbol_rank[~late]
         symbols = ticks.symbol[kept].tolist()
         window = INTERVALS[self.interval].floor_us(ticks.ts[kept])
         open_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in symbols], dtype=float)
         with np.errstate(invalid="ignore"):
-            closed_bar = np.fmax(open_start, _earlier_max(symbols, window)) > window
+            closed_bar = np.fmax(open_start, _earlier_max(symbol_rank, window)) > window
         self.skipped["duplicate"] += int(duplicate.sum())
         self.skipped["late"] += int(late.sum())
         self.skipped["closed_bar"] += int(closed_bar.sum())
         folded = kept[~closed_bar]
         if not len(folded):
             return 0
-        bar_symbols, starts, values = _partials(ticks, folded, window[~closed_bar])
+        bar_symbols, starts, values = _partials(ticks, folded, window[~closed_bar], symbol_names,
+                                                symbol_rank[~closed_bar])
         # Only a symbol's first window can be the one its open bar holds; later ones roll it.
         first_of_symbol = ~pd.Series(bar_symbols).duplicated().to_numpy()
         held_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in bar_symbols])
