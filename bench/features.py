@@ -86,7 +86,7 @@ def synthetic_bars(symbols: list[str], history: int, newest: datetime, interval:
     step = INTERVALS[interval].length
     n, h = len(symbols), history
     starts = pd.date_range(end=newest, periods=h, freq=pd.Timedelta(step))
-    sigma = 0.001 if interval == "1m" else 0.015
+    sigma = 0.001 if INTERVALS[interval].intraday else 0.015
     log_close = np.log(rng.uniform(20, 500, n))[:, None] + np.cumsum(rng.normal(0, sigma, (n, h)), axis=1)
     close = np.exp(log_close)
     open_ = np.concatenate([close[:, :1], close[:, :-1]], axis=1) * (1 + rng.normal(0, sigma / 4, (n, h)))

@@ -9,15 +9,17 @@ from pathlib import Path
 import typer
 
 from tickcast.cli.common import fail, load_settings, with_merge_spark
-from tickcast.core.intervals import INTERVALS
+from tickcast.core.intervals import INTERVALS, SESSION_MINUTES, SESSION_OPEN_UTC
 
 log = logging.getLogger("tickcast.history")
+
+SESSION_OPEN_TEXT = f"{SESSION_OPEN_UTC.seconds // 3600:02d}:{SESSION_OPEN_UTC.seconds % 3600 // 60:02d}"
 
 
 def synthetic(
     interval: str = typer.Option(
         "1d", "--interval", "-i",
-        help="1d: one bar a weekday (UTC dates); 1m: 390 a weekday from 14:30 UTC",
+        help=f"1d: one bar a weekday (UTC dates); 1m: {SESSION_MINUTES} a weekday from {SESSION_OPEN_TEXT} UTC",
     ),
     symbols: int = typer.Option(
         10, "--symbols", "-n",
