@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import threading
-from datetime import UTC, datetime
 from pathlib import Path
 
 log = logging.getLogger("tickcast.ingest")
@@ -22,14 +21,6 @@ class ProgressFile:
 
     def record(self, name: str, progress_json: str) -> None:
         self._write(name, json.loads(progress_json))
-
-    def mark_alive(self, name: str, query_id: str) -> None:
-        """Before the first batch and while idle: show the query is up, keep its last progress."""
-        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        with self._lock:
-            entry = dict(self._latest.get(name) or {"name": name, "id": query_id, "batchId": -1, "sources": []})
-        entry["timestamp"] = now
-        self._write(name, entry)
 
     def _write(self, name: str, progress: dict) -> None:
         with self._lock:
