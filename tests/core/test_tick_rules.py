@@ -74,6 +74,20 @@ def test_parse_ticks_decides_what_the_stream_decides(spark) -> None:
                                         "m1", "feed")
 
 
+def test_uniform_batches_are_typed_as_mixed_ones() -> None:
+    """A batch whose column is all numbers, all text or all null takes a fast path: each message
+    alone (every column uniform) gets the verdict and the values it gets among the odd ones."""
+    received_us = int(datetime(2024, 3, 4, 15, 1, tzinfo=UTC).timestamp() * 1_000_000)
+    values = [orjson.dumps(r) for r in CASES] + [b"{}"]
+    mixed, reasons = parse_ticks(values, np.full(len(values), received_us), 300_000_000)
+    alone = [parse_ticks([v], np.array([received_us]), 300_000_000) for v in values]
+    assert [r[0] for _, r in alone] == reasons.tolist()
+    assert [t for batch, _ in alone for t in batch.ticks()] == mixed.ticks()
+    clean = [orjson.dumps(_record(msg_id=f"m{i}", bid=None, ask=None)) for i in range(3)]
+    batch, clean_reasons = parse_ticks(clean, np.full(3, received_us), 300_000_000)
+    assert clean_reasons.tolist() == [None] * 3 and len(batch) == 3
+
+
 def test_duplicates_late_ticks_and_closed_bars_are_left_out() -> None:
     market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
     at = TODAY + pd.Timedelta(hours=15)

@@ -215,14 +215,22 @@ class ArrayTicks:
         self._values: dict[str, np.ndarray] = {}
         for field, kind in FIELD_TYPES.items():
             raw = [row.get(field) for row in rows]
-            if kind == "number":
+            # Fast paths for the usual columns (all numbers, all null, all text) give the same
+            # arrays as the general per-value typing below.
+            kinds = set(map(type, raw))
+            if kind == "number" and kinds <= {float, int}:
+                present, values = np.ones(n, bool), np.array(raw, dtype=float)
+            elif kind in ("number", "integer") and kinds <= {type(None)}:
+                present = np.zeros(n, bool)
+                values = np.full(n, math.nan) if kind == "number" else np.zeros(n, dtype=object)
+            elif kind == "number":
                 present = np.fromiter((_is_number(v) for v in raw), bool, n)
                 values = np.array([v if p else math.nan for v, p in zip(raw, present, strict=True)], dtype=float)
             elif kind == "integer":
                 present = np.fromiter((isinstance(v, int) and not isinstance(v, bool) for v in raw), bool, n)
                 values = np.array([v if p else 0 for v, p in zip(raw, present, strict=True)], dtype=object)
             else:
-                text = [_as_text(v) for v in raw]
+                text = raw if kinds <= {str, type(None)} else [_as_text(v) for v in raw]
                 present = np.fromiter((v is not None for v in text), bool, n)
                 values = np.array(text, dtype=object)
                 if kind == "time":

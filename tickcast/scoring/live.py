@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime
+from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -114,6 +115,8 @@ class OpenBar:
 def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values, sorted, and each value's index among them (integer group codes are
     what numpy and pandas group fastest)."""
+    if len(values) and (values == values[0]).all():  # one feed source, one symbol: no sort needed
+        return values[:1], np.zeros(len(values), np.int64)
     distinct, rank = np.unique(values, return_inverse=True)
     return distinct, rank.reshape(-1).astype(np.int64)
 
@@ -121,7 +124,7 @@ def _ranks(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _earlier_max(codes: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Per row, the largest of ``values`` in the earlier rows of the same group (NaN for the first
     row of a group; for every row when the groups are distinct, the usual case of a cycle)."""
-    if np.unique(codes).size == codes.size:
+    if not codes.size or np.bincount(codes).max() == 1:
         return np.full(codes.size, np.nan)
     running = pd.Series(values, dtype=float).groupby(codes, sort=False).cummax()
     return running.groupby(codes, sort=False).shift(1).to_numpy(dtype=float)
@@ -132,10 +135,11 @@ _REDUCE = {"max": np.maximum, "min": np.minimum, "sum": np.add}
 
 
 def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray, symbol_names: np.ndarray,
-              symbol_rank: np.ndarray) -> tuple[list[str], np.ndarray, dict]:
+              symbol_rank: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray, dict]:
     """One partial bar per (symbol, window) of the ticks at ``rows`` (their symbols given as ranks
-    in ``symbol_names``), by ``BAR_FOLD``'s partial of each field: (symbols, window starts, field
-    -> values), in order of symbol, then window."""
+    in ``symbol_names``), by ``BAR_FOLD``'s partial of each field: (symbols, the position in
+    ``rows`` of each partial's first tick, window starts, field -> values), in order of symbol,
+    then window."""
     # Earliest first, ties by msg_id: a group's first and last rows are its open and close (as Spark's
     # min and max of (ts, msg_id, price)). Valid ticks have a finite price and volume, so the
     # reductions need no NaN handling.
@@ -147,7 +151,7 @@ def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray, symbol_na
     columns = {"price": ticks.price[rows][order], "volume": ticks.volume[rows][order], TIME_COLUMN: event_time[order]}
     values = {}
     for f in BAR_FOLD:
-        if f.partial == "count":
+        if f.of is None:  # the count reads no column
             values[f.name] = (ends - starts).astype(np.int64)
         elif f.partial == "first":
             values[f.name] = columns[f.of][starts]
@@ -155,7 +159,7 @@ def _partials(ticks: TickBatch, rows: np.ndarray, windows: np.ndarray, symbol_na
             values[f.name] = columns[f.of][ends - 1]
         else:
             values[f.name] = _REDUCE[f.partial].reduceat(columns[f.of], starts)
-    return symbol_names[rank[starts]].tolist(), window[starts], values
+    return symbol_names[rank[starts]].tolist(), order[starts], window[starts], values
 
 
 def _stamp(us: int | np.ndarray) -> pd.Timestamp | pd.DatetimeIndex:
@@ -317,6 +321,11 @@ class LiveMarket:
 
     # -- ticks ----------------------------------------------------------------------------------
 
+    def _open_starts(self, symbols: list[str]) -> np.ndarray:
+        """Each symbol's open bar's window start (NaN for a symbol without one)."""
+        held = self.open.get
+        return np.array([b.window_start if (b := held(s)) is not None else np.nan for s in symbols], dtype=float)
+
     def fold(self, tick: LiveTick) -> bool:
         """Fold one tick; False when the stream would not store it or its bar is closed here."""
         return self.fold_batch(TickBatch.of([tick])) == 1
@@ -333,12 +342,13 @@ class LiveMarket:
             return 0
         msg_ids = ticks.msg_id.tolist()
         seen = self._seen
-        duplicate = np.fromiter((m in seen for m in msg_ids), bool, n)
-        if len(set(msg_ids)) < n:
+        if seen.keys().isdisjoint(msg_ids) and len(set(msg_ids)) == n:  # the usual poll: all new
+            duplicate = np.zeros(n, bool)
+            seen.update(dict.fromkeys(msg_ids))
+        else:
+            duplicate = np.fromiter((m in seen for m in msg_ids), bool, n)
             duplicate |= pd.Series(msg_ids).duplicated(keep="first").to_numpy()
-        for msg_id, dup in zip(msg_ids, duplicate.tolist(), strict=True):
-            if not dup:
-                seen[msg_id] = None
+            seen.update(dict.fromkeys(m for m, dup in zip(msg_ids, duplicate.tolist(), strict=True) if not dup))
         while len(seen) > SEEN_MSG_IDS:
             seen.popitem(last=False)
 
@@ -349,18 +359,19 @@ class LiveMarket:
         feed_rank = source_rank * len(symbol_names) + symbol_rank
         feeds = list(zip(ticks.source[kept].tolist(), ticks.symbol[kept].tolist(), strict=True))
         feed_max = self._feed_max
-        newest = np.fmax(np.array([feed_max.get(feed, np.nan) for feed in feeds], dtype=float),
-                         _earlier_max(feed_rank, ts))
+        prior = np.fromiter(map(feed_max.get, feeds, repeat(np.nan)), float, len(feeds))
+        newest = np.fmax(prior, _earlier_max(feed_rank, ts))
         with np.errstate(invalid="ignore"):
             late = ~np.isnan(newest) & LATENESS.is_late(ts.astype(float), newest, float(self.late_tolerance_us))
-        for feed, stamp, is_late in zip(feeds, ts.tolist(), late.tolist(), strict=True):
-            if not is_late and stamp > feed_max.get(feed, stamp - 1):
-                feed_max[feed] = stamp
+            # Each feed's newest on-time tick, written in rising time so that the last write wins.
+            rising = np.flatnonzero(~late & ~(ts <= prior))
+        rising = rising[np.argsort(ts[rising], kind="stable")]
+        feed_max.update(zip([feeds[i] for i in rising.tolist()], ts[rising].tolist(), strict=True))
 
         kept, symbol_rank = kept[~late], symbol_rank[~late]
         symbols = ticks.symbol[kept].tolist()
         window = INTERVALS[self.interval].floor_us(ticks.ts[kept])
-        open_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in symbols], dtype=float)
+        open_start = self._open_starts(symbols)
         with np.errstate(invalid="ignore"):
             closed_bar = np.fmax(open_start, _earlier_max(symbol_rank, window)) > window
         self.skipped["duplicate"] += int(duplicate.sum())
@@ -369,11 +380,12 @@ class LiveMarket:
         folded = kept[~closed_bar]
         if not len(folded):
             return 0
-        bar_symbols, starts, values = _partials(ticks, folded, window[~closed_bar], symbol_names,
-                                                symbol_rank[~closed_bar])
+        bar_symbols, first_ticks, starts, values = _partials(ticks, folded, window[~closed_bar], symbol_names,
+                                                             symbol_rank[~closed_bar])
         # Only a symbol's first window can be the one its open bar holds; later ones roll it.
-        first_of_symbol = ~pd.Series(bar_symbols).duplicated().to_numpy()
-        held_start = np.array([self.open[s].window_start if s in self.open else np.nan for s in bar_symbols])
+        bar_ranks = symbol_rank[~closed_bar][first_ticks]
+        first_of_symbol = np.r_[True, bar_ranks[1:] != bar_ranks[:-1]]
+        held_start = open_start[~closed_bar][first_ticks]
         into_open = first_of_symbol & (held_start == starts)
         if into_open.any():
             held_bars = np.array([_BAR_VALUES(self.open[s]) for s in np.asarray(bar_symbols)[into_open]]).T
