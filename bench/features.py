@@ -10,7 +10,7 @@ OHLCV ending at the current minute (or day). Then it measures:
 1. ``compute_features`` in plain pandas on those bars (the market index's bars passed as
    ``index_bars``): once emitting every row, once with ``emit_from`` set to each symbol's
    newest bar, which is what the stream asks for.
-2. ``stages.features`` (``spark_jobs.ingest``), the streaming job's per-micro-batch feature refresh, for
+2. ``stages.features`` (``spark_jobs.ingest``), the bars query's per-micro-batch feature refresh, for
    a batch that touched the newest bar of every symbol and of the index: load the trailing
    bars from Delta, compute the features with ``applyInPandas``, validate them with the Great
    Expectations gate, MERGE them into Delta ``features`` and push them to Feast (SQLite
@@ -204,7 +204,7 @@ def instrument(job, spark, timer: StepTimer) -> None:
 def refresh_once(job, timer: StepTimer, interval: str, touched: dict, batch_id: int) -> dict:
     from spark_jobs.ingest import stages
 
-    batch = stages.Batch.open(job.spark, job.app_id, batch_id, {})
+    batch = stages.Batch.open(job.spark, job.app_id, batch_id)
     batch.quality_parameters = {"ts_max": datetime.now(UTC) + timedelta(days=1)}
     timer.steps, timer.order = {}, []
     started = time.perf_counter()
@@ -235,9 +235,9 @@ def bench_refresh(settings: Settings, symbols: list[str], newest: datetime, args
         write_s = time.perf_counter() - started
         del bars
 
-        from spark_jobs.ingest.job import IngestJob
+        from spark_jobs.ingest.bars import BarsQuery
 
-        job = IngestJob(settings, spark)
+        job = BarsQuery(settings, spark)
         timer = StepTimer()
         instrument(job, spark, timer)
         touched = dict.fromkeys(symbols, newest)

@@ -12,13 +12,16 @@ if TYPE_CHECKING:
 
 
 def spark_jar_paths(settings: Settings) -> list[str]:
+    """Delta's and Kafka's jars from the Maven cache, and our own operators (built on first use)."""
+    from tickcast.platform.jars import extensions_jar
+
     jars = sorted(settings.spark_jars_dir.glob("*.jar"))
     if not jars:
         raise RuntimeError(
             f"no Spark extra jars in {settings.spark_jars_dir}; run `tickcast setup` "
             "(or `make up`/`make test`) to resolve them with Maven"
         )
-    return [str(j) for j in jars]
+    return [str(j) for j in jars] + [str(extensions_jar(settings))]
 
 
 def build_spark(
@@ -51,6 +54,9 @@ def build_spark(
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
+        # Our state expires by processing time (``FirstCopy``): without this, such a query runs
+        # an empty micro-batch after every batch, and an availableNow query never ends.
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
         "spark.databricks.delta.schema.autoMerge.enabled": "false",
         # Delta rebuilds table state with 50 tasks by default; on one machine that is
         # pure scheduling overhead for every snapshot of every micro-batch.

@@ -133,12 +133,35 @@ def _mark(ticks: DataFrame, condition: Column, reason: str) -> DataFrame:
     )
 
 
-def mark_in_batch_duplicates(ticks: DataFrame) -> DataFrame:
-    """Second and later copies of a key inside one batch (by Kafka position) are duplicates."""
-    from pyspark.sql import Window
+# Whether a valid row is the first copy of its key: set by ``mark_first_copies``, read by
+# ``mark_duplicates``.
+FIRST_COPY_COLUMN = "_first_copy"
 
-    first_seen = Window.partitionBy(DEDUPE.key).orderBy("kafka_partition", "kafka_offset")
-    return _mark(ticks, F.row_number().over(first_seen) > 1, DEDUPE.reason)
+
+def mark_first_copies(ticks: DataFrame, memory_seconds: int) -> DataFrame:
+    """``ticks`` with ``FIRST_COPY_COLUMN``: whether a valid row is the first copy of its
+    ``DEDUPE.key``, among earlier micro-batches (remembered ``memory_seconds`` in the RocksDB
+    state store) and then by Kafka position within its batch; null for invalid rows.
+
+    The state lives in the JVM operator ``tickcast.spark.FirstCopy`` (``spark_jobs/jvm``): one
+    lookup per key, no Python worker. On a batch (not streaming) frame it sees no earlier
+    batches.
+    """
+    from pyspark.sql import DataFrame as SparkFrame
+
+    spark = ticks.sparkSession
+    # The state store's coordinator starts with the session's streaming query manager; a batch
+    # frame would otherwise find none.
+    spark.streams  # noqa: B018
+    marked = spark._jvm.tickcast.spark.FirstCopy.mark(
+        ticks._jdf, memory_seconds, FIRST_COPY_COLUMN, "reason", DEDUPE.key, "kafka_partition", "kafka_offset")
+    return SparkFrame(marked, spark)
+
+
+def mark_duplicates(ticks: DataFrame) -> DataFrame:
+    """Valid rows that are not the first copy of their key (``mark_first_copies``) are
+    duplicates."""
+    return _mark(ticks, ~F.col(FIRST_COPY_COLUMN), DEDUPE.reason).drop(FIRST_COPY_COLUMN)
 
 
 def mark_late(ticks: DataFrame, watermarks: DataFrame, tolerance_seconds: int) -> DataFrame:
@@ -151,13 +174,6 @@ def mark_late(ticks: DataFrame, watermarks: DataFrame, tolerance_seconds: int) -
     late = F.col("max_ts").isNotNull() & LATENESS.is_late(
         F.col("ts"), F.col("max_ts"), F.make_interval(secs=F.lit(tolerance_seconds)))
     return _mark(joined, late, LATENESS.reason).drop("max_ts")
-
-
-def mark_known_duplicates(ticks: DataFrame, known: DataFrame) -> DataFrame:
-    """Valid ticks whose key is already stored are duplicates. ``known`` has the key column."""
-    stored = known.select(DEDUPE.key).distinct().withColumn("_known", F.lit(True))
-    joined = ticks.join(stored, DEDUPE.key, "left")
-    return _mark(joined, F.col("_known"), DEDUPE.reason).drop("_known")
 
 
 def _partial(field: BarField) -> Column:

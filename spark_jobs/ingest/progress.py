@@ -31,9 +31,9 @@ class ProgressFile:
             os.replace(tmp, self.path)
 
 
-def progress_listener(progress: ProgressFile, query_name: str):
-    """A StreamingQueryListener writing each query's progress to ``progress`` (an unnamed
-    query's under ``query_name``)."""
+def progress_listener(progress: ProgressFile, unnamed: str = "unnamed"):
+    """A StreamingQueryListener writing each query's progress to ``progress``, under the
+    query's name (``unnamed`` for a query without one)."""
     from pyspark.sql.streaming import StreamingQueryListener
 
     class Listener(StreamingQueryListener):
@@ -41,7 +41,7 @@ def progress_listener(progress: ProgressFile, query_name: str):
             log.info("query %s started (id %s)", event.name, event.id)
 
         def onQueryProgress(self, event):
-            progress.record(event.progress.name or query_name, event.progress.json)
+            progress.record(event.progress.name or unnamed, event.progress.json)
 
         def onQueryIdle(self, event):
             pass

@@ -1,81 +1,62 @@
-"""The stages of an ingest micro-batch, and the ``Batch`` they share.
+"""The stages of a ``bars`` micro-batch (the ticks one batch of the ``ticks`` query stored),
+and the ``Batch`` they share.
 
-``IngestJob.process_batch`` runs them in order: parse, classify, check the ticks, quarantine,
-store the ticks, the bars of each interval, the feeds, the features of each interval, the
-quality records; then it saves the feed watermarks. The pure Spark work is in
-``spark_jobs.transforms`` and ``spark_jobs.features``; the stages decide and do the IO,
-through ``tickcast.catalog.tables``.
+``BarsQuery.process_batch`` runs them in order: the ticks' audit, the bars of each interval,
+the feeds, the features of each interval, the quality records. The pure Spark work is in
+``spark_jobs.transforms`` and ``spark_jobs.features``; the stages decide and do the IO, through
+``tickcast.catalog.tables``.
 
 Each write carries a Delta transaction id, (app id, batch id), and Delta keeps one version per
 app id per table; a table written twice in a batch needs an app id per write, or the second
-would be skipped as a replay of the first. So the checkpoint's app id goes with the quarantine
-and ticks appends, the bar MERGEs (one table each) and the quality records;
-``<app id>-quarantine-<stage>`` with each later quarantine append (failing bars, failing
-features); ``<app id>-features-<interval>`` with each features MERGE.
+would be skipped as a replay of the first. So the checkpoint's app id goes with the bar MERGEs
+(one table each) and the quality records; ``<app id>-quarantine-<stage>`` with each quarantine
+append (failing bars, failing features); ``<app id>-features-<interval>`` with each features
+MERGE.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from spark_jobs.ingest.watermarks import Watermarks, advance
 from tickcast.catalog import tables
 from tickcast.core.intervals import INTERVALS
 
+log = logging.getLogger("tickcast.ingest")
+
 if TYPE_CHECKING:
     import pandas as pd
-    from pyspark.sql import Column, DataFrame, Row, SparkSession
+    from pyspark.sql import Column, DataFrame, SparkSession
 
-    from spark_jobs.ingest.job import IngestJob
+    from spark_jobs.ingest.bars import BarsQuery
     from tickcast.quality.gate import QualityOutcome
-
-QUARANTINE_COLUMNS = (
-    "reason", "stage", "raw", "msg_id", "symbol", "ts", "source",
-    "kafka_topic", "kafka_partition", "kafka_offset",
-)
-# What a quarantined record keeps of itself, besides its reason and stage.
-RECORD_COLUMNS = QUARANTINE_COLUMNS[2:]
-TICK_COLUMNS = (
-    "msg_id", "symbol", "ts", "price", "volume", "bid", "ask", "source", "produced_at",
-    "schema_version", "kafka_partition", "kafka_offset",
-)
-
 
 @dataclass
 class Batch:
     """What the stages of one micro-batch share."""
 
     id: int
-    # "<app id>:<batch id>": the ingest_batch of the rows it stores, the run id of its validations.
+    # "<app id>:<batch id>": the ingest_batch of the rows it writes, the run id of its validations.
     tag: str
     # The micro-batch's own session: what its frames were made in.
     spark: SparkSession
-    # The feed watermarks as the newest batch before this one saved them.
-    watermarks: Watermarks
-    # ingested_at, quarantined_at and updated_at of the rows it writes.
+    # updated_at of the rows it writes.
     now: Column
-    # Event-time span of the accepted ticks and their newest Kafka timestamp (None: none accepted).
-    bounds: Row | None = None
     quality_parameters: dict[str, Any] = field(default_factory=dict)
     outcomes: list[QualityOutcome] = field(default_factory=list)
     steps: dict[str, float] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
-    persisted: list[DataFrame] = field(default_factory=list)
 
     @classmethod
-    def open(cls, spark: SparkSession, app_id: str, batch_id: int, watermarks: Watermarks) -> Batch:
+    def open(cls, spark: SparkSession, app_id: str, batch_id: int) -> Batch:
         from pyspark.sql import functions as F
 
-        return cls(batch_id, f"{app_id}:{batch_id}", spark, watermarks, F.current_timestamp())
-
-    @property
-    def has_ticks(self) -> bool:
-        return self.bounds is not None and self.bounds["lo"] is not None
+        return cls(batch_id, f"{app_id}:{batch_id}", spark, F.current_timestamp())
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
@@ -86,181 +67,66 @@ class Batch:
         finally:
             self.steps[name] = self.steps.get(name, 0.0) + time.monotonic() - started
 
-    def keep(self, frame: DataFrame) -> DataFrame:
-        """``frame`` persisted until ``release``: later stages read it more than once."""
-        self.persisted.append(frame.persist())
-        return frame
-
-    def release(self) -> None:
-        while self.persisted:
-            self.persisted.pop().unpersist()
-
-
-@dataclass(frozen=True)
-class Verdicts:
-    """The batch's records sorted into what is stored and what is quarantined."""
-
-    # Every record, with the reason it was rejected (null: accepted).
-    classified: DataFrame
-    # The accepted records, every column: what the bars are folded from.
-    accepted: DataFrame
-    # The accepted records as Delta ``ticks`` rows.
-    ticks: DataFrame
-    # The rejected records as ``quarantine`` rows, less the batch's tag and time.
-    quarantined: DataFrame
-    # Records the parser accepted and the ticks' quality suite turned away.
-    gate_failed: int = 0
-
 
 @dataclass(frozen=True)
 class Feeds:
-    """What the batch's accepted ticks did to their feeds."""
+    """What the batch's ticks did to their symbols."""
 
-    # The feed watermarks this batch saves for the next.
-    watermarks: Watermarks
-    # Each touched symbol's earliest accepted tick: its bars changed from there on.
+    # Each touched symbol's earliest tick: its bars changed from there on.
     earliest: dict[str, datetime]
-    stored: int
-    quarantined: int
+    ticks: int
 
 
-# -- the ticks ------------------------------------------------------------------------------------
-
-
-def parse(job: IngestJob, batch: Batch, raw: DataFrame) -> DataFrame:
-    """Kafka records as ticks, each with the first reason it cannot be stored, if any."""
+def feeds(job: BarsQuery, batch: Batch, ticks: DataFrame) -> Feeds:
+    """The symbols the batch touched and from where; the bounds of its quality checks."""
     from pyspark.sql import functions as F
 
-    from spark_jobs import transforms as T
-
-    return T.parse_ticks(raw, F.col("timestamp"), job.settings.future_tolerance_seconds)
-
-
-def classify(job: IngestJob, batch: Batch, parsed: DataFrame) -> DataFrame:
-    """Mark duplicates within the batch, late ticks and duplicates of ticks stored by other
-    batches; set the batch's bounds and quality parameters."""
-    from spark_jobs import transforms as T
-
-    marked = T.mark_in_batch_duplicates(parsed)
-    watermarks = batch.spark.createDataFrame(
-        [(s, y, datetime.fromisoformat(ts)) for (s, y), ts in batch.watermarks.items()],
-        "source string, symbol string, max_ts timestamp",
+    rows = (
+        ticks.groupBy("symbol")
+        .agg(F.min("ts").alias("min_ts"), F.count(F.lit(1)).alias("rows"), F.max("ingested_at").alias("stored_at"))
+        .collect()
     )
-    marked = batch.keep(T.mark_late(marked, watermarks, job.settings.late_tolerance_seconds))
-    batch.bounds = bounds = _accepted_bounds(marked)
-    batch.quality_parameters = _quality_parameters(job, bounds)
-    if bounds is not None and bounds["lo"] is not None:
-        marked = T.mark_known_duplicates(marked, _stored_msg_ids(job, batch, bounds))
-    return batch.keep(marked)
-
-
-def _accepted_bounds(marked: DataFrame) -> Row | None:
-    from pyspark.sql import functions as F
-
-    return (
-        marked.where(F.col("reason").isNull())
-        .agg(F.min("ts").alias("lo"), F.max("ts").alias("hi"),
-             F.collect_set(F.to_date("ts")).alias("dates"),
-             F.max("received_at").alias("kafka_hi"))
-        .first()
-    )
-
-
-def _quality_parameters(job: IngestJob, bounds: Row | None) -> dict[str, Any]:
-    # The bounds come from the batch's Kafka timestamps, not the clock, so a replayed batch
+    # The bounds come from when the ticks were stored, not the clock, so a replayed batch
     # decides what its first run decided.
-    kafka_hi = bounds["kafka_hi"] if bounds is not None and bounds["kafka_hi"] else datetime.now()
-    return {"ts_max": kafka_hi.replace(tzinfo=UTC) + timedelta(seconds=job.settings.future_tolerance_seconds)}
+    stored_at = max((row["stored_at"] for row in rows), default=None) or datetime.now()
+    batch.quality_parameters = {
+        "ts_max": stored_at.replace(tzinfo=UTC) + timedelta(seconds=job.settings.future_tolerance_seconds)
+    }
+    return Feeds(earliest={row["symbol"]: row["min_ts"] for row in rows}, ticks=sum(row["rows"] for row in rows))
 
 
-def _stored_msg_ids(job: IngestJob, batch: Batch, bounds: Row) -> DataFrame:
-    """The msg_ids other batches stored within the accepted ticks' span."""
-    from pyspark.sql import functions as F
-
-    return (
-        tables.spark_read(batch.spark, job.settings, tables.TICKS)
-        .where(F.col("ts_date").isin(bounds["dates"]))
-        .where(F.col("ts").between(bounds["lo"], bounds["hi"]))
-        .where(F.col("ingest_batch") != batch.tag)
-        .select("msg_id")
-    )
-
-
-def check_ticks(job: IngestJob, batch: Batch, classified: DataFrame) -> Verdicts:
-    """Sort the records; accepted ticks that fail the ticks' quality suite are quarantined
-    (stage ``quality``) with the expectation they failed."""
-    from pyspark.sql import functions as F
-
-    verdicts = _sort(batch, classified)
-    if not batch.has_ticks:
-        return verdicts
+def audit_ticks(job: BarsQuery, batch: Batch, ticks: DataFrame) -> None:
+    """The ticks' quality suite over what the ``ticks`` query stored. Its compiled predicates
+    admitted only rows the suite accepts; a failure here means the two disagree, and is
+    recorded in ``quality_results`` and logged as an error (the rows stay stored)."""
     checked = job.gate.validate(
-        verdicts.ticks, "ticks", ["msg_id"], batch.quality_parameters,
-        table=tables.TICKS, layer="stream", run_id=batch.tag, engine="pandas",
+        ticks, "ticks", ["msg_id"], batch.quality_parameters,
+        table=tables.TICKS, layer="audit", run_id=batch.tag, engine="auto",
     )
     batch.outcomes.append(checked)
-    if not checked.rows_failed:
-        return verdicts
-    ticks, failing = checked.split(verdicts.ticks)
-    reasons = failing.select("msg_id", F.col("reason").alias("quality_reason"))
-    turned_away = classified.join(reasons, "msg_id").select(
-        F.col("quality_reason").alias("reason"), F.lit("quality").alias("stage"), *RECORD_COLUMNS,
-    )
-    return replace(
-        verdicts, ticks=ticks, gate_failed=checked.rows_failed,
-        accepted=verdicts.accepted.join(reasons.select("msg_id"), "msg_id", "left_anti"),
-        quarantined=verdicts.quarantined.unionByName(turned_away),
-    )
+    if checked.rows_failed:
+        log.error("batch %s: %d stored ticks fail the ticks suite that the parse predicates passed "
+                  "(the rules and expectations/ticks.json disagree)", batch.tag, checked.rows_failed)
 
 
-def _sort(batch: Batch, classified: DataFrame) -> Verdicts:
-    from pyspark.sql import functions as F
-
-    accepted = classified.where(F.col("reason").isNull())
-    return Verdicts(
-        classified=classified,
-        accepted=accepted,
-        ticks=accepted.select(
-            *TICK_COLUMNS, F.lit(batch.tag).alias("ingest_batch"), batch.now.alias("ingested_at"),
-            F.to_date("ts").alias("ts_date"),
-        ),
-        quarantined=classified.where(F.col("reason").isNotNull()).select(
-            "reason", F.lit("ingest").alias("stage"), *RECORD_COLUMNS,
-        ),
-    )
-
-
-def quarantine(job: IngestJob, batch: Batch, verdicts: Verdicts) -> None:
-    """Append the rejected records, each with its reason, to ``quarantine``."""
-    from pyspark.sql import functions as F
-
-    rows = verdicts.quarantined.withColumn("ingest_batch", F.lit(batch.tag)).withColumn("quarantined_at", batch.now)
-    tables.spark_append(rows, job.settings, tables.QUARANTINE, txn=(job.app_id, batch.id))
-
-
-def store_ticks(job: IngestJob, batch: Batch, verdicts: Verdicts) -> None:
-    tables.spark_append(verdicts.ticks, job.settings, tables.TICKS, txn=(job.app_id, batch.id))
-
-
-def quarantine_failing(job: IngestJob, batch: Batch, failing: DataFrame, stage: str) -> None:
+def quarantine_failing(job: BarsQuery, batch: Batch, failing: DataFrame, stage: str) -> None:
     """Bars or feature rows that failed their suite, kept whole (as JSON) with the reason."""
     from spark_jobs.transforms import quarantine_rows
 
     rows = quarantine_rows(failing, stage, batch.tag)
-    # Its own txn app id: the batch's first quarantine append already used (app id, batch).
     tables.spark_append(rows, job.settings, tables.QUARANTINE, txn=(f"{job.app_id}-quarantine-{stage}", batch.id))
 
 
 # -- the bars -------------------------------------------------------------------------------------
 
 
-def bars(job: IngestJob, batch: Batch, verdicts: Verdicts, interval: str) -> None:
-    """Fold the accepted ticks into the interval's bars: the batch's partial bars, their
+def bars(job: BarsQuery, batch: Batch, ticks: DataFrame, interval: str) -> None:
+    """Fold the stored ticks into the interval's bars: the batch's partial bars, their
     quality suite (failing ones quarantined), one MERGE."""
     from spark_jobs import transforms as T
 
     table = tables.bars(interval)
-    partials = T.bar_partials(verdicts.accepted, interval).withColumn("updated_at", batch.now).persist()
+    partials = T.bar_partials(ticks, interval).withColumn("updated_at", batch.now).persist()
     checked = job.gate.validate(
         partials, "bars", ["symbol", "window_start"], batch.quality_parameters,
         table=table, layer="stream", run_id=batch.tag, engine="pandas",
@@ -274,7 +140,7 @@ def bars(job: IngestJob, batch: Batch, verdicts: Verdicts, interval: str) -> Non
     partials.unpersist()
 
 
-def _merge_bars(job: IngestJob, batch: Batch, partials: DataFrame, table: str) -> None:
+def _merge_bars(job: BarsQuery, batch: Batch, partials: DataFrame, table: str) -> None:
     from pyspark.sql import functions as F
 
     from spark_jobs.transforms import BAR_MERGE_SET
@@ -312,37 +178,10 @@ def idempotent_dml(spark: SparkSession, app_id: str, version: int) -> Iterator[N
         spark.conf.unset("spark.databricks.delta.write.txnVersion")
 
 
-# -- the feeds ------------------------------------------------------------------------------------
-
-
-def feeds(batch: Batch, verdicts: Verdicts) -> Feeds:
-    """The feeds' new watermarks, the symbols touched and where, the batch's counts."""
-    from pyspark.sql import functions as F
-
-    # One pass gives the feed watermarks, the batch's counts and the bars it touched.
-    groups = (
-        verdicts.classified.groupBy(F.col("reason").isNull().alias("ok"), "source", "symbol")
-        .agg(F.min("ts").alias("min_ts"), F.max("ts").alias("max_ts"), F.count(F.lit(1)).alias("rows"))
-        .collect()
-    )
-    fed = [row for row in groups if row["ok"]]
-    earliest: dict[str, datetime] = {}
-    for row in fed:
-        if row["symbol"] not in earliest or row["min_ts"] < earliest[row["symbol"]]:
-            earliest[row["symbol"]] = row["min_ts"]
-    # Ticks the quality gate turned away were counted as parsed-ok above.
-    return Feeds(
-        watermarks=advance(batch.watermarks, fed),
-        earliest=earliest,
-        stored=sum(row["rows"] for row in fed) - verdicts.gate_failed,
-        quarantined=sum(row["rows"] for row in groups if not row["ok"]) + verdicts.gate_failed,
-    )
-
-
 # -- the features ---------------------------------------------------------------------------------
 
 
-def features(job: IngestJob, batch: Batch, interval: str, earliest: dict[str, datetime]) -> None:
+def features(job: BarsQuery, batch: Batch, interval: str, earliest: dict[str, datetime]) -> None:
     """Recompute the features of every bar this batch changed, and of the bars after them;
     check them (failing rows quarantined), MERGE them and push them online."""
     if not earliest:
@@ -373,7 +212,7 @@ def features(job: IngestJob, batch: Batch, interval: str, earliest: dict[str, da
         featurestore.push_online(job.settings, good_frame)
 
 
-def _refresh_scope(job: IngestJob, history: DataFrame, touched: dict[str, datetime]) -> dict[str, datetime]:
+def _refresh_scope(job: BarsQuery, history: DataFrame, touched: dict[str, datetime]) -> dict[str, datetime]:
     """Per symbol, the bar from which its features change: its own earliest touched bar, or
     the index's for every symbol with a bar since (the market features)."""
     from pyspark.sql import functions as F
@@ -392,7 +231,7 @@ def _refresh_scope(job: IngestJob, history: DataFrame, touched: dict[str, dateti
 
 
 def _compute_features(
-    job: IngestJob, history: DataFrame, scope: dict[str, datetime], interval: str
+    job: BarsQuery, history: DataFrame, scope: dict[str, datetime], interval: str
 ) -> pd.DataFrame:
     """The feature rows of the scope's bars, from each symbol's trailing bars, as pandas."""
     import pandas as pd
@@ -419,7 +258,7 @@ def _compute_features(
 
 
 def _merge_features(
-    job: IngestJob, rows: DataFrame, interval: str, earliest: datetime, app_id: str, batch_id: int
+    job: BarsQuery, rows: DataFrame, interval: str, earliest: datetime, app_id: str, batch_id: int
 ) -> None:
     from spark_jobs import features as FX
 
@@ -442,7 +281,7 @@ def _merge_features(
 # -- the record -----------------------------------------------------------------------------------
 
 
-def record_quality(job: IngestJob, batch: Batch) -> None:
+def record_quality(job: BarsQuery, batch: Batch) -> None:
     """The batch's validations to ``quality_results``, in one append a replay skips; the data
     docs when they are due."""
     if batch.outcomes:

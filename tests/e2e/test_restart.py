@@ -16,10 +16,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _committed_batches(settings) -> int:
-    """Highest batch id the ingest query has reported progress for (-1 before the first)."""
+    """Highest batch id the ticks query has reported progress for (-1 before the first)."""
     path = settings.run_dir / "streaming-progress.json"
     try:
-        return int(json.loads(path.read_text())["ingest"]["batchId"])
+        return int(json.loads(path.read_text())["ticks"]["batchId"])
     except (FileNotFoundError, KeyError, ValueError):
         return -1
 

@@ -82,18 +82,23 @@ def _ticks(spark, rows):
     )
 
 
-def test_in_batch_duplicates_keep_the_first_copy(spark):
+def test_in_batch_duplicates_keep_the_first_copy_by_kafka_position(spark):
     t = datetime(2026, 11, 20, 14, 30)
     ticks = _ticks(spark, [
-        ("a", "X", "s", t, 1.0, 1.0, 0, 5, None),
         ("a", "X", "s", t, 1.0, 1.0, 0, 9, None),
+        ("a", "X", "s", t, 1.0, 1.0, 0, 5, None),
+        ("a", "Y", "other-feed", t, 1.0, 1.0, 1, 7, None),
         ("b", "X", "s", t, 1.0, 1.0, 1, 1, None),
         ("c", "X", "s", t, 1.0, 1.0, 1, 2, "invalid_price"),
+        ("c", "X", "s", t, 1.0, 1.0, 1, 3, None),
     ])
-    out = T.mark_in_batch_duplicates(ticks).select("kafka_offset", "reason")
+    out = T.mark_duplicates(T.mark_first_copies(ticks, memory_seconds=60)).select("kafka_partition", "kafka_offset",
+                                                                                  "reason")
     expected = spark.createDataFrame(
-        [(5, None), (9, R.REASON_DUPLICATE), (1, None), (2, "invalid_price")],
-        "kafka_offset long, reason string",
+        # The key is the msg_id across feeds; an invalid copy is neither first nor a duplicate.
+        [(0, 5, None), (0, 9, R.REASON_DUPLICATE), (1, 7, R.REASON_DUPLICATE), (1, 1, None),
+         (1, 2, "invalid_price"), (1, 3, None)],
+        "kafka_partition int, kafka_offset long, reason string",
     )
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
@@ -114,15 +119,6 @@ def test_late_is_judged_per_feed_and_symbol(spark):
          ("already-bad", "invalid_price")],
         "msg_id string, reason string",
     )
-    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
-
-
-def test_known_duplicates_are_marked(spark):
-    t = datetime(2026, 11, 20, 14, 30)
-    ticks = _ticks(spark, [("a", "X", "s", t, 1.0, 1.0, 0, 1, None), ("b", "X", "s", t, 1.0, 1.0, 0, 2, None)])
-    known = spark.createDataFrame([("a",), ("a",)], "msg_id string")
-    out = T.mark_known_duplicates(ticks, known).select("msg_id", "reason")
-    expected = spark.createDataFrame([("a", R.REASON_DUPLICATE), ("b", None)], "msg_id string, reason string")
     assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
 
 

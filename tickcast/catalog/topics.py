@@ -188,3 +188,13 @@ def topic_message_count(bootstrap: str, topic: str) -> int:
         return total
     finally:
         consumer.close()
+
+
+def partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:
+    """The topic's partition numbers, as the broker has them now."""
+    meta = _admin(settings).list_topics(topic, timeout=timeout)
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None:
+        raise TopicError(f"topic {topic!r} not found on {settings.kafka_bootstrap_servers}: "
+                         f"{None if found is None else found.error}")
+    return sorted(found.partitions)

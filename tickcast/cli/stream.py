@@ -21,11 +21,13 @@ def ingest(
         None, help="Stop after this many seconds (default: run until SIGTERM/Ctrl-C)."
     ),
 ) -> None:
-    """Kafka `ticks` -> Delta ticks/quarantine -> 1m and 1d bars -> features (Delta and Feast
-    online); the live scorer (`tickcast stream score`) makes the predictions.
+    """Two queries: `ticks` (Kafka `ticks` -> parse, dedupe, lateness -> Delta ticks and
+    quarantine) and `bars` (Delta ticks -> 1m and 1d bars -> features in Delta and the Feast
+    online store -> quality audit); the live scorer (`tickcast stream score`) makes the
+    predictions.
 
-    Checkpointed under $TICKCAST_HOME/checkpoints/ingest: a restart resumes where the
-    last committed micro-batch ended, with nothing lost or duplicated.
+    Checkpointed under $TICKCAST_HOME/checkpoints/{ticks,bars}: a restart resumes where each
+    query's last committed micro-batch ended, with nothing lost or duplicated.
     """
     from spark_jobs import ingest as job
 

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     ingest_niceness: int = Field(default=10, ge=0, le=19)
     # A tick older than its own feed's newest tick by more than this is late.
     late_tolerance_seconds: int = 300
+    # How long the ticks query remembers an accepted msg_id (its state store, processing time).
+    # A copy sent later is judged late rather than a duplicate unless its feed stalled that long.
+    dedupe_memory_seconds: int = Field(default=900, ge=1)
+    # The bars query (bars, features, quality audit) reads `ticks` as a Delta stream at this interval.
+    bars_trigger_seconds: float = Field(default=2.0, gt=0)
     # Ticks stamped further than this in the future are rejected.
     future_tolerance_seconds: int = 300
 
