@@ -54,6 +54,9 @@ class TableDef:
     columns: str
     partitioned_by: tuple[str, ...]
     comment: str
+    # Rows older than their retention (``Settings.retention_days``) by this column are deleted
+    # by ``tickcast maintain``; None: kept for good.
+    retention_column: str | None = None
 
     @property
     def column_names(self) -> list[str]:
@@ -121,7 +124,8 @@ def table_defs() -> dict[str, TableDef]:
         columns = _GENERATED[spec["columns_from"]]() if "columns_from" in spec else spec["columns"]
         names = BAR_TABLES if spec.get("per_interval") else (name,)
         for table in names:
-            defs[table] = TableDef(table, columns, tuple(spec["partitioned_by"]), spec["comment"])
+            defs[table] = TableDef(table, columns, tuple(spec["partitioned_by"]), spec["comment"],
+                                   spec.get("retention_column"))
     return defs
 
 

@@ -12,6 +12,7 @@ from tickcast.cli import (
     features,
     feeds,
     history,
+    maintain,
     models,
     platform,
     quality,
@@ -43,6 +44,7 @@ features.register(app)
 quality.register(app)
 corporate_actions.register(app)
 history.register(app)
+maintain.register(app)
 models.register(app)
 apikeys.register(app)
 

@@ -116,6 +116,17 @@ class Settings(BaseSettings):
     # Data quality (Great Expectations): data docs are rebuilt at most this often by the stream.
     quality_docs_interval_seconds: float = Field(default=60.0, ge=0)
 
+    # Table maintenance (`tickcast maintain`, run by the platform every maintain_interval_seconds):
+    # small files compacted toward maintain_target_file_mb; files no longer in the table, and log
+    # entries, removed after vacuum_retention_hours (a query down for longer than that cannot
+    # resume from its checkpoint: the versions it would read are gone); rows of a table with a
+    # retention column deleted after its retention.
+    maintain_interval_seconds: float = Field(default=600.0, gt=0)
+    maintain_target_file_mb: int = Field(default=128, ge=1)
+    vacuum_retention_hours: int = Field(default=24, ge=0)
+    predictions_retention_days: int = Field(default=90, ge=1)
+    quality_results_retention_days: int = Field(default=30, ge=1)
+
     # Feature store (Feast): SQLite online store by default, Redis by configuration.
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     # Feast's Redis connection string: "host:port[,db=N][,password=...]".

@@ -1,0 +1,65 @@
+"""`tickcast maintain` on real Delta tables: compaction, VACUUM, retention, and tables that
+Spark still reads and writes afterwards."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from chispa import assert_df_equality
+
+from tickcast.catalog import tables
+from tickcast.catalog.maintenance import maintain, maintain_table
+
+
+def _quality_rows(spark, validated: list[datetime], run: str):
+    schema = tables.table_defs()[tables.QUALITY_RESULTS].schema()
+    rows = [(f"{run}-{i}", "stream", "ticks", "ticks", "expect_x", 10, 0, True, ts.replace(tzinfo=None))
+            for i, ts in enumerate(validated)]
+    return spark.createDataFrame(rows, schema)
+
+
+def test_small_appends_are_compacted_and_vacuumed_and_spark_keeps_writing(spark, tables_home):
+    settings = tables_home.model_copy(update={"vacuum_retention_hours": 0})
+    now = datetime.now(UTC)
+    for batch in range(6):
+        tables.spark_append(_quality_rows(spark, [now] * 3, f"b{batch}"), settings, tables.QUALITY_RESULTS)
+    before = tables.spark_read(spark, settings, tables.QUALITY_RESULTS)
+    expected = spark.createDataFrame(before.collect(), before.schema)
+
+    report = maintain_table(settings, tables.QUALITY_RESULTS)
+
+    assert report is not None and not report.errors, report
+    assert report.files_before >= 6 and report.files_after == 1
+    assert report.files_compacted == report.files_before and report.files_vacuumed >= report.files_before
+    # What is left on disk is what the table holds (and the log).
+    assert report.bytes_on_disk == report.live_bytes
+    data_files = [p.name for p in Path(tables.table_path(settings, tables.QUALITY_RESULTS)).iterdir()
+                  if p.name != "_delta_log"]
+    assert data_files == tables.open_table(settings, tables.QUALITY_RESULTS).files()
+    after = tables.spark_read(spark, settings, tables.QUALITY_RESULTS)
+    assert_df_equality(after, expected, ignore_row_order=True)
+    # The table stays Spark's: another append after delta-rs maintained it.
+    tables.spark_append(_quality_rows(spark, [now], "later"), settings, tables.QUALITY_RESULTS)
+    assert tables.spark_read(spark, settings, tables.QUALITY_RESULTS).count() == 19
+
+
+def test_rows_past_their_retention_are_deleted(spark, tables_home):
+    settings = tables_home.model_copy(update={"quality_results_retention_days": 30})
+    now = datetime.now(UTC)
+    old, recent = now - timedelta(days=31), now - timedelta(days=29)
+    tables.spark_append(_quality_rows(spark, [old, old, recent], "r"), settings, tables.QUALITY_RESULTS)
+
+    [report] = [r for r in maintain(settings) if r.table == tables.QUALITY_RESULTS]
+
+    assert report.rows_expired == 2
+    kept = tables.delta_rows(settings, tables.QUALITY_RESULTS, ["run_id"]).column("run_id").to_pylist()
+    assert kept == ["r-2"]
+
+
+def test_every_table_with_a_retention_column_has_a_retention_setting(settings):
+    from tickcast.catalog.maintenance import retention_days
+
+    declared = [name for name, table in tables.table_defs().items() if table.retention_column]
+    assert sorted(declared) == ["predictions", "quality_results"]
+    assert all(retention_days(settings, name) >= 1 for name in declared)
