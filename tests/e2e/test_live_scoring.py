@@ -149,3 +149,72 @@ def test_live_scorer_scores_each_tick_with_the_champion_and_reloads_on_promotion
     stored = pd.to_datetime(history["predicted_at"], utc=True).astype("datetime64[us, UTC]")
     sent_out = pd.to_datetime([m["predicted_at"] for m in published], utc=True).astype("datetime64[us, UTC]")
     assert sorted(stored) == sorted(sent_out)
+
+
+def test_a_killed_scorer_resumes_its_open_bars_with_no_tick_missed_or_counted_twice(e2e):
+    """SIGKILL at a checkpointed point (its ticks saved) and at an unsaved one (its ticks read
+    again from the saved offsets): the open bar ends as the fold of every tick, once each."""
+    from tickcast.scoring.live_job import checkpoint_path
+
+    settings = e2e.settings
+    e2e.run_cli("backfill", str(DAILY_FILE), "--symbol", "RSTR")
+    store = OnlineStore(settings.online_store_path)
+    producer = Producer({"bootstrap.servers": e2e.bootstrap})
+    sent: list[tuple[float, float]] = []
+    checkpoint = checkpoint_path(settings)
+
+    def send(n: int) -> pd.Timestamp:
+        for _ in range(n):
+            price, volume = 180.0 + (len(sent) * 7) % 11, float(1 + len(sent))
+            value, ts = _tick("RSTR", price, f"restart-{len(sent)}", volume)
+            producer.produce(e2e.topic, key=b"RSTR", value=value)
+            sent.append((price, volume))
+        producer.flush(10)
+        return ts
+
+    def served(ts: pd.Timestamp):
+        return lambda: (found := store.get("RSTR")) is not None and pd.Timestamp(found.data_timestamp) >= ts
+
+    def saved_trades() -> int:
+        try:
+            return json.loads(checkpoint.read_bytes())["market"]["open"]["RSTR"][6]
+        except (FileNotFoundError, KeyError, ValueError):
+            return -1
+
+    first = e2e.scorer(TICKCAST_LIVE_CHECKPOINT_SECONDS="1")
+    # Without a checkpoint it starts at the newest offset: send until a tick is in a saved open bar.
+    def a_tick_is_saved() -> bool:
+        if saved_trades() > 0:
+            return True
+        send(1)
+        return False
+
+    wait_until(a_tick_is_saved, timeout=180, interval=2, what="a first tick in the scorer's checkpoint",
+               on_timeout=first.log_tail)
+    skipped_at_start = len(sent) - saved_trades()
+    send(5)
+    wait_until(lambda: saved_trades() == len(sent) - skipped_at_start, timeout=60, interval=0.5,
+               what="the ticks in the checkpoint", on_timeout=first.log_tail)
+    first.kill()  # at a checkpointed point
+    send(4)  # while no scorer runs
+
+    second = e2e.scorer(TICKCAST_LIVE_CHECKPOINT_SECONDS="3600")
+    wait_until(served(send(3)), timeout=180, interval=0.5, what="the restarted scorer serving the newest tick",
+               on_timeout=second.log_tail)
+    second.kill()  # nothing it folded was saved: the next run reads those ticks again
+    send(2)
+
+    third = e2e.scorer(TICKCAST_LIVE_CHECKPOINT_SECONDS="1")
+    wait_until(served(send(1)), timeout=180, interval=0.5, what="the third scorer serving the newest tick",
+               on_timeout=third.log_tail)
+    third.stop()
+    assert third.proc.returncode == 0, third.log_tail()
+    assert "restored" in third.log_path.read_text()
+
+    counted = sent[skipped_at_start:]
+    window_start, open_, high, low, close, volume, trades, _, _ = json.loads(checkpoint.read_bytes())["market"][
+        "open"]["RSTR"]
+    assert trades == len(counted)
+    assert (open_, close) == (counted[0][0], counted[-1][0])
+    assert (high, low) == (max(p for p, _ in counted), min(p for p, _ in counted))
+    assert volume == pytest.approx(sum(v for _, v in counted))

@@ -256,3 +256,31 @@ def test_sequences_gathered_from_the_tail_are_build_batchs(dual: DualModel) -> N
     batch, skipped = market.sequences(market.features(symbols, closed_from, "MKT", dual.features), dual.features,
                                       dual.sequence_length)
     assert len(batch) == 0 and skipped == {"NEW": f"only 1 bar(s) of features, the models need {LENGTH}"}
+
+
+def test_a_restored_checkpoint_folds_on_to_the_bars_of_one_uninterrupted_run() -> None:
+    import orjson
+
+    at = TODAY + pd.Timedelta(hours=15)
+    ticks = [tick("AAA", at + pd.Timedelta(minutes=i), 50.0 + (i * 7) % 5, float(1 + i)) for i in range(12)]
+    # A copy of a tick from before the checkpoint, a tick of a bar that rolls, a late one.
+    ticks += [ticks[2], tick("AAA", at + pd.Timedelta(days=1), 52.0), tick("BBB", at, 9.0),
+              tick("BBB", at - pd.Timedelta(minutes=10), 8.0)]
+    whole = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
+    for one in ticks:
+        whole.fold(one)
+
+    before = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
+    for one in ticks[:7]:
+        before.fold(one)
+    # Through JSON, as the scorer writes it.
+    saved = orjson.loads(orjson.dumps(before.checkpoint(msg_ids=1_000)))
+    after = LiveMarket("1d", late_tolerance_us=TOLERANCE_US)
+    after.restore(saved)
+    for one in ticks[7:]:
+        after.fold(one)
+
+    assert after.open == whole.open and after.rolled == whole.rolled
+    assert after.skipped["duplicate"] == 1 and after.skipped["late"] == 1
+    with pytest.raises(ValueError, match="1d bars cannot restore 1m"):
+        LiveMarket("1m", late_tolerance_us=TOLERANCE_US).restore(saved)

@@ -108,6 +108,11 @@ class Settings(BaseSettings):
     live_reload_seconds: float = Field(default=300.0, gt=0)
     live_history_seconds: float = Field(default=5.0, gt=0)
     live_poll_seconds: float = Field(default=0.02, gt=0)
+    # The live scorer saves its open bars with the Kafka offsets they include this often (and on
+    # stop); a restart, even after SIGKILL, resumes from there with no tick missed or counted twice.
+    live_checkpoint_seconds: float = Field(default=5.0, gt=0)
+    # The newest msg_ids kept in that checkpoint, to recognise duplicates across a restart.
+    live_checkpoint_msg_ids: int = Field(default=100_000, ge=0)
 
     # Features: the stream recomputes a touched symbol's features from its trailing bars,
     # looked for within this many times TRAILING_BARS intervals before the touched bar.

@@ -25,11 +25,11 @@ Everything here is pure state and frames; the Kafka, Delta and store IO is in
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from datetime import datetime
-from itertools import repeat
+from itertools import islice, repeat
 from operator import attrgetter
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -318,6 +318,30 @@ class LiveMarket:
     def _newest(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
         ordered = frame.sort_values(["symbol", "window_start"], kind="mergesort")
         return ordered.groupby("symbol", sort=False).tail(rows).reset_index(drop=True)
+
+    # -- restarts -------------------------------------------------------------------------------
+
+    def checkpoint(self, msg_ids: int) -> dict[str, Any]:
+        """What the ticks folded so far left here: the open bars, bars rolled and not yet scored,
+        each feed's newest tick and the newest ``msg_ids`` msg_ids (duplicates of older ones are
+        judged late, unless their feed stalled). Plain JSON types; ``restore`` takes it back."""
+        return {
+            "interval": self.interval,
+            "open": {symbol: astuple(bar) for symbol, bar in self.open.items()},
+            "rolled": {symbol: [astuple(bar) for bar in bars] for symbol, bars in self.rolled.items()},
+            "feed_max": [[source, symbol, ts] for (source, symbol), ts in self._feed_max.items()],
+            "seen": list(islice(reversed(self._seen), msg_ids))[::-1],
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a ``checkpoint``: the ticks after it are folded on top."""
+        if state.get("interval") != self.interval:
+            raise ValueError(f"a checkpoint of {state.get('interval')} bars cannot restore {self.interval} bars")
+        self.open = {symbol: OpenBar(*values) for symbol, values in state["open"].items()}
+        self.rolled = {symbol: [OpenBar(*values) for values in bars] for symbol, bars in state["rolled"].items()}
+        self._feed_max = {(source, symbol): int(ts) for source, symbol, ts in state["feed_max"]}
+        self._seen = OrderedDict.fromkeys(state["seen"])
+        self.dirty = set(self.open) | set(self.rolled)
 
     # -- ticks ----------------------------------------------------------------------------------
 

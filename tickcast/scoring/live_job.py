@@ -1,9 +1,15 @@
 """`tickcast stream score`: the live scorer's IO around ``tickcast.scoring.live``.
 
-In: topic ``ticks`` (its own consumer group, from the newest offset at every start: the
-state it starts from is Delta's, so replaying older ticks would count them twice), and
-Delta ``bars_<interval>`` / ``features`` at start and every ``live_reload_seconds`` (the
-stream's closed bars, corrected by backfills and corporate actions, replace the scorer's).
+In: topic ``ticks`` (its own consumer group), and Delta ``bars_<interval>`` / ``features`` at
+start and every ``live_reload_seconds`` (the stream's closed bars, corrected by backfills and
+corporate actions, replace the scorer's).
+
+Restarts: every ``live_checkpoint_seconds`` and on stop, the open bars (and what dedupe and
+lateness need) are saved with the Kafka offsets of the ticks they include, in one file written
+atomically (``ScorerCheckpoint``); a restart, after SIGKILL too, restores them and reads on
+from exactly those offsets, so no tick is missed or counted twice. The offsets are committed to
+the consumer group as well, for `tickcast status`. Without a checkpoint (the first start) the
+scorer starts at the newest offset, its open bars from the stream's bars in Delta.
 
 Out, every cycle: the online store (what the API serves and pushes), topic ``predictions``;
 and every ``live_history_seconds`` one append to Delta ``predictions`` (the history kept for
@@ -13,12 +19,14 @@ evaluation), through delta-rs.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog import tables
 from tickcast.core.intervals import INTERVALS
@@ -51,6 +59,39 @@ def read_state(settings: Settings, market: LiveMarket, now: datetime) -> tuple[p
     return bars, features
 
 
+class ScorerCheckpoint:
+    """The scorer's state and the Kafka offsets it includes, saved atomically in one file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self, topic: str) -> tuple[dict[str, Any], dict[int, int]] | None:
+        """(market state, next offset per partition) saved for ``topic``; None without one."""
+        import orjson
+
+        try:
+            saved = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        if saved.get("topic") != topic:
+            log.warning("checkpoint %s is of topic %s, not %s: starting afresh", self.path, saved.get("topic"), topic)
+            return None
+        return saved["market"], {int(p): int(o) for p, o in saved["offsets"].items()}
+
+    def save(self, topic: str, market: dict[str, Any], offsets: dict[int, int]) -> None:
+        import orjson
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_bytes(orjson.dumps({"topic": topic, "offsets": {str(p): o for p, o in offsets.items()},
+                                      "saved_at": datetime.now(UTC).isoformat(), "market": market}))
+        os.replace(tmp, self.path)
+
+
+def checkpoint_path(settings: Settings) -> Path:
+    return settings.checkpoint_dir / "live-scorer" / f"{settings.scorer_interval}.json"
+
+
 class HistoryWriter:
     """Predictions buffered and appended to Delta ``predictions`` in one commit at a time."""
 
@@ -70,8 +111,14 @@ class HistoryWriter:
         from tickcast.core.predictions import frame_to_arrow
 
         frame = pd.concat(self.pending, ignore_index=True)
+        try:
+            tables.append_arrow(self.settings, tables.PREDICTIONS, frame_to_arrow(frame))
+        except Exception as exc:  # noqa: BLE001 - kept and tried again at the next flush
+            self.pending = [frame]
+            log.error("%d prediction(s) not yet in Delta predictions (kept, retried at the next flush): %s",
+                      len(frame), exc)
+            return 0
         self.pending = []
-        tables.append_arrow(self.settings, tables.PREDICTIONS, frame_to_arrow(frame))
         return len(frame)
 
 
@@ -125,12 +172,38 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
 
+    topic = settings.topic_ticks
+    saved = ScorerCheckpoint(checkpoint_path(settings))
+    restored = saved.load(topic)
+    # Next offset to read per partition: what the open bars include.
+    positions: dict[int, int] = {}
+    if restored is not None:
+        state, positions = restored
+        market.restore(state)
+        log.info("restored %d open bars from %s; reading %s from offsets %s", len(market.open), saved.path, topic,
+                 positions)
+
+    def seek_to_checkpoint(consumer, assigned) -> None:
+        for partition in assigned:
+            if partition.partition in positions:
+                partition.offset = positions[partition.partition]
+        consumer.assign(assigned)
+
     consumer = Consumer({
+        # Without a checkpoint, the newest tick: the open bars start from the stream's in Delta.
         **settings.kafka_client_config(), "group.id": CONSUMER_GROUP, "auto.offset.reset": "latest",
-        # Never committed: every start begins at the newest tick (see the module docstring).
+        # Offsets are committed with each checkpoint, never ahead of it.
         "enable.auto.commit": False, "fetch.wait.max.ms": 10,
     })
-    consumer.subscribe([settings.topic_ticks])
+    consumer.subscribe([topic], on_assign=seek_to_checkpoint)
+
+    def save_checkpoint() -> None:
+        from confluent_kafka import TopicPartition
+
+        saved.save(topic, market.checkpoint(settings.live_checkpoint_msg_ids), positions)
+        if positions:
+            consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()], asynchronous=True)
+
     load_into(market)
     dual = champions.current()
     log.info("live scorer running: kafka %s topic %s, %s bars, %s", settings.kafka_bootstrap_servers,
@@ -139,6 +212,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     deadline = time.monotonic() + stop_after_seconds if stop_after_seconds else None
     next_reload = time.monotonic() + settings.live_reload_seconds
     next_flush = time.monotonic() + settings.live_history_seconds
+    next_checkpoint = time.monotonic() + settings.live_checkpoint_seconds
     cycles, scored, folded, started = 0, 0, 0, time.monotonic()
     # Seconds of the loop spent on each part since the last log line: where a slow cycle goes.
     spent = dict.fromkeys(("folding", "scoring", "store+topic", "Delta history"), 0.0)
@@ -154,6 +228,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                         log.warning("kafka: %s", error)
                     continue
                 kind, millis = message.timestamp()
+                partition, offset = message.partition(), message.offset()
+                if partition is not None and offset is not None:  # always, on a consumed message
+                    positions[partition] = offset + 1
                 values.append(message.value())
                 received.append(millis * 1000 if kind != TIMESTAMP_NOT_AVAILABLE else time.time_ns() // 1000)
             if values:
@@ -184,6 +261,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 history.flush()
                 next_flush = now + settings.live_history_seconds
                 _tally(spent, "Delta history", now)
+            if now >= next_checkpoint:
+                save_checkpoint()
+                next_checkpoint = now + settings.live_checkpoint_seconds
             if reloading is None and now >= next_reload:
                 reloading = reloads.submit(load_into, market.shadow())
             elif reloading is not None and reloading.done():
@@ -205,5 +285,6 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     finally:
         reloads.shutdown(wait=True, cancel_futures=True)
         history.flush()
+        save_checkpoint()
         consumer.close()
         log.info("live scorer stopped")
