@@ -80,3 +80,24 @@ def test_delivery_counts(settings, kafka_bootstrap: str, topic: str) -> None:
     assert [p["msg_id"] for m, p in zip(messages, decode(messages), strict=True) if m.key() == b"A"] == ["m0", "m2"]
     with pytest.raises(FeedError, match="not connected"):
         producer.send("A", values[0])
+
+
+def test_undelivered_ticks_are_counted_out_loud_through_an_outage(settings, caplog) -> None:
+    from confluent_kafka import KafkaError
+
+    producer = TickProducer(settings.model_copy(update={"producer_delivery_timeout_seconds": 45}))
+    assert producer._config["message.timeout.ms"] == 45_000
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    with caplog.at_level("ERROR", logger="tickcast.feeds.producer"):
+        # What librdkafka reports for each tick the broker never acknowledged in time.
+        for _ in range(1_000):
+            producer.stats.produced += 1
+            producer._on_delivery(timed_out, None)
+    assert producer.stats.failed == 1_000
+    said = [r.getMessage() for r in caplog.records]
+    # Said at once, with the count, and not once per tick.
+    assert len(said) == 1 and said[0].startswith("1 tick(s) not delivered to 'ticks' so far (of 1 produced)")
+    producer._failures_reported_at -= 10.0
+    producer._on_delivery(timed_out, None)
+    assert "1001 tick(s) not delivered" in caplog.records[-1].getMessage()
+    assert "failed 1,001" in producer.stats.summary()

@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     # False when kafka_bootstrap_servers points at an external cluster: `up` then skips the embedded broker.
     kafka_embedded: bool = True
 
+    # A tick the broker has not acknowledged within this long (buffered and retried meanwhile)
+    # is reported failed, and counted in the feed's error log and exit status.
+    producer_delivery_timeout_seconds: float = Field(default=120.0, gt=0)
+
     # Spark
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 4

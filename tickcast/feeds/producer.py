@@ -29,8 +29,6 @@ DEFAULT_PRODUCER_CONFIG: dict[str, Any] = {
     "compression.type": "lz4",
     "queue.buffering.max.messages": 500_000,
     "queue.buffering.max.kbytes": 262_144,
-    # Bounds how long an undeliverable message can sit before it is reported failed.
-    "message.timeout.ms": 30_000,
     "socket.connection.setup.timeout.ms": 10_000,
 }
 
@@ -93,6 +91,9 @@ class TickProducer:
         if bootstrap_servers:
             config["bootstrap.servers"] = bootstrap_servers
         config.update(DEFAULT_PRODUCER_CONFIG)
+        # How long a tick waits for the broker (an outage, a leader election), buffered and
+        # retried by librdkafka, before it is reported failed: loudly, and counted.
+        config["message.timeout.ms"] = int(settings.producer_delivery_timeout_seconds * 1000)
         config.update(extra_config or {})
         config["error_cb"] = self._on_error
         config["logger"] = _ClientLog()
@@ -102,6 +103,7 @@ class TickProducer:
         self._fatal: str | None = None
         self._last_error: str | None = None
         self._last_error_at = 0.0
+        self._failures_reported_at = float("-inf")
         self.stats = ProduceStats()
         self._message_timeout_s = float(config["message.timeout.ms"]) / 1000.0
 
@@ -235,5 +237,10 @@ class TickProducer:
     def _record_error(self, text: str) -> None:
         if len(self.stats.errors) < 5:
             self.stats.errors.append(text)
-        if self.stats.failed <= 3:
-            log.warning("delivery failed: %s", text)
+        # Every failure is counted; the count is said at once and then at most every 10 s, so
+        # a long outage is never silent and never floods the log.
+        now = time.monotonic()
+        if now - self._failures_reported_at >= 10.0:
+            self._failures_reported_at = now
+            log.error("%d tick(s) not delivered to %r so far (of %d produced); latest: %s",
+                      self.stats.failed, self.topic, self.stats.produced, text)
