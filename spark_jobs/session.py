@@ -54,6 +54,8 @@ def build_spark(
         "spark.sql.streaming.stateStore.providerClass": (
             "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
         ),
+        # A micro-batch commits the changes to its state, not a snapshot of all of it.
+        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         # Our state expires by processing time (``FirstCopy``): without this, such a query runs
         # an empty micro-batch after every batch, and an availableNow query never ends.
         "spark.sql.streaming.noDataMicroBatches.enabled": "false",

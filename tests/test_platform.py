@@ -22,6 +22,7 @@ from tickcast.platform.status import (
     kafka_lag,
     progress_path,
     query_status,
+    read_progress,
     topic_watermarks,
 )
 from tickcast.platform.supervisor import (
@@ -49,11 +50,13 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     options = _parse(write_config(settings))
     configs = _process_configs(options)
 
-    assert list(configs) == ["kafka", "mlflow", "ingest", "scorer", "api", "dashboard", "maintain", "feed"]
+    assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain",
+                             "feed"]
     bin_dir = Path(sys.prefix) / "bin"
     assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
     assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-    assert configs["ingest"].command == f"{bin_dir}/tickcast stream ingest"
+    assert configs["ingest"].command == f"{bin_dir}/tickcast stream ingest --query ticks"
+    assert configs["bars"].command == f"{bin_dir}/tickcast stream ingest --query bars"
     assert configs["scorer"].command == f"{bin_dir}/tickcast stream score"
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
@@ -72,8 +75,9 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
         assert pc.directory == str(settings.home_dir)
     # The broker goes down last and Spark gets time to finish a batch.
     assert [configs[n].priority for n in configs] == sorted(configs[n].priority for n in configs)
-    assert configs["ingest"].stopwaitsecs >= 60
-    assert configs["ingest"].stopasgroup is False and configs["ingest"].killasgroup is True
+    for spark_job in ("ingest", "bars"):
+        assert configs[spark_job].stopwaitsecs >= 60
+        assert configs[spark_job].stopasgroup is False and configs[spark_job].killasgroup is True
     assert options.server_configs[0]["file"] == str(settings.run_dir / "supervisor.sock")
     assert oct(settings.run_dir.joinpath("supervisord.conf").stat().st_mode & 0o777) == "0o600"
 
@@ -81,7 +85,7 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["mlflow", "ingest", "scorer", "api", "dashboard", "maintain"]
+    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain"]
 
 
 def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:
@@ -183,6 +187,11 @@ def test_ingest_counts_healthy_once_it_wrote_progress_after_starting(settings: S
     # A file from before this process started is a previous run's.
     assert control.probe(settings, "ingest", {**info, "start": time.time() + 60}) is not None
     assert control.probe(settings, "ingest", {**info, "statename": "STARTING"}) == "process starting"
+    # The bars process reports in a file of its own.
+    assert control.probe(settings, "bars", info).startswith("no streaming progress")
+    progress_path(settings, "bars").write_text(json.dumps({"bars": SAMPLE_PROGRESS}))
+    assert control.probe(settings, "bars", info) is None
+    assert set(read_progress(settings)) == {"ticks_to_delta", "bars"}
 
 
 def test_status_and_down_when_nothing_runs(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

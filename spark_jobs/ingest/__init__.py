@@ -25,6 +25,6 @@ symbol), so one feed's clock never makes another feed's ticks late.
 ``checkpoints`` the app ids; ``progress`` the file that `tickcast status` reads.
 """
 
-from spark_jobs.ingest.job import run
+from spark_jobs.ingest.job import QUERIES, run
 
-__all__ = ["run"]
+__all__ = ["QUERIES", "run"]

@@ -87,9 +87,10 @@ class BarsQuery:
                 stages.record_quality(self, batch)
         finally:
             ticks.unpersist()
+        first, last = feeds.ticks_batches or (-1, -1)
         log.info(
-            "bars batch %d: %d ticks folded, %d symbols updated in %.2fs (%s)",
-            batch_id, feeds.ticks, len(feeds.earliest), time.monotonic() - batch.started,
+            "bars batch %d: %d ticks of ticks batches %d-%d folded, %d symbols updated in %.2fs (%s)",
+            batch_id, feeds.ticks, first, last, len(feeds.earliest), time.monotonic() - batch.started,
             ", ".join(f"{k} {v:.2f}s" for k, v in batch.steps.items()),
         )
 

@@ -21,42 +21,55 @@ from tickcast.core.settings import Settings
 log = logging.getLogger("tickcast.ingest")
 
 
-def run(settings: Settings, starting_offsets: str = "earliest", stop_after_seconds: float | None = None) -> None:
-    """Run the ``ticks`` and ``bars`` queries until SIGTERM/SIGINT (or ``stop_after_seconds``)."""
+QUERIES = ("ticks", "bars")
+
+
+def run(settings: Settings, queries: tuple[str, ...] = QUERIES, starting_offsets: str = "earliest",
+        stop_after_seconds: float | None = None) -> None:
+    """Run ``queries`` (``ticks``, ``bars`` or both) until SIGTERM/SIGINT (or ``stop_after_seconds``).
+
+    The platform runs each in a process of its own (program ``ingest`` the ticks, ``bars`` the
+    bars, niced further); both in one process suit a laptop and the tests."""
     from spark_jobs.session import build_spark
     from tickcast.platform.status import progress_path
 
-    if settings.ingest_niceness:
-        os.nice(settings.ingest_niceness)  # before the JVM starts, which inherits it
-    spark = build_spark(settings, "tickcast-ingest")
-    spark.streams.addListener(progress_listener(ProgressFile(progress_path(settings))))
+    unknown = sorted(set(queries) - set(QUERIES))
+    if unknown or not queries:
+        raise ValueError(f"queries must be among {', '.join(QUERIES)}, not {', '.join(unknown) or 'none'}")
+    program = "bars" if tuple(queries) == ("bars",) else "ingest"
+    niceness = settings.bars_niceness if program == "bars" else settings.ingest_niceness
+    if niceness:
+        os.nice(niceness)  # before the JVM starts, which inherits it
+    spark = build_spark(settings, f"tickcast-{program}")
+    spark.streams.addListener(progress_listener(ProgressFile(progress_path(settings, program))))
     tables.ensure_tables(spark, settings)
-    # The bars query first: its start decides where it begins reading `ticks` (see BarsQuery).
-    bars = BarsQuery(settings, spark)
-    queries = [bars.start()]
-    ticks = TicksQuery(settings, spark)
+    started: list = []
     try:
-        queries.insert(0, ticks.start(starting_offsets))
+        # The bars query first: its start decides where it begins reading `ticks` (see BarsQuery).
+        if "bars" in queries:
+            started.append(BarsQuery(settings, spark).start())
+        if "ticks" in queries:
+            started.insert(0, TicksQuery(settings, spark).start(starting_offsets))
         log.info(
-            "ingest running: kafka %s topic %s -> %s; queries %s (checkpoints under %s)",
-            settings.kafka_bootstrap_servers, settings.topic_ticks, tables.delta_dir(settings),
-            ", ".join(q.name for q in queries), settings.checkpoint_dir,
+            "%s running: kafka %s topic %s -> %s; queries %s (checkpoints under %s)",
+            program, settings.kafka_bootstrap_servers, settings.topic_ticks, tables.delta_dir(settings),
+            ", ".join(q.name for q in started), settings.checkpoint_dir,
         )
         stopping = _stop_on_signals()
         deadline = time.monotonic() + stop_after_seconds if stop_after_seconds else None
-        while all(q.isActive for q in queries) and not stopping.is_set():
+        while all(q.isActive for q in started) and not stopping.is_set():
             if deadline is not None and time.monotonic() > deadline:
                 break
-            queries[0].awaitTermination(1)
-        failed = [q for q in queries if q.exception()]
+            started[0].awaitTermination(1)
+        failed = [q for q in started if q.exception()]
         if failed:
             raise RuntimeError("; ".join(f"query {q.name} failed: {q.exception()}" for q in failed))
     finally:
-        for query in queries:
+        for query in started:
             if query.isActive:
                 _stop_between_batches(query)
         spark.stop()
-        log.info("ingest stopped")
+        log.info("%s stopped", program)
 
 
 def _stop_on_signals() -> threading.Event:

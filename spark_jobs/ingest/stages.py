@@ -75,15 +75,19 @@ class Feeds:
     # Each touched symbol's earliest tick: its bars changed from there on.
     earliest: dict[str, datetime]
     ticks: int
+    # The first and last batch of the ``ticks`` query among them (what the log line reports).
+    ticks_batches: tuple[int, int] | None = None
 
 
 def feeds(job: BarsQuery, batch: Batch, ticks: DataFrame) -> Feeds:
     """The symbols the batch touched and from where; the bounds of its quality checks."""
     from pyspark.sql import functions as F
 
+    stored_by = F.substring_index("ingest_batch", ":", -1).cast("long")
     rows = (
         ticks.groupBy("symbol")
-        .agg(F.min("ts").alias("min_ts"), F.count(F.lit(1)).alias("rows"), F.max("ingested_at").alias("stored_at"))
+        .agg(F.min("ts").alias("min_ts"), F.count(F.lit(1)).alias("rows"), F.max("ingested_at").alias("stored_at"),
+             F.min(stored_by).alias("first_batch"), F.max(stored_by).alias("last_batch"))
         .collect()
     )
     # The bounds come from when the ticks were stored, not the clock, so a replayed batch
@@ -92,7 +96,10 @@ def feeds(job: BarsQuery, batch: Batch, ticks: DataFrame) -> Feeds:
     batch.quality_parameters = {
         "ts_max": stored_at.replace(tzinfo=UTC) + timedelta(seconds=job.settings.future_tolerance_seconds)
     }
-    return Feeds(earliest={row["symbol"]: row["min_ts"] for row in rows}, ticks=sum(row["rows"] for row in rows))
+    firsts = [row["first_batch"] for row in rows if row["first_batch"] is not None]
+    lasts = [row["last_batch"] for row in rows if row["last_batch"] is not None]
+    return Feeds(earliest={row["symbol"]: row["min_ts"] for row in rows}, ticks=sum(row["rows"] for row in rows),
+                 ticks_batches=(min(firsts), max(lasts)) if firsts else None)
 
 
 def audit_ticks(job: BarsQuery, batch: Batch, ticks: DataFrame) -> None:

@@ -58,7 +58,8 @@ class TicksQuery:
         self.app_id = app_id(self.checkpoint, QUERY_NAME)
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
 
-    def start(self, starting_offsets: str = "earliest") -> StreamingQuery:
+    def start(self, starting_offsets: str = "earliest", *, available_now: bool = False) -> StreamingQuery:
+        """Start the query; ``available_now``: drain what the topic holds, then stop (benchmarks)."""
         from pyspark.sql import functions as F
 
         from spark_jobs import transforms as T
@@ -78,13 +79,14 @@ class TicksQuery:
         )
         parsed = T.parse_ticks(source, F.col("timestamp"), settings.future_tolerance_seconds)
         marked = T.mark_duplicates(T.mark_first_copies(parsed, settings.dedupe_memory_seconds))
-        return (
+        writer = (
             marked.writeStream.queryName(QUERY_NAME)
             .foreachBatch(self.process_batch)
             .option("checkpointLocation", str(self.checkpoint / "spark"))
-            .trigger(processingTime=f"{settings.ingest_trigger_seconds} seconds")
-            .start()
         )
+        if available_now:
+            return writer.trigger(availableNow=True).start()
+        return writer.trigger(processingTime=f"{settings.ingest_trigger_seconds} seconds").start()
 
     def _starting_offsets(self, requested: str) -> str:
         """``requested`` for a new platform; for a new checkpoint beside tables that already hold
@@ -110,6 +112,13 @@ class TicksQuery:
         from spark_jobs import transforms as T
 
         started = time.monotonic()
+        steps: dict[str, float] = {}
+
+        def step(name: str, since: float) -> float:
+            now = time.monotonic()
+            steps[name] = now - since
+            return now
+
         spark = marked.sparkSession
         tag = f"{self.app_id}:{batch_id}"
         before = self.watermarks.before(batch_id)
@@ -127,6 +136,7 @@ class TicksQuery:
             fed = [row for row in feeds if row["ok"]]
             stored = sum(row["rows"] for row in fed)
             rejected = sum(row["rows"] for row in feeds if not row["ok"])
+            mark = step("classify", started)
             now = F.current_timestamp()
             if stored:
                 ticks = classified.where(F.col("reason").isNull()).select(
@@ -134,17 +144,20 @@ class TicksQuery:
                     F.to_date("ts").alias("ts_date"),
                 )
                 tables.spark_append(ticks, self.settings, tables.TICKS, txn=(self.app_id, batch_id))
+                mark = step("ticks", mark)
             if rejected:
                 quarantined = classified.where(F.col("reason").isNotNull()).select(
                     "reason", F.lit("ingest").alias("stage"), *RECORD_COLUMNS,
                     F.lit(tag).alias("ingest_batch"), now.alias("quarantined_at"),
                 )
                 tables.spark_append(quarantined, self.settings, tables.QUARANTINE, txn=(self.app_id, batch_id))
+                mark = step("quarantine", mark)
         finally:
             classified.unpersist()
         self.watermarks.save(batch_id, advance(before, fed))
-        log.info("ticks batch %d: %d stored, %d quarantined in %.2fs", batch_id, stored, rejected,
-                 time.monotonic() - started)
+        step("watermarks", mark)
+        log.info("ticks batch %d: %d stored, %d quarantined in %.2fs (%s)", batch_id, stored, rejected,
+                 time.monotonic() - started, ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
 
 
 def stored_offsets(spark: SparkSession, settings: Settings) -> dict[int, int]:

@@ -13,6 +13,7 @@ Spark (the jobs); both are opened here.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -262,24 +263,37 @@ def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | No
             builder = builder.partitionedBy(*table.partitioned_by)
         # Two jobs creating the same new table race on its first commit; the loser retries
         # and then finds the table there.
-        for attempt in commit_conflict_retrying(name):
+        for attempt in commit_conflict_retrying(name, also=_created_meanwhile):
             with attempt:
                 builder.execute()
+
+
+def _created_meanwhile(exc: BaseException) -> bool:
+    """Another process is creating the table: its directory exists, its first commit not yet."""
+    return "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(exc)
 
 
 COMMIT_CONFLICT_ATTEMPTS = 12
 
 
-def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPTS):
+def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPTS,
+                             also: Callable[[BaseException], bool] | None = None):
     """A tenacity ``Retrying`` for Delta writes that lose a commit race (optimistic
-    concurrency): the streaming job and a backfill both MERGE into the bars tables.
+    concurrency): the streaming job and a backfill both MERGE into the bars tables. ``also``
+    names other errors worth a retry.
 
     Use as ``for attempt in commit_conflict_retrying("bars_1d"): with attempt: ...``.
     """
     import logging
 
     from delta import exceptions as dx
-    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+    from tenacity import (
+        Retrying,
+        retry_if_exception,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_random_exponential,
+    )
 
     log = logging.getLogger("tickcast.delta")
     conflicts = (
@@ -302,7 +316,7 @@ def commit_conflict_retrying(table: str, attempts: int = COMMIT_CONFLICT_ATTEMPT
         )
 
     return Retrying(
-        retry=retry_if_exception_type(conflicts),
+        retry=retry_if_exception_type(conflicts) | retry_if_exception(also or (lambda _: False)),
         stop=stop_after_attempt(attempts),
         wait=wait_random_exponential(multiplier=0.5, max=5),
         before_sleep=log_conflict,

@@ -11,6 +11,10 @@ stream_app = typer.Typer(help="The streaming jobs: Spark ingest and the live sco
 
 @stream_app.command("ingest")
 def ingest(
+    query: list[str] = typer.Option(
+        None, "--query", "-q",
+        help="Run only this query: ticks or bars (repeatable; default both, in this one process).",
+    ),
     starting_offsets: str = typer.Option(
         "earliest", help="Where a new checkpoint starts reading `ticks`: earliest or latest."
     ),
@@ -27,7 +31,9 @@ def ingest(
     predictions.
 
     Checkpointed under $TICKCAST_HOME/checkpoints/{ticks,bars}: a restart resumes where each
-    query's last committed micro-batch ended, with nothing lost or duplicated.
+    query's last committed micro-batch ended, with nothing lost or duplicated. The platform
+    runs each query in a process of its own (programs `ingest` and `bars`, the latter niced by
+    TICKCAST_BARS_NICENESS) so the bars never take the CPU the hot path needs.
     """
     from spark_jobs import ingest as job
 
@@ -35,7 +41,12 @@ def ingest(
     if trigger_seconds is not None:
         overrides["ingest_trigger_seconds"] = trigger_seconds
     settings = load_settings(**overrides)
-    job.run(settings, starting_offsets=starting_offsets, stop_after_seconds=stop_after)
+    queries = tuple(dict.fromkeys(query)) if query else job.QUERIES
+    unknown = sorted(set(queries) - set(job.QUERIES))
+    if unknown:
+        raise typer.BadParameter(f"no query {', '.join(unknown)}; queries: {', '.join(job.QUERIES)}",
+                                 param_hint="--query")
+    job.run(settings, queries, starting_offsets=starting_offsets, stop_after_seconds=stop_after)
 
 
 @stream_app.command("score")

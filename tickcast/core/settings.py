@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     # The ingest job (and its JVM) runs this much nicer than normal: it is throughput work, and
     # on a small machine it would otherwise take the CPU the live scorer and the API answer with.
     ingest_niceness: int = Field(default=10, ge=0, le=19)
+    # The bars query (bars, features, the quality audit) yields to the hot path when it runs in a
+    # process of its own (`tickcast stream ingest --query bars`, as the platform runs it).
+    bars_niceness: int = Field(default=15, ge=0, le=19)
     # A tick older than its own feed's newest tick by more than this is late.
     late_tolerance_seconds: int = 300
     # How long the ticks query remembers an accepted msg_id (its state store, processing time).

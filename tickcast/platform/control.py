@@ -97,8 +97,8 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
     if name == "dashboard":
         url = f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
-    if name == "ingest":
-        path = progress_path(settings)
+    if name in ("ingest", "bars"):
+        path = progress_path(settings, name)
         try:
             # Written by this run of the job, not left over from a previous one.
             fresh = path.stat().st_mtime >= info["start"] - 1

@@ -27,17 +27,23 @@ PROGRESS_FILE_NAME = "streaming-progress.json"
 Watermarks = dict[str, dict[int, tuple[int, int]]]
 
 
-def progress_path(settings: Settings) -> Path:
-    return settings.run_dir / PROGRESS_FILE_NAME
+def progress_path(settings: Settings, program: str = "ingest") -> Path:
+    """The progress file of the streaming queries run by ``program`` (one file per process)."""
+    name = PROGRESS_FILE_NAME if program == "ingest" else PROGRESS_FILE_NAME.replace(".json", f"-{program}.json")
+    return settings.run_dir / name
 
 
 def read_progress(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The progress snapshot, or {} when there is none (yet) or it is unreadable."""
-    try:
-        data = json.loads(progress_path(settings).read_text())
-    except (OSError, ValueError):
-        return {}
-    return {str(k): v for k, v in data.items() if isinstance(v, dict)} if isinstance(data, dict) else {}
+    """Every query's latest progress, from every process's file; {} when there is none (yet)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(settings.run_dir.glob(PROGRESS_FILE_NAME.replace(".json", "*.json"))):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            found.update({str(k): v for k, v in data.items() if isinstance(v, dict)})
+    return found
 
 
 def _offsets(value: Any) -> Any:

@@ -24,7 +24,7 @@ from tickcast.core.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "scorer", "api", "dashboard", "maintain", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -125,8 +125,18 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
         # Spark's shutdown before supervisord resorts to SIGKILL on the whole group.
         Program(
             "ingest",
-            [tickcast, "stream", "ingest"],
+            [tickcast, "stream", "ingest", "--query", "ticks"],
             priority=20,
+            startsecs=10,
+            stopwaitsecs=90,
+            stopasgroup=False,
+        ),
+        # The bars query in its own JVM, niced below the hot path: its batches (bars, features,
+        # the audit) never take the CPU a tick needs on its way into Delta.
+        Program(
+            "bars",
+            [tickcast, "stream", "ingest", "--query", "bars"],
+            priority=22,
             startsecs=10,
             stopwaitsecs=90,
             stopasgroup=False,
