@@ -13,7 +13,7 @@ import threading
 import time
 
 from spark_jobs.ingest.bars import BarsQuery
-from spark_jobs.ingest.progress import ProgressFile, progress_listener
+from spark_jobs.ingest.progress import progress_listener
 from spark_jobs.ingest.ticks import TicksQuery
 from tickcast.catalog import tables
 from tickcast.core.settings import Settings
@@ -31,7 +31,7 @@ def run(settings: Settings, queries: tuple[str, ...] = QUERIES, starting_offsets
     The platform runs each in a process of its own (program ``ingest`` the ticks, ``bars`` the
     bars, niced further); both in one process suit a laptop and the tests."""
     from spark_jobs.session import build_spark
-    from tickcast.platform.status import progress_path
+    from tickcast.catalog.progress import ProgressFile, progress_path
 
     unknown = sorted(set(queries) - set(QUERIES))
     if unknown or not queries:

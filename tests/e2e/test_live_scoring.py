@@ -211,6 +211,14 @@ def test_a_killed_scorer_resumes_its_open_bars_with_no_tick_missed_or_counted_tw
     assert third.proc.returncode == 0, third.log_tail()
     assert "restored" in third.log_path.read_text()
 
+    # `tickcast status` sees the scorer as a query, caught up with the topic.
+    from tickcast.catalog.progress import read_progress
+    from tickcast.platform.status import kafka_lag, query_status, topic_watermarks
+
+    reported = read_progress(settings)["scorer"]
+    assert kafka_lag(reported, topic_watermarks(settings, [e2e.topic])) == {e2e.topic: 0}
+    assert query_status("scorer", reported, None).name == "scorer"
+
     counted = sent[skipped_at_start:]
     window_start, open_, high, low, close, volume, trades, _, _ = json.loads(checkpoint.read_bytes())["market"][
         "open"]["RSTR"]

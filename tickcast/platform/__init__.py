@@ -1,13 +1,9 @@
 """Process management for the whole platform: supervisord config and control,
 ``setup``/``up``/``down`` orchestration and ``status`` reporting."""
 
+from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.platform.control import down, setup, up, urls
-from tickcast.platform.status import (
-    collect_status,
-    kafka_lag,
-    progress_path,
-    read_progress,
-)
+from tickcast.platform.status import collect_status, kafka_lag
 from tickcast.platform.supervisor import (
     PlatformError,
     Supervisor,

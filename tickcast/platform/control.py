@@ -11,9 +11,9 @@ from typing import Any
 from rich.console import Console
 
 from tickcast.catalog import tables
+from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
-from tickcast.platform.status import progress_path, read_progress
 from tickcast.platform.supervisor import (
     PROGRAM_ORDER,
     PlatformError,

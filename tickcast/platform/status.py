@@ -1,7 +1,7 @@
 """What `tickcast status` reports: supervisor programs and streaming-query progress.
 
-The ingest job writes ``$TICKCAST_HOME/run/streaming-progress.json``:
-``{query_name: <Spark StreamingQueryProgress as a dict>, ...}``. Kafka lag is the
+The ingest processes and the live scorer write ``$TICKCAST_HOME/run/streaming-progress*.json``
+(``tickcast.catalog.progress``): ``{query_name: <Spark StreamingQueryProgress as a dict>, ...}``. Kafka lag is the
 topic's end offsets minus the offsets the query's last batch read up to
 (``sources[].endOffset``, e.g. ``{"ticks": {"0": 123, "1": 45}}``).
 """
@@ -13,37 +13,17 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
+from tickcast.catalog.progress import read_progress
 from tickcast.core.settings import Settings
 from tickcast.platform.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
 
-PROGRESS_FILE_NAME = "streaming-progress.json"
 
 # {topic: {partition: (low watermark, high watermark)}}
 Watermarks = dict[str, dict[int, tuple[int, int]]]
-
-
-def progress_path(settings: Settings, program: str = "ingest") -> Path:
-    """The progress file of the streaming queries run by ``program`` (one file per process)."""
-    name = PROGRESS_FILE_NAME if program == "ingest" else PROGRESS_FILE_NAME.replace(".json", f"-{program}.json")
-    return settings.run_dir / name
-
-
-def read_progress(settings: Settings) -> dict[str, dict[str, Any]]:
-    """Every query's latest progress, from every process's file; {} when there is none (yet)."""
-    found: dict[str, dict[str, Any]] = {}
-    for path in sorted(settings.run_dir.glob(PROGRESS_FILE_NAME.replace(".json", "*.json"))):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            found.update({str(k): v for k, v in data.items() if isinstance(v, dict)})
-    return found
 
 
 def _offsets(value: Any) -> Any:

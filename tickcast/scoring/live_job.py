@@ -134,6 +134,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
     from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.progress import ProgressFile, progress_path
     from tickcast.core.predictions import frame_payloads
     from tickcast.scoring.live import LiveMarket, parse_ticks, score_cycle
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
@@ -197,12 +198,28 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     })
     consumer.subscribe([topic], on_assign=seek_to_checkpoint)
 
+    progress = ProgressFile(progress_path(settings, "scorer"))
+    # Since the last report: ticks read, cycles scored, predictions, seconds spent in cycles.
+    window = {"ticks": 0, "cycles": 0, "predictions": 0, "busy": 0.0, "since": time.monotonic(), "batches": 0}
+
     def save_checkpoint() -> None:
         from confluent_kafka import TopicPartition
 
         saved.save(topic, market.checkpoint(settings.live_checkpoint_msg_ids), positions)
         if positions:
             consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()], asynchronous=True)
+        # The fields of a Spark query's progress that `tickcast status` shows, for the scorer.
+        elapsed = max(time.monotonic() - window["since"], 1e-9)
+        window["batches"] += window["cycles"]
+        progress.record("scorer", {
+            "name": "scorer", "batchId": window["batches"], "timestamp": datetime.now(UTC).isoformat(),
+            "numInputRows": window["ticks"], "inputRowsPerSecond": window["ticks"] / elapsed,
+            "processedRowsPerSecond": window["predictions"] / elapsed,
+            "durationMs": {"triggerExecution": 1000 * window["busy"] / max(window["cycles"], 1)},
+            "sources": [{"description": f"Kafka[{topic}]",
+                         "endOffset": {topic: {str(p): o for p, o in positions.items()}}}],
+        })
+        window.update(ticks=0, cycles=0, predictions=0, busy=0.0, since=time.monotonic())
 
     load_into(market)
     dual = champions.current()
@@ -219,7 +236,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     try:
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             messages = consumer.consume(MAX_MESSAGES_PER_CYCLE, timeout=0 if market.dirty else settings.live_poll_seconds)
-            mark = time.monotonic()
+            mark = cycle_started = time.monotonic()
             values, received = [], []
             for message in messages:
                 error = message.error()
@@ -236,6 +253,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
             if values:
                 ticks, _ = parse_ticks(values, np.array(received, dtype=np.int64), future_us)
                 folded += market.fold_batch(ticks)
+                window["ticks"] += len(values)
             mark = _tally(spent, "folding", mark)
             if market.dirty:
                 frame, skipped = score_cycle(market, champions.current(), index_symbol=index, horizon=interval,
@@ -254,7 +272,10 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                             log.error("%d prediction(s) not published to Kafka: %s", len(frame), exc)
                     history.add(frame)
                     scored += len(frame)
+                    window["predictions"] += len(frame)
                 cycles += 1
+                window["cycles"] += 1
+                window["busy"] += time.monotonic() - cycle_started
                 mark = _tally(spent, "store+topic", mark)
             now = time.monotonic()
             if now >= next_flush:
