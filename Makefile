@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-ingest bench-features bench-inference bench-api bench-e2e bench-live clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-e2e bench-live clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,8 +35,8 @@ test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the fla
 test-fast: bootstrap lint ## Lint, then the fast tier: every test not marked slow (pytest -m "not slow")
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-bench-ingest: bootstrap ## Ingest throughput and latency benchmark
-	$(VENV)/bin/python bench/ingest.py
+bench-stream: bootstrap ## Streaming ingest: capacity against bare Kafka and Spark baselines, latency at stepped rates
+	$(VENV)/bin/python bench/stream.py
 
 bench-features: bootstrap ## Feature refresh of 5,000 symbols and Feast online read latency
 	$(VENV)/bin/python bench/features.py

@@ -13,6 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from supervisor.options import ServerOptions
 from typer.testing import CliRunner
 
+from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.cli import app
 from tickcast.core.settings import Settings
 from tickcast.platform import control
@@ -20,9 +21,7 @@ from tickcast.platform.processes import free_port
 from tickcast.platform.status import (
     collect_status,
     kafka_lag,
-    progress_path,
     query_status,
-    read_progress,
     topic_watermarks,
 )
 from tickcast.platform.supervisor import (

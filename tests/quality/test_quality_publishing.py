@@ -43,7 +43,7 @@ def test_record_appends_one_row_per_expectation_and_a_replay_adds_nothing(spark,
 
     gate.record(spark, outcome, txn=("test-app", 8))
     assert delta_rows(settings, "quality_results").num_rows == 2 * len(rows)
-    # Each batch committed once, and its commit time is what bench/ingest measures latency to.
+    # Each batch committed once, and its commit time is what bench/stream measures latency to.
     committed = batch_commit_times(settings, "quality_results")
     assert sorted(committed) == [7, 8]
     assert committed[7] <= committed[8]

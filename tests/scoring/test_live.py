@@ -284,3 +284,22 @@ def test_a_restored_checkpoint_folds_on_to_the_bars_of_one_uninterrupted_run() -
     assert after.skipped["duplicate"] == 1 and after.skipped["late"] == 1
     with pytest.raises(ValueError, match="1d bars cannot restore 1m"):
         LiveMarket("1m", late_tolerance_us=TOLERANCE_US).restore(saved)
+
+
+def test_an_index_move_rescores_every_symbol_spread_over_cycles_own_ticks_at_once() -> None:
+    at = TODAY + pd.Timedelta(hours=15)
+    market = LiveMarket("1d", late_tolerance_us=TOLERANCE_US, rescore_per_cycle=4)
+    names = [f"S{i}" for i in range(10)]
+    for name in [*names, "MKT"]:
+        market.fold(tick(name, at, 10.0))
+    assert market.take("MKT")[0] == sorted([*names, "MKT"])  # each has a tick of its own: all at once
+
+    market.fold(tick("MKT", at + pd.Timedelta(minutes=1), 10.5))
+    first, _ = market.take("MKT")
+    market.fold(tick("S9", at + pd.Timedelta(minutes=2), 11.0))
+    second, _ = market.take("MKT")
+    third, _ = market.take("MKT")
+    fourth, _ = market.take("MKT")
+    assert first == ["MKT", "S0", "S1", "S2", "S3"]  # the index's own tick, and the four oldest due
+    assert second == ["S4", "S5", "S6", "S7", "S9"]  # S9's own tick: at once, besides the four
+    assert third == ["S8"] and fourth == []  # each symbol once

@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     # The live scorer saves its open bars with the Kafka offsets they include this often (and on
     # stop); a restart, even after SIGKILL, resumes from there with no tick missed or counted twice.
     live_checkpoint_seconds: float = Field(default=5.0, gt=0)
+    # A move of the market index makes every symbol due for rescoring; at most this many of those
+    # are scored per cycle (a symbol's own tick is scored in the next cycle regardless).
+    live_rescore_per_cycle: int = Field(default=1000, ge=1)
     # The newest msg_ids kept in that checkpoint, to recognise duplicates across a restart.
     live_checkpoint_msg_ids: int = Field(default=100_000, ge=0)
 

@@ -170,8 +170,15 @@ class LiveMarket:
     """Each symbol's trailing bars: closed ones from Delta (and from rolls), the open one
     folded from live ticks; and the closed bars' feature vectors."""
 
-    def __init__(self, interval: str, *, late_tolerance_us: int, depth: int = DEPTH):
+    def __init__(self, interval: str, *, late_tolerance_us: int, depth: int = DEPTH,
+                 rescore_per_cycle: int | None = None):
         self.interval = interval
+        # A move of the index makes every symbol due; at most this many of those are scored per
+        # cycle (the rest in the next ones), so one index tick does not make one long cycle that
+        # delays every symbol's own ticks. None: all at once.
+        self.rescore_per_cycle = rescore_per_cycle
+        # Symbols due because the index moved, oldest first, not scored yet.
+        self.index_due: dict[str, None] = {}
         self.length_us = INTERVALS[interval].micros
         # As the stream: an open bar's features come from it and the ``depth`` bars before it.
         self.depth = depth
@@ -275,7 +282,7 @@ class LiveMarket:
         other = LiveMarket.__new__(LiveMarket)
         other.__dict__.update(self.__dict__)
         other.open = {symbol: replace(bar) for symbol, bar in self.open.items()}
-        other.dirty, other.rolled = set(), {}
+        other.dirty, other.rolled, other.index_due = set(), {}, {}
         other._base = tuple(getattr(self, name) for name in ("_closed", "_closed_features", "carry"))
         return other
 
@@ -447,7 +454,9 @@ class LiveMarket:
         bar closed since the last cycle (moved into the closed bars here); clears both.
 
         A move of the market index changes every symbol's market features, so it makes every
-        symbol with an open bar due (as the stream recomputes every symbol after an index bar).
+        symbol with an open bar due (as the stream recomputes every symbol after an index bar);
+        with ``rescore_per_cycle``, those are spread over cycles, oldest first, while a symbol's
+        own tick makes it due at once.
         """
         closed_from: dict[str, pd.Timestamp] = {}
         if self.rolled:
@@ -459,9 +468,19 @@ class LiveMarket:
                 ["symbol", "window_start"], keep="last")
             self.closed = self._newest(merged, self.depth)
             self.rolled = {}
-        due = set(self.open) if index_symbol in self.dirty else self.dirty & set(self.open)
+        own = self.dirty & set(self.open)
+        if index_symbol in self.dirty:
+            self.index_due.update(dict.fromkeys(s for s in self.open if s not in self.index_due))
         self.dirty = set()
-        return sorted(due), closed_from
+        for symbol in own:
+            self.index_due.pop(symbol, None)
+        if self.rescore_per_cycle is None:
+            spread, self.index_due = list(self.index_due), {}
+        else:
+            spread = list(islice(self.index_due, self.rescore_per_cycle))
+            for symbol in spread:
+                del self.index_due[symbol]
+        return sorted(own.union(spread)), closed_from
 
     def features(self, symbols: list[str], closed_from: dict[str, pd.Timestamp], index_symbol: str,
                  names: list[str] | None = None) -> pd.DataFrame:

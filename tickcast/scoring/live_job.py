@@ -141,7 +141,8 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     from tickcast.scoring.publish import PredictionPublisher, PublishError
 
     interval = settings.scorer_interval
-    market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000)
+    market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000,
+                        rescore_per_cycle=settings.live_rescore_per_cycle)
     future_us = settings.future_tolerance_seconds * 1_000_000
     store = OnlineStore(settings.online_store_path)
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
