@@ -8,10 +8,13 @@ import json
 from datetime import datetime
 
 import pandas as pd
+import pytest
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
 from tickcast.core import tickrules as R
+
+pytestmark = pytest.mark.slow  # three streaming runs
 
 NOW = datetime(2026, 11, 20, 15, 0, 0)
 
