@@ -269,8 +269,9 @@ def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | No
 
 
 def _created_meanwhile(exc: BaseException) -> bool:
-    """Another process is creating the table: its directory exists, its first commit not yet."""
-    return "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION" in str(exc)
+    """Another process is creating the table: its directory (or its log directory) exists, its
+    first commit not yet."""
+    return any(code in str(exc) for code in ("DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION", "DELTA_TABLE_NOT_FOUND"))
 
 
 COMMIT_CONFLICT_ATTEMPTS = 12
