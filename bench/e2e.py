@@ -238,17 +238,17 @@ def main() -> int:
             # As the platform runs them: the ticks and bars queries each in a process of its own.
             with ingest_log.open("w") as out:
                 processes.append(subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "ticks"], env=env,
-                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                                                  stdout=out, stderr=subprocess.STDOUT, process_group=0))
             with (scratch / "bars.log").open("w") as out:
                 processes.append(subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "bars"], env=env,
-                                                  stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+                                                  stdout=out, stderr=subprocess.STDOUT, process_group=0))
             with api_log.open("w") as out:
                 api = subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env,
-                                       stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                       stdout=out, stderr=subprocess.STDOUT, process_group=0)
                 processes.append(api)
             with scorer_log.open("w") as out:
                 processes.append(subprocess.Popen([TICKCAST, "stream", "score"], env=env, stdout=out,
-                                                  stderr=subprocess.STDOUT, start_new_session=True))
+                                                  stderr=subprocess.STDOUT, process_group=0))
             wait_until(lambda: "live scorer running" in scorer_log.read_text(errors="replace"), timeout=300,
                        what="the live scorer to load its state")
             wait_for_port(port, timeout=120, proc=api)

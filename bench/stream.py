@@ -20,7 +20,7 @@ the same run, interleaved:
    as the platform runs them (`tickcast stream ingest --query ticks|bars`), while the synthetic
    feed produces at each of ``--rates`` in turn (``--warmup`` s, then ``--step-seconds``
    measured). Per step: the rate the feed reached (a step under 98 % of its rate is reported and
-   marked discarded), the Kafka lag of the ``ticks`` query sampled every 2 s (flat or growing),
+   marked discarded), the Kafka lag of the ``ticks`` query sampled every 2 s (flat: its fitted slope under 5 % of the rate),
    load average and each process's CPU, and produced_at -> queryable in ``ticks`` (commit time of
    the tick's micro-batch, from the Delta log) and in ``bars_1m`` (commit of the ``bars`` batch
    that folded that micro-batch, from the query's log line). The steps stop after the knee: the
@@ -214,7 +214,7 @@ def step_figures(settings, sampler: Sampler, bars_log: Path, start: float, end: 
         "stored_rate": len(produced_at) / (end - start),
         "lag_start": lags[0][1] if lags else None, "lag_end": lags[-1][1] if lags else None,
         "lag_slope_per_s": slope,
-        "lag_flat": slope is not None and slope <= 0.02 * rate,
+        "lag_flat": slope is not None and slope <= 0.05 * rate,
         "load1_mean": float(np.mean([s["load1"] for s in samples])) if samples else None,
         "cpu_cores": cpu,
         "to_ticks_s": latency(lambda b: tick_commits.get(int(b), np.nan)),
@@ -291,15 +291,17 @@ def main() -> int:
                           f"ticks {hot['rows_per_s']:,.0f}/s ({hot['rows']:,} rows)", flush=True)
 
             if not args.skip_rates:
-                # As the platform runs them: each query in its own process, the bars niced below.
+                # As the platform runs them: each query in its own process, the bars niced below. One
+                # session for all (as under supervisord): with the kernel's autogroups, niceness only
+                # orders processes within a session.
                 ingest_log, bars_log = scratch / "ingest.log", scratch / "bars.log"
                 with ingest_log.open("w") as out:
                     ingest = subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "ticks"], env=env,
-                                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                              stdout=out, stderr=subprocess.STDOUT, process_group=0)
                 with bars_log.open("w") as out:
                     if not args.without_bars:
                         bars = subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "bars"], env=env,
-                                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                                stdout=out, stderr=subprocess.STDOUT, process_group=0)
                 progress = settings.run_dir / "streaming-progress.json"
                 wait_until(progress.exists, timeout=300, what="the ingest queries' first progress report")
                 live = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
