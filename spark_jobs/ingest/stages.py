@@ -1,8 +1,9 @@
 """The stages of a ``bars`` micro-batch (the ticks one batch of the ``ticks`` query stored),
 and the ``Batch`` they share.
 
-``BarsQuery.process_batch`` runs them in order: the ticks' audit, the bars of each interval,
-the feeds, the features of each interval, the quality records. The pure Spark work is in
+``BarsQuery.process_batch`` runs them in order: the feeds (the symbols touched, the checks'
+bounds), the ticks' audit, the bars of each interval, the features of each interval, the
+quality records. The pure Spark work is in
 ``spark_jobs.transforms`` and ``spark_jobs.features``; the stages decide and do the IO, through
 ``tickcast.catalog.tables``.
 
