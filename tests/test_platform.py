@@ -296,3 +296,14 @@ def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) 
     assert not control.port_open("127.0.0.1", settings.kafka_broker_port)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_bars_query_lag_is_counted_in_commits_of_the_table_it_streams() -> None:
+    progress = {**SAMPLE_PROGRESS, "name": "bars", "sources": [{
+        "description": "DeltaSource[file:/home/x/var/delta/ticks]",
+        "endOffset": {"sourceVersion": 1, "reservoirId": "r", "reservoirVersion": 40, "index": -1,
+                      "isStartingVersion": False},
+    }]}
+    status = query_status("bars", progress, {}, versions={"ticks": 43})
+    assert status.delta_lag == {"ticks": 3} and status.kafka_lag == {}
+    assert query_status("bars", progress, {}).delta_lag == {"ticks": None}  # the table's version unknown

@@ -139,7 +139,8 @@ STATE_STYLE = {"RUNNING": "green", "STARTING": "yellow", "BACKOFF": "yellow", "S
 def status_cmd(
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output on stdout."),
 ) -> None:
-    """Each program's state, pid and uptime; each streaming query's rates, batch and Kafka lag."""
+    """Each program's state, pid and uptime; each streaming query's (and the live scorer's) rates,
+    batch and lag (Kafka messages, or Delta commits for the bars query)."""
     from tickcast.platform import collect_status
 
     with _clear_errors():
@@ -166,11 +167,12 @@ def status_cmd(
         return
     queries = Table(title="Streaming queries", title_justify="left")
     for column in ("query", "batch", "input rows/s", "processed rows/s", "batch ms",
-                   "last batch", "Kafka lag"):
-        queries.add_column(column, justify="left" if column in ("query", "Kafka lag") else "right",
-                           no_wrap=column == "Kafka lag")
+                   "last batch", "lag"):
+        queries.add_column(column, justify="left" if column in ("query", "lag") else "right",
+                           no_wrap=column == "lag")
     for q in status.queries:
-        lag = ", ".join(f"{t}: {'?' if n is None else f'{n:,}'}" for t, n in q.kafka_lag.items())
+        lag = ", ".join([*(f"{t}: {'?' if n is None else f'{n:,}'} messages" for t, n in q.kafka_lag.items()),
+                         *(f"Delta {t}: {'?' if n is None else f'{n:,}'} commits" for t, n in q.delta_lag.items())])
         queries.add_row(
             q.name, "-" if q.batch_id is None else str(q.batch_id),
             _rate(q.input_rows_per_second), _rate(q.processed_rows_per_second),

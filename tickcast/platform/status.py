@@ -77,6 +77,29 @@ def kafka_lag(progress: dict[str, Any], watermarks: Watermarks) -> dict[str, int
     return lag
 
 
+def _delta_sources(progress: dict[str, Any]) -> dict[str, int]:
+    """{table directory name: the version the query's last batch read up to} of its Delta sources."""
+    found: dict[str, int] = {}
+    for source in progress.get("sources") or []:
+        description, end = str(source.get("description") or ""), _offsets(source.get("endOffset"))
+        if not description.startswith("DeltaSource[") or not isinstance(end, dict):
+            continue
+        version = end.get("reservoirVersion")
+        if isinstance(version, int):
+            found[description.removeprefix("DeltaSource[").rstrip("]").rstrip("/").rsplit("/", 1)[-1]] = version
+    return found
+
+
+def delta_lag(progress: dict[str, Any], versions: dict[str, int | None]) -> dict[str, int | None]:
+    """Commits per Delta table read as a stream that the query's last batch had not reached
+    (``versions``: each table's current version; None where unknown)."""
+    lag: dict[str, int | None] = {}
+    for table, read_up_to in _delta_sources(progress).items():
+        current = versions.get(table)
+        lag[table] = None if current is None else max(current - read_up_to, 0)
+    return lag
+
+
 def topic_watermarks(settings: Settings, topics: list[str], timeout: float = 5.0) -> Watermarks:
     """Low and high watermarks of every partition of ``topics`` (missing topics omitted)."""
     from confluent_kafka import Consumer, TopicPartition
@@ -124,6 +147,8 @@ class QueryStatus:
     last_batch_at: str | None
     last_batch_age_seconds: float | None
     kafka_lag: dict[str, int | None] = field(default_factory=dict)
+    # Commits behind, per Delta table the query reads as a stream (the bars query: ticks).
+    delta_lag: dict[str, int | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,7 +171,7 @@ def _number(value: Any) -> float | None:
 
 
 def query_status(name: str, progress: dict[str, Any], watermarks: Watermarks | None,
-                 now: float | None = None) -> QueryStatus:
+                 now: float | None = None, versions: dict[str, int | None] | None = None) -> QueryStatus:
     now = time.time() if now is None else now
     stamp = progress.get("timestamp")
     age = None
@@ -170,6 +195,7 @@ def query_status(name: str, progress: dict[str, Any], watermarks: Watermarks | N
         last_batch_at=stamp if isinstance(stamp, str) else None,
         last_batch_age_seconds=age,
         kafka_lag=lag,
+        delta_lag=delta_lag(progress, versions or {}),
     )
 
 
@@ -204,5 +230,16 @@ def collect_status(settings: Settings) -> PlatformStatus:
                 watermarks = topic_watermarks(settings, topics)
             except Exception as exc:  # the broker may be down while status still reports
                 status.kafka_error = str(exc)
-        status.queries = [query_status(name, p, watermarks) for name, p in sorted(progress.items())]
+        versions = {table: _table_version(settings, table)
+                    for table in sorted({t for p in progress.values() for t in _delta_sources(p)})}
+        status.queries = [query_status(name, p, watermarks, versions=versions) for name, p in sorted(progress.items())]
     return status
+
+
+def _table_version(settings: Settings, table: str) -> int | None:
+    from tickcast.catalog.tables import open_table, table_defs
+
+    if table not in table_defs():
+        return None
+    found = open_table(settings, table)
+    return None if found is None else found.version()
