@@ -17,7 +17,7 @@ from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features
 from tickcast.models.bundle import ModelBundle
 from tickcast.models.untrained import quick_bundles
-from tickcast.scoring.live import LiveMarket, score_cycle
+from tickcast.scoring.live import LiveMarket, score_cycle, score_stale
 from tickcast.scoring.live_job import HistoryWriter
 from tickcast.scoring.models import DeployedModel, DualModel
 from tickcast.scoring.score import build_batch, score
@@ -303,3 +303,24 @@ def test_an_index_move_rescores_every_symbol_spread_over_cycles_own_ticks_at_onc
     assert first == ["MKT", "S0", "S1", "S2", "S3"]  # the index's own tick, and the four oldest due
     assert second == ["S4", "S5", "S6", "S7", "S9"]  # S9's own tick: at once, besides the four
     assert third == ["S8"] and fourth == []  # each symbol once
+
+
+def test_a_symbol_no_tick_reached_is_scored_once_per_new_bar_from_its_stored_bars(dual: DualModel) -> None:
+    history = _history({"AAA": 50.0, "BBB": 20.0, "MKT": 4000.0}, 40)
+    now = TODAY + pd.Timedelta(hours=16)
+    market = _loaded(history, now)
+    market.fold(tick("AAA", now, 51.0))
+    predicted_at = datetime(2024, 3, 4, 16, 0, 1, tzinfo=UTC)
+
+    frame, skipped = score_stale(market, dual, predicted_at=predicted_at)
+
+    # AAA has an open bar (the cycles score it); BBB and the index only their stored bars.
+    assert list(frame["symbol"]) == ["BBB", "MKT"] and not skipped
+    expected = _reference(history, dual, predicted_at)
+    expected = expected[expected["symbol"].isin(["BBB", "MKT"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(frame.sort_values("symbol").reset_index(drop=True), expected)
+    newest_close = history[history["symbol"] == "BBB"]["close_ts"].max()
+    assert pd.Timestamp(frame.set_index("symbol").loc["BBB", "data_timestamp"]) == newest_close
+    # Once per newest bar: nothing again until a reload brings a newer one.
+    assert score_stale(market, dual)[0].empty
+    assert score_stale(market, None)[0].empty

@@ -194,6 +194,8 @@ class LiveMarket:
         self.skipped = {"duplicate": 0, "late": 0, "closed_bar": 0}
         # Per symbol, the recursive feature state at its newest closed bar (compute_features' carry).
         self.carry = pd.DataFrame(columns=["window_start", *CARRY_COLUMNS], index=pd.Index([], name="symbol"))
+        # Per symbol without an open bar, the newest closed bar it was scored from (``score_stale``).
+        self.stale_scored: dict[str, pd.Timestamp] = {}
         # A shadow's view of what it was copied from (``shadow``/``adopt``).
         self._base: tuple = ()
 
@@ -325,6 +327,16 @@ class LiveMarket:
     def _newest(frame: pd.DataFrame, rows: int) -> pd.DataFrame:
         ordered = frame.sort_values(["symbol", "window_start"], kind="mergesort")
         return ordered.groupby("symbol", sort=False).tail(rows).reset_index(drop=True)
+
+    def stale_due(self) -> list[str]:
+        """Symbols with closed bars and no open one (their bars came by backfill, not by ticks)
+        whose newest closed bar has not been scored yet."""
+        if self.closed.empty:
+            return []
+        newest = self.closed.groupby("symbol")["window_start"].max()
+        due = [s for s, ws in newest.items() if s not in self.open and self.stale_scored.get(s) != ws]
+        self.stale_scored.update({s: newest[s] for s in due})
+        return sorted(due)
 
     # -- restarts -------------------------------------------------------------------------------
 
@@ -612,6 +624,23 @@ def _bar_digests(bars: pd.DataFrame) -> pd.Series:
 
 def _epoch_us_of(stamps: pd.Series) -> pd.Series:
     return pd.to_datetime(stamps, utc=True).astype("datetime64[us, UTC]").astype("int64")
+
+
+def score_stale(market: LiveMarket, dual: DualModel | None, predicted_at: datetime | None = None
+                ) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Score the symbols no tick has reached (``LiveMarket.stale_due``) from their closed bars
+    alone: each prediction's ``data_timestamp`` is its newest bar's close, so it reads as stale.
+    Without a champion (the momentum baseline) there is nothing to score them with yet."""
+    from tickcast.core.predictions import empty_frame
+    from tickcast.scoring.score import build_batch, score
+
+    symbols = market.stale_due()
+    if not symbols or dual is None:
+        return empty_frame(), {}
+    features = market.closed_features[market.closed_features["symbol"].isin(symbols)]
+    bars = market.closed[market.closed["symbol"].isin(symbols)]
+    batch, skipped = build_batch(features, bars, dual.features, dual.sequence_length)
+    return score(dual, batch, predicted_at=predicted_at), skipped
 
 
 def score_cycle(market: LiveMarket, dual: DualModel | None, *, index_symbol: str, horizon: str,

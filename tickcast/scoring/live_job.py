@@ -136,7 +136,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     from tickcast.catalog.online import OnlineStore
     from tickcast.catalog.progress import ProgressFile, progress_path
     from tickcast.core.predictions import frame_payloads
-    from tickcast.scoring.live import LiveMarket, parse_ticks, score_cycle
+    from tickcast.scoring.live import LiveMarket, parse_ticks, score_cycle, score_stale
     from tickcast.scoring.models import ChampionWatcher, ModelLoader
     from tickcast.scoring.publish import PredictionPublisher, PublishError
 
@@ -222,6 +222,28 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         })
         window.update(ticks=0, cycles=0, predictions=0, busy=0.0, since=time.monotonic())
 
+    def publish(frame: pd.DataFrame) -> None:
+        """To the online store (served and pushed), the `predictions` topic and the history."""
+        rows = frame_payloads(frame)  # the same JSON for the store and the topic
+        store.upsert_rows(rows)
+        if publisher is not None:
+            try:
+                publisher.publish_rows(rows)
+            except PublishError as exc:  # served and kept in Delta all the same
+                log.error("%d prediction(s) not published to Kafka: %s", len(frame), exc)
+        history.add(frame)
+
+    def score_untouched() -> None:
+        """Symbols whose bars came by backfill and no tick: scored from their closed bars."""
+        frame, skipped = score_stale(market, champions.current())
+        if len(frame):
+            publish(frame)
+            log.info("scored %d symbol(s) without ticks from their stored bars (stale by their data time)",
+                     len(frame))
+        if skipped:
+            log.info("%d symbol(s) without ticks not scored, e.g. %s", len(skipped),
+                     "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
+
     load_into(market)
     dual = champions.current()
     log.info("live scorer running: kafka %s topic %s, %s bars, %s", settings.kafka_bootstrap_servers,
@@ -235,6 +257,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     # Seconds of the loop spent on each part since the last log line: where a slow cycle goes.
     spent = dict.fromkeys(("folding", "scoring", "store+topic", "Delta history"), 0.0)
     try:
+        score_untouched()
         while not stopping.is_set() and (deadline is None or time.monotonic() < deadline):
             messages = consumer.consume(MAX_MESSAGES_PER_CYCLE, timeout=0 if market.dirty else settings.live_poll_seconds)
             mark = cycle_started = time.monotonic()
@@ -264,14 +287,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                     log.info("%d symbol(s) not scored, e.g. %s", len(skipped),
                              "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
                 if len(frame):
-                    rows = frame_payloads(frame)  # the same JSON for the store and the topic
-                    store.upsert_rows(rows)
-                    if publisher is not None:
-                        try:
-                            publisher.publish_rows(rows)
-                        except PublishError as exc:  # served and kept in Delta all the same
-                            log.error("%d prediction(s) not published to Kafka: %s", len(frame), exc)
-                    history.add(frame)
+                    publish(frame)
                     scored += len(frame)
                     window["predictions"] += len(frame)
                 cycles += 1
@@ -294,7 +310,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 except Exception:  # noqa: BLE001 - a failed reload keeps the state held here; the next one retries
                     log.exception("reload from Delta failed; keeping the state held here")
                     adopted = True
-                if not adopted:
+                if adopted:
+                    score_untouched()
+                else:
                     log.info("bars closed here during the reload; loading again")
                 reloading = None
                 next_reload = now + (settings.live_reload_seconds if adopted else 0)
