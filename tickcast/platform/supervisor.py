@@ -119,28 +119,15 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
             )
         )
     result += [
-        # The ingest process is Python driving Spark's JVM (a child that exits when
-        # Python closes its stdin). TERM goes to Python only so it can stop its
-        # queries cleanly; the long stopwaitsecs covers a micro-batch in flight plus
-        # Spark's shutdown before supervisord resorts to SIGKILL on the whole group.
-        Program(
-            "ingest",
-            [tickcast, "stream", "ingest", "--query", "ticks"],
-            priority=20,
-            startsecs=10,
-            stopwaitsecs=90,
-            stopasgroup=False,
-        ),
-        # The bars query in its own JVM, niced below the hot path: its batches (bars, features,
-        # the audit) never take the CPU a tick needs on its way into Delta.
-        Program(
-            "bars",
-            [tickcast, "stream", "ingest", "--query", "bars"],
-            priority=22,
-            startsecs=10,
-            stopwaitsecs=90,
-            stopasgroup=False,
-        ),
+        # Each ingest query is Python driving Spark's JVM (a child that exits when Python
+        # closes its stdin). TERM goes to Python only so it can stop its queries cleanly; the
+        # long stopwaitsecs covers a micro-batch in flight plus Spark's shutdown before
+        # supervisord resorts to SIGKILL on the whole group. The bars query runs in a JVM of
+        # its own, niced below the hot path (TICKCAST_BARS_NICENESS): its batches (bars,
+        # features, the audit) never take the CPU a tick needs on its way into Delta.
+        *(Program(name, [tickcast, "stream", "ingest", "--query", query], priority=priority,
+                  startsecs=10, stopwaitsecs=90, stopasgroup=False)
+          for name, query, priority in (("ingest", "ticks", 20), ("bars", "bars", 22))),
         Program("scorer", [tickcast, "stream", "score"], priority=25, startsecs=5, stopwaitsecs=30),
         Program("api", [tickcast, "serve", "api"], priority=30),
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
