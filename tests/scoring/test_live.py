@@ -311,6 +311,8 @@ def test_a_symbol_no_tick_reached_is_scored_once_per_new_bar_from_its_stored_bar
     market = _loaded(history, now)
     market.fold(tick("AAA", now, 51.0))
     predicted_at = datetime(2024, 3, 4, 16, 0, 1, tzinfo=UTC)
+    # Without a champion there is nothing to score them with, and they stay due.
+    assert score_stale(market, None)[0].empty
 
     frame, skipped = score_stale(market, dual, predicted_at=predicted_at)
 

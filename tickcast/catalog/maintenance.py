@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tickcast.catalog.tables import open_table, table_defs
+from tickcast.catalog.tables import open_table, table_defs, table_path
 from tickcast.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def maintain_table(settings: Settings, name: str, now: datetime | None = None) -
     vacuumed = step("vacuum", lambda: table.vacuum(
         retention_hours=settings.vacuum_retention_hours, dry_run=False, enforce_retention_duration=False))
     report.files_vacuumed = len(vacuumed or [])
-    root = Path(table.table_uri.removeprefix("file://"))
+    root = Path(table_path(settings, name))
     _remove_orphan_checksums(root)
     step("checkpoint", table.create_checkpoint)
     step("log cleanup", table.cleanup_metadata)

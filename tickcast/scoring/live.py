@@ -634,8 +634,10 @@ def score_stale(market: LiveMarket, dual: DualModel | None, predicted_at: dateti
     from tickcast.core.predictions import empty_frame
     from tickcast.scoring.score import build_batch, score
 
+    if dual is None:  # before stale_due, which counts the symbols it names as scored
+        return empty_frame(), {}
     symbols = market.stale_due()
-    if not symbols or dual is None:
+    if not symbols:
         return empty_frame(), {}
     features = market.closed_features[market.closed_features["symbol"].isin(symbols)]
     bars = market.closed[market.closed["symbol"].isin(symbols)]
