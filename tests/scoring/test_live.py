@@ -192,6 +192,45 @@ def test_a_reload_keeps_the_bars_closed_here_that_delta_has_not_stored_yet(dual:
                                   check_dtype=False)
 
 
+def test_a_reload_keeps_a_bar_closed_here_whose_last_ticks_delta_has_not_stored_yet(dual: DualModel) -> None:
+    """The stream is seconds behind: Delta's copy of the bar that just closed here lacks its
+    last tick. The fuller copy held here (bar and features) stays until Delta catches up."""
+    history = _history({"AAA": 50.0, "MKT": 4000.0}, 30, seed=5)
+    market = _loaded(history, TODAY + pd.Timedelta(hours=15))
+    day = [("MKT", 4000.0), ("AAA", 51.0), ("AAA", 53.5)]
+    for n, (symbol, price) in enumerate(day):
+        market.fold(tick(symbol, TODAY + pd.Timedelta(hours=15, minutes=n), price))
+    score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
+    for symbol, price in (("MKT", 4001.0), ("AAA", 52.0)):  # tomorrow: today's bars close here
+        market.fold(tick(symbol, TODAY + pd.Timedelta(days=1, hours=15), price))
+    score_cycle(market, dual, index_symbol="MKT", horizon="1d", lookback=5)
+    held_bars = market.closed.copy()
+    held_features = market.closed_features.copy()
+
+    # Delta has today's bars, AAA's without its last tick, and features computed from that.
+    today = market.closed[market.closed["window_start"] == TODAY].copy()
+    partial = today["symbol"] == "AAA"
+    today.loc[partial, ["close", "high", "trades"]] = [51.0, 51.0, 1]
+    behind = pd.concat([history, today], ignore_index=True)
+    stored = compute_features(behind, "1d", behind[behind["symbol"] == "MKT"])
+    market.load(behind, stored[market.feature_columns], us(TODAY + pd.Timedelta(days=1, hours=16)))
+    pd.testing.assert_frame_equal(market.closed.reset_index(drop=True), held_bars.reset_index(drop=True),
+                                  check_dtype=False)
+    # (The scorer computes only the models' features; Delta's rows have all of them.)
+    model_columns = ["symbol", "window_start", *dual.features]
+    pd.testing.assert_frame_equal(market.closed_features[model_columns].reset_index(drop=True),
+                                  held_features[model_columns].reset_index(drop=True), check_dtype=False)
+
+    # Once Delta has the whole bar, its copy is taken again (equal here, by the parity tests).
+    caught_up = pd.concat([history, held_bars[held_bars["window_start"] == TODAY]], ignore_index=True)
+    corrected = caught_up.copy()
+    corrected.loc[corrected.index[-1], "volume"] += 1.0  # a difference to see which copy is kept
+    stored = compute_features(corrected, "1d", corrected[corrected["symbol"] == "MKT"])
+    market.load(corrected, stored[market.feature_columns], us(TODAY + pd.Timedelta(days=1, hours=17)))
+    newest = market.closed[market.closed["window_start"] == TODAY].set_index("symbol")["volume"]
+    assert newest.to_dict() == corrected[corrected["window_start"] == TODAY].set_index("symbol")["volume"].to_dict()
+
+
 def test_a_reload_on_another_thread_is_adopted_unless_bars_closed_meanwhile(dual: DualModel) -> None:
     import threading
 

@@ -266,12 +266,14 @@ class LiveMarket:
             self.dirty.add(row.symbol)
         stored = bars[start_us < self._open_start_us(bars["symbol"], current)]
         before = self.closed
-        self.closed = self._newest(_with_newer(stored, self.closed), self.depth)
+        fuller = _folded_more(self.closed, stored)
+        self.closed = self._newest(_with_newer(stored, self.closed, fuller), self.depth)
         self._refresh_carry(before)
         features = features.loc[:, self.feature_columns].copy()
         features["window_start"] = pd.to_datetime(features["window_start"], utc=True)
         before_open = _epoch_us_of(features["window_start"]) < self._open_start_us(features["symbol"], current)
-        self.closed_features = self._newest(_with_newer(features[before_open], self.closed_features), self.depth)
+        self.closed_features = self._newest(_with_newer(features[before_open], self.closed_features, fuller),
+                                            self.depth)
 
     # -- reloads off the scoring loop --------------------------------------------------------------
 
@@ -602,15 +604,40 @@ def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     return kept[0].reset_index(drop=True) if len(kept) == 1 else pd.concat(kept, ignore_index=True)
 
 
-def _with_newer(stored: pd.DataFrame, held: pd.DataFrame) -> pd.DataFrame:
+def _bar_keys(frame: pd.DataFrame) -> pd.MultiIndex:
+    return pd.MultiIndex.from_arrays([frame["symbol"].to_numpy(), _epoch_us_of(frame["window_start"]).to_numpy()])
+
+
+def _folded_more(held: pd.DataFrame, stored: pd.DataFrame) -> pd.MultiIndex:
+    """The bars held here that folded more ticks than Delta's copy of them: the stream, a few
+    seconds behind, has not stored a closed bar's last ticks yet. Both fold the same ticks by
+    the same rules, so the copy with more trades is the fuller one; a bar Delta got from a
+    backfill (no trade count) is Delta's to correct."""
+    if held.empty or stored.empty:
+        return pd.MultiIndex.from_arrays([[], []])
+    trades = pd.Series(stored["trades"].to_numpy(dtype=float), index=_bar_keys(stored))
+    trades = trades[~trades.index.duplicated(keep="last")]
+    theirs = trades.reindex(_bar_keys(held)).to_numpy()
+    mine = held["trades"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return _bar_keys(held)[np.isfinite(theirs) & (mine > theirs)]
+
+
+def _with_newer(stored: pd.DataFrame, held: pd.DataFrame, fuller: pd.MultiIndex | None = None) -> pd.DataFrame:
     """Delta's rows, and the rows held here that are newer than any Delta has for their symbol
-    (bars closed here that the stream has not stored yet)."""
+    (bars closed here that the stream has not stored yet) or whose bars are ``fuller`` here
+    than in Delta (theirs replaced)."""
     if held.empty:
         return stored
     newest = stored.groupby("symbol")["window_start"].max()
     known = held["symbol"].map(newest)
     newer = held[known.isna() | (held["window_start"] > known)]
-    return _concat([stored, newer])
+    if fuller is None or not len(fuller):
+        return _concat([stored, newer])
+    held_keys = _bar_keys(held)
+    fuller = fuller[fuller.isin(held_keys)]  # a bar's row that only Delta has stays Delta's
+    kept = held[held_keys.isin(fuller)]
+    return _concat([stored[~_bar_keys(stored).isin(fuller)], kept, newer])
 
 
 def _bar_digests(bars: pd.DataFrame) -> pd.Series:
