@@ -8,8 +8,9 @@ work behind them in the services of ``tickcast`` (``tickcast.scoring.on_demand``
 shared objects on ``app.state``, the error handlers and the two ASGI layers in front.
 
 The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
-the online store that a background task keeps current (``serving.live``); they send the
-stored JSON as it is, with the freshness appended. Routes that do file IO or model work
+the latest predictions, kept current from the Kafka ``predictions`` topic (or, as a fallback,
+by polling the online store; ``serving.live``); they send the stored JSON as it is, with the
+freshness appended. Routes that do file IO or model work
 are plain ``def``, which FastAPI runs in its thread pool.
 """
 
@@ -70,7 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         ],
     )
     store = MarketStore(settings)
-    live = LivePredictions(store.online, settings.api_poll_seconds)
+    live = LivePredictions(store.online, settings.api_poll_seconds, settings)
     # One registry per app: tests build several apps in one process, and the default
     # global registry refuses a second set of the same metric names.
     registry = CollectorRegistry()

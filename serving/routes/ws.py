@@ -2,7 +2,9 @@
 
 A client sends ``{"action": "subscribe" | "unsubscribe", "symbols": [...]}`` and gets the
 list of its subscriptions back, then ``{"type": "prediction_update", "prediction": {...}}``
-for each new prediction (the current one at once for a newly subscribed symbol). Problems
+for each new prediction that differs from the symbol's last one in more than its
+``predicted_at`` (the current one at once for a newly subscribed symbol; ``serving.live``
+decides what is new). Problems
 are ``{"type": "error", "status": ..., "detail": ...}`` messages; a bad key also closes the
 connection, with code 4000 + status, since a WebSocket has no HTTP status to carry it.
 """

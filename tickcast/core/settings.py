@@ -98,7 +98,9 @@ class Settings(BaseSettings):
     api_rate_limit: str = "100/second"
     # Where the counters live: memory:// per process, or redis://host:port shared by workers.
     api_rate_limit_storage: str = "memory://"
-    # How often the API looks for new predictions in the online store (GET cache, WebSocket).
+    # How often the API polls the online store for new predictions (GET cache, WebSocket) when it
+    # does not follow the Kafka `predictions` topic: publishing there is off
+    # (TICKCAST_SCORER_PUBLISH_KAFKA=false), or the broker or topic cannot be reached.
     api_poll_seconds: float = Field(default=0.05, gt=0)
     # A verified key is trusted this long before it is looked up again (revocation delay).
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
@@ -107,7 +109,8 @@ class Settings(BaseSettings):
     # MLflow for a new champion (a promotion is picked up without a restart).
     scorer_interval: IntervalName = "1d"
     scorer_reload_seconds: float = Field(default=10.0, gt=0)
-    # Publish every prediction on the Kafka `predictions` topic.
+    # Publish every prediction on the Kafka `predictions` topic. The API follows that topic when this
+    # is on (TICKCAST_SCORER_PUBLISH_KAFKA, read by both), and polls the online store when it is off.
     scorer_publish_kafka: bool = True
     # The live scorer reloads the closed bars and features from Delta this often (the stream's
     # and backfills' corrections), appends its predictions to Delta this often, and waits at
