@@ -16,6 +16,7 @@ from tickcast.cli import (
     models,
     platform,
     quality,
+    score,
     serve,
     stream,
 )
@@ -45,6 +46,7 @@ quality.register(app)
 corporate_actions.register(app)
 history.register(app)
 maintain.register(app)
+score.register(app)
 models.register(app)
 apikeys.register(app)
 

@@ -89,8 +89,11 @@ class Sequences:
         return int(self.rows.size)
 
 
-def sequence_windows(values: np.ndarray, symbols: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """All windows of ``length`` consecutive rows of one symbol whose values are all finite.
+def sequence_windows(values: np.ndarray, symbols: np.ndarray, length: int, *, complete_only: bool = True
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """All windows of ``length`` consecutive rows of one symbol whose values are all finite
+    (with ``complete_only=False``, missing values too: the scorers leave them to the bundle,
+    which scales them to the training mean).
 
     ``values`` (n, f) is ordered by symbol then time. Returns (windows (m, length, f),
     positions (m,) of each window's last row)."""
@@ -105,7 +108,7 @@ def sequence_windows(values: np.ndarray, symbols: np.ndarray, length: int) -> tu
     # A window is complete when all of its rows are finite: a running count does it in O(n).
     bad = np.concatenate([[0], np.cumsum(~finite_row)])
     complete = (bad[ends + 1] - bad[ends + 1 - length]) == 0
-    keep = same_symbol & complete
+    keep = same_symbol & complete if complete_only else same_symbol
     return np.transpose(windows[keep], (0, 2, 1)), ends[keep]
 
 
