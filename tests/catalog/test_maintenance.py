@@ -3,6 +3,7 @@ Spark still reads and writes afterwards."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,3 +64,23 @@ def test_every_table_with_a_retention_column_has_a_retention_setting(settings):
     declared = [name for name, table in tables.table_defs().items() if table.retention_column]
     assert sorted(declared) == ["predictions", "quality_results"]
     assert all(retention_days(settings, name) >= 1 for name in declared)
+
+
+def test_spark_reads_a_table_whose_log_checkpoint_delta_rs_rewrote(spark, tables_home):
+    """Spark's local writer keeps a checksum beside `_last_checkpoint` (it checkpoints every ten
+    commits); delta-rs rewrites the file without one. A stale checksum would fail every Spark
+    reader of the table (ChecksumException) - the bars query at the platform's start, once."""
+    now = datetime.now(UTC)
+    for batch in range(10):
+        tables.spark_append(_quality_rows(spark, [now], f"c{batch}"), tables_home, tables.QUALITY_RESULTS)
+    log_dir = Path(tables.table_path(tables_home, tables.QUALITY_RESULTS)) / "_delta_log"
+    assert (log_dir / "._last_checkpoint.crc").exists()  # Spark checkpointed version 10
+
+    report = maintain_table(tables_home, tables.QUALITY_RESULTS)
+
+    assert report is not None and not report.errors, report
+    assert json.loads((log_dir / "_last_checkpoint").read_text())["version"] > 10  # delta-rs's now
+    assert not (log_dir / "._last_checkpoint.crc").exists()
+    assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 10
+    tables.spark_append(_quality_rows(spark, [now], "after"), tables_home, tables.QUALITY_RESULTS)
+    assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 11

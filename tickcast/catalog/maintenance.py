@@ -88,7 +88,13 @@ def maintain_table(settings: Settings, name: str, now: datetime | None = None) -
     report.files_vacuumed = len(vacuumed or [])
     root = Path(table_path(settings, name))
     _remove_orphan_checksums(root)
+    # delta-rs rewrites `_last_checkpoint` without the checksum Spark's local writer keeps beside
+    # it; a stale one fails every Spark reader of the table. Removed before (a reader in between
+    # sees no checksum and verifies nothing) and after (one Spark wrote in between is stale too).
+    stale_checksum = root / "_delta_log" / "._last_checkpoint.crc"
+    stale_checksum.unlink(missing_ok=True)
     step("checkpoint", table.create_checkpoint)
+    stale_checksum.unlink(missing_ok=True)
     step("log cleanup", table.cleanup_metadata)
     table.update_incremental()
     report.files_after = len(table.files())
