@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-e2e bench-live clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the fla
 test-fast: bootstrap lint ## Lint, then the fast tier: every test not marked slow (pytest -m "not slow")
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-bench-stream: bootstrap ## Streaming ingest: capacity against bare Kafka and Spark baselines, latency at stepped rates
+bench-stream: bootstrap bench/node_modules ## Ingest (capacity, latency at stepped rates) and tick -> served prediction, GET under load; same-run baselines
 	$(VENV)/bin/python bench/stream.py
 
 bench-features: bootstrap ## Feature refresh of 5,000 symbols and Feast online read latency
@@ -47,13 +47,10 @@ bench-inference: bootstrap ## ONNX scoring of 5,000 symbols with both models; tr
 bench-api: bootstrap bench/node_modules ## API latency and throughput (GET one / 5,000, WebSocket push)
 	$(VENV)/bin/python bench/api.py
 
-bench-e2e: bootstrap ## Tick produced -> prediction served, 5,000 symbols at one tick/s each
-	$(VENV)/bin/python bench/e2e.py
-
 bench-live: bootstrap ## One live-scorer cycle for 5,000 symbols, step by step
 	$(VENV)/bin/python bench/live.py
 
-# The load generator of bench-api (autocannon, pinned by bench/package-lock.json).
+# The load generator of bench-api and bench-stream (autocannon, pinned by bench/package-lock.json).
 bench/node_modules: bench/package.json bench/package-lock.json
 	npm ci --prefix bench --no-audit --no-fund
 	@touch $@

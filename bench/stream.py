@@ -1,11 +1,16 @@
-"""Benchmark: the streaming ingest against same-run baselines.
+"""Benchmark: the stream - the ingest, and the predictions made of it - against same-run baselines.
 
-    .venv/bin/python bench/stream.py [--symbols 5000] [--backlog 600000] [--repeats 3]
-                                     [--rates 10000,20000,30000,40000,50000,60000] [--step-seconds 60]
+    .venv/bin/python bench/stream.py [--part all|ingest|predictions] [--quick] [--symbols 5000] [--repeats 3]
+                                     [--backlog 600000] [--rates 10000,20000,...] [--step-seconds 60]
+                                     [--tick-rate 5001] [--pred-warmup 30] [--pred-seconds 60] [--get-rate 1000]
 
-Everything is real and runs on a scratch TICKCAST_HOME with its own Kafka broker. On a shared
-2-core machine absolute times drift, so each figure is reported beside baselines measured in
-the same run, interleaved:
+Everything is real and runs on a scratch TICKCAST_HOME with its own Kafka broker (one per
+part). On a shared 2-core machine absolute times drift, so each figure is reported beside
+baselines measured in the same run, interleaved. ``--part ingest`` (1 and 2 below),
+``--part predictions`` (3), or both (the default, what `make bench-stream` runs); ``--quick``
+is a smoke run at a small scale (200 symbols, seconds per step), not a measurement.
+
+The ingest:
 
 1. Capacity (``--repeats`` rounds of B0, B1, ticks, in that order each round). A backlog of
    ``--backlog`` synthetic ticks of ``--symbols`` symbols is produced once; then each of these
@@ -26,8 +31,15 @@ the same run, interleaved:
    that folded that micro-batch, from the query's log line). The steps stop after the knee: the
    first step whose lag grows.
 
+The predictions (bench/predictions.py has the details):
+
+3. Tick produced -> the API serves a prediction that includes it (a WebSocket push; target p99
+   <= 1 s at one tick per symbol per second), and GET one prediction at a paced ``--get-rate``
+   req/s (target p99 <= 5 ms), while the ingest (both queries) runs: the live scorer with
+   untrained champion models (B) interleaved A/B ``--repeats`` times with an echo scorer (A,
+   bench/echo_scorer.py: consume, a trivial prediction, the same publish path and API).
+
 Prints tables with the figures, the conditions and the machine; writes bench/results/stream.json.
-The live scorer's tick -> served prediction latency is `make bench-e2e` (bench/e2e.py).
 """
 
 from __future__ import annotations
@@ -123,7 +135,7 @@ def consume_rate(bootstrap: str, topic: str, expected: int) -> dict:
 
 
 def spark_subprocess(kind: str, home: Path, bootstrap: str, topic: str, args) -> dict:
-    command = [sys.executable, __file__, "--drain", kind, "--drain-home", str(home), "--bootstrap", bootstrap,
+    command = [sys.executable, __file__, "--drain-kind", kind, "--drain-home", str(home), "--bootstrap", bootstrap,
                "--topic", topic, "--max-offsets", str(args.max_offsets), "--shuffle", str(args.shuffle)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if done.returncode:
@@ -233,31 +245,66 @@ def main() -> int:
     parser.add_argument("--step-seconds", type=float, default=60)
     parser.add_argument("--trigger-seconds", type=float, default=1.0)
     parser.add_argument("--shuffle", type=int, default=4, help="spark.sql.shuffle.partitions")
+    parser.add_argument("--part", choices=("all", "ingest", "predictions"), default="all")
+    parser.add_argument("--quick", action="store_true", help="a smoke run at a small scale (not a measurement)")
     parser.add_argument("--skip-capacity", action="store_true")
     parser.add_argument("--skip-rates", action="store_true")
     parser.add_argument("--without-bars", action="store_true", help="the ticks query alone in the latency steps")
     parser.add_argument("--keep", action="store_true", help="keep the scratch home and logs")
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "stream.json")
+    predictions = parser.add_argument_group("the predictions part")
+    predictions.add_argument("--tick-rate", type=int, default=None,
+                             help="ticks/s of the feed (default: one per symbol per second, the index included)")
+    predictions.add_argument("--pred-warmup", type=float, default=30, help="seconds of feed before each measured window")
+    predictions.add_argument("--pred-seconds", type=float, default=60, help="seconds measured per run")
+    predictions.add_argument("--drain", type=float, default=30, help="seconds to wait for a run's last predictions")
+    predictions.add_argument("--history-bars", type=int, default=420,
+                             help="daily bars per symbol before today (the scorer holds at most 400)")
+    predictions.add_argument("--config", type=Path, default=REPO / "experiments" / "daily.yaml",
+                             help="the experiment whose features, sequence length and network sizes are served")
+    predictions.add_argument("--observers", type=int, default=25, help="WebSocket clients sharing the symbols")
+    predictions.add_argument("--get-rate", type=int, default=1000, help="paced GET one prediction, req/s (0: none)")
+    predictions.add_argument("--get-connections", type=int, default=50)
+    predictions.add_argument("--seed", type=int, default=3, help="of the synthetic history and feed")
     # One capacity run in its own process (used by the driver).
-    parser.add_argument("--drain", choices=("bare", "ticks"), help=argparse.SUPPRESS)
+    parser.add_argument("--drain-kind", choices=("bare", "ticks"), help=argparse.SUPPRESS)
     parser.add_argument("--drain-home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.drain:
-        print(json.dumps(spark_drain(args.drain, args.drain_home, args.bootstrap, args.topic, args.max_offsets,
+    if args.drain_kind:
+        print(json.dumps(spark_drain(args.drain_kind, args.drain_home, args.bootstrap, args.topic, args.max_offsets,
                                      args.shuffle)))
         return 0
+    if args.quick:
+        args.symbols, args.repeats = 200, 2
+        args.backlog, args.max_offsets, args.rates, args.warmup, args.step_seconds = 20_000, 10_000, "1000", 5, 15
+        args.pred_warmup, args.pred_seconds, args.drain, args.history_bars, args.observers = 10, 20, 20, 80, 4
 
+    began = time.monotonic()
+    machine = describe_machine(java=True)
+    print(f"machine: {machine}", flush=True)
+    capacity: list[dict] = []
+    steps: list[dict] = []
+    predicted: dict | None = None
+    if args.part in ("all", "ingest"):
+        capacity, steps = run_ingest(args)
+    if args.part in ("all", "predictions"):
+        import predictions
+
+        predicted = predictions.run(args, machine)
+    report(args, machine, capacity, steps, predicted, began)
+    return 0
+
+
+def run_ingest(args) -> tuple[list[dict], list[dict]]:
+    """Parts 1 and 2: the capacity rounds and the open-loop rate steps."""
     from tickcast.catalog.topics import topic_message_count
     from tickcast.core.settings import Settings
     from tickcast.platform.broker import running_broker
     from tickcast.platform.jars import ensure_jars, extensions_jar
     from tickcast.platform.processes import TICKCAST, stop_process, wait_until
 
-    began = time.monotonic()
-    machine = describe_machine(java=True)
-    print(f"machine: {machine}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-stream-"))
     settings = Settings(home=scratch / "home", spark_shuffle_partitions=args.shuffle)
     ensure_jars(settings)
@@ -350,12 +397,11 @@ def main() -> int:
             print(f"scratch home and logs kept in {scratch}")
         else:
             shutil.rmtree(scratch, ignore_errors=True)
-
-    report(args, machine, capacity, steps, began)
-    return 0
+    return capacity, steps
 
 
-def report(args, machine: str, capacity: list[dict], steps: list[dict], began: float) -> None:
+def report(args, machine: str, capacity: list[dict], steps: list[dict], predicted: dict | None,
+           began: float) -> None:
     import numpy as np
     from rich.console import Console
     from rich.table import Table
@@ -404,8 +450,13 @@ def report(args, machine: str, capacity: list[dict], steps: list[dict], began: f
                          f"bars trigger 2 s, Spark local[*], one broker, 4 partitions; knee (highest rate with flat "
                          f"lag): {summary['knee_ticks_per_s']}\nmachine: {machine}\n{stamp}")
         console.print(table)
+    if predicted is not None:
+        import predictions
+
+        predictions.report(args, machine, predicted, console)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"machine": machine, "capacity": capacity, "steps": steps, **summary},
+    args.output.write_text(json.dumps({"machine": machine, "part": args.part, "quick": args.quick,
+                                       "capacity": capacity, "steps": steps, "predictions": predicted, **summary},
                                       indent=2, default=str))
 
 
