@@ -16,21 +16,22 @@ from tickcast.platform.processes import TICKCAST
 
 
 class IngestProcess:
-    """`tickcast stream ingest` (or another `tickcast stream` job) in its own process group, so a
-    SIGKILL takes the JVM too."""
+    """`tickcast stream ingest` (or another `tickcast stream` job, with ``args``, e.g.
+    ``("--query", "bars")``) in its own process group, so a SIGKILL takes the JVM too."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, job: str = "ingest"):
+    def __init__(self, env: dict[str, str], log_path: Path, job: str = "ingest", args: tuple[str, ...] = ()):
         self.env = env
         self.log_path = log_path
         self.job = job
+        self.args = args
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> IngestProcess:
-        log = self.log_path.open("a")
-        self.proc = subprocess.Popen(
-            [TICKCAST, "stream", self.job], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        with self.log_path.open("a") as log:
+            self.proc = subprocess.Popen(
+                [TICKCAST, "stream", self.job, *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     @property
@@ -42,13 +43,18 @@ class IngestProcess:
         os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def request_stop(self) -> None:
+        """SIGTERM to the job itself, not its group: the JVM would stop its SparkContext on
+        SIGTERM under the batch in flight (supervisord stops it the same way)."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGTERM)
+
     def stop(self) -> None:
         if not self.alive:
             return
         assert self.proc is not None
-        # The job itself, not its group: the JVM would stop its SparkContext on SIGTERM
-        # under the batch in flight (supervisord stops it the same way).
-        os.kill(self.proc.pid, signal.SIGTERM)
+        self.request_stop()
         try:
             self.proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
@@ -93,8 +99,10 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
             self.topic = topic
             self.bootstrap = kafka_bootstrap
 
-        def ingest(self) -> IngestProcess:
-            proc = IngestProcess(env, tmp_path / "ingest.log").start()
+        def ingest(self, *args: str, log_name: str = "ingest", **overrides: str) -> IngestProcess:
+            """`tickcast stream ingest *args` (both queries without args; ``"--query", "ticks"`` for
+            one), with ``overrides`` added to its environment only, logging to ``<log_name>.log``."""
+            proc = IngestProcess({**env, **overrides}, tmp_path / f"{log_name}.log", args=args).start()
             processes.append(proc)
             return proc
 
@@ -111,5 +119,8 @@ def e2e(tmp_path: Path, base_settings: Settings, kafka_bootstrap: str):
             return result
 
     yield Env()
+    # All asked first, so they wind down side by side.
+    for proc in processes:
+        proc.request_stop()
     for proc in processes:
         proc.stop()
