@@ -26,6 +26,10 @@ client in node).
    received with ``data_timestamp`` at or after the tick's ``ts``; latency = that arrival -
    the tick's ``produced_at``. The API pushes a prediction in the same step that makes it
    visible to GET. Ticks not covered by the end of the drain are counted, not dropped.
+   Where it goes: ``predicted_at`` is stamped when the scorer starts scoring (so predicted_at ->
+   served includes the models and the writes); the message's timestamp on the ``predictions``
+   topic is when the scorer handed it to Kafka, so from there to the push is the API's own share
+   (the broker, the API's consumer, applying, the fan-out and the WebSocket send).
 """
 
 from __future__ import annotations
@@ -150,12 +154,10 @@ def topic_ends(bootstrap: str, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def read_ticks(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]):
-    """symbol, ts, produced_at of the ticks between two sets of offsets, from the topic itself."""
+def read_topic(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int], row) -> list[tuple]:
+    """``row(message)`` of every message between two sets of offsets (read after the fact)."""
     import uuid
 
-    import orjson
-    import pandas as pd
     from confluent_kafka import Consumer, TopicPartition
 
     wanted = {p: (start.get(p, 0), end[p]) for p in end if end[p] > start.get(p, 0)}
@@ -171,16 +173,50 @@ def read_ticks(bootstrap: str, topic: str, start: dict[int, int], end: dict[int,
                     continue
                 p = message.partition()
                 if p in left and message.offset() < left[p][1]:
-                    tick = orjson.loads(message.value())
-                    rows.append((tick["symbol"], tick["ts"], tick["produced_at"]))
+                    rows.append(row(message))
                     if message.offset() + 1 >= left[p][1]:
                         del left[p]
     finally:
         consumer.close()
-    frame = pd.DataFrame(rows, columns=["symbol", "ts", "produced_at"])
-    for column in ("ts", "produced_at"):
+    return rows
+
+
+def _utc(frame, *columns: str):
+    import pandas as pd
+
+    for column in columns:
         frame[column] = pd.to_datetime(frame[column], utc=True, format="ISO8601").astype("datetime64[ns, UTC]")
     return frame
+
+
+def read_ticks(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]):
+    """symbol, ts, produced_at of the ticks between two sets of offsets, from the topic itself."""
+    import orjson
+    import pandas as pd
+
+    def row(message) -> tuple:
+        tick = orjson.loads(message.value())
+        return tick["symbol"], tick["ts"], tick["produced_at"]
+
+    return _utc(pd.DataFrame(read_topic(bootstrap, topic, start, end, row),
+                             columns=["symbol", "ts", "produced_at"]), "ts", "produced_at")
+
+
+def read_published(bootstrap: str, topic: str, start: dict[int, int], end: dict[int, int]):
+    """symbol, data_timestamp, predicted_at of the predictions published between two sets of
+    offsets, and ``published``: the message's timestamp (set by the producer, in ms)."""
+    import orjson
+    import pandas as pd
+
+    def row(message) -> tuple:
+        p = orjson.loads(message.value())
+        return p["symbol"], p["data_timestamp"], p["predicted_at"], message.timestamp()[1]
+
+    frame = _utc(pd.DataFrame(read_topic(bootstrap, topic, start, end, row),
+                              columns=["symbol", "data_timestamp", "predicted_at", "published"]),
+                 "data_timestamp", "predicted_at")
+    frame["published"] = pd.to_datetime(frame["published"], unit="ms", utc=True).astype("datetime64[ns, UTC]")
+    return frame.drop_duplicates(["symbol", "data_timestamp", "predicted_at"])
 
 
 def restart_scorer_at_the_end(settings, bootstrap: str) -> None:
@@ -280,7 +316,7 @@ def cli(env: dict[str, str], *args: str, log: Path) -> None:
     print(f"  tickcast {' '.join(args)}: {time.monotonic() - started:.0f} s", flush=True)
 
 
-def match(ticks, served) -> dict:
+def match(ticks, served, published) -> dict:
     """Per tick: the first prediction of its symbol received with data_timestamp >= its ts."""
     import numpy as np
     import pandas as pd
@@ -293,6 +329,10 @@ def match(ticks, served) -> dict:
     latency = (covered["arrival"] - covered["produced_at"]).dt.total_seconds().to_numpy()
     to_scored = (covered["predicted_at"] - covered["produced_at"]).dt.total_seconds().to_numpy()
     to_served = (covered["arrival"] - covered["predicted_at"]).dt.total_seconds().to_numpy()
+    # The API's own share: from the message's timestamp on the predictions topic to the push.
+    on_topic = covered.merge(published, on=["symbol", "data_timestamp", "predicted_at"], how="inner")
+    to_topic = (on_topic["published"] - on_topic["produced_at"]).dt.total_seconds().to_numpy()
+    from_topic = (on_topic["arrival"] - on_topic["published"]).dt.total_seconds().to_numpy()
 
     def pct(values: np.ndarray) -> dict:
         if not len(values):
@@ -302,7 +342,8 @@ def match(ticks, served) -> dict:
 
     return {"ticks": int(len(ticks)), "covered": int(len(covered)), "uncovered": int(len(ticks) - len(covered)),
             "predictions_received": int(len(served)), "served_s": pct(latency), "to_predicted_at_s": pct(to_scored),
-            "predicted_at_to_served_s": pct(to_served)}
+            "predicted_at_to_served_s": pct(to_served), "to_published_s": pct(to_topic),
+            "published_to_served_s": pct(from_topic), "matched_on_topic": int(len(on_topic))}
 
 
 def run(args, machine: str) -> dict:
@@ -436,6 +477,7 @@ def one_run(args, settings, bootstrap: str, env: dict[str, str], observer: Obser
 
     observer.take()  # what came before this run (the scorer's start-up predictions) is not this run's
     start_offsets = topic_ends(bootstrap, settings.topic_ticks)
+    start_published = topic_ends(bootstrap, settings.topic_predictions)
     cpu = Cpu({"scorer": scorer.pid, **{name: proc.pid for name, proc in services.items()}})
     total = args.pred_warmup + args.pred_seconds
     feed_log = scratch / "feed.log"
@@ -484,11 +526,13 @@ def one_run(args, settings, bootstrap: str, env: dict[str, str], observer: Obser
             break
         time.sleep(0.5)
     end_offsets = topic_ends(bootstrap, settings.topic_ticks)
+    end_published = topic_ends(bootstrap, settings.topic_predictions)
     served = served_frame(observer.take())
     ticks = read_ticks(bootstrap, settings.topic_ticks, start_offsets, end_offsets)
+    published = read_published(bootstrap, settings.topic_predictions, start_published, end_published)
     in_window = ticks[(ticks["produced_at"] >= pd.Timestamp(window_start, unit="s", tz="UTC"))
                       & (ticks["produced_at"] <= pd.Timestamp(window_end, unit="s", tz="UTC"))]
-    figures = match(in_window, served)
+    figures = match(in_window, served, published)
     figures.update(get=get or None, cpu_cores=Cpu.cores(first, last), load1=load,
                    window_s=window_end - window_start, ticks_produced=int(len(ticks)))
     return figures
@@ -508,7 +552,8 @@ def report(args, machine: str, figures: dict, console) -> None:
 
     table = Table(title="bench/stream predictions: each run, in the order run (A = echo scorer, B = live scorer)")
     for column in ("round", "scorer", "tick -> served p50 / p99 / max (s)", "tick -> predicted_at p50 / p99 (s)",
-                   "predicted_at -> served p50 / p99 (s)", "ticks covered / not", "GET one p50 / p99 / max (ms)",
+                   "predicted_at -> served p50 / p99 (s)", "on the topic -> pushed by the API p50 / p99 (s)",
+                   "ticks covered / not", "GET one p50 / p99 / max (ms)",
                    "CPU cores: scorer, api, ticks, bars, feed", "load avg"):
         table.add_column(column, justify="right")
     for r in runs:
@@ -518,6 +563,7 @@ def report(args, machine: str, figures: dict, console) -> None:
             f"{s(r['served_s']['p50'])} / {s(r['served_s']['p99'])} / {s(r['served_s']['max'])}",
             f"{s(r['to_predicted_at_s']['p50'])} / {s(r['to_predicted_at_s']['p99'])}",
             f"{s(r['predicted_at_to_served_s']['p50'])} / {s(r['predicted_at_to_served_s']['p99'])}",
+            f"{s(r['published_to_served_s']['p50'])} / {s(r['published_to_served_s']['p99'])}",
             f"{r['covered']:,} / {r['uncovered']:,}",
             get.get("error", "")[:40] or f"{ms(get.get('p50'))} / {ms(get.get('p99'))} / {ms(get.get('max'))} "
             f"({get.get('achieved', 0):,.0f}/s)" if get else "-",
@@ -537,6 +583,11 @@ def report(args, machine: str, figures: dict, console) -> None:
         ("  of which tick -> predicted_at, p99 (s)", lambda r: r["to_predicted_at_s"]["p99"], None, "s"),
         ("  of which predicted_at -> pushed by the API, p99 (s)", lambda r: r["predicted_at_to_served_s"]["p99"],
          None, "s"),
+        ("  tick -> on the predictions topic, p99 (s)", lambda r: r["to_published_s"]["p99"], None, "s"),
+        ("  on the predictions topic -> pushed by the API, p50 (s)", lambda r: r["published_to_served_s"]["p50"],
+         None, "s"),
+        ("  on the predictions topic -> pushed by the API, p99 (s)", lambda r: r["published_to_served_s"]["p99"],
+         None, "s"),
         ("GET one prediction at a paced rate, p99 (ms)", lambda r: (r.get("get") or {}).get("p99"), TARGET_GET_P99_MS,
          "ms"),
         ("  the same, p50 (ms)", lambda r: (r.get("get") or {}).get("p50"), None, "ms"),
@@ -553,6 +604,8 @@ def report(args, machine: str, figures: dict, console) -> None:
                         "-" if target is None else f"<= {target:g} {unit}", met)
         figures["summary"][name.strip()] = {"baseline": base, "live_scorer": real, "ratio": ratio, "target": target}
     uncovered = sum(r["uncovered"] for r in runs)
+    loads = [r["load1"] for r in runs if r.get("load1") is not None]
+    load = f"; load average at the end of the windows {min(loads):.1f}-{max(loads):.1f}" if loads else ""
     summary.caption = (
         f"conditions: {figures['symbols']:,} symbols + the index, synthetic feed at {figures['rate']:,} ticks/s "
         f"({figures['rate'] / figures['universe']:.2f} per symbol per s), {args.pred_warmup:g} s warm-up + "
@@ -563,6 +616,6 @@ def report(args, machine: str, figures: dict, console) -> None:
         f"uvicorn worker) following the predictions topic, observed by {args.observers} WebSocket clients; GET load "
         f"{args.get_rate:,} req/s paced over {args.get_connections} connections (bench/api.py's client, node) in the "
         f"measured window; {uncovered:,} ticks not covered by the end of the drains; API log: "
-        f"{figures['api_error_lines']} ERROR/Traceback lines\nmachine: {machine}\n"
+        f"{figures['api_error_lines']} ERROR/Traceback lines{load}\nmachine: {machine}\n"
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, the predictions part took {figures['seconds'] / 60:.1f} min")
     console.print(summary)
