@@ -100,7 +100,7 @@ def test_sigkill_mid_stream_loses_and_duplicates_nothing(e2e):
 # carries the txn (app id, N)). Bad records (malformed, duplicate, late, future) are mixed into a
 # synthetic feed the whole time, so the batches replayed after a kill hold them too.
 
-KILL_POLL_SECONDS = 0.02
+KILL_POLL_SECONDS = 0.01
 INJECT_EVERY_SECONDS = 0.5
 INJECTED_KEY = b"E2E"
 INJECTED_SOURCE = "e2e"
