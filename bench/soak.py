@@ -31,6 +31,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -155,6 +156,8 @@ def main() -> int:
     from tickcast.platform.jars import ensure_jars, extensions_jar
     from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port, wait_until
 
+    # A SIGTERM ends the run through the finally below, which stops every process it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     machine = describe_machine()
     print(f"machine: {machine}", flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-soak-"))
