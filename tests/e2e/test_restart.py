@@ -184,7 +184,7 @@ class KilledQuery:
     MAX_ATTEMPTS = 4
     # From a (re)start to the kill at the next target: a Spark start, a batch replayed and one
     # more, on a machine that may be busy with more than this test.
-    TARGET_TIMEOUT_SECONDS = 480
+    TARGET_TIMEOUT_SECONDS = 720
 
     def __init__(self, e2e, query: str, tables_written: tuple[str, ...], targets: list[Target],
                  env: dict[str, str]):
@@ -202,7 +202,8 @@ class KilledQuery:
         self.committed_at_start = -1
 
     def start(self) -> None:
-        self.committed_at_start = self.point().committed
+        # A restarted query must commit (its replay) before the next kill; a new one need not.
+        self.committed_at_start = self.point().committed if self.proc is not None else -2
         self.started_at = time.monotonic()
         self.proc = self.e2e.ingest("--query", self.query, log_name=f"ingest-{self.query}", **self.env)
 
@@ -226,8 +227,8 @@ class KilledQuery:
         return not self.targets
 
     def poll(self) -> None:
-        """Kill the process if it stands at the current target (after it committed a batch of
-        its own since it started); restart it after a kill."""
+        """Kill the process if it stands at the current target (after a restart, only once it
+        committed a batch of its own); restart it after a kill."""
         assert self.proc is not None and self.proc.alive, f"{self.query} died:\n{self.proc.log_tail()}"
         if self.done:
             return
@@ -401,6 +402,10 @@ def _tied_prices(ticks: pd.DataFrame, interval: str, at: str) -> pd.Series:
 
 
 def test_each_query_sigkilled_at_committed_and_uncommitted_points_stays_exactly_once(e2e):
+    """The ticks query killed after its ticks append (commits/N missing), with only offsets/N
+    written, and right after commits/N; the bars query between its two bar MERGEs and right
+    after commits/N; each restarted. Then every record is stored or quarantined exactly once,
+    with the reason its kind calls for, and the bars are a re-fold of the stored ticks."""
     settings = e2e.settings
     # Feast is not what this test is about, and importing it costs every bars start seconds.
     env = {"TICKCAST_FEAST_PUSH_ENABLED": "false"}
@@ -435,11 +440,9 @@ def test_each_query_sigkilled_at_committed_and_uncommitted_points_stays_exactly_
             ticks_query.poll()
             bars_query.poll()
             time.sleep(KILL_POLL_SECONDS)
-        # Both restarted for the last time: let each replay and commit a batch of its own,
-        # with late ticks among what they store, before the feeds stop.
-        wait_until(lambda: all(q.point().committed > q.committed_at_start for q in (ticks_query, bars_query))
-                   and injector.late_from is not None,
-                   timeout=300, what="both queries committing after their last restart")
+        # Both restarted for the last time; the feeds stop once late ticks are among what they sent.
+        wait_until(lambda: injector.late_from is not None, timeout=600, what="a watermark of the feed (e2e, E2E)",
+                   interval=0.5, on_timeout=ticks_query.proc.log_tail)
         injector.finish()
         feed.send_signal(signal.SIGTERM)
         _, feed_err = feed.communicate(timeout=120)
@@ -453,7 +456,8 @@ def test_each_query_sigkilled_at_committed_and_uncommitted_points_stays_exactly_
             return (stored + delta_count(settings, "quarantine") >= produced
                     and all(b is not None and b.column("trades").to_pandas().sum() >= stored for b in bars))
 
-        wait_until(caught_up, timeout=300, what=f"all {produced} records stored or quarantined, and in bars",
+        # Generous: the bars query runs niced (TICKCAST_BARS_NICENESS) on a machine that may be busy.
+        wait_until(caught_up, timeout=900, what=f"all {produced} records stored or quarantined, and in bars",
                    interval=0.5, on_timeout=lambda: ticks_query.proc.log_tail() + bars_query.proc.log_tail())
     finally:
         injector.stopping.set()
