@@ -21,9 +21,11 @@ client in node).
    run before). Each run: the feed at ``--tick-rate`` ticks/s (default one per symbol per
    second) for ``--pred-warmup`` + ``--pred-seconds`` s; during the measured part, GET
    /api/v1/predictions/{symbol} at a paced ``--get-rate`` req/s rotating through the symbols.
-3. Latency: every tick produced in the measured window (read back from the ``ticks`` topic by
-   offsets) is matched to the first prediction of its symbol that a WebSocket observer
-   received with ``data_timestamp`` at or after the tick's ``ts``; latency = that arrival -
+3. Latency: every tick of an observed symbol (``--observed-symbols``: the index and evenly
+   spaced symbols, a sample, so that the instrument does not load the API with a push per
+   prediction) produced in the measured window (read back from the ``ticks`` topic by offsets)
+   is matched to the first prediction of its symbol that a WebSocket observer received with
+   ``data_timestamp`` at or after the tick's ``ts``; latency = that arrival -
    the tick's ``produced_at``. The API pushes a prediction in the same step that makes it
    visible to GET. Ticks not covered by the end of the drain are counted, not dropped.
    Where it goes: ``predicted_at`` is stamped when the scorer starts scoring (so predicted_at ->
@@ -275,6 +277,14 @@ class Cpu:
         return {name: (last[1].get(name, float("nan")) - value) / wall for name, value in first[1].items()}
 
 
+def observed_symbols(symbols: list[str], count: int) -> list[str]:
+    """The index and evenly spaced symbols, ``count`` in all (every symbol for 0 or more)."""
+    if count <= 0 or count >= len(symbols):
+        return list(symbols)
+    step = (len(symbols) - 1) / (count - 1) if count > 1 else len(symbols)
+    return sorted({symbols[0], *(symbols[min(len(symbols) - 1, round(1 + i * step))] for i in range(count - 1))})
+
+
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
@@ -412,7 +422,8 @@ def run(args, machine: str) -> dict:
                        what="the API to follow the predictions topic")
             progress = settings.run_dir / "streaming-progress.json"
             wait_until(progress.exists, timeout=300, what="the ingest query's first progress report")
-            observer = Observer(f"ws://127.0.0.1:{port}/ws/predictions", key, symbols, args.observers)
+            observed = observed_symbols(symbols, args.observed_symbols)
+            observer = Observer(f"ws://127.0.0.1:{port}/ws/predictions", key, observed, args.observers)
             observer.start()
             print(f"predictions runs: {args.repeats} x (A = echo scorer, B = live scorer), {universe:,} symbols "
                   f"at {rate:,} ticks/s, {args.pred_warmup:g} s warm-up + {args.pred_seconds:g} s measured each",
@@ -431,8 +442,8 @@ def run(args, machine: str) -> dict:
                     try:
                         wait_until(lambda log=log, variant=variant: READY[variant] in log.read_text(errors="replace"),
                                    timeout=600, what=f"the {VARIANTS[variant]} to start", interval=0.5)
-                        result = one_run(args, settings, bootstrap, env, observer, scorer, services, base, key,
-                                         universe, rate, scratch)
+                        result = one_run(args, settings, bootstrap, env, observer, set(observed), scorer, services,
+                                         base, key, universe, rate, scratch)
                     finally:
                         stop_process(scorer, timeout=120)
                     dead = [name for name, proc in services.items() if proc.poll() is not None]
@@ -461,15 +472,16 @@ def run(args, machine: str) -> dict:
         else:
             shutil.rmtree(scratch, ignore_errors=True)
     return {"runs": runs, "symbols": args.symbols, "universe": universe, "rate": rate, "api_error_lines": api_errors,
+            "observed": len(observed),
             "api_ws_clients_metric": next((line for line in metrics.splitlines()
                                            if line.startswith("tickcast_websocket_clients ")), None),
             "seconds": time.monotonic() - began, "config": str(args.config.name),
             "sequence_length": config.training.sequence_length, "features": len(config.features)}
 
 
-def one_run(args, settings, bootstrap: str, env: dict[str, str], observer: Observer, scorer: subprocess.Popen,
-            services: dict[str, subprocess.Popen], base: str, key: str, universe: int, rate: int,
-            scratch: Path) -> dict:
+def one_run(args, settings, bootstrap: str, env: dict[str, str], observer: Observer, observed: set[str],
+            scorer: subprocess.Popen, services: dict[str, subprocess.Popen], base: str, key: str, universe: int,
+            rate: int, scratch: Path) -> dict:
     """One run of the feed with one scorer already started: the figures of its measured window."""
     import pandas as pd
 
@@ -531,7 +543,8 @@ def one_run(args, settings, bootstrap: str, env: dict[str, str], observer: Obser
     ticks = read_ticks(bootstrap, settings.topic_ticks, start_offsets, end_offsets)
     published = read_published(bootstrap, settings.topic_predictions, start_published, end_published)
     in_window = ticks[(ticks["produced_at"] >= pd.Timestamp(window_start, unit="s", tz="UTC"))
-                      & (ticks["produced_at"] <= pd.Timestamp(window_end, unit="s", tz="UTC"))]
+                      & (ticks["produced_at"] <= pd.Timestamp(window_end, unit="s", tz="UTC"))
+                      & ticks["symbol"].isin(observed)]
     figures = match(in_window, served, published)
     figures.update(get=get or None, cpu_cores=Cpu.cores(first, last), load1=load,
                    window_s=window_end - window_start, ticks_produced=int(len(ticks)))
@@ -613,7 +626,8 @@ def report(args, machine: str, figures: dict, console) -> None:
         f"{args.history_bars} daily bars of history; champions with {figures['config']}'s inputs "
         f"({figures['sequence_length']} bars x {figures['features']} features), untrained; the ingest (ticks and "
         f"bars queries, Spark local[*], trigger {args.trigger_seconds:g} s) running throughout; the API (one "
-        f"uvicorn worker) following the predictions topic, observed by {args.observers} WebSocket clients; GET load "
+        f"uvicorn worker) following the predictions topic, {figures['observed']:,} symbols observed by {args.observers} "
+        f"WebSocket clients; GET load "
         f"{args.get_rate:,} req/s paced over {args.get_connections} connections (bench/api.py's client, node) in the "
         f"measured window; {uncovered:,} ticks not covered by the end of the drains; API log: "
         f"{figures['api_error_lines']} ERROR/Traceback lines{load}\nmachine: {machine}\n"

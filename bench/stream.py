@@ -33,8 +33,9 @@ The ingest:
 
 The predictions (bench/predictions.py has the details):
 
-3. Tick produced -> the API serves a prediction that includes it (a WebSocket push; target p99
-   <= 1 s at one tick per symbol per second), and GET one prediction at a paced ``--get-rate``
+3. Tick produced -> the API serves a prediction that includes it (a WebSocket push, timed for
+   the ticks of ``--observed-symbols``; target p99 <= 1 s at one tick per symbol per second),
+   and GET one prediction at a paced ``--get-rate``
    req/s (target p99 <= 5 ms), while the ingest (both queries) runs: the live scorer with
    untrained champion models (B) interleaved A/B ``--repeats`` times with an echo scorer (A,
    bench/echo_scorer.py: consume, a trivial prediction, the same publish path and API).
@@ -262,7 +263,9 @@ def main() -> int:
                              help="daily bars per symbol before today (the scorer holds at most 400)")
     predictions.add_argument("--config", type=Path, default=REPO / "experiments" / "daily.yaml",
                              help="the experiment whose features, sequence length and network sizes are served")
-    predictions.add_argument("--observers", type=int, default=25, help="WebSocket clients sharing the symbols")
+    predictions.add_argument("--observers", type=int, default=10, help="WebSocket clients sharing the observed symbols")
+    predictions.add_argument("--observed-symbols", type=int, default=500,
+                             help="symbols whose ticks are timed, the index included (0: all)")
     predictions.add_argument("--get-rate", type=int, default=1000, help="paced GET one prediction, req/s (0: none)")
     predictions.add_argument("--get-connections", type=int, default=50)
     predictions.add_argument("--seed", type=int, default=3, help="of the synthetic history and feed")
@@ -280,6 +283,7 @@ def main() -> int:
         args.symbols, args.repeats = 200, 2
         args.backlog, args.max_offsets, args.rates, args.warmup, args.step_seconds = 20_000, 10_000, "1000", 5, 15
         args.pred_warmup, args.pred_seconds, args.drain, args.history_bars, args.observers = 10, 20, 20, 80, 4
+        args.observed_symbols = 50
 
     began = time.monotonic()
     machine = describe_machine(java=True)
