@@ -11,9 +11,10 @@ import pytest
 from chispa import assert_approx_df_equality
 
 from tickcast.catalog import tables
-from tickcast.catalog.tables import delta_count
+from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.catalog.topics import topic_message_count
 from tickcast.core.featureset import FEATURE_NAMES
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.platform.processes import wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -52,7 +53,14 @@ def test_stream_features_equal_the_batch_backfill(e2e, spark, tmp_path):
 
     wait_until(lambda: delta_count(settings, "ticks") >= produced, timeout=900,
                what=f"{produced} ticks stored", on_timeout=ingest.log_tail)
-    ingest.stop()  # finishes the batch in flight: the stream's features are final
+
+    def all_folded() -> bool:
+        # The bars query reads `ticks` behind the ticks query: wait for it to fold every tick.
+        bars = [delta_rows(settings, tables.bars(interval), ["trades"]) for interval in INTERVAL_NAMES]
+        return all(b is not None and b.column("trades").to_pandas().sum() >= produced for b in bars)
+
+    wait_until(all_folded, timeout=900, what=f"{produced} ticks in the bars", on_timeout=ingest.log_tail)
+    ingest.stop()  # finishes the batch in flight (its features too): the stream's features are final
     assert delta_count(settings, "quarantine") == 0
 
     from deltalake import DeltaTable
