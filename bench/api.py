@@ -379,7 +379,9 @@ def main() -> None:
         for s in symbols[:HAR_SYMBOLS]]}}))
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-    env.update(TICKCAST_HOME=str(home))
+    # The API measured here serves the store this bench writes: polling it, never following the
+    # predictions topic of a broker that may be running on this machine.
+    env.update(TICKCAST_HOME=str(home), TICKCAST_SCORER_PUBLISH_KAFKA="false")
     log_path = scratch / "server.log"
     log_file = log_path.open("w")
     server = subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env, cwd=REPO,

@@ -8,8 +8,8 @@ loads them from Delta; then each round folds one new tick per symbol into today'
 runs ``score_cycle`` with a champion pair of ``--config``'s inputs and sizes (random weights),
 timing the steps: fold, the open bars' features (``compute_features`` over each symbol's
 trailing bars, at most 400 closed ones + the open one), the sequences, both models, the rest.
-No broker, Spark or store: this is the scorer's own cost per cycle, what bench/e2e adds the
-machine's other work to.
+No broker, Spark or store: this is the scorer's own cost per cycle, what the predictions part of
+bench/stream.py adds the machine's other work to.
 
 Prints a table with the conditions and the machine, and writes bench/results/live.json.
 """
