@@ -20,6 +20,7 @@ import pandas as pd
 
 from tickcast.models.dataset import sequence_windows
 from tickcast.scoring.score import SequenceBatch, score
+from tickcast.scoring.sources import utc
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -53,9 +54,9 @@ def history_batch(features: pd.DataFrame, bars: pd.DataFrame, names: list[str], 
     keys = ordered.loc[ends, ["symbol", "window_start"]].reset_index(drop=True)
     wanted = np.ones(len(keys), dtype=bool)
     if start is not None:
-        wanted &= (keys["window_start"] >= pd.Timestamp(_utc(start))).to_numpy()
+        wanted &= (keys["window_start"] >= pd.Timestamp(utc(start))).to_numpy()
     if end is not None:
-        wanted &= (keys["window_start"] <= pd.Timestamp(_utc(end))).to_numpy()
+        wanted &= (keys["window_start"] <= pd.Timestamp(utc(end))).to_numpy()
     closes = bars.loc[:, ["symbol", "window_start", "close", "close_ts"]].assign(
         window_start=pd.to_datetime(bars["window_start"], utc=True),
         close_ts=pd.to_datetime(bars["close_ts"], utc=True))
@@ -94,35 +95,12 @@ def load_history(settings: Settings, interval: str, names: list[str], length: in
                  end: datetime | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Delta's feature rows and bars for ``score_history``: the bars in the range, and the
     feature rows from far enough before ``start`` for the first bar's sequence."""
-    import pyarrow.dataset as ds
-
     from tickcast.catalog import tables
-    from tickcast.core.intervals import INTERVALS
+    from tickcast.scoring.sources import read_rows, sequence_lookback, utc
 
-    def where(since: datetime | None) -> ds.Expression | None:
-        terms = []
-        if symbols:
-            terms.append(ds.field("symbol").isin(symbols))
-        if since is not None:
-            terms.append(ds.field("window_start") >= _utc(since))
-        if end is not None:
-            terms.append(ds.field("window_start") <= _utc(end))
-        if not terms:
-            return None
-        expression = terms[0]
-        for term in terms[1:]:
-            expression &= term
-        return expression
-
-    # As the on-demand scorer: bars may skip weekends and holidays, so reach further back.
-    lookback = INTERVALS[interval].length * int(length * settings.features_lookback_factor)
-    features = tables.read_frame(settings, tables.FEATURES, ["symbol", "window_start", *names],
-                                 where(None if start is None else _utc(start) - lookback),
-                                 partitions=[("interval", "=", interval)])
-    bars = tables.read_frame(settings, tables.bars(interval), ["symbol", "window_start", "close", "close_ts"],
-                             where(start))
+    since = None if start is None else utc(start) - sequence_lookback(settings, interval, length)
+    features = read_rows(settings, tables.FEATURES, ["symbol", "window_start", *names], symbols, since,
+                         partition=interval, until=end)
+    bars = read_rows(settings, tables.bars(interval), ["symbol", "window_start", "close", "close_ts"], symbols,
+                     start, until=end)
     return features, bars
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

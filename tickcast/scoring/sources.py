@@ -3,7 +3,7 @@ on-demand scoring and explanations). The stream reads the same tables through Sp
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from tickcast.catalog import tables
@@ -17,15 +17,31 @@ if TYPE_CHECKING:
 
 
 
-def _read(settings: Settings, table: str, columns: list[str], symbols: list[str], since: datetime | None,
-          partition: str | None = None) -> pd.DataFrame:
+def utc(value: datetime) -> datetime:
+    """A naive time taken as UTC, an aware one converted to it (Delta's timestamps are UTC-aware)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def sequence_lookback(settings: Settings, interval: str, length: int) -> timedelta:
+    """How far back ``length`` bars are looked for: bars may skip weekends and holidays."""
+    return INTERVALS[interval].length * int(length * settings.features_lookback_factor)
+
+
+def read_rows(settings: Settings, table: str, columns: list[str], symbols: list[str] | None,
+              since: datetime | None, partition: str | None = None, until: datetime | None = None) -> pd.DataFrame:
+    """Rows of ``symbols`` (all without) with ``window_start`` in ``[since, until]`` (open ends: None)."""
     import pyarrow.dataset as ds
 
-    where = ds.field("symbol").isin(symbols)
+    terms = []
+    if symbols is not None:
+        terms.append(ds.field("symbol").isin(symbols))
     if since is not None:
-        # Delta timestamps come out of the reader as UTC-aware.
-        where &= ds.field("window_start") >= (since.replace(tzinfo=UTC) if since.tzinfo is None
-                                              else since.astimezone(UTC))
+        terms.append(ds.field("window_start") >= utc(since))
+    if until is not None:
+        terms.append(ds.field("window_start") <= utc(until))
+    where = None
+    for term in terms:
+        where = term if where is None else where & term
     return tables.read_frame(settings, table, columns, where,
                              partitions=[("interval", "=", partition)] if partition else None)
 
@@ -40,18 +56,18 @@ def latest_sequences(settings: Settings, symbols: list[str], interval: str, feat
     import pandas as pd
 
     now = now or datetime.now(UTC)
-    since = now - INTERVALS[interval].length * int(length * settings.features_lookback_factor)
+    since = now - sequence_lookback(settings, interval, length)
     feature_columns = ["symbol", "window_start", *features]
     bar_columns = ["symbol", "window_start", "close", "close_ts"]
-    frames = _read(settings, tables.FEATURES, feature_columns, symbols, since, interval)
+    frames = read_rows(settings, tables.FEATURES, feature_columns, symbols, since, interval)
     counts = frames.groupby("symbol").size() if len(frames) else pd.Series(dtype=int)
     short = [s for s in symbols if counts.get(s, 0) < length]
     if short:
         frames = pd.concat([frames[~frames["symbol"].isin(short)],
-                            _read(settings, tables.FEATURES, feature_columns, short, None, interval)])
+                            read_rows(settings, tables.FEATURES, feature_columns, short, None, interval)])
     newest = frames.groupby("symbol")["window_start"].max() if len(frames) else pd.Series(dtype="datetime64[ns]")
     oldest_needed = newest.min() if len(newest) else None
-    bars = _read(settings, tables.bars(interval), bar_columns, symbols, None if oldest_needed is None or pd.isna(oldest_needed)
+    bars = read_rows(settings, tables.bars(interval), bar_columns, symbols, None if oldest_needed is None or pd.isna(oldest_needed)
                  else oldest_needed.to_pydatetime())
     batch, skipped = build_batch(frames, bars, features, length)
     scored = set(batch.symbols)
