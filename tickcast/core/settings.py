@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     # The stream pushes each micro-batch's features to the online store.
     feast_push_enabled: bool = True
 
+    # Alerts (`tickcast alerts`): the rules and the outbox live in this database (SQLAlchemy URL;
+    # default a SQLite file under the home, e.g. postgresql+psycopg://user:pass@host/db in production).
+    alerts_database_url: str | None = None
+    # The dashboard's address in messages (each alert links to its symbol's page).
+    alerts_dashboard_url: str | None = None
+
     # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
     # SQLite store and artifact directory that commands use directly.
     mlflow_host: str = "127.0.0.1"
@@ -200,6 +206,14 @@ class Settings(BaseSettings):
     @property
     def online_store_path(self) -> Path:
         return self.home_dir / "online" / "predictions.sqlite"
+
+    @property
+    def alerts_db_url(self) -> str:
+        return self.alerts_database_url or f"sqlite:///{self.home_dir / 'alerts' / 'alerts.sqlite'}"
+
+    @property
+    def alerts_link_base(self) -> str:
+        return self.alerts_dashboard_url or f"http://{self.dashboard_host}:{self.dashboard_port}"
 
     @property
     def api_keys_path(self) -> Path:

@@ -1,0 +1,205 @@
+"""Alert rules: what a rule says (``RuleSpec``) and whether it holds for a prediction or a
+pipeline event. Pure: no database, no clock, no network.
+
+A rule holds or does not at each observation of its subject (a symbol for signal rules, a
+component such as ``ingest`` for pipeline rules). The engine alerts when a rule starts holding
+for a subject (one incident) and, if the rule asks for it, when it stops ("resolved"); while it
+keeps holding, nothing more is sent. So "BUY with confidence >= 0.6" fires once when a symbol's
+prediction becomes a confident BUY, not on every tick while it stays one.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import time
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from tickcast.core.events import SEVERITY_ORDER, PipelineEventKind, Severity
+from tickcast.core.predictions import Signal
+
+Channel = Literal["sms", "email", "webhook"]
+_PHONE = re.compile(r"^\+[1-9]\d{6,14}$")  # E.164, what Twilio takes
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_SYMBOL = re.compile(r"^[A-Z0-9][A-Z0-9.\-^]{0,15}$")
+
+
+class SignalCondition(BaseModel):
+    """Conditions on a prediction, all of which must hold (unset ones are ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # The prediction's signal is this one.
+    signal: Signal | None = None
+    # ... and the previous prediction of the symbol had this other one (e.g. HOLD -> BUY).
+    previous_signal: Signal | None = None
+    min_confidence: float | None = Field(default=None, ge=0, le=1)
+    # |predicted_return| at or above this.
+    min_abs_return: float | None = Field(default=None, ge=0)
+    # The price lies within the p10-p90 band.
+    band_contains: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _says_something(self) -> SignalCondition:
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("a signal rule needs at least one condition (signal, min_confidence, "
+                             "min_abs_return or band_contains)")
+        if self.previous_signal is not None and self.signal is None:
+            raise ValueError("previous_signal needs signal (the change from one to the other)")
+        if self.previous_signal is not None and self.previous_signal == self.signal:
+            raise ValueError("previous_signal and signal are the same: that is not a change")
+        return self
+
+
+class PipelineCondition(BaseModel):
+    """Pipeline events of these kinds at or above this severity."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kinds: list[PipelineEventKind] = Field(min_length=1)
+    min_severity: Severity = "warning"
+
+    @field_validator("kinds")
+    @classmethod
+    def _each_once(cls, kinds: list[PipelineEventKind]) -> list[PipelineEventKind]:
+        return sorted(set(kinds))
+
+
+class QuietHours(BaseModel):
+    """A daily span, in a time zone, in which messages wait (they are sent when it ends)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: time
+    end: time
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {name!r} (an IANA name such as America/New_York)") from None
+        return name
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("quiet hours start and end at the same time")
+        return self
+
+
+class Recipient(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel
+    # A phone number in E.164 form (sms), an e-mail address (email) or an http(s) URL (webhook).
+    address: str
+
+    @model_validator(mode="after")
+    def _address_fits_channel(self) -> Recipient:
+        ok = {
+            "sms": bool(_PHONE.match(self.address)),
+            "email": bool(_EMAIL.match(self.address)),
+            "webhook": self.address.startswith(("http://", "https://")),
+        }[self.channel]
+        if not ok:
+            wanted = {"sms": "a phone number in E.164 form, e.g. +15551234567", "email": "an e-mail address",
+                      "webhook": "an http(s) URL"}[self.channel]
+            raise ValueError(f"{self.address!r} is not {wanted}")
+        return self
+
+
+class RuleSpec(BaseModel):
+    """What a rule is, as the CLI, the API and the store take it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+    # Exactly one of the two conditions.
+    on_signal: SignalCondition | None = None
+    on_pipeline: PipelineCondition | None = None
+    # Signal rules only: the symbols watched (none: every symbol), or a named watchlist.
+    symbols: list[str] = Field(default_factory=list, max_length=10_000)
+    watchlist: str | None = None
+    recipients: list[Recipient] = Field(min_length=1, max_length=50)
+    # After a message for a subject, further incidents of the same rule and subject within this
+    # many seconds are recorded as throttled and not sent.
+    throttle_seconds: int = Field(default=300, ge=0, le=7 * 86400)
+    quiet_hours: QuietHours | None = None
+    # Also send a "resolved" message when the rule stops holding.
+    notify_resolved: bool = False
+    severity: Severity = "warning"
+    enabled: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_number(cls, name: str) -> str:
+        if name.isdigit():
+            raise ValueError("a rule's name is not a number (numbers are rule ids)")
+        return name
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, symbols: list[str]) -> list[str]:
+        cleaned = sorted({s.strip().upper() for s in symbols if s.strip()})
+        bad = [s for s in cleaned if not _SYMBOL.match(s)]
+        if bad:
+            raise ValueError(f"not a symbol: {', '.join(bad[:5])}")
+        return cleaned
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> RuleSpec:
+        if (self.on_signal is None) == (self.on_pipeline is None):
+            raise ValueError("a rule has exactly one of on_signal and on_pipeline")
+        if self.on_pipeline is not None and (self.symbols or self.watchlist):
+            raise ValueError("symbols and watchlist apply to signal rules only")
+        if self.symbols and self.watchlist:
+            raise ValueError("give symbols or a watchlist, not both")
+        if self.notify_resolved and self.on_signal is not None and self.on_signal.previous_signal is not None:
+            raise ValueError("a signal change holds for one prediction: it has nothing to resolve "
+                             "(notify_resolved fits a state, e.g. signal BUY without previous_signal)")
+        return self
+
+    @property
+    def kind(self) -> Literal["signal", "pipeline"]:
+        return "signal" if self.on_signal is not None else "pipeline"
+
+
+def signal_holds(condition: SignalCondition, prediction: dict[str, Any], previous_signal: str | None) -> bool:
+    """Whether ``prediction`` (the contract's fields, as the ``predictions`` topic carries them)
+    meets every set condition; ``previous_signal`` is the symbol's signal before it."""
+    if condition.signal is not None and prediction.get("signal") != condition.signal:
+        return False
+    if condition.previous_signal is not None and previous_signal != condition.previous_signal:
+        return False
+    if condition.min_confidence is not None and not _at_least(prediction.get("confidence"), condition.min_confidence):
+        return False
+    if condition.min_abs_return is not None:
+        value = prediction.get("predicted_return")
+        if value is None or not _at_least(abs(value), condition.min_abs_return):
+            return False
+    if condition.band_contains is not None:
+        low, high = prediction.get("p10"), prediction.get("p90")
+        if low is None or high is None or not (low <= condition.band_contains <= high):
+            return False
+    return True
+
+
+def _at_least(value: Any, bound: float) -> bool:
+    # A NaN or a missing value never meets a bound.
+    return isinstance(value, int | float) and value == value and value >= bound
+
+
+def pipeline_holds(condition: PipelineCondition, kind: str, severity: str) -> bool:
+    return kind in condition.kinds and SEVERITY_ORDER.get(severity, -1) >= SEVERITY_ORDER[condition.min_severity]
+
+
+def watches_symbol(rule: RuleSpec, symbol: str, watchlists: dict[str, frozenset[str]]) -> bool:
+    """Whether a signal rule watches ``symbol``: listed, in its watchlist, or every symbol."""
+    if rule.watchlist is not None:
+        return symbol in watchlists.get(rule.watchlist, frozenset())
+    return not rule.symbols or symbol in rule.symbols

@@ -1,0 +1,280 @@
+"""The alert store: rules and watchlists (CRUD), each rule's state per subject, the outbox.
+
+SQLAlchemy over a SQLite file by default (``TICKCAST_ALERTS_DATABASE_URL`` for PostgreSQL),
+its tables made and upgraded by the Alembic migrations next to this module. What the engine
+decides for one observation (the subject's new state, the alert and its deliveries) is written
+in one transaction, and an alert's id is deterministic, so re-processing an event after a
+restart inserts nothing twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tickcast.alerts.incidents import AlertDecision, SubjectState
+from tickcast.alerts.policy import Clock, alert_id, delivery_id, utc_now
+from tickcast.alerts.rules import RuleSpec
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+class RuleError(ValueError):
+    """A rule that cannot be stored or found; the message says why (the CLI and API show it)."""
+
+
+@dataclass(frozen=True)
+class StoredRule:
+    id: int
+    spec: RuleSpec
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest migration (a no-op when it is there)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def make_engine(url: str) -> Engine:
+    from sqlalchemy import create_engine, event
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+            cursor = connection.cursor()
+            # WAL: the engine writes while the API and the CLI read. Foreign keys: the
+            # cascades of the schema. A writer waits for another instead of failing at once.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=10000")
+            cursor.close()
+    return engine
+
+
+class AlertStore:
+    def __init__(self, url: str, *, clock: Clock = utc_now):
+        from sqlalchemy.orm import sessionmaker
+
+        self.engine = make_engine(url)
+        migrate(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.clock = clock
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with self._sessions.begin() as session:
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # -- rules --------------------------------------------------------------------------------
+
+    def add_rule(self, spec: RuleSpec) -> StoredRule:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import RuleRow
+
+        now = self.clock()
+        with self.session() as session:
+            if session.scalar(select(RuleRow.id).where(RuleRow.name == spec.name)) is not None:
+                raise RuleError(f"a rule named {spec.name!r} exists already")
+            row = RuleRow(name=spec.name, kind=spec.kind, enabled=spec.enabled, spec=spec.model_dump(mode="json"),
+                          created_at=now, updated_at=now)
+            session.add(row)
+            session.flush()
+            return _stored(row)
+
+    def rules(self, *, enabled_only: bool = False) -> list[StoredRule]:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import RuleRow
+
+        query = select(RuleRow).order_by(RuleRow.id)
+        if enabled_only:
+            query = query.where(RuleRow.enabled.is_(True))
+        with self.session() as session:
+            return [_stored(row) for row in session.scalars(query)]
+
+    def rule(self, name_or_id: str | int) -> StoredRule:
+        with self.session() as session:
+            return _stored(_find(session, name_or_id))
+
+    def set_enabled(self, name_or_id: str | int, enabled: bool) -> StoredRule:
+        with self.session() as session:
+            row = _find(session, name_or_id)
+            row.enabled = enabled
+            row.spec = {**row.spec, "enabled": enabled}
+            row.updated_at = self.clock()
+            return _stored(row)
+
+    def replace_rule(self, name_or_id: str | int, spec: RuleSpec) -> StoredRule:
+        """A rule's new definition; its state per subject starts over (its conditions changed)."""
+        from sqlalchemy import delete, select
+
+        from tickcast.alerts.schema import RuleRow, StateRow
+
+        with self.session() as session:
+            row = _find(session, name_or_id)
+            clash = session.scalar(select(RuleRow.id).where(RuleRow.name == spec.name, RuleRow.id != row.id))
+            if clash is not None:
+                raise RuleError(f"a rule named {spec.name!r} exists already")
+            row.name, row.kind, row.enabled = spec.name, spec.kind, spec.enabled
+            row.spec = spec.model_dump(mode="json")
+            row.updated_at = self.clock()
+            session.execute(delete(StateRow).where(StateRow.rule_id == row.id))
+            return _stored(row)
+
+    def delete_rule(self, name_or_id: str | int) -> StoredRule:
+        """Delete a rule and its state; its alerts stay in the history (with its name)."""
+        with self.session() as session:
+            row = _find(session, name_or_id)
+            stored = _stored(row)
+            session.delete(row)
+            return stored
+
+    # -- watchlists ---------------------------------------------------------------------------
+
+    def set_watchlist(self, name: str, symbols: list[str]) -> None:
+        from tickcast.alerts.schema import WatchlistRow
+
+        cleaned = sorted({s.strip().upper() for s in symbols if s.strip()})
+        with self.session() as session:
+            session.merge(WatchlistRow(name=name, symbols={"symbols": cleaned}, updated_at=self.clock()))
+
+    def watchlists(self) -> dict[str, frozenset[str]]:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import WatchlistRow
+
+        with self.session() as session:
+            return {row.name: frozenset(row.symbols["symbols"]) for row in session.scalars(select(WatchlistRow))}
+
+    # -- state and outbox ---------------------------------------------------------------------
+
+    def states(self, session: Session, rule_ids: list[int], subject: str) -> dict[int, SubjectState]:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import StateRow
+
+        rows = session.scalars(select(StateRow).where(StateRow.subject == subject, StateRow.rule_id.in_(rule_ids)))
+        return {row.rule_id: SubjectState(row.active, row.since, row.last_sent_at, row.firing_sent) for row in rows}
+
+    def save_state(self, session: Session, rule_id: int, subject: str, state: SubjectState) -> None:
+        from tickcast.alerts.schema import StateRow
+
+        session.merge(StateRow(rule_id=rule_id, subject=subject, active=state.active, since=state.since,
+                               last_sent_at=state.last_sent_at, firing_sent=state.firing_sent))
+
+    def previous_signal(self, session: Session, symbol: str) -> tuple[str, datetime] | None:
+        from tickcast.alerts.schema import SymbolSignalRow
+
+        row = session.get(SymbolSignalRow, symbol)
+        return (row.signal, row.data_timestamp) if row is not None else None
+
+    def save_signal(self, session: Session, symbol: str, signal: str, data_timestamp: datetime) -> None:
+        from tickcast.alerts.schema import SymbolSignalRow
+
+        session.merge(SymbolSignalRow(symbol=symbol, signal=signal, data_timestamp=data_timestamp))
+
+    def add_alert(self, session: Session, rule: StoredRule, subject: str, decision: AlertDecision, title: str,
+                  payload: dict[str, Any], *, dry_run_channels: frozenset[str] = frozenset()) -> str | None:
+        """The alert and, when it is to be sent, a pending delivery per recipient; None when an
+        alert with its id is stored already (the same event seen again)."""
+        from tickcast.alerts.schema import AlertRow, DeliveryRow
+
+        identifier = alert_id(rule.id, subject, decision.phase, decision.incident_start)
+        if session.get(AlertRow, identifier) is not None:
+            return None
+        now = self.clock()
+        session.add(AlertRow(
+            id=identifier, rule_id=rule.id, rule_name=rule.name, subject=subject, phase=decision.phase,
+            severity=rule.spec.severity, status=decision.status, incident_start=decision.incident_start,
+            observed_at=decision.at, created_at=now, not_before=decision.not_before, title=title, payload=payload,
+        ))
+        if decision.status == "queued":
+            # The alert row first: the deliveries' foreign key points at it.
+            session.flush()
+            for recipient in rule.spec.recipients:
+                session.add(DeliveryRow(
+                    id=delivery_id(identifier, recipient.channel, recipient.address), alert_id=identifier,
+                    channel=recipient.channel, address=recipient.address, status="pending", attempts=0,
+                    next_attempt_at=decision.not_before or now, dry_run=recipient.channel in dry_run_channels,
+                    updated_at=now,
+                ))
+        return identifier
+
+    def history(self, *, limit: int = 50, rule: str | None = None, subject: str | None = None,
+                since: datetime | None = None) -> list[dict[str, Any]]:
+        """The newest alerts first, each with its deliveries."""
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import AlertRow, DeliveryRow
+
+        query = select(AlertRow).order_by(AlertRow.created_at.desc(), AlertRow.id).limit(limit)
+        if rule is not None:
+            query = query.where(AlertRow.rule_name == rule)
+        if subject is not None:
+            query = query.where(AlertRow.subject == subject)
+        if since is not None:
+            query = query.where(AlertRow.created_at >= since)
+        with self.session() as session:
+            alerts = list(session.scalars(query))
+            deliveries: dict[str, list[DeliveryRow]] = {}
+            if alerts:
+                for row in session.scalars(select(DeliveryRow).where(DeliveryRow.alert_id.in_([a.id for a in alerts]))
+                                           .order_by(DeliveryRow.channel, DeliveryRow.address)):
+                    deliveries.setdefault(row.alert_id, []).append(row)
+            return [{
+                "id": a.id, "rule": a.rule_name, "subject": a.subject, "phase": a.phase, "severity": a.severity,
+                "status": a.status, "title": a.title, "incident_start": a.incident_start,
+                "observed_at": a.observed_at, "created_at": a.created_at, "not_before": a.not_before,
+                "payload": a.payload,
+                "deliveries": [{
+                    "channel": d.channel, "address": d.address, "status": d.status, "attempts": d.attempts,
+                    "provider_id": d.provider_id, "last_error": d.last_error, "dry_run": d.dry_run,
+                    "updated_at": d.updated_at,
+                } for d in deliveries.get(a.id, [])],
+            } for a in alerts]
+
+
+def _find(session: Session, name_or_id: str | int) -> Any:
+    from sqlalchemy import select
+
+    from tickcast.alerts.schema import RuleRow
+
+    if isinstance(name_or_id, int) or str(name_or_id).isdigit():
+        row = session.get(RuleRow, int(name_or_id))
+    else:
+        row = session.scalar(select(RuleRow).where(RuleRow.name == name_or_id))
+    if row is None:
+        raise RuleError(f"no rule {name_or_id!r} (tickcast alerts rules list shows them)")
+    return row
+
+
+def _stored(row: Any) -> StoredRule:
+    return StoredRule(id=row.id, spec=RuleSpec.model_validate({**row.spec, "enabled": row.enabled}),
+                      created_at=row.created_at, updated_at=row.updated_at)
