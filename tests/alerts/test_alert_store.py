@@ -50,7 +50,7 @@ def buy_rule(**fields) -> RuleSpec:
 
 def prediction(seconds: int, signal: str = "BUY", confidence: float = 0.7, symbol: str = "S0001") -> dict:
     return {"symbol": symbol, "horizon": "1d", "signal": signal, "confidence": confidence,
-            "predicted_return": 0.01, "predicted_price": 101.0, "p10": 99.0, "p50": 101.0, "p90": 103.0,
+            "predicted_return": 0.01, "predicted_price": 101.0, "p10": -0.01, "p50": 0.01, "p90": 0.03,
             "probabilities": {"up": 0.7, "neutral": 0.2, "down": 0.1}, "model_name": "lstm",
             "model_version": "3", "data_timestamp": (T0 + timedelta(seconds=seconds)).isoformat(),
             "predicted_at": (T0 + timedelta(seconds=seconds + 1)).isoformat()}

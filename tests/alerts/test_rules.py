@@ -10,6 +10,7 @@ from tickcast.alerts.rules import (
     RuleSpec,
     SignalCondition,
     pipeline_holds,
+    price_band,
     signal_holds,
     watches_symbol,
 )
@@ -18,8 +19,9 @@ SMS = {"channel": "sms", "address": "+15551234567"}
 
 
 def prediction(**overrides):
-    base = {"symbol": "S0001", "signal": "BUY", "confidence": 0.7, "predicted_return": 0.012,
-            "p10": 99.0, "p50": 101.0, "p90": 103.0}
+    # The last close is 100: predicted_price = 100 * (1 + predicted_return); quantiles are returns.
+    base = {"symbol": "S0001", "signal": "BUY", "confidence": 0.7, "predicted_return": 0.01,
+            "predicted_price": 101.0, "p10": -0.01, "p50": 0.01, "p90": 0.03}
     return base | overrides
 
 
@@ -46,14 +48,17 @@ def test_signal_change_needs_the_previous_signal():
 def test_predicted_return_is_compared_in_absolute_value():
     condition = SignalCondition(min_abs_return=0.01)
     assert signal_holds(condition, prediction(predicted_return=-0.011, signal="SELL"), None)
+    assert signal_holds(condition, prediction(predicted_return=0.01), None)
     assert not signal_holds(condition, prediction(predicted_return=0.009), None)
 
 
 def test_band_contains_a_price():
+    assert price_band(prediction()) == pytest.approx((99.0, 103.0))
     condition = SignalCondition(band_contains=102.5)
     assert signal_holds(condition, prediction(), None)
-    assert not signal_holds(condition, prediction(p90=102.0), None)
+    assert not signal_holds(condition, prediction(p90=0.02), None)
     assert not signal_holds(condition, prediction(p10=None), None)
+    assert not signal_holds(condition, prediction(p90=float("nan")), None)
 
 
 def test_pipeline_condition_by_kind_and_severity():

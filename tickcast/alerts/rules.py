@@ -38,7 +38,7 @@ class SignalCondition(BaseModel):
     min_confidence: float | None = Field(default=None, ge=0, le=1)
     # |predicted_return| at or above this.
     min_abs_return: float | None = Field(default=None, ge=0)
-    # The price lies within the p10-p90 band.
+    # The price lies within the p10-p90 band (as prices: ``price_band``).
     band_contains: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
@@ -183,10 +183,21 @@ def signal_holds(condition: SignalCondition, prediction: dict[str, Any], previou
         if value is None or not _at_least(abs(value), condition.min_abs_return):
             return False
     if condition.band_contains is not None:
-        low, high = prediction.get("p10"), prediction.get("p90")
-        if low is None or high is None or not (low <= condition.band_contains <= high):
+        band = price_band(prediction)
+        if band is None or not (band[0] <= condition.band_contains <= band[1]):
             return False
     return True
+
+
+def price_band(prediction: dict[str, Any]) -> tuple[float, float] | None:
+    """The p10-p90 band in prices. The contract's quantiles are returns over the bar the
+    prediction is made from, whose close is predicted_price / (1 + predicted_return)."""
+    values = [prediction.get(k) for k in ("predicted_price", "predicted_return", "p10", "p90")]
+    if not all(isinstance(v, int | float) and v == v for v in values) or values[1] <= -1:
+        return None
+    price, expected, p10, p90 = values
+    close = price / (1.0 + expected)
+    return close * (1.0 + p10), close * (1.0 + p90)
 
 
 def _at_least(value: Any, bound: float) -> bool:

@@ -260,6 +260,74 @@ class AlertStore:
                 } for d in deliveries.get(a.id, [])],
             } for a in alerts]
 
+    # -- deliveries ---------------------------------------------------------------------------
+
+    def due_deliveries(self, now: datetime, *, limit: int, exclude: set[str] | frozenset[str] = frozenset()
+                       ) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, oldest first, each with its alert."""
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import DeliveryRow
+
+        query = (select(DeliveryRow).where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now)
+                 .order_by(DeliveryRow.next_attempt_at).limit(limit + len(exclude)))
+        with self.session() as session:
+            rows = [row for row in session.scalars(query) if row.id not in exclude][:limit]
+            return self._with_alerts(session, rows)
+
+    def deliveries_in(self, status: str) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import DeliveryRow
+
+        with self.session() as session:
+            return self._with_alerts(session, list(session.scalars(
+                select(DeliveryRow).where(DeliveryRow.status == status).order_by(DeliveryRow.updated_at))))
+
+    def _with_alerts(self, session: Session, rows: list[Any]) -> list[dict[str, Any]]:
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import AlertRow
+
+        alerts = {a.id: a for a in session.scalars(select(AlertRow).where(AlertRow.id.in_({r.alert_id for r in rows})))}
+        return [{
+            "id": r.id, "channel": r.channel, "address": r.address, "attempts": r.attempts, "status": r.status,
+            "sending_since": r.sending_since, "dry_run": r.dry_run,
+            "alert": {"id": a.id, "rule": a.rule_name, "subject": a.subject, "phase": a.phase,
+                      "severity": a.severity, "title": a.title, "payload": a.payload},
+        } for r in rows for a in [alerts[r.alert_id]]]
+
+    def mark_delivery(self, delivery: str, status: str, *, provider_id: str | None = None, error: str | None = None,
+                      next_attempt_at: datetime | None = None, attempt: bool = False) -> None:
+        """Move a delivery on (``attempt``: one more attempt starts now, status ``sending``), and
+        its alert to delivered / partial / dead once none of its deliveries is left open."""
+        from sqlalchemy import select
+
+        from tickcast.alerts.schema import AlertRow, DeliveryRow
+
+        now = self.clock()
+        with self.session() as session:
+            row = session.get(DeliveryRow, delivery)
+            if row is None:
+                return
+            row.status, row.updated_at = status, now
+            if attempt:
+                row.attempts += 1
+                row.sending_since = now
+            if provider_id is not None:
+                row.provider_id = provider_id
+            if error is not None:
+                row.last_error = error[:2000]
+            if next_attempt_at is not None:
+                row.next_attempt_at = next_attempt_at
+            session.flush()
+            statuses = list(session.scalars(select(DeliveryRow.status).where(DeliveryRow.alert_id == row.alert_id)))
+            if all(s in ("sent", "dead", "unknown") for s in statuses):
+                alert = session.get(AlertRow, row.alert_id)
+                if alert is not None:
+                    sent = sum(s == "sent" for s in statuses)
+                    alert.status = "delivered" if sent == len(statuses) else ("dead" if sent == 0 else "partial")
+
 
 def _find(session: Session, name_or_id: str | int) -> Any:
     from sqlalchemy import select

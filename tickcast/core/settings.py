@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tickcast.core.intervals import IntervalName
@@ -157,6 +157,26 @@ class Settings(BaseSettings):
     alerts_database_url: str | None = None
     # The dashboard's address in messages (each alert links to its symbol's page).
     alerts_dashboard_url: str | None = None
+    # A channel without its credentials is a dry-run sink: messages are rendered, logged and
+    # recorded as if sent. SMS: Twilio's account SID, auth token and sending number.
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_from_number: str | None = None
+    # Another base for every Twilio API host (a proxy, or the tests' stand-in server).
+    twilio_api_base: str | None = None
+    # E-mail: a SendGrid API key, the sender, and the API's host (the EU one, or a stand-in).
+    sendgrid_api_key: SecretStr | None = None
+    sendgrid_from_email: str = "alerts@tickcast.invalid"
+    sendgrid_api_host: str = "https://api.sendgrid.com"
+    # Webhooks: each JSON POST carries an HMAC-SHA256 of its body under this secret.
+    alerts_webhook_secret: SecretStr | None = None
+    # A provider call is given up after this long (then retried, as after a 5xx or a 429).
+    alerts_http_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Attempts per delivery, with exponential backoff and full jitter from the base up to the
+    # cap (a provider's Retry-After, when longer, wins); after the last one it is dead-lettered.
+    alerts_max_attempts: int = Field(default=6, ge=1, le=50)
+    alerts_retry_base_seconds: float = Field(default=2.0, gt=0)
+    alerts_retry_max_seconds: float = Field(default=300.0, gt=0)
 
     # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
     # SQLite store and artifact directory that commands use directly.
@@ -184,6 +204,11 @@ class Settings(BaseSettings):
                     "TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret "
                     "outside local mode"
                 )
+        if self.mode != "local":
+            for name in ("twilio_auth_token", "sendgrid_api_key", "alerts_webhook_secret"):
+                secret = getattr(self, name)
+                if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(f"TICKCAST_{name.upper()} is a placeholder; set a real secret outside local mode")
         return self
 
     @property
