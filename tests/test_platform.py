@@ -49,8 +49,8 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     options = _parse(write_config(settings))
     configs = _process_configs(options)
 
-    assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain",
-                             "feed"]
+    assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts",
+                             "maintain", "feed"]
     bin_dir = Path(sys.prefix) / "bin"
     assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
     assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -59,6 +59,7 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     assert configs["scorer"].command == f"{bin_dir}/tickcast stream score"
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
+    assert configs["alerts"].command == f"{bin_dir}/tickcast alerts run"
     assert configs["maintain"].command == f"{bin_dir}/tickcast maintain --every 600"
     assert configs["feed"].command == (
         f"{bin_dir}/tickcast produce synthetic --symbols 7 --rate 12.5 --seconds 0"
@@ -84,7 +85,7 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain"]
+    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain"]
 
 
 def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:

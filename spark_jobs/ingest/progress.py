@@ -15,15 +15,19 @@ def progress_listener(progress: ProgressFile, unnamed: str = "unnamed"):
     query's name (``unnamed`` for a query without one)."""
     from pyspark.sql.streaming import StreamingQueryListener
 
+    # Idle events carry the query's id only.
+    names: dict[str, str] = {}
+
     class Listener(StreamingQueryListener):
         def onQueryStarted(self, event):
+            names[str(event.id)] = event.name or unnamed
             log.info("query %s started (id %s)", event.name, event.id)
 
         def onQueryProgress(self, event):
             progress.record(event.progress.name or unnamed, json.loads(event.progress.json))
 
         def onQueryIdle(self, event):
-            pass
+            progress.heartbeat(names.get(str(event.id), unnamed), event.timestamp)
 
         def onQueryTerminated(self, event):
             if event.exception:

@@ -154,3 +154,36 @@ def test_a_champion_deleted_while_switching_keeps_the_current_pair(settings: Set
     monkeypatch.setattr(loader, "dual", dual_after_a_concurrent_delete)
     assert watcher.refresh() is first
     assert watcher.current() is first
+
+
+def test_reports_serving_the_baseline_and_the_recovery_and_promotions(settings: Settings, bundles):
+    """The alert engine hears when a champion exists and cannot be loaded (the scorer serves
+    the momentum baseline), when it can again, and when a new champion takes over."""
+    reported = []
+    loader = ModelLoader(settings)
+    watcher = ChampionWatcher(loader, "1d", check_seconds=0, report=reported.append)
+    assert watcher.current() is None and reported == []  # no champion at all: the baseline by design
+
+    register_bundles(settings, bundles)
+    source = loader.client().get_model_version(LSTM, "1").source
+    moved = Path(url2pathname(urlparse(source).path))
+    hidden = moved.with_name(moved.name + ".away")
+    moved.rename(hidden)  # its artifacts are gone: the champion cannot be loaded
+    assert watcher.current() is None
+    assert watcher.current() is None
+    assert [(e.kind, e.status, e.severity, e.subject) for e in reported] == [
+        ("scorer_baseline", "firing", "critical", "scorer:1d")] * 2
+    assert "serving the momentum baseline" in reported[0].message
+
+    hidden.rename(moved)
+    reported.clear()
+    first = watcher.current()
+    assert first is not None
+    assert [(e.kind, e.status) for e in reported] == [("scorer_baseline", "resolved")]
+
+    reported.clear()
+    register_bundles(settings, bundles, champion=True)
+    assert watcher.current().model_version == "2+2"
+    assert [(e.kind, e.status, e.severity) for e in reported] == [("model_promoted", "firing", "info"),
+                                                                   ("model_promoted", "resolved", "info")]
+    assert "replaces version 1+1" in reported[0].message

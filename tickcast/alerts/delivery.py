@@ -97,11 +97,12 @@ class Dispatcher:
 
     # -- the loop -----------------------------------------------------------------------------
 
-    def dispatch_due(self, *, limit: int = 200) -> list[Future]:
-        """Start delivering what is due; the futures of the deliveries started."""
+    def dispatch_due(self, *, limit: int = 200, alert: str | None = None) -> list[Future]:
+        """Start delivering what is due (``alert``'s deliveries only, when given); the futures
+        of the deliveries started."""
         with self._lock:
             busy = set(self._in_flight)
-        rows = self.store.due_deliveries(self.clock(), limit=limit, exclude=busy)
+        rows = self.store.due_deliveries(self.clock(), limit=limit, exclude=busy, alert=alert)
         started = []
         for row in rows:
             with self._lock:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickcast.alerts.incidents import SubjectState, observe
 from tickcast.alerts.policy import as_utc
 from tickcast.alerts.rules import pipeline_holds, signal_holds, watches_symbol
 from tickcast.alerts.store import AlertStore, StoredRule
 from tickcast.core.events import PipelineEvent
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @dataclass
@@ -54,55 +57,70 @@ class Evaluator:
 
     def prediction(self, prediction: dict[str, Any]) -> list[str]:
         """The ids of the alerts one prediction made (the contract's fields, as on the topic)."""
+        return self.process([prediction], [])
+
+    def pipeline_event(self, event: PipelineEvent) -> list[str]:
+        return self.process([], [event])
+
+    def process(self, predictions: list[dict[str, Any]], events: list[PipelineEvent]) -> list[str]:
+        """Evaluate a batch in one transaction (the engine's batch of consumed messages): all of
+        it is recorded, or none of it and the batch is consumed again."""
         self.rules.refresh()
-        symbol = prediction["symbol"]
-        at = _instant(prediction["data_timestamp"])
-        watching = [r for r in self.rules.signal if watches_symbol(r.spec, symbol, self.rules.watchlists)]
         made: list[str] = []
         with self.store.session() as session:
-            previous = self.store.previous_signal(session, symbol)
-            if previous is not None and previous[1] > at:
-                # An older prediction arriving late (a replay, a slow partition) changes nothing.
-                return made
-            previous_signal = previous[0] if previous is not None else None
-            states = self.store.states(session, [r.id for r in watching], symbol)
-            for rule in watching:
-                assert rule.spec.on_signal is not None
-                holds = signal_holds(rule.spec.on_signal, prediction, previous_signal)
-                state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, at)
+            for prediction in predictions:
+                made += self._prediction(session, prediction)
+            for event in events:
+                made += self._event(session, event)
+        return made
+
+    def _prediction(self, session: Session, prediction: dict[str, Any]) -> list[str]:
+        symbol = prediction["symbol"]
+        at = _instant(prediction["data_timestamp"])
+        made: list[str] = []
+        previous = self.store.previous_signal(session, symbol)
+        if previous is not None and previous[1] > at:
+            # An older prediction arriving late (a replay, a slow partition) changes nothing.
+            return made
+        previous_signal = previous[0] if previous is not None else None
+        watching = [r for r in self.rules.signal if watches_symbol(r.spec, symbol, self.rules.watchlists)]
+        states = self.store.states(session, [r.id for r in watching], symbol) if watching else {}
+        for rule in watching:
+            assert rule.spec.on_signal is not None
+            holds = signal_holds(rule.spec.on_signal, prediction, previous_signal)
+            state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, at)
+            if state != states.get(rule.id, SubjectState()):
                 self.store.save_state(session, rule.id, symbol, state)
-                if decision is not None:
-                    made_id = self.store.add_alert(session, rule, symbol, decision,
-                                                   signal_title(rule, prediction, decision.phase),
-                                                   self._prediction_payload(prediction, previous_signal),
-                                                   dry_run_channels=self.dry_run_channels)
-                    if made_id is not None:
-                        made.append(made_id)
+            if decision is not None:
+                made_id = self.store.add_alert(session, rule, symbol, decision,
+                                               signal_title(rule, prediction, decision.phase),
+                                               self._prediction_payload(prediction, previous_signal),
+                                               dry_run_channels=self.dry_run_channels)
+                if made_id is not None:
+                    made.append(made_id)
+        if previous is None or (previous[0], previous[1]) != (prediction["signal"], at):
             self.store.save_signal(session, symbol, prediction["signal"], at)
         return made
 
-    def pipeline_event(self, event: PipelineEvent) -> list[str]:
-        self.rules.refresh()
+    def _event(self, session: Session, event: PipelineEvent) -> list[str]:
         subject = event.incident_subject
         watching = [r for r in self.rules.pipeline if r.spec.on_pipeline is not None
                     and event.kind in r.spec.on_pipeline.kinds]
         made: list[str] = []
         if not watching:
             return made
-        with self.store.session() as session:
-            states = self.store.states(session, [r.id for r in watching], subject)
-            for rule in watching:
-                assert rule.spec.on_pipeline is not None
-                holds = event.status == "firing" and pipeline_holds(rule.spec.on_pipeline, event.kind, event.severity)
-                state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, as_utc(event.at))
+        states = self.store.states(session, [r.id for r in watching], subject)
+        for rule in watching:
+            assert rule.spec.on_pipeline is not None
+            holds = event.status == "firing" and pipeline_holds(rule.spec.on_pipeline, event.kind, event.severity)
+            state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, as_utc(event.at))
+            if state != states.get(rule.id, SubjectState()):
                 self.store.save_state(session, rule.id, subject, state)
-                if decision is not None:
-                    made_id = self.store.add_alert(session, rule, subject, decision,
-                                                   pipeline_title(event, decision.phase),
-                                                   event.model_dump(mode="json"),
-                                                   dry_run_channels=self.dry_run_channels)
-                    if made_id is not None:
-                        made.append(made_id)
+            if decision is not None:
+                made_id = self.store.add_alert(session, rule, subject, decision, pipeline_title(event, decision.phase),
+                                               event.model_dump(mode="json"), dry_run_channels=self.dry_run_channels)
+                if made_id is not None:
+                    made.append(made_id)
         return made
 
     def _prediction_payload(self, prediction: dict[str, Any], previous_signal: str | None) -> dict[str, Any]:

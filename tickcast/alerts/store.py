@@ -45,6 +45,11 @@ class StoredRule:
 
 def migrate(engine: Engine) -> None:
     """Bring the database to the newest migration (a no-op when it is there)."""
+    import logging
+
+    # Alembic narrates every step at INFO (from its import on); its WARNINGs and our errors say
+    # what matters.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     from alembic import command
     from alembic.config import Config
 
@@ -262,15 +267,18 @@ class AlertStore:
 
     # -- deliveries ---------------------------------------------------------------------------
 
-    def due_deliveries(self, now: datetime, *, limit: int, exclude: set[str] | frozenset[str] = frozenset()
-                       ) -> list[dict[str, Any]]:
-        """Pending deliveries whose time has come, oldest first, each with its alert."""
+    def due_deliveries(self, now: datetime, *, limit: int, exclude: set[str] | frozenset[str] = frozenset(),
+                       alert: str | None = None) -> list[dict[str, Any]]:
+        """Pending deliveries whose time has come, oldest first, each with its alert (only
+        ``alert``'s when given)."""
         from sqlalchemy import select
 
         from tickcast.alerts.schema import DeliveryRow
 
         query = (select(DeliveryRow).where(DeliveryRow.status == "pending", DeliveryRow.next_attempt_at <= now)
                  .order_by(DeliveryRow.next_attempt_at).limit(limit + len(exclude)))
+        if alert is not None:
+            query = query.where(DeliveryRow.alert_id == alert)
         with self.session() as session:
             rows = [row for row in session.scalars(query) if row.id not in exclude][:limit]
             return self._with_alerts(session, rows)

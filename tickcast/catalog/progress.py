@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,20 @@ def progress_path(settings: Settings, program: str = "ingest") -> Path:
     """The progress file of the queries run by ``program`` (one file per process)."""
     name = PROGRESS_FILE_NAME if program == "ingest" else PROGRESS_FILE_NAME.replace(".json", f"-{program}.json")
     return settings.run_dir / name
+
+
+def last_seen(progress: dict[str, Any]) -> datetime | None:
+    """When a query last showed it was alive: its newest progress or idle heartbeat."""
+    seen = []
+    for key in ("timestamp", "heartbeat"):
+        value = progress.get(key)
+        if isinstance(value, str):
+            try:
+                stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+            seen.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
+    return max(seen, default=None)
 
 
 def read_progress(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -47,6 +62,17 @@ class ProgressFile:
         with self._lock:
             self._latest[name] = progress
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(self._latest, default=str))
-            os.replace(tmp, self.path)
+            self._write()
+
+    def heartbeat(self, name: str, at: str) -> None:
+        """An idle query is alive: its last progress stays, stamped with when it was last seen
+        (``heartbeat``), so the pipeline monitor tells idle from stopped."""
+        with self._lock:
+            self._latest.setdefault(name, {"name": name})["heartbeat"] = at
+            self._write()
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self._latest, default=str))
+        os.replace(tmp, self.path)

@@ -7,6 +7,7 @@ import logging
 import typer
 
 from tickcast.cli import (
+    alerts,
     apikeys,
     corporate_actions,
     features,
@@ -49,6 +50,7 @@ maintain.register(app)
 score.register(app)
 models.register(app)
 apikeys.register(app)
+alerts.register(app)
 
 if __name__ == "__main__":
     app()

@@ -177,6 +177,13 @@ class Settings(BaseSettings):
     alerts_max_attempts: int = Field(default=6, ge=1, le=50)
     alerts_retry_base_seconds: float = Field(default=2.0, gt=0)
     alerts_retry_max_seconds: float = Field(default=300.0, gt=0)
+    # The engine's Kafka consumer group (its offsets are committed after the outbox is written).
+    alerts_consumer_group: str = "tickcast-alerts"
+    # The pipeline monitor: a query (or the scorer) unseen for this long is reported stopped;
+    # one whose batches take this many times its trigger, behind. Checked this often.
+    alerts_stall_seconds: float = Field(default=60.0, gt=0)
+    alerts_behind_factor: float = Field(default=3.0, gt=1)
+    alerts_monitor_seconds: float = Field(default=10.0, gt=0)
 
     # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
     # SQLite store and artifact directory that commands use directly.

@@ -97,7 +97,7 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
     if name == "dashboard":
         url = f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
-    if name in ("ingest", "bars"):
+    if name in ("ingest", "bars", "alerts"):
         path = progress_path(settings, name)
         try:
             # Written by this run of the job, not left over from a previous one.
@@ -225,7 +225,7 @@ def up(
         _say(console, f"starting supervisord (socket {supervisor.paths.socket})")
         supervisor.start_daemon()
 
-    needs_kafka = any(name in selected for name in ("kafka", "ingest", "scorer", "feed"))
+    needs_kafka = any(name in selected for name in ("kafka", "ingest", "scorer", "alerts", "feed"))
     if "kafka" in selected:
         _say(console, "starting the Kafka broker")
         _start(settings, supervisor, "kafka", console)

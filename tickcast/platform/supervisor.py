@@ -24,7 +24,7 @@ from tickcast.core.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "maintain", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -131,6 +131,8 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
         Program("scorer", [tickcast, "stream", "score"], priority=25, startsecs=5, stopwaitsecs=30),
         Program("api", [tickcast, "serve", "api"], priority=30),
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
+        # Dry run until Twilio / SendGrid credentials are set: messages rendered, logged, recorded.
+        Program("alerts", [tickcast, "alerts", "run"], priority=42, startsecs=5, stopwaitsecs=60),
         # Until the Airflow maintenance DAG takes it over: compaction, VACUUM and retention.
         Program("maintain", [tickcast, "maintain", "--every", f"{settings.maintain_interval_seconds:g}"],
                 priority=45, stopwaitsecs=60),

@@ -133,6 +133,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     import numpy as np
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
+    from tickcast.catalog.events import EventPublisher
     from tickcast.catalog.online import OnlineStore
     from tickcast.catalog.progress import ProgressFile, progress_path
     from tickcast.core.predictions import frame_payloads
@@ -147,7 +148,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     store = OnlineStore(settings.online_store_path)
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
     history = HistoryWriter(settings)
-    champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds)
+    events = EventPublisher(settings)
+    champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds,
+                                report=events.report)
     index = settings.market_index_symbol
 
     def load_into(target: LiveMarket) -> LiveMarket:
@@ -327,4 +330,5 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         history.flush()
         save_checkpoint()
         consumer.close()
+        events.flush(5)
         log.info("live scorer stopped")

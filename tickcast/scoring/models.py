@@ -24,6 +24,9 @@ from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, registered_name
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tickcast.core.events import PipelineEvent
     from tickcast.core.settings import Settings
     from tickcast.models.bundle import ModelBundle
 
@@ -195,13 +198,18 @@ class ChampionWatcher:
     champion is downloaded and opened before it replaces the old one.
     """
 
-    def __init__(self, loader: ModelLoader, interval: str, check_seconds: float):
+    def __init__(self, loader: ModelLoader, interval: str, check_seconds: float,
+                 report: Callable[[PipelineEvent], None] | None = None):
         self.loader = loader
         self.interval = interval
         self.check_seconds = check_seconds
+        # Where the watcher says that it serves the baseline for want of a loadable champion,
+        # and that a new champion took over (the alert engine's pipeline events).
+        self.report = report
         self._current: DualModel | None = None
         self._checked = -float("inf")
         self._lock = threading.Lock()
+        self._on_baseline = False
 
     def current(self) -> DualModel | None:
         if time.monotonic() - self._checked >= self.check_seconds:
@@ -231,6 +239,31 @@ class ChampionWatcher:
                     return now
                 self._current = fresh
                 log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
+                if self._on_baseline:
+                    self._on_baseline = False
+                    self._event("scorer_baseline", "resolved", "warning",
+                                f"scoring with {fresh.model_name} version {fresh.model_version} again")
+                if now is not None:
+                    message = (f"champion {fresh.model_name} version {fresh.model_version} replaces version "
+                               f"{now.model_version}")
+                    # A moment, not a state: the incident opens and closes at once.
+                    self._event("model_promoted", "firing", "info", message)
+                    self._event("model_promoted", "resolved", "info", message)
             except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop scoring
                 log.warning("could not check the champion models (%s); keeping the current ones", exc)
+                if self._current is None:
+                    self._on_baseline = True
+                    self._event("scorer_baseline", "firing", "critical",
+                                f"the champion models could not be loaded ({exc}); serving the momentum baseline")
             return self._current
+
+    def _event(self, kind: str, status: str, severity: str, message: str) -> None:
+        if self.report is None:
+            return
+        from datetime import UTC, datetime
+
+        from tickcast.core.events import PipelineEvent
+
+        self.report(PipelineEvent.model_validate({
+            "kind": kind, "subject": f"scorer:{self.interval}", "severity": severity, "status": status,
+            "message": message[:2000], "at": datetime.now(UTC)}))

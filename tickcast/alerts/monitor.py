@@ -1,0 +1,74 @@
+"""The pipeline monitor: from the progress files every streaming part writes (the ``ticks`` and
+``bars`` queries, the live scorer), whether each is stopped or falling behind, reported as
+pipeline events at every check - ``firing`` while it lasts, ``resolved`` otherwise - so the
+engine's incidents open once and close once whatever the monitor remembers across restarts.
+
+A part that never wrote progress is not reported: it is not part of this platform (yet).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from tickcast.alerts.policy import Clock, utc_now
+from tickcast.catalog.progress import last_seen, read_progress
+from tickcast.core.events import PipelineEvent
+from tickcast.core.settings import Settings
+
+# The parts watched, and the setting of each one's trigger (how long a batch should take).
+WATCHED: dict[str, str | None] = {"ticks": "ingest_trigger_seconds", "bars": "bars_trigger_seconds", "scorer": None}
+
+
+def check(settings: Settings, now: datetime) -> list[PipelineEvent]:
+    """The events of one check, pure but for reading the progress files."""
+    events: list[PipelineEvent] = []
+    progress = read_progress(settings)
+    for name, trigger_setting in WATCHED.items():
+        found = progress.get(name)
+        if found is None:
+            continue
+        seen = last_seen(found)
+        subject = name if name == "scorer" else f"ingest:{name}"
+        age = (now - seen).total_seconds() if seen is not None else None
+        stopped = age is None or age > settings.alerts_stall_seconds
+        events.append(PipelineEvent(
+            kind="ingest_stopped", subject=subject, severity="critical", status="firing" if stopped else "resolved",
+            message=(f"{name} has shown no progress for {age:.0f} s" if age is not None
+                     else f"{name} has never reported progress") if stopped else f"{name} is making progress",
+            at=now, details={"last_seen": seen.isoformat() if seen else None},
+        ))
+        if trigger_setting is None or stopped:
+            continue
+        trigger = float(getattr(settings, trigger_setting))
+        duration_ms = (found.get("durationMs") or {}).get("triggerExecution")
+        if not isinstance(duration_ms, int | float):
+            continue
+        behind = duration_ms / 1000 > settings.alerts_behind_factor * trigger
+        events.append(PipelineEvent(
+            kind="ingest_behind", subject=subject, severity="warning", status="firing" if behind else "resolved",
+            message=(f"{name} batches take {duration_ms / 1000:.1f} s against a {trigger:g} s trigger"
+                     if behind else f"{name} keeps up with its trigger"),
+            at=now, details={"batch_seconds": round(duration_ms / 1000, 3), "trigger_seconds": trigger},
+        ))
+    return events
+
+
+class PipelineMonitor:
+    def __init__(self, settings: Settings, report: Callable[[PipelineEvent], None], *, clock: Clock = utc_now):
+        self.settings = settings
+        self.report = report
+        self.clock = clock
+        self._next: datetime | None = None
+
+    def check_if_due(self) -> int:
+        from datetime import timedelta
+
+        now = self.clock()
+        if self._next is not None and now < self._next:
+            return 0
+        self._next = now + timedelta(seconds=self.settings.alerts_monitor_seconds)
+        events = check(self.settings, now)
+        for event in events:
+            self.report(event)
+        return len(events)

@@ -1,0 +1,50 @@
+"""Pipeline events (``tickcast.core.events``) on the Kafka topic ``TICKCAST_TOPIC_ALERTS``:
+how the platform's parts tell the alert engine what happened to them. Key = the incident
+(kind:subject), so one incident's reports stay in order."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from tickcast.core.events import PipelineEvent
+
+if TYPE_CHECKING:
+    from tickcast.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EventPublisher:
+    """Reports never raise into the part that reports: a part must keep working while the broker
+    is away (the failure is logged; the part reports again at its next check)."""
+
+    def __init__(self, settings: Settings):
+        self.topic = settings.topic_alerts
+        self._config: dict[str, Any] = {**settings.kafka_client_config(), "enable.idempotence": True,
+                                        "linger.ms": 5, "message.timeout.ms": 30_000}
+        self._producer: Any = None
+
+    def report(self, event: PipelineEvent) -> None:
+        from confluent_kafka import KafkaException, Producer
+
+        try:
+            if self._producer is None:
+                self._producer = Producer(self._config)
+            self._producer.produce(self.topic, key=event.incident_subject, value=event.model_dump_json(),
+                                   on_delivery=self._on_delivery)
+            self._producer.poll(0)
+        except (BufferError, KafkaException) as exc:
+            log.error("could not report %s on %s to topic %s: %s", event.kind, event.subject, self.topic, exc)
+
+    def _on_delivery(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            log.error("a pipeline event was not delivered to topic %s: %s", self.topic, err)
+
+    def flush(self, timeout: float = 10.0) -> int:
+        return self._producer.flush(timeout) if self._producer is not None else 0
+
+
+def parse_event(value: bytes | str) -> PipelineEvent:
+    """An event from its topic message; ``pydantic.ValidationError`` (a ValueError) says why not."""
+    return PipelineEvent.model_validate_json(value)
