@@ -75,7 +75,11 @@ class AlertEngine:
             "enable.auto.commit": False, "auto.offset.reset": "latest", "enable.partition.eof": False,
         })
         topics = [settings.topic_predictions, settings.topic_alerts]
-        consumer.subscribe(topics)
+
+        def assigned(_consumer: Any, partitions: list[Any]) -> None:
+            log.info("following %s (%d partition(s) assigned)", " and ".join(topics), len(partitions))
+
+        consumer.subscribe(topics, on_assign=assigned)
         progress = ProgressFile(progress_path(settings, "alerts"))
         window = {"messages": 0, "since": time.monotonic(), "batches": 0, "busy": 0.0, "cycles": 0}
         self._record(progress, window)  # at once: `tickcast up` waits for it
