@@ -26,7 +26,18 @@ from serving.errors import install_error_handlers
 from serving.hot import HotReads
 from serving.live import LatestPredictions, LivePredictions
 from serving.metrics import RequestMetrics, ServingMetrics
-from serving.routes import API_PREFIX, bars, explanations, models, ops, predictions, scoring, symbols, ws
+from serving.routes import (
+    API_PREFIX,
+    alerts,
+    bars,
+    explanations,
+    models,
+    ops,
+    predictions,
+    scoring,
+    symbols,
+    ws,
+)
 from serving.security import API_KEY_HEADER, Guard
 from tickcast.catalog.market import MarketStore
 from tickcast.core.settings import Settings
@@ -40,7 +51,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 
 # In the order the OpenAPI document lists their paths.
 ROUTERS = (predictions.router, scoring.router, explanations.router, models.router, symbols.router,
-           bars.router, ops.router, ws.router)
+           bars.router, alerts.router, ops.router, ws.router)
 
 
 @asynccontextmanager
@@ -48,6 +59,8 @@ async def _lifespan(app: FastAPI):
     app.state.live.start()
     yield
     await app.state.live.stop()
+    if getattr(app.state, "alert_store", None) is not None:
+        app.state.alert_store.close()
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -67,6 +80,7 @@ def create_app(settings: Settings) -> FastAPI:
             {"name": "models", "description": "Registered models and their walk-forward metrics"},
             {"name": "symbols", "description": "What can be asked for"},
             {"name": "bars", "description": "OHLCV bars from Delta bars_1d / bars_1m"},
+            {"name": "alerts", "description": "Alert rules (admin scope) and the alerts sent (read scope)"},
             {"name": "ops", "description": "Health and Prometheus metrics"},
         ],
     )

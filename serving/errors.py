@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from serving.inputs import invalid, rate_limited_response
 from serving.schemas import ValidationErrorResponse
 from serving.security import RateLimited
-from tickcast.core.errors import InvalidInput, ModelNotFound, NotFound, Unavailable, UnknownSymbol
+from tickcast.core.errors import Conflict, InvalidInput, ModelNotFound, NotFound, Unavailable, UnknownSymbol
 
 log = logging.getLogger("tickcast.serving")
 
@@ -74,6 +74,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(_request: Request, exc: NotFound) -> JSONResponse:
         return JSONResponse(status_code=404, content={"detail": not_found_detail(exc)})
+
+    @app.exception_handler(Conflict)
+    async def conflict(_request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse(status_code=409, content={"detail": exc.message})
 
     @app.exception_handler(Unavailable)
     async def unavailable(_request: Request, exc: Unavailable) -> JSONResponse:

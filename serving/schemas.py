@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from tickcast.alerts.rules import RuleSpec
 from tickcast.catalog.market import Bar
 from tickcast.core.intervals import IntervalName
 from tickcast.core.predictions import Prediction
@@ -173,3 +174,51 @@ class ModelsResponse(BaseModel):
     interval: str
     serving: str | None = Field(description="model_name and model_version of the newest prediction served")
     models: list[RegisteredModelOut]
+
+
+# -- alerts -----------------------------------------------------------------------------------------
+
+
+class AlertRuleOut(RuleSpec):
+    """A stored rule: its definition (the request body of POST/PUT) and its id and times."""
+
+    id: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertRulesResponse(BaseModel):
+    count: int
+    rules: list[AlertRuleOut]
+
+
+class AlertDeliveryOut(BaseModel):
+    channel: str
+    # Masked (``+15***67``): the history is readable with the `read` scope, the rules with `admin`.
+    recipient: str
+    status: str = Field(description="pending, sending, sent, dead or unknown")
+    attempts: int
+    dry_run: bool
+    provider_id: str | None
+    last_error: str | None
+    updated_at: datetime
+
+
+class AlertOut(BaseModel):
+    id: str
+    rule: str
+    subject: str
+    phase: str = Field(description="firing, resolved or test")
+    severity: str
+    status: str = Field(description="queued, throttled, delivered, partial or dead")
+    title: str
+    incident_start: datetime
+    created_at: datetime
+    not_before: datetime | None = Field(description="Held by the rule's quiet hours until then")
+    payload: dict[str, Any]
+    deliveries: list[AlertDeliveryOut]
+
+
+class AlertHistoryResponse(BaseModel):
+    count: int
+    alerts: list[AlertOut]

@@ -10,7 +10,7 @@ import pytest
 
 from tickcast.alerts.evaluate import Evaluator
 from tickcast.alerts.rules import RuleSpec
-from tickcast.alerts.store import AlertStore, RuleError
+from tickcast.alerts.store import AlertStore, RuleExists, RuleNotFound
 from tickcast.core.events import PipelineEvent
 
 T0 = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
@@ -83,11 +83,11 @@ def test_rules_crud(store):
 
 def test_rule_refusals_say_why(store):
     store.add_rule(buy_rule())
-    with pytest.raises(RuleError, match="exists already"):
+    with pytest.raises(RuleExists, match="exists already"):
         store.add_rule(buy_rule())
-    with pytest.raises(RuleError, match="no rule 'nope'"):
+    with pytest.raises(RuleNotFound, match="no rule 'nope'"):
         store.rule("nope")
-    with pytest.raises(RuleError, match="no rule 7 "):
+    with pytest.raises(RuleNotFound, match="no rule 7"):
         store.delete_rule(7)
 
 

@@ -24,6 +24,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from tickcast.alerts.rules import mask_address
+
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
 
@@ -268,7 +270,7 @@ class DryRun:
         self.name = name
 
     def send(self, message: Message, address: str) -> str:
-        log.info("dry run (%s to %s): %s", self.name, _masked(address), message.title)
+        log.info("dry run (%s to %s): %s", self.name, mask_address(address), message.title)
         return f"dry-run-{message.reference}"
 
     def find(self, message: Message, address: str, since: datetime) -> str:
@@ -318,7 +320,3 @@ def _seconds(value: Any) -> float | None:
 
         return max((moment - utc_now()).total_seconds(), 0.0)
 
-
-def _masked(address: str) -> str:
-    # Logs name a recipient without giving it away.
-    return address[:3] + "***" + address[-2:] if len(address) > 6 else "***"

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from tickcast.alerts.incidents import AlertDecision, SubjectState
 from tickcast.alerts.policy import Clock, alert_id, delivery_id, utc_now
 from tickcast.alerts.rules import RuleSpec
+from tickcast.core.errors import Conflict, NotFound
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -27,8 +28,12 @@ if TYPE_CHECKING:
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-class RuleError(ValueError):
-    """A rule that cannot be stored or found; the message says why (the CLI and API show it)."""
+class RuleNotFound(NotFound):
+    """No rule by that name or id."""
+
+
+class RuleExists(Conflict):
+    """Another rule has that name."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,7 @@ class AlertStore:
         now = self.clock()
         with self.session() as session:
             if session.scalar(select(RuleRow.id).where(RuleRow.name == spec.name)) is not None:
-                raise RuleError(f"a rule named {spec.name!r} exists already")
+                raise RuleExists(f"a rule named {spec.name!r} exists already")
             row = RuleRow(name=spec.name, kind=spec.kind, enabled=spec.enabled, spec=spec.model_dump(mode="json"),
                           created_at=now, updated_at=now)
             session.add(row)
@@ -146,7 +151,7 @@ class AlertStore:
             row = _find(session, name_or_id)
             clash = session.scalar(select(RuleRow.id).where(RuleRow.name == spec.name, RuleRow.id != row.id))
             if clash is not None:
-                raise RuleError(f"a rule named {spec.name!r} exists already")
+                raise RuleExists(f"a rule named {spec.name!r} exists already")
             row.name, row.kind, row.enabled = spec.name, spec.kind, spec.enabled
             row.spec = spec.model_dump(mode="json")
             row.updated_at = self.clock()
@@ -347,7 +352,7 @@ def _find(session: Session, name_or_id: str | int) -> Any:
     else:
         row = session.scalar(select(RuleRow).where(RuleRow.name == name_or_id))
     if row is None:
-        raise RuleError(f"no rule {name_or_id!r} (tickcast alerts rules list shows them)")
+        raise RuleNotFound(f"no rule {name_or_id!r}")
     return row
 
 

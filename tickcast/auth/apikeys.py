@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-SCOPES = ("read", "score")
+SCOPES = ("read", "score", "admin")
 
 KEY_PREFIX = "tck_"
 KEY_ID_LENGTH = 12

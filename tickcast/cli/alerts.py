@@ -79,7 +79,7 @@ def add_rule(
     from pydantic import ValidationError
 
     from tickcast.alerts.rules import RuleSpec
-    from tickcast.alerts.store import RuleError
+    from tickcast.core.errors import ServiceError
 
     if from_file is not None:
         try:
@@ -112,8 +112,8 @@ def add_rule(
     except ValidationError as exc:
         fail("the rule is not valid:\n" + "\n".join(
             f"  {'.'.join(str(p) for p in e['loc']) or 'rule'}: {e['msg']}" for e in exc.errors()))
-    except RuleError as exc:
-        fail(str(exc))
+    except ServiceError as exc:
+        fail(exc.message)
     typer.echo(f"added rule {stored.id} {stored.name!r}")
 
 
@@ -138,12 +138,12 @@ def list_rules(as_json: bool = typer.Option(False, "--json", help="Machine-reada
 
 
 def _set_enabled(rule: str, enabled: bool) -> None:
-    from tickcast.alerts.store import RuleError
+    from tickcast.core.errors import ServiceError
 
     try:
         stored = _store().set_enabled(rule, enabled)
-    except RuleError as exc:
-        fail(str(exc))
+    except ServiceError as exc:
+        fail(exc.message)
     typer.echo(f"rule {stored.id} {stored.name!r} {'enabled' if enabled else 'disabled'}")
 
 
@@ -162,12 +162,12 @@ def disable(rule: str = typer.Argument(..., help="The rule's name or id.")) -> N
 @rules_app.command("delete")
 def delete(rule: str = typer.Argument(..., help="The rule's name or id.")) -> None:
     """Delete a rule; the alerts it made stay in the history."""
-    from tickcast.alerts.store import RuleError
+    from tickcast.core.errors import ServiceError
 
     try:
         stored = _store().delete_rule(rule)
-    except RuleError as exc:
-        fail(str(exc))
+    except ServiceError as exc:
+        fail(exc.message)
     typer.echo(f"deleted rule {stored.id} {stored.name!r}")
 
 
@@ -213,14 +213,14 @@ def test_rule(rule: str = typer.Argument(..., help="The rule's name or id.")) ->
     from tickcast.alerts.channels import channels_from_settings
     from tickcast.alerts.delivery import Dispatcher
     from tickcast.alerts.incidents import AlertDecision
-    from tickcast.alerts.store import RuleError
+    from tickcast.core.errors import ServiceError
 
     settings = load_settings()
     store = _store()
     try:
         stored = store.rule(rule)
-    except RuleError as exc:
-        fail(str(exc))
+    except ServiceError as exc:
+        fail(exc.message)
     channels = channels_from_settings(settings)
     now = datetime.now(UTC)
     dry = frozenset(n for n, c in channels.items() if c.dry_run)

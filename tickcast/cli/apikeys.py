@@ -36,7 +36,7 @@ def create(
     ),
     scopes: str = typer.Option(
         "read", "--scopes", "-s",
-        help="Comma-separated scopes: 'read' (get predictions) and/or 'score' (ask for new scores).",
+        help="Comma-separated scopes: 'read' (get predictions, alert history), 'score' (ask for new scores), 'admin' (manage alert rules).",
     ),
     rate_limit: str | None = typer.Option(
         None, "--rate-limit", "-r",

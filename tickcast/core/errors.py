@@ -1,7 +1,7 @@
 """Why a service could not do what it was asked, in words for whoever asked.
 
 Services raise these instead of a web framework's errors, so the same code answers the API,
-the CLI and the tests; the API maps each kind to its status (404, 422, 503) and adds its own
+the CLI and the tests; the API maps each kind to its status (404, 409, 422, 503) and adds its own
 hints (which route lists what).
 """
 
@@ -37,6 +37,10 @@ class InvalidInput(ServiceError):
     def __init__(self, field: tuple[str | int, ...], message: str):
         super().__init__(message)
         self.field = field
+
+
+class Conflict(ServiceError):
+    """The request clashes with what exists, e.g. a name already taken."""
 
 
 class Unavailable(ServiceError):
