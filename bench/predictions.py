@@ -39,10 +39,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -359,94 +357,77 @@ def match(ticks, served, published) -> dict:
 def run(args, machine: str) -> dict:
     """Set up, run the interleaved A/B rounds, and return the figures (``report`` prints them)."""
     import httpx
+    from scratch import scratch_platform
 
     from tickcast.auth.apikeys import ApiKeyStore
-    from tickcast.core.settings import Settings
     from tickcast.models.experiment import load_config
     from tickcast.models.untrained import quick_bundles, register_bundles
-    from tickcast.platform.broker import running_broker
-    from tickcast.platform.jars import ensure_jars, extensions_jar
-    from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port, wait_until
+    from tickcast.platform.processes import free_port, wait_for_port, wait_until
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # building the untrained bundles imports TensorFlow
     began = time.monotonic()
-    scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-predictions-"))
-    settings = Settings(home=scratch / "home")
-    ensure_jars(settings)
-    extensions_jar(settings)
     config = load_config(args.config)
     universe = args.symbols + 1  # the synthetic market's symbol 0 is the index
-    symbols = [settings.market_index_symbol] + [f"S{i:04d}" for i in range(1, universe)]
     rate = args.tick_rate or universe
-    setup_log, api_log = scratch / "setup.log", scratch / "api.log"
-    print(f"predictions: scratch home {scratch}", flush=True)
-    services: dict[str, subprocess.Popen] = {}
-    observer: Observer | None = None
     runs: list[dict] = []
-    try:
-        with running_broker(settings, scratch / "kafka") as bootstrap:
-            settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap,
-                                                   "scorer_interval": config.interval})
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-            env.update(TICKCAST_HOME=str(settings.home_dir), TICKCAST_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                       TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
-                       TICKCAST_SPARK_SHUFFLE_PARTITIONS=str(args.shuffle), TICKCAST_SCORER_INTERVAL=config.interval)
-            print("predictions setup (not timed):", flush=True)
-            cli(env, "topics", "create", log=setup_log)
-            yesterday = datetime.now(UTC).date() - timedelta(days=1)
-            cli(env, "history", "synthetic", "--interval", config.interval, "--symbols", str(universe),
-                "--bars", str(args.history_bars), "--start", weekdays_back(yesterday, args.history_bars).isoformat(),
-                "--seed", str(args.seed), log=setup_log)
-            cli(env, "features", "backfill", "--interval", config.interval, log=setup_log)
-            bundles = quick_bundles(scratch / "bundles", features=config.features,
-                                    sequence_length=config.training.sequence_length, interval=config.interval,
-                                    lstm=config.lstm.model_dump(), transformer=config.transformer.model_dump())
-            print(f"  champions registered (untrained): {register_bundles(settings, bundles, interval=config.interval)}",
-                  flush=True)
-            _, key = ApiKeyStore(settings.api_keys_path).create("bench-stream", ["read"],
-                                                                rate_limit="1000000/second")
-            seed_store(settings, symbols)
+    env = dict(TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
+               TICKCAST_SPARK_SHUFFLE_PARTITIONS=str(args.shuffle), TICKCAST_SCORER_INTERVAL=config.interval)
+    with scratch_platform("predictions", keep=args.keep, env=env) as platform:
+        settings = platform.settings.model_copy(update={"scorer_interval": config.interval})
+        scratch, bootstrap, env = platform.dir, platform.bootstrap, platform.env
+        symbols = [settings.market_index_symbol] + [f"S{i:04d}" for i in range(1, universe)]
+        setup_log, api_log = scratch / "setup.log", platform.log("api")
+        print("predictions setup (not timed):", flush=True)
+        cli(env, "topics", "create", log=setup_log)
+        yesterday = datetime.now(UTC).date() - timedelta(days=1)
+        cli(env, "history", "synthetic", "--interval", config.interval, "--symbols", str(universe),
+            "--bars", str(args.history_bars), "--start", weekdays_back(yesterday, args.history_bars).isoformat(),
+            "--seed", str(args.seed), log=setup_log)
+        cli(env, "features", "backfill", "--interval", config.interval, log=setup_log)
+        bundles = quick_bundles(scratch / "bundles", features=config.features,
+                                sequence_length=config.training.sequence_length, interval=config.interval,
+                                lstm=config.lstm.model_dump(), transformer=config.transformer.model_dump())
+        print(f"  champions registered (untrained): {register_bundles(settings, bundles, interval=config.interval)}",
+              flush=True)
+        _, key = ApiKeyStore(settings.api_keys_path).create("bench-stream", ["read"], rate_limit="1000000/second")
+        seed_store(settings, symbols)
 
-            # As the platform runs them: the two ingest queries in processes of their own (niced
-            # by themselves), the API in its own.
-            port = free_port()
-            base = f"http://127.0.0.1:{port}"
-            for name, command in (("ticks", ["stream", "ingest", "--query", "ticks"]),
-                                  ("bars", ["stream", "ingest", "--query", "bars"]),
-                                  ("api", ["serve", "api", "--port", str(port)])):
-                with (scratch / f"{name}.log").open("w") as out:
-                    services[name] = subprocess.Popen([TICKCAST, *command], env=env, stdout=out,
-                                                      stderr=subprocess.STDOUT, process_group=0)
-            wait_for_port(port, timeout=120, proc=services["api"])
-            wait_until(lambda: "following Kafka topic" in api_log.read_text(errors="replace"), timeout=120,
-                       what="the API to follow the predictions topic")
-            progress = settings.run_dir / "streaming-progress.json"
-            wait_until(progress.exists, timeout=300, what="the ingest query's first progress report")
-            observed = observed_symbols(symbols, args.observed_symbols)
-            observer = Observer(f"ws://127.0.0.1:{port}/ws/predictions", key, observed, args.observers)
-            observer.start()
-            print(f"predictions runs: {args.repeats} x (A = echo scorer, B = live scorer), {universe:,} symbols "
-                  f"at {rate:,} ticks/s, {args.pred_warmup:g} s warm-up + {args.pred_seconds:g} s measured each",
-                  flush=True)
-
+        # As the platform runs them: the two ingest queries in processes of their own (niced
+        # by themselves), the API in its own.
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        platform.start("ticks", "stream", "ingest", "--query", "ticks")
+        platform.start("bars", "stream", "ingest", "--query", "bars")
+        api = platform.start("api", "serve", "api", "--port", str(port))
+        services = dict(platform.procs)
+        wait_for_port(port, timeout=120, proc=api)
+        wait_until(lambda: "following Kafka topic" in api_log.read_text(errors="replace"), timeout=120,
+                   what="the API to follow the predictions topic")
+        progress = settings.run_dir / "streaming-progress.json"
+        wait_until(progress.exists, timeout=300, what="the ingest query's first progress report")
+        observed = observed_symbols(symbols, args.observed_symbols)
+        observer = Observer(f"ws://127.0.0.1:{port}/ws/predictions", key, observed, args.observers)
+        observer.start()
+        print(f"predictions runs: {args.repeats} x (A = echo scorer, B = live scorer), {universe:,} symbols "
+              f"at {rate:,} ticks/s, {args.pred_warmup:g} s warm-up + {args.pred_seconds:g} s measured each",
+              flush=True)
+        try:
             for round_ in range(args.repeats):
                 for variant in VARIANTS:
                     if variant == "scorer":
                         restart_scorer_at_the_end(settings, bootstrap)
-                    log = scratch / f"{variant}-{round_ + 1}.log"
-                    command = ([sys.executable, str(BENCH / "echo_scorer.py")] if variant == "echo"
-                               else [TICKCAST, "stream", "score"])
-                    with log.open("w") as out:
-                        scorer = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                                  process_group=0)
+                    name = f"{variant}-{round_ + 1}"
+                    scorer = (platform.start(name, program=[sys.executable, str(BENCH / "echo_scorer.py")])
+                              if variant == "echo" else platform.start(name, "stream", "score"))
                     try:
-                        wait_until(lambda log=log, variant=variant: READY[variant] in log.read_text(errors="replace"),
+                        wait_until(lambda log=platform.log(name), variant=variant:
+                                   READY[variant] in log.read_text(errors="replace"),
                                    timeout=600, what=f"the {VARIANTS[variant]} to start", interval=0.5)
                         result = one_run(args, settings, bootstrap, env, observer, set(observed), scorer, services,
                                          base, key, universe, rate, scratch)
                     finally:
-                        stop_process(scorer, timeout=120)
-                    dead = [name for name, proc in services.items() if proc.poll() is not None]
+                        platform.stop(name)
+                    dead = platform.exited()
                     if dead:
                         raise RuntimeError(f"{', '.join(dead)} exited; see the logs in {scratch} (--keep)")
                     result.update(round=round_ + 1, variant=variant)
@@ -455,22 +436,11 @@ def run(args, machine: str) -> dict:
                     print(f"  round {round_ + 1} {VARIANTS[variant]}: tick -> served p50 {_num(served['p50'])} / "
                           f"p99 {_num(served['p99'])} s, covered {result['covered']:,} / {result['ticks']:,}; "
                           f"GET p99 {_num(get.get('p99'))} ms at {get.get('achieved', 0):,.0f} req/s", flush=True)
+        finally:
             observer.stop()
-            api_errors = sum(1 for line in api_log.read_text(errors="replace").splitlines()
-                             if " ERROR " in line or "Traceback" in line)
-            metrics = httpx.get(f"{base}/metrics", timeout=10).text
-            for proc in services.values():
-                stop_process(proc, timeout=120)
-    finally:
-        if observer is not None:
-            observer.stop()
-        for proc in services.values():
-            if proc.poll() is None:
-                stop_process(proc)
-        if args.keep:
-            print(f"scratch home and logs kept in {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+        api_errors = sum(1 for line in api_log.read_text(errors="replace").splitlines()
+                         if " ERROR " in line or "Traceback" in line)
+        metrics = httpx.get(f"{base}/metrics", timeout=10).text
     return {"runs": runs, "symbols": args.symbols, "universe": universe, "rate": rate, "api_error_lines": api_errors,
             "observed": len(observed),
             "api_ws_clients_metric": next((line for line in metrics.splitlines()

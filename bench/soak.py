@@ -30,11 +30,8 @@ import argparse
 import json
 import os
 import re
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import datetime
@@ -150,103 +147,77 @@ def main() -> int:
     if args.quick:
         args.minutes, args.rate, args.symbols, args.maintain_every, args.sample_seconds = 3, 500, 50, 30, 10
 
-    from tickcast.auth.apikeys import ApiKeyStore
-    from tickcast.core.settings import Settings
-    from tickcast.platform.broker import running_broker
-    from tickcast.platform.jars import ensure_jars, extensions_jar
-    from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port, wait_until
+    from scratch import scratch_platform
 
-    # A SIGTERM ends the run through the finally below, which stops every process it started.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    from tickcast.auth.apikeys import ApiKeyStore
+    from tickcast.platform.processes import TICKCAST, free_port, wait_for_port, wait_until
+
     machine = describe_machine()
     print(f"machine: {machine}", flush=True)
-    scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-soak-"))
-    settings = Settings(home=scratch / "home")
-    ensure_jars(settings)
-    extensions_jar(settings)
-    _, key = ApiKeyStore(settings.api_keys_path).create("soak", ["read"], rate_limit="10000000/second")
-    procs: dict[str, subprocess.Popen] = {}
     result: dict = {}
-    try:
-        with running_broker(settings, scratch / "kafka") as bootstrap:
-            live = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-            env.update(TICKCAST_HOME=str(settings.home_dir), TICKCAST_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                       TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
-                       TICKCAST_VACUUM_RETENTION_HOURS="1", TICKCAST_LIVE_HISTORY_SECONDS="1",
-                       TICKCAST_SPARK_SHUFFLE_PARTITIONS="2")
-            subprocess.run([TICKCAST, "topics", "create"], env=env, check=True, capture_output=True)
-            port = free_port()
-
-            def start(name: str, *command: str, niceness: int = 0) -> None:
-                out = (scratch / f"{name}.log").open("w")
-                prefix = ["nice", "-n", str(niceness)] if niceness else []
-                procs[name] = subprocess.Popen([*prefix, TICKCAST, *command], env=env, stdout=out,
-                                               stderr=subprocess.STDOUT, process_group=0)
-
-            start("ticks", "stream", "ingest", "--query", "ticks")
-            start("bars", "stream", "ingest", "--query", "bars", niceness=settings.bars_niceness)
-            wait_until((settings.run_dir / "streaming-progress.json").exists, timeout=300,
-                       what="the queries' first progress report")
-            start("scorer", "stream", "score")
-            start("api", "serve", "api", "--port", str(port))
-            wait_for_port(port, timeout=120, proc=procs["api"])
-            start("maintain", "maintain", "--every", f"{args.maintain_every:g}", "--json")
-            start("feed", "produce", "synthetic", "--symbols", str(args.symbols), "--rate", str(args.rate),
-                  "--seconds", "0")
-            sampler = Sampler(live, f"http://127.0.0.1:{port}", key, args.sample_seconds, args.history_requests)
-            began = time.time()
-            sampler.start()
-            print(f"soak: {args.minutes:g} min at {args.rate:,} ticks/s of {args.symbols:,} symbols, ticks trigger "
-                  f"{args.trigger_seconds:g} s, maintenance every {args.maintain_every:g} s ...", flush=True)
-            deadline = began + args.minutes * 60
-            while time.time() < deadline:
-                time.sleep(min(60, max(deadline - time.time(), 0)))
-                dead = [n for n, p in procs.items() if p.poll() is not None]
-                if dead:
-                    raise RuntimeError(f"{', '.join(dead)} exited during the soak; logs in {scratch}")
-                newest = sampler.samples[-1] if sampler.samples else None
-                if newest:
-                    files = ", ".join(f"{n} {t['active_files']}" for n, t in newest["tables"].items())
-                    print(f"  {(time.time() - began) / 60:.0f} min: active files {files}", flush=True)
-            ended = time.time()
-            sampler.stop()
-            for name in ("feed", "maintain", "scorer", "api", "ticks", "bars"):
-                stop_process(procs[name], timeout=120)
-            final = subprocess.run([TICKCAST, "maintain", "--json"], env={**env, "TICKCAST_VACUUM_RETENTION_HOURS": "0"},
-                                   capture_output=True, text=True, timeout=1800)
-            after = table_files(live)
-            logs = (scratch / "ticks.log").read_text(errors="replace") + (scratch / "bars.log").read_text(errors="replace")
-            batches: dict[str, list[tuple[float, float]]] = {"ticks": [], "bars": []}
-            for match in BATCH_LINE.finditer(logs):
-                stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-                batches[match.group(2)].append((stamp, float(match.group(4))))
-            maintenance_runs = sum(1 for line in (scratch / "maintain.log").read_text().splitlines()
-                                   if line.startswith("["))
-            result = {
-                "machine": machine, "conditions": vars(args) | {"output": str(args.output)},
-                "seconds": ended - began, "maintenance_runs": maintenance_runs,
-                "final_maintenance_ok": final.returncode == 0,
-                "batches": {q: trend([p for p in points if began <= p[0] <= ended], began, ended)
-                            for q, points in batches.items()},
-                "history_ms": trend(sampler.history_ms, began, ended),
-                "tables": {name: {
-                    "max_active_files": max((s["tables"].get(name, {}).get("active_files", 0) for s in sampler.samples),
-                                            default=0),
-                    "active_files_after": stats["active_files"], "log_files_after": stats["log_files"],
-                    "disk_over_live_after": stats["bytes_on_disk"] / stats["live_bytes"] if stats["live_bytes"] else None,
-                    "live_mb_after": stats["live_bytes"] / 1e6,
-                } for name, stats in after.items()},
-                "load1_mean": sum(s["load1"] for s in sampler.samples) / max(len(sampler.samples), 1),
-            }
-    finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                stop_process(proc)
-        if args.keep:
-            print(f"scratch home and logs kept in {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+    # VACUUM keeps removed files for one hour: see the docstring.
+    env = dict(TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds), TICKCAST_VACUUM_RETENTION_HOURS="1",
+               TICKCAST_LIVE_HISTORY_SECONDS="1", TICKCAST_SPARK_SHUFFLE_PARTITIONS="2")
+    with scratch_platform("soak", keep=args.keep, env=env) as platform:
+        settings = platform.settings
+        _, key = ApiKeyStore(settings.api_keys_path).create("soak", ["read"], rate_limit="10000000/second")
+        subprocess.run([TICKCAST, "topics", "create"], env=platform.env, check=True, capture_output=True)
+        port = free_port()
+        platform.start("ticks", "stream", "ingest", "--query", "ticks")
+        platform.start("bars", "stream", "ingest", "--query", "bars")  # niced by itself
+        wait_until((settings.run_dir / "streaming-progress.json").exists, timeout=300,
+                   what="the queries' first progress report")
+        platform.start("scorer", "stream", "score")
+        api = platform.start("api", "serve", "api", "--port", str(port))
+        wait_for_port(port, timeout=120, proc=api)
+        platform.start("maintain", "maintain", "--every", f"{args.maintain_every:g}", "--json")
+        platform.start("feed", "produce", "synthetic", "--symbols", str(args.symbols), "--rate", str(args.rate),
+                       "--seconds", "0")
+        sampler = Sampler(settings, f"http://127.0.0.1:{port}", key, args.sample_seconds, args.history_requests)
+        began = time.time()
+        sampler.start()
+        print(f"soak: {args.minutes:g} min at {args.rate:,} ticks/s of {args.symbols:,} symbols, ticks trigger "
+              f"{args.trigger_seconds:g} s, maintenance every {args.maintain_every:g} s ...", flush=True)
+        deadline = began + args.minutes * 60
+        while time.time() < deadline:
+            time.sleep(min(60, max(deadline - time.time(), 0)))
+            dead = platform.exited()
+            if dead:
+                raise RuntimeError(f"{', '.join(dead)} exited during the soak; logs in {platform.dir} (--keep)")
+            newest = sampler.samples[-1] if sampler.samples else None
+            if newest:
+                files = ", ".join(f"{n} {t['active_files']}" for n, t in newest["tables"].items())
+                print(f"  {(time.time() - began) / 60:.0f} min: active files {files}", flush=True)
+        ended = time.time()
+        sampler.stop()
+        platform.stop("feed", "maintain", "scorer", "api", "ticks", "bars")
+        final = subprocess.run([TICKCAST, "maintain", "--json"],
+                               env={**platform.env, "TICKCAST_VACUUM_RETENTION_HOURS": "0"},
+                               capture_output=True, text=True, timeout=1800)
+        after = table_files(settings)
+        logs = platform.log("ticks").read_text(errors="replace") + platform.log("bars").read_text(errors="replace")
+        batches: dict[str, list[tuple[float, float]]] = {"ticks": [], "bars": []}
+        for match in BATCH_LINE.finditer(logs):
+            stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            batches[match.group(2)].append((stamp, float(match.group(4))))
+        maintenance_runs = sum(1 for line in platform.log("maintain").read_text().splitlines()
+                               if line.startswith("["))
+        result = {
+            "machine": machine, "conditions": vars(args) | {"output": str(args.output)},
+            "seconds": ended - began, "maintenance_runs": maintenance_runs,
+            "final_maintenance_ok": final.returncode == 0,
+            "batches": {q: trend([p for p in points if began <= p[0] <= ended], began, ended)
+                        for q, points in batches.items()},
+            "history_ms": trend(sampler.history_ms, began, ended),
+            "tables": {name: {
+                "max_active_files": max((s["tables"].get(name, {}).get("active_files", 0) for s in sampler.samples),
+                                        default=0),
+                "active_files_after": stats["active_files"], "log_files_after": stats["log_files"],
+                "disk_over_live_after": stats["bytes_on_disk"] / stats["live_bytes"] if stats["live_bytes"] else None,
+                "live_mb_after": stats["live_bytes"] / 1e6,
+            } for name, stats in after.items()},
+            "load1_mean": sum(s["load1"] for s in sampler.samples) / max(len(sampler.samples), 1),
+        }
     report(result)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=1, default=str))

@@ -49,10 +49,8 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -303,104 +301,79 @@ def main() -> int:
 
 def run_ingest(args) -> tuple[list[dict], list[dict]]:
     """Parts 1 and 2: the capacity rounds and the open-loop rate steps."""
-    from tickcast.catalog.topics import topic_message_count
-    from tickcast.core.settings import Settings
-    from tickcast.platform.broker import running_broker
-    from tickcast.platform.jars import ensure_jars, extensions_jar
-    from tickcast.platform.processes import TICKCAST, stop_process, wait_until
+    from scratch import scratch_platform
 
-    scratch = Path(tempfile.mkdtemp(prefix="tickcast-bench-stream-"))
-    settings = Settings(home=scratch / "home", spark_shuffle_partitions=args.shuffle)
-    ensure_jars(settings)
-    extensions_jar(settings)
+    from tickcast.catalog.topics import topic_message_count
+    from tickcast.platform.processes import TICKCAST, wait_until
+
     rates = [int(r) for r in args.rates.split(",") if r]
     capacity: list[dict] = []
     steps: list[dict] = []
-    ingest = bars = None
-    try:
-        with running_broker(settings, scratch / "kafka") as bootstrap:
-            env = {k: v for k, v in os.environ.items() if not k.startswith("TICKCAST_")}
-            env.update(TICKCAST_HOME=str(settings.home_dir), TICKCAST_KAFKA_BOOTSTRAP_SERVERS=bootstrap,
-                       TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
-                       TICKCAST_SPARK_SHUFFLE_PARTITIONS=str(args.shuffle), TICKCAST_FEAST_PUSH_ENABLED="true")
-            run_cli(env, "topics", "create", log=scratch / "setup.log")
-            if not args.skip_capacity:
-                backlog_topic = "bench-backlog"
-                env_backlog = {**env, "TICKCAST_TOPIC_TICKS": backlog_topic}
-                run_cli(env_backlog, "topics", "create", log=scratch / "setup.log")
-                print(f"producing a backlog of {args.backlog:,} ticks ...", flush=True)
-                seconds = max(args.backlog / 100_000, 1)
-                run_cli(env_backlog, "produce", "synthetic", "--symbols", str(args.symbols), "--rate",
-                        str(int(args.backlog / seconds)), "--seconds", f"{seconds:g}", log=scratch / "setup.log")
-                backlog = topic_message_count(bootstrap, backlog_topic)
-                for round_ in range(args.repeats):
-                    b0 = consume_rate(bootstrap, backlog_topic, backlog)
-                    b1 = spark_subprocess("bare", scratch / f"b1-{round_}", bootstrap, backlog_topic, args)
-                    hot = spark_subprocess("ticks", scratch / f"ticks-{round_}", bootstrap, backlog_topic, args)
-                    capacity.append({"b0": b0, "b1": b1, "ticks": hot})
-                    print(f"  round {round_ + 1}: B0 {b0['rows_per_s']:,.0f}/s, B1 {b1['rows_per_s']:,.0f}/s, "
-                          f"ticks {hot['rows_per_s']:,.0f}/s ({hot['rows']:,} rows)", flush=True)
+    env = dict(TICKCAST_INGEST_TRIGGER_SECONDS=str(args.trigger_seconds),
+               TICKCAST_SPARK_SHUFFLE_PARTITIONS=str(args.shuffle), TICKCAST_FEAST_PUSH_ENABLED="true")
+    with scratch_platform("stream", keep=args.keep, env=env, spark_shuffle_partitions=args.shuffle) as platform:
+        settings, bootstrap, scratch, env = platform.settings, platform.bootstrap, platform.dir, platform.env
+        run_cli(env, "topics", "create", log=scratch / "setup.log")
+        if not args.skip_capacity:
+            backlog_topic = "bench-backlog"
+            env_backlog = {**env, "TICKCAST_TOPIC_TICKS": backlog_topic}
+            run_cli(env_backlog, "topics", "create", log=scratch / "setup.log")
+            print(f"producing a backlog of {args.backlog:,} ticks ...", flush=True)
+            seconds = max(args.backlog / 100_000, 1)
+            run_cli(env_backlog, "produce", "synthetic", "--symbols", str(args.symbols), "--rate",
+                    str(int(args.backlog / seconds)), "--seconds", f"{seconds:g}", log=scratch / "setup.log")
+            backlog = topic_message_count(bootstrap, backlog_topic)
+            for round_ in range(args.repeats):
+                b0 = consume_rate(bootstrap, backlog_topic, backlog)
+                b1 = spark_subprocess("bare", scratch / f"b1-{round_}", bootstrap, backlog_topic, args)
+                hot = spark_subprocess("ticks", scratch / f"ticks-{round_}", bootstrap, backlog_topic, args)
+                capacity.append({"b0": b0, "b1": b1, "ticks": hot})
+                print(f"  round {round_ + 1}: B0 {b0['rows_per_s']:,.0f}/s, B1 {b1['rows_per_s']:,.0f}/s, "
+                      f"ticks {hot['rows_per_s']:,.0f}/s ({hot['rows']:,} rows)", flush=True)
 
-            if not args.skip_rates:
-                # As the platform runs them: each query in its own process, the bars niced below. One
-                # session for all (as under supervisord): with the kernel's autogroups, niceness only
-                # orders processes within a session.
-                ingest_log, bars_log = scratch / "ingest.log", scratch / "bars.log"
-                with ingest_log.open("w") as out:
-                    ingest = subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "ticks"], env=env,
-                                              stdout=out, stderr=subprocess.STDOUT, process_group=0)
-                with bars_log.open("w") as out:
-                    if not args.without_bars:
-                        bars = subprocess.Popen([TICKCAST, "stream", "ingest", "--query", "bars"], env=env,
-                                                stdout=out, stderr=subprocess.STDOUT, process_group=0)
-                progress = settings.run_dir / "streaming-progress.json"
-                wait_until(progress.exists, timeout=300, what="the ingest queries' first progress report")
-                live = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap})
-                sampler = Sampler(live, bootstrap, settings.topic_ticks, {"ingest": ingest.pid, **({"bars": bars.pid} if bars else {})})
-                sampler.start()
-                for rate in rates:
-                    total = args.warmup + args.step_seconds
-                    print(f"step {rate:,} ticks/s for {total:.0f} s ...", flush=True)
-                    started = time.time()
-                    feed = subprocess.Popen(
-                        [TICKCAST, "produce", "synthetic", "--symbols", str(args.symbols), "--rate", str(rate),
-                         "--seconds", f"{total:g}", "--seed", str(rate)],
-                        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                    sampler.processes["feed"] = feed.pid
-                    output, _ = feed.communicate(timeout=total + 300)
-                    sampler.processes.pop("feed", None)
-                    ended = time.time()
-                    found = FEED_LINE.search(output or "")
-                    achieved = (int(found.group(1).replace(",", "")) / float(found.group(4))) if found else None
-                    # Let the last batches of the step land before reading the tables.
-                    time.sleep(max(args.trigger_seconds * 3, 5))
-                    figures = step_figures(settings, sampler, bars_log, started + args.warmup, ended, rate)
-                    figures.update(rate=rate, feed_achieved=achieved,
-                                   discarded=achieved is None or achieved < 0.98 * rate)
-                    steps.append(figures)
-                    print(f"  feed {achieved or 0:,.0f}/s, stored {figures['stored_rate']:,.0f}/s, lag "
-                          f"{figures['lag_start']} -> {figures['lag_end']}, ticks p99 "
-                          f"{figures['to_ticks_s']['p99']}, bars_1m p99 {figures['to_bars_1m_s']['p99']}", flush=True)
-                    if not figures["lag_flat"]:
-                        print("  lag grows: past the knee, stopping the steps", flush=True)
-                        break
-                    # Drain before the next step so each starts from no lag.
-                    def drained(rate: int = rate) -> bool:
-                        return (sampler.samples[-1]["lag"] or 0) < rate
+        if not args.skip_rates:
+            # As the platform runs them: each query in its own process.
+            ingest = platform.start("ingest", "stream", "ingest", "--query", "ticks")
+            bars = None if args.without_bars else platform.start("bars", "stream", "ingest", "--query", "bars")
+            bars_log = platform.log("bars")
+            progress = settings.run_dir / "streaming-progress.json"
+            wait_until(progress.exists, timeout=300, what="the ingest queries' first progress report")
+            sampler = Sampler(settings, bootstrap, settings.topic_ticks,
+                              {"ingest": ingest.pid, **({"bars": bars.pid} if bars else {})})
+            sampler.start()
+            for rate in rates:
+                total = args.warmup + args.step_seconds
+                print(f"step {rate:,} ticks/s for {total:.0f} s ...", flush=True)
+                started = time.time()
+                feed = subprocess.Popen(
+                    [TICKCAST, "produce", "synthetic", "--symbols", str(args.symbols), "--rate", str(rate),
+                     "--seconds", f"{total:g}", "--seed", str(rate)],
+                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                sampler.processes["feed"] = feed.pid
+                output, _ = feed.communicate(timeout=total + 300)
+                sampler.processes.pop("feed", None)
+                ended = time.time()
+                found = FEED_LINE.search(output or "")
+                achieved = (int(found.group(1).replace(",", "")) / float(found.group(4))) if found else None
+                # Let the last batches of the step land before reading the tables.
+                time.sleep(max(args.trigger_seconds * 3, 5))
+                figures = step_figures(settings, sampler, bars_log, started + args.warmup, ended, rate)
+                figures.update(rate=rate, feed_achieved=achieved,
+                               discarded=achieved is None or achieved < 0.98 * rate)
+                steps.append(figures)
+                print(f"  feed {achieved or 0:,.0f}/s, stored {figures['stored_rate']:,.0f}/s, lag "
+                      f"{figures['lag_start']} -> {figures['lag_end']}, ticks p99 "
+                      f"{figures['to_ticks_s']['p99']}, bars_1m p99 {figures['to_bars_1m_s']['p99']}", flush=True)
+                if not figures["lag_flat"]:
+                    print("  lag grows: past the knee, stopping the steps", flush=True)
+                    break
+                # Drain before the next step so each starts from no lag.
+                def drained(rate: int = rate) -> bool:
+                    return (sampler.samples[-1]["lag"] or 0) < rate
 
-                    wait_until(drained, timeout=600, interval=2, what="the lag to drain")
-                sampler.stop()
-                stop_process(ingest, timeout=120)
-                if bars is not None:
-                    stop_process(bars, timeout=120)
-    finally:
-        for proc in (ingest, bars):
-            if proc is not None and proc.poll() is None:
-                stop_process(proc)
-        if args.keep:
-            print(f"scratch home and logs kept in {scratch}")
-        else:
-            shutil.rmtree(scratch, ignore_errors=True)
+                wait_until(drained, timeout=600, interval=2, what="the lag to drain")
+            sampler.stop()
+            platform.stop("ingest", "bars")
     return capacity, steps
 
 

@@ -122,7 +122,7 @@ def test_scopes_are_parsed(store: ApiKeyStore, given, expected) -> None:
 
 
 @pytest.mark.parametrize(("given", "message"), [
-    (["admin"], "unknown scope 'admin'"),
+    (["superuser"], "unknown scope 'superuser'"),
     (["read", "write", "delete"], "unknown scopes 'delete', 'write'"),
     ([], "at least one scope"),
     ("", "at least one scope"),
@@ -309,10 +309,10 @@ def test_cli_revoke(tmp_path: Path) -> None:
 
 
 def test_cli_bad_scope_fails_clearly(tmp_path: Path) -> None:
-    result = cli(tmp_path, "create", "--name", "ci", "--scopes", "read,admin")
+    result = cli(tmp_path, "create", "--name", "ci", "--scopes", "read,superuser")
 
     assert result.exit_code == 1
-    assert "error: unknown scope 'admin'" in result.stderr
+    assert "error: unknown scope 'superuser'" in result.stderr
     assert result.stdout == ""
     assert ApiKeyStore(tmp_path / "auth" / "api_keys.sqlite").list() == []
 
