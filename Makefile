@@ -7,7 +7,7 @@ PYTEST_ARGS ?= -q -ra --durations=15
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live bench-soak clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live bench-soak bench-alerts clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-live: bootstrap ## One live-scorer cycle for 5,000 symbols, step by step
 
 bench-soak: bootstrap ## The whole stream with maintenance running for 20 minutes: files, disk, trends
 	$(VENV)/bin/python bench/soak.py
+
+bench-alerts: bootstrap ## Alert engine: predictions/s at 5,000 symbols and 1,000 rules, prediction -> SMS provider latency
+	$(VENV)/bin/python bench/alerts.py
 
 # The load generator of bench-api and bench-stream (autocannon, pinned by bench/package-lock.json).
 bench/node_modules: bench/package.json bench/package-lock.json
