@@ -36,6 +36,7 @@ class BarsQuery:
     id and the quality gate."""
 
     def __init__(self, settings: Settings, spark: SparkSession):
+        from tickcast.catalog.events import EventPublisher, StateReporter
         from tickcast.quality import QualityGate
 
         self.settings = settings
@@ -43,6 +44,8 @@ class BarsQuery:
         self.checkpoint = settings.checkpoint_dir / QUERY_NAME
         self.app_id = app_id(self.checkpoint, QUERY_NAME)
         self.gate = QualityGate(settings)
+        # Failed audits, for the alert engine (a produce when the state changes, or each minute).
+        self.reporter = StateReporter(EventPublisher(settings), f"ingest:{QUERY_NAME}")
 
     def start(self) -> StreamingQuery:
         settings = self.settings

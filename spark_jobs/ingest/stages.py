@@ -115,6 +115,11 @@ def audit_ticks(job: BarsQuery, batch: Batch, ticks: DataFrame) -> None:
     if checked.rows_failed:
         log.error("batch %s: %d stored ticks fail the ticks suite that the parse predicates passed "
                   "(the rules and expectations/ticks.json disagree)", batch.tag, checked.rows_failed)
+    job.reporter.state(
+        "quality_failed", bool(checked.rows_failed),
+        f"{checked.rows_failed:,} stored ticks fail the ticks suite (the parse predicates and "
+        "expectations/ticks.json disagree)" if checked.rows_failed else "the stored ticks pass the ticks suite",
+        details={"batch": batch.tag, "rows_failed": checked.rows_failed})
 
 
 def quarantine_failing(job: BarsQuery, batch: Batch, failing: DataFrame, stage: str) -> None:

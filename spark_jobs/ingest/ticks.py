@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from spark_jobs.ingest.checkpoints import app_id, has_offsets
 from spark_jobs.ingest.watermarks import FeedWatermarks, advance
 from tickcast.catalog import tables
+from tickcast.catalog.events import EventPublisher, StateReporter
 from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -57,6 +58,8 @@ class TicksQuery:
         self.checkpoint = settings.checkpoint_dir / QUERY_NAME
         self.app_id = app_id(self.checkpoint, QUERY_NAME)
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
+        # Quarantine spikes, for the alert engine: a produce when the state changes (or each minute).
+        self.reporter = StateReporter(EventPublisher(settings), f"ingest:{QUERY_NAME}")
 
     def start(self, starting_offsets: str = "earliest", *, available_now: bool = False) -> StreamingQuery:
         """Start the query; ``available_now``: drain what the topic holds, then stop (benchmarks)."""
@@ -156,8 +159,23 @@ class TicksQuery:
             classified.unpersist()
         self.watermarks.save(batch_id, advance(before, fed))
         step("watermarks", mark)
+        self._report_quarantine(stored, rejected)
         log.info("ticks batch %d: %d stored, %d quarantined in %.2fs (%s)", batch_id, stored, rejected,
                  time.monotonic() - started, ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
+
+
+    def _report_quarantine(self, stored: int, rejected: int) -> None:
+        total = stored + rejected
+        if not total:
+            return
+        share = rejected / total
+        spike = rejected >= self.settings.alerts_quarantine_min_records and share >= self.settings.alerts_quarantine_share
+        self.reporter.state(
+            "quarantine_spike", spike,
+            f"{rejected:,} of {total:,} records of a batch quarantined ({share:.1%})" if spike
+            else f"{share:.1%} of the last batch's records quarantined",
+            details={"quarantined": rejected, "records": total},
+        )
 
 
 def stored_offsets(spark: SparkSession, settings: Settings) -> dict[int, int]:

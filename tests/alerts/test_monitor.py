@@ -53,3 +53,18 @@ def test_the_monitor_checks_at_its_interval(settings):
     assert monitor.check_if_due() == 2 and monitor.check_if_due() == 0
     now[0] = NOW + timedelta(seconds=10)
     assert monitor.check_if_due() == 2 and len(reported) == 4
+
+
+def test_kafka_lag_past_the_bound(settings):
+    settings = settings.model_copy(update={"alerts_lag_messages": 1000})
+    file = ProgressFile(progress_path(settings, "ingest"))
+    source = {"description": "KafkaV2[Subscribe[ticks]]", "endOffset": {"ticks": {"0": 100, "1": 200}},
+              "latestOffset": {"ticks": {"0": 900, "1": 1500}}}
+    file.record("ticks", {"name": "ticks", "timestamp": NOW.isoformat(), "sources": [source],
+                          "durationMs": {"triggerExecution": 100}})
+    [lag] = [e for e in check(settings, NOW) if e.kind == "kafka_lag"]
+    assert (lag.status, lag.details["messages_behind"]) == ("firing", 2100)
+    source["latestOffset"] = {"ticks": {"0": 150, "1": 200}}
+    file.record("ticks", {"name": "ticks", "timestamp": NOW.isoformat(), "sources": [source]})
+    [lag] = [e for e in check(settings, NOW) if e.kind == "kafka_lag"]
+    assert (lag.status, lag.details["messages_behind"]) == ("resolved", 50)

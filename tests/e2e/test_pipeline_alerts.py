@@ -42,8 +42,8 @@ def standin():
 def test_ingest_stopped_and_scorer_baseline_alert_once_and_recover_once(e2e, tmp_path, standin):
     settings = e2e.settings
     alerts_topic = f"alerts-{uuid.uuid4().hex[:8]}"
-    for future in AdminClient({"bootstrap.servers": e2e.bootstrap}).create_topics(
-            [NewTopic(alerts_topic, num_partitions=1, replication_factor=1)]).values():
+    admin = AdminClient({"bootstrap.servers": e2e.bootstrap})  # kept: a dropped client fails its futures
+    for future in admin.create_topics([NewTopic(alerts_topic, num_partitions=1, replication_factor=1)]).values():
         future.result(30)
     env = {**e2e.env, "TICKCAST_TOPIC_ALERTS": alerts_topic, "TICKCAST_SENDGRID_API_KEY": "SG.stand-in",
            "TICKCAST_SENDGRID_API_HOST": standin.url, "TICKCAST_ALERTS_STALL_SECONDS": "20",

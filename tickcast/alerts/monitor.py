@@ -38,7 +38,18 @@ def check(settings: Settings, now: datetime) -> list[PipelineEvent]:
                      else f"{name} has never reported progress") if stopped else f"{name} is making progress",
             at=now, details={"last_seen": seen.isoformat() if seen else None},
         ))
-        if trigger_setting is None or stopped:
+        if stopped:
+            continue
+        behind_by = kafka_behind(found)
+        if behind_by is not None:
+            lagging = behind_by > settings.alerts_lag_messages
+            events.append(PipelineEvent(
+                kind="kafka_lag", subject=subject, severity="warning", status="firing" if lagging else "resolved",
+                message=(f"{name} is {behind_by:,} messages behind its topic (bound {settings.alerts_lag_messages:,})"
+                         if lagging else f"{name} is {behind_by:,} messages behind its topic"),
+                at=now, details={"messages_behind": behind_by},
+            ))
+        if trigger_setting is None:
             continue
         trigger = float(getattr(settings, trigger_setting))
         duration_ms = (found.get("durationMs") or {}).get("triggerExecution")
@@ -52,6 +63,24 @@ def check(settings: Settings, now: datetime) -> list[PipelineEvent]:
             at=now, details={"batch_seconds": round(duration_ms / 1000, 3), "trigger_seconds": trigger},
         ))
     return events
+
+
+def kafka_behind(progress: dict) -> int | None:
+    """Messages between what a query's last batch read and the newest its Kafka source saw
+    then; None for a query without a Kafka source."""
+    behind = None
+    for source in progress.get("sources") or []:
+        latest, end = source.get("latestOffset"), source.get("endOffset")
+        if not isinstance(latest, dict) or not isinstance(end, dict):
+            continue
+        for topic, partitions in latest.items():
+            ends = end.get(topic) or {}
+            if not isinstance(partitions, dict):
+                continue
+            for partition, offset in partitions.items():
+                if isinstance(offset, int) and isinstance(ends.get(partition), int):
+                    behind = (behind or 0) + max(offset - ends[partition], 0)
+    return behind
 
 
 class PipelineMonitor:

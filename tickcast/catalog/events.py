@@ -5,6 +5,8 @@ how the platform's parts tell the alert engine what happened to them. Key = the 
 from __future__ import annotations
 
 import logging
+import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tickcast.core.events import PipelineEvent
@@ -48,3 +50,27 @@ class EventPublisher:
 def parse_event(value: bytes | str) -> PipelineEvent:
     """An event from its topic message; ``pydantic.ValidationError`` (a ValueError) says why not."""
     return PipelineEvent.model_validate_json(value)
+
+
+class StateReporter:
+    """A condition a part checks often (every micro-batch, say) as pipeline events: published
+    when it changes and again every ``repeat_seconds`` while it stays, so the engine hears of it
+    after a restart of either side without an event per check."""
+
+    def __init__(self, publisher: EventPublisher, subject: str, repeat_seconds: float = 60.0):
+        self.publisher = publisher
+        self.subject = subject
+        self.repeat_seconds = repeat_seconds
+        self._last: dict[str, tuple[bool, float]] = {}
+
+    def state(self, kind: str, firing: bool, message: str, *, severity: str = "warning",
+              details: dict[str, Any] | None = None) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and last[0] == firing and now - last[1] < self.repeat_seconds:
+            return
+        self._last[kind] = (firing, now)
+        self.publisher.report(PipelineEvent.model_validate({
+            "kind": kind, "subject": self.subject, "severity": severity,
+            "status": "firing" if firing else "resolved", "message": message[:2000],
+            "at": datetime.now(UTC), "details": details or {}}))

@@ -184,6 +184,12 @@ class Settings(BaseSettings):
     alerts_stall_seconds: float = Field(default=60.0, gt=0)
     alerts_behind_factor: float = Field(default=3.0, gt=1)
     alerts_monitor_seconds: float = Field(default=10.0, gt=0)
+    # Kafka messages a query may be behind before `kafka_lag` fires.
+    alerts_lag_messages: int = Field(default=100_000, ge=1)
+    # A ticks batch quarantining at least this share of at least this many records fires
+    # `quarantine_spike`.
+    alerts_quarantine_share: float = Field(default=0.05, gt=0, le=1)
+    alerts_quarantine_min_records: int = Field(default=100, ge=1)
 
     # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
     # SQLite store and artifact directory that commands use directly.

@@ -246,9 +246,12 @@ class ChampionWatcher:
                 if now is not None:
                     message = (f"champion {fresh.model_name} version {fresh.model_version} replaces version "
                                f"{now.model_version}")
+                    older = any(int(new) < int(old) for new, old in (
+                        (fresh.lstm.version, now.lstm.version), (fresh.transformer.version, now.transformer.version)))
+                    kind = "model_rolled_back" if older else "model_promoted"
                     # A moment, not a state: the incident opens and closes at once.
-                    self._event("model_promoted", "firing", "info", message)
-                    self._event("model_promoted", "resolved", "info", message)
+                    self._event(kind, "firing", "warning" if older else "info", message)
+                    self._event(kind, "resolved", "warning" if older else "info", message)
             except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop scoring
                 log.warning("could not check the champion models (%s); keeping the current ones", exc)
                 if self._current is None:
