@@ -84,3 +84,32 @@ def test_spark_reads_a_table_whose_log_checkpoint_delta_rs_rewrote(spark, tables
     assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 10
     tables.spark_append(_quality_rows(spark, [now], "after"), tables_home, tables.QUALITY_RESULTS)
     assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 11
+
+
+def test_a_checkpoint_spark_wrote_at_the_current_version_is_not_overwritten(spark, tables_home):
+    """When nothing else commits (one file, nothing to compact), the table's newest version may
+    be one Spark has just checkpointed, with its local checksum beside the Parquet file; delta-rs
+    writing its own checkpoint of that version over it would leave a stale checksum and fail the
+    next Spark read of the table (ChecksumException: the bars query died of it in a soak)."""
+    now = datetime.now(UTC)
+    tables.spark_append(_quality_rows(spark, [now], "c0"), tables_home, tables.QUALITY_RESULTS)
+    first = maintain_table(tables_home, tables.QUALITY_RESULTS)  # sets the log properties: a commit
+    assert first is not None and not first.errors
+    log_dir = Path(tables.table_path(tables_home, tables.QUALITY_RESULTS)) / "_delta_log"
+    table = tables.open_table(tables_home, tables.QUALITY_RESULTS)
+    while table.version() % 10:
+        # One file each time: a later compaction has nothing to do and commits nothing.
+        _quality_rows(spark, [now], f"v{table.version()}").write.format("delta").mode("overwrite").save(
+            tables.table_path(tables_home, tables.QUALITY_RESULTS))
+        table.update_incremental()
+    version = table.version()
+    spark_checksum = log_dir / f".{version:020d}.checkpoint.parquet.crc"
+    assert spark_checksum.exists()  # Spark checkpointed the newest version
+
+    report = maintain_table(tables_home, tables.QUALITY_RESULTS)
+
+    assert report is not None and not report.errors, report
+    assert tables.open_table(tables_home, tables.QUALITY_RESULTS).version() == version
+    assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 1
+    tables.spark_append(_quality_rows(spark, [now], "after"), tables_home, tables.QUALITY_RESULTS)
+    assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 2

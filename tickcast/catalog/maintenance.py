@@ -91,9 +91,19 @@ def maintain_table(settings: Settings, name: str, now: datetime | None = None) -
     # delta-rs rewrites `_last_checkpoint` without the checksum Spark's local writer keeps beside
     # it; a stale one fails every Spark reader of the table. Removed before (a reader in between
     # sees no checksum and verifies nothing) and after (one Spark wrote in between is stale too).
-    stale_checksum = root / "_delta_log" / "._last_checkpoint.crc"
+    log_dir = root / "_delta_log"
+    stale_checksum = log_dir / "._last_checkpoint.crc"
     stale_checksum.unlink(missing_ok=True)
-    step("checkpoint", table.create_checkpoint)
+    table.update_incremental()
+    version = table.version()
+    checkpoint = log_dir / f"{version:020d}.checkpoint.parquet"
+    if not checkpoint.exists():
+        step("checkpoint", table.create_checkpoint)
+        # Spark may have checkpointed this same version in the meantime: delta-rs then wrote over
+        # its file, and the checksum Spark's local writer keeps beside it no longer matches.
+        (log_dir / f".{checkpoint.name}.crc").unlink(missing_ok=True)
+    # A checkpoint of the newest version exists already (Spark writes one every ten commits):
+    # writing another over it would leave Spark's checksum stale and fail its next read.
     stale_checksum.unlink(missing_ok=True)
     step("log cleanup", table.cleanup_metadata)
     table.update_incremental()
