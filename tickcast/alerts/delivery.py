@@ -175,9 +175,9 @@ class Dispatcher:
         return "dead"
 
     def _report(self, status: str, channel: str, message: str, row: dict[str, Any]) -> None:
-        event = PipelineEvent(kind="delivery_dead", subject=channel, severity="critical", status=status,  # type: ignore[arg-type]
-                              message=message, at=self.clock(),
-                              details={"alert": row["alert"]["id"][:12], "rule": row["alert"]["rule"]})
+        event = PipelineEvent.model_validate({
+            "kind": "delivery_dead", "subject": channel, "severity": "critical", "status": status, "message": message,
+            "at": self.clock(), "details": {"alert": row["alert"]["id"][:12], "rule": row["alert"]["rule"]}})
         try:
             self.report(event)
         except Exception:  # noqa: BLE001 - reporting a failure must not hide the failure itself

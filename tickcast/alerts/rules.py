@@ -198,9 +198,10 @@ def price_band(prediction: dict[str, Any]) -> tuple[float, float] | None:
     """The p10-p90 band in prices. The contract's quantiles are returns over the bar the
     prediction is made from, whose close is predicted_price / (1 + predicted_return)."""
     values = [prediction.get(k) for k in ("predicted_price", "predicted_return", "p10", "p90")]
-    if not all(isinstance(v, int | float) and v == v for v in values) or values[1] <= -1:
+    numbers = [float(v) for v in values if isinstance(v, int | float) and v == v]
+    if len(numbers) != len(values) or numbers[1] <= -1:
         return None
-    price, expected, p10, p90 = values
+    price, expected, p10, p90 = numbers
     close = price / (1.0 + expected)
     return close * (1.0 + p10), close * (1.0 + p90)
 
