@@ -21,7 +21,7 @@ BIN = Path(sys.executable).parent
 PACKAGES = ("tickcast", "spark_jobs", "serving", "dashboard", "feature_repo")
 # Packages of pure domain code and the catalog: importing them must not start the heavy engines.
 DOMAIN = ("tickcast.core", "tickcast.catalog", "tickcast.features", "tickcast.models", "tickcast.scoring",
-          "tickcast.quality", "tickcast.feeds", "tickcast.auth")
+          "tickcast.quality", "tickcast.feeds", "tickcast.auth", "tickcast.alerts")
 HEAVY = ("pyspark", "delta", "great_expectations", "feast", "tensorflow", "mlflow")
 
 
