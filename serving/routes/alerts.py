@@ -3,6 +3,7 @@ over the same store the engine and `tickcast alerts` use."""
 
 from __future__ import annotations
 
+import threading
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Query, Security
@@ -30,12 +31,16 @@ CONFLICT: dict[int | str, dict] = {409: {"model": ErrorResponse, "description": 
 RulePath = Annotated[str, Path(description="The rule's name or id", max_length=100, examples=["buy-s0001"])]
 
 
+_OPENING = threading.Lock()
+
+
 def get_alert_store(connection: HTTPConnection) -> AlertStore:
     """One store per app, opened (and migrated) at its first use: an API that never serves an
     alert route never touches the alert database."""
     state = connection.app.state
-    if getattr(state, "alert_store", None) is None:
-        state.alert_store = AlertStore(state.settings.alerts_db_url)
+    with _OPENING:
+        if getattr(state, "alert_store", None) is None:
+            state.alert_store = AlertStore(state.settings.alerts_db_url)
     return state.alert_store
 
 
