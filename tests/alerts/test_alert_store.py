@@ -199,3 +199,4 @@ def test_pipeline_incident_fires_once_and_resolves_once(store):
 def test_a_disabled_rule_is_not_evaluated(store):
     store.add_rule(buy_rule(enabled=False))
     assert Evaluator(store, rules_ttl=0).prediction(prediction(0)) == []
+

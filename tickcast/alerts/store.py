@@ -58,20 +58,18 @@ def migrate(engine: Engine) -> None:
     from alembic import command
     from alembic.config import Config
     from sqlalchemy.exc import OperationalError
+    from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
-    for attempt in range(2):
-        try:
-            with engine.begin() as connection:
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-            return
-        except OperationalError:
-            # Another process (the engine, the API, a command) migrated the same database in
-            # between: upgrading again finds it at head.
-            if attempt:
-                raise
+    # Another process (the engine, the API, a command) may be migrating the same new database:
+    # its tables appear before its version row does, so ours fails; once it is done, upgrading
+    # again finds the database at head.
+    for attempt in Retrying(retry=retry_if_exception_type(OperationalError), stop=stop_after_attempt(10),
+                            wait=wait_random(0.1, 0.5), reraise=True):
+        with attempt, engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
 
 
 def make_engine(url: str) -> Engine:
