@@ -37,7 +37,7 @@ def test_stopped_behind_idle_and_absent_parts(settings):
         ("ingest_stopped", "scorer"): "resolved",
     }
     stopped = next(e for e in check(settings, NOW) if e.subject == "ingest:ticks")
-    assert stopped.severity == "critical" and "no progress for 300 s" in stopped.message
+    assert stopped.severity == "critical" and "no progress for 300 s" in stopped.message  # 299.5 s: its batch ran 0.5 s
 
     write(settings, "ingest", "ticks", seconds_ago=1)
     write(settings, "bars", "bars", seconds_ago=1, batch_ms=1500)
@@ -68,3 +68,11 @@ def test_kafka_lag_past_the_bound(settings):
     file.record("ticks", {"name": "ticks", "timestamp": NOW.isoformat(), "sources": [source]})
     [lag] = [e for e in check(settings, NOW) if e.kind == "kafka_lag"]
     assert (lag.status, lag.details["messages_behind"]) == ("resolved", 50)
+
+
+def test_a_long_batch_counts_from_its_end(settings):
+    """A progress is stamped with its batch's start: a 50 s batch that began 70 s ago ended 20 s ago."""
+    settings = settings.model_copy(update={"alerts_stall_seconds": 60})
+    write(settings, "ingest", "ticks", seconds_ago=70, batch_ms=50_000)
+    [stopped] = [e for e in check(settings, NOW) if e.kind == "ingest_stopped"]
+    assert stopped.status == "resolved"

@@ -46,7 +46,7 @@ def test_ingest_stopped_and_scorer_baseline_alert_once_and_recover_once(e2e, tmp
     for future in admin.create_topics([NewTopic(alerts_topic, num_partitions=1, replication_factor=1)]).values():
         future.result(30)
     env = {**e2e.env, "TICKCAST_TOPIC_ALERTS": alerts_topic, "TICKCAST_SENDGRID_API_KEY": "SG.stand-in",
-           "TICKCAST_SENDGRID_API_HOST": standin.url, "TICKCAST_ALERTS_STALL_SECONDS": "20",
+           "TICKCAST_SENDGRID_API_HOST": standin.url, "TICKCAST_ALERTS_STALL_SECONDS": "30",
            "TICKCAST_ALERTS_MONITOR_SECONDS": "1", "TICKCAST_SCORER_RELOAD_SECONDS": "2"}
     e2e.env.update(env)  # the processes the fixture starts (ingest, scorer) report on the same topic
     added = subprocess.run([TICKCAST, "alerts", "rules", "add", "on-call", "--pipeline", "ingest_stopped",

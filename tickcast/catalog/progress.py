@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ def progress_path(settings: Settings, program: str = "ingest") -> Path:
 
 
 def last_seen(progress: dict[str, Any]) -> datetime | None:
-    """When a query last showed it was alive: its newest progress or idle heartbeat."""
+    """When a query last showed it was alive: the end of its newest batch (a progress is stamped
+    with the batch's start) or its newest idle heartbeat."""
     seen = []
     for key in ("timestamp", "heartbeat"):
         value = progress.get(key)
@@ -33,7 +34,11 @@ def last_seen(progress: dict[str, Any]) -> datetime | None:
                 stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
             except ValueError:
                 continue
-            seen.append(stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC))
+            stamp = stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+            duration = (progress.get("durationMs") or {}).get("triggerExecution") if key == "timestamp" else None
+            if isinstance(duration, int | float):
+                stamp += timedelta(milliseconds=duration)
+            seen.append(stamp)
     return max(seen, default=None)
 
 
