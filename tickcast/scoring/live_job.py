@@ -297,6 +297,11 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 window["cycles"] += 1
                 window["busy"] += time.monotonic() - cycle_started
                 mark = _tally(spent, "store+topic", mark)
+            else:
+                # Idle, the champion is still followed (a check costs nothing between checks): a
+                # promotion, or a champion that can be loaded again, is seen and reported before
+                # the next tick.
+                champions.current()
             now = time.monotonic()
             if now >= next_flush:
                 history.flush()
