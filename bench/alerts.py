@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import random
 import subprocess
@@ -207,6 +208,7 @@ def main() -> int:
 
     machine = describe_machine(java=False)
     print(f"machine: {machine}", flush=True)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-in's line per request
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     standin = TwilioStandIn(server).install()
