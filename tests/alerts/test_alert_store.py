@@ -200,3 +200,20 @@ def test_a_disabled_rule_is_not_evaluated(store):
     store.add_rule(buy_rule(enabled=False))
     assert Evaluator(store, rules_ttl=0).prediction(prediction(0)) == []
 
+
+
+def test_the_rule_index_agrees_with_watches_symbol(store):
+    from tickcast.alerts.evaluate import RuleCache
+    from tickcast.alerts.rules import watches_symbol
+
+    store.set_watchlist("tech", ["AAPL", "MSFT"])
+    for fields in ({"name": "one", "symbols": ["S0001"]}, {"name": "two", "symbols": ["S0001", "AAPL"]},
+                   {"name": "list", "watchlist": "tech"}, {"name": "gone", "watchlist": "missing"},
+                   {"name": "all"}):
+        store.add_rule(RuleSpec.model_validate({"on_signal": {"signal": "BUY"}, "recipients": [SMS], **fields}))
+    cache = RuleCache(store, ttl=0)
+    cache.refresh()
+    for symbol in ("S0001", "AAPL", "MSFT", "S0002"):
+        expected = {r.name for r in cache.signal if watches_symbol(r.spec, symbol, cache.watchlists)}
+        assert {r.name for r in cache.watching(symbol)} == expected, symbol
+    assert {r.name for r in cache.watching("AAPL")} == {"two", "list", "all"}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickcast.alerts.incidents import SubjectState, observe
 from tickcast.alerts.policy import as_utc
-from tickcast.alerts.rules import pipeline_holds, signal_holds, watches_symbol
+from tickcast.alerts.rules import pipeline_holds, signal_holds
 from tickcast.alerts.store import AlertStore, StoredRule
 from tickcast.core.events import PipelineEvent
 
@@ -37,6 +37,11 @@ class RuleCache:
     watchlists: dict[str, frozenset[str]] = field(default_factory=dict)
     _loaded: float = float("-inf")
 
+    # The signal rules by the symbols they name (their own or their watchlist's), and those that
+    # watch every symbol: a prediction meets only the rules that watch its symbol.
+    by_symbol: dict[str, list[StoredRule]] = field(default_factory=dict)
+    everywhere: list[StoredRule] = field(default_factory=list)
+
     def refresh(self, *, force: bool = False) -> None:
         if not force and time.monotonic() - self._loaded < self.ttl:
             return
@@ -44,7 +49,27 @@ class RuleCache:
         self.signal = [r for r in rules if r.spec.kind == "signal"]
         self.pipeline = [r for r in rules if r.spec.kind == "pipeline"]
         self.watchlists = self.store.watchlists()
+        self.by_symbol, self.everywhere = {}, []
+        for rule in self.signal:
+            named = (self.watchlists.get(rule.spec.watchlist, frozenset()) if rule.spec.watchlist is not None
+                     else rule.spec.symbols)
+            if rule.spec.watchlist is None and not named:
+                self.everywhere.append(rule)
+            for symbol in named:
+                self.by_symbol.setdefault(symbol, []).append(rule)
         self._loaded = time.monotonic()
+
+    def watching(self, symbol: str) -> list[StoredRule]:
+        """The signal rules that watch ``symbol`` (``rules.watches_symbol`` of each, indexed)."""
+        return [*self.by_symbol.get(symbol, ()), *self.everywhere]
+
+
+@dataclass
+class _Pending:
+    """What the batch in flight changed, applied to the memory once its transaction commits."""
+
+    signals: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    states: dict[tuple[int, str], SubjectState] = field(default_factory=dict)
 
 
 class Evaluator:
@@ -54,6 +79,9 @@ class Evaluator:
         self.rules = RuleCache(store, rules_ttl)
         self.dashboard_url = dashboard_url
         self.dry_run_channels = dry_run_channels
+        self._signals: dict[str, tuple[str, datetime]] | None = None
+        self._states: dict[tuple[int, str], SubjectState] | None = None
+        self._rules_version: tuple = ()
 
     def prediction(self, prediction: dict[str, Any]) -> list[str]:
         """The ids of the alerts one prediction made (the contract's fields, as on the topic)."""
@@ -66,31 +94,54 @@ class Evaluator:
         """Evaluate a batch in one transaction (the engine's batch of consumed messages): all of
         it is recorded, or none of it and the batch is consumed again."""
         self.rules.refresh()
+        self._load_known()
+        pending = _Pending()
         made: list[str] = []
         with self.store.session() as session:
             for prediction in predictions:
-                made += self._prediction(session, prediction)
+                made += self._prediction(session, prediction, pending)
             for event in events:
-                made += self._event(session, event)
+                made += self._event(session, event, pending)
+        # Committed: what the batch changed is now what is known.
+        assert self._signals is not None and self._states is not None
+        self._signals.update(pending.signals)
+        self._states.update(pending.states)
         return made
 
-    def _prediction(self, session: Session, prediction: dict[str, Any]) -> list[str]:
+    def _load_known(self) -> None:
+        """Each symbol's newest signal and each rule's state per subject, kept in memory and
+        written through on a change: a prediction that changes nothing costs no database read
+        or write. Read again when the rules changed (a replaced rule's state starts over)."""
+        if self._signals is None:
+            self._signals = self.store.symbol_signals()
+        version = tuple(sorted((r.id, r.updated_at) for r in [*self.rules.signal, *self.rules.pipeline]))
+        if self._states is None or version != self._rules_version:
+            self._states = self.store.rule_states()
+            self._rules_version = version
+
+    def _state(self, pending: _Pending, rule_id: int, subject: str) -> SubjectState:
+        assert self._states is not None
+        key = (rule_id, subject)
+        return pending.states.get(key) or self._states.get(key) or SubjectState()
+
+    def _prediction(self, session: Session, prediction: dict[str, Any], pending: _Pending) -> list[str]:
+        assert self._signals is not None
         symbol = prediction["symbol"]
         at = _instant(prediction["data_timestamp"])
         made: list[str] = []
-        previous = self.store.previous_signal(session, symbol)
+        previous = pending.signals.get(symbol) or self._signals.get(symbol)
         if previous is not None and previous[1] > at:
             # An older prediction arriving late (a replay, a slow partition) changes nothing.
             return made
         previous_signal = previous[0] if previous is not None else None
-        watching = [r for r in self.rules.signal if watches_symbol(r.spec, symbol, self.rules.watchlists)]
-        states = self.store.states(session, [r.id for r in watching], symbol) if watching else {}
-        for rule in watching:
+        for rule in self.rules.watching(symbol):
             assert rule.spec.on_signal is not None
             holds = signal_holds(rule.spec.on_signal, prediction, previous_signal)
-            state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, at)
-            if state != states.get(rule.id, SubjectState()):
+            before = self._state(pending, rule.id, symbol)
+            state, decision = observe(rule.spec, before, holds, at)
+            if state != before:
                 self.store.save_state(session, rule.id, symbol, state)
+                pending.states[(rule.id, symbol)] = state
             if decision is not None:
                 made_id = self.store.add_alert(session, rule, symbol, decision,
                                                signal_title(rule, prediction, decision.phase),
@@ -98,24 +149,25 @@ class Evaluator:
                                                dry_run_channels=self.dry_run_channels)
                 if made_id is not None:
                     made.append(made_id)
-        if previous is None or (previous[0], previous[1]) != (prediction["signal"], at):
+        if previous_signal != prediction["signal"]:
+            # Stored when it changes (what a "HOLD -> BUY" rule needs after a restart); its time
+            # is kept in memory for the late-arrival check.
             self.store.save_signal(session, symbol, prediction["signal"], at)
+        pending.signals[symbol] = (prediction["signal"], at)
         return made
 
-    def _event(self, session: Session, event: PipelineEvent) -> list[str]:
+    def _event(self, session: Session, event: PipelineEvent, pending: _Pending) -> list[str]:
         subject = event.incident_subject
-        watching = [r for r in self.rules.pipeline if r.spec.on_pipeline is not None
-                    and event.kind in r.spec.on_pipeline.kinds]
         made: list[str] = []
-        if not watching:
-            return made
-        states = self.store.states(session, [r.id for r in watching], subject)
-        for rule in watching:
-            assert rule.spec.on_pipeline is not None
+        for rule in self.rules.pipeline:
+            if rule.spec.on_pipeline is None or event.kind not in rule.spec.on_pipeline.kinds:
+                continue
             holds = event.status == "firing" and pipeline_holds(rule.spec.on_pipeline, event.kind, event.severity)
-            state, decision = observe(rule.spec, states.get(rule.id, SubjectState()), holds, as_utc(event.at))
-            if state != states.get(rule.id, SubjectState()):
+            before = self._state(pending, rule.id, subject)
+            state, decision = observe(rule.spec, before, holds, as_utc(event.at))
+            if state != before:
                 self.store.save_state(session, rule.id, subject, state)
+                pending.states[(rule.id, subject)] = state
             if decision is not None:
                 made_id = self.store.add_alert(session, rule, subject, decision, pipeline_title(event, decision.phase),
                                                event.model_dump(mode="json"), dry_run_channels=self.dry_run_channels)

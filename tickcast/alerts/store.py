@@ -192,13 +192,14 @@ class AlertStore:
 
     # -- state and outbox ---------------------------------------------------------------------
 
-    def states(self, session: Session, rule_ids: list[int], subject: str) -> dict[int, SubjectState]:
+    def rule_states(self) -> dict[tuple[int, str], SubjectState]:
         from sqlalchemy import select
 
         from tickcast.alerts.schema import StateRow
 
-        rows = session.scalars(select(StateRow).where(StateRow.subject == subject, StateRow.rule_id.in_(rule_ids)))
-        return {row.rule_id: SubjectState(row.active, row.since, row.last_sent_at, row.firing_sent) for row in rows}
+        with self.session() as session:
+            return {(row.rule_id, row.subject): SubjectState(row.active, row.since, row.last_sent_at, row.firing_sent)
+                    for row in session.scalars(select(StateRow))}
 
     def save_state(self, session: Session, rule_id: int, subject: str, state: SubjectState) -> None:
         from tickcast.alerts.schema import StateRow
@@ -206,11 +207,13 @@ class AlertStore:
         session.merge(StateRow(rule_id=rule_id, subject=subject, active=state.active, since=state.since,
                                last_sent_at=state.last_sent_at, firing_sent=state.firing_sent))
 
-    def previous_signal(self, session: Session, symbol: str) -> tuple[str, datetime] | None:
+    def symbol_signals(self) -> dict[str, tuple[str, datetime]]:
+        from sqlalchemy import select
+
         from tickcast.alerts.schema import SymbolSignalRow
 
-        row = session.get(SymbolSignalRow, symbol)
-        return (row.signal, row.data_timestamp) if row is not None else None
+        with self.session() as session:
+            return {row.symbol: (row.signal, row.data_timestamp) for row in session.scalars(select(SymbolSignalRow))}
 
     def save_signal(self, session: Session, symbol: str, signal: str, data_timestamp: datetime) -> None:
         from tickcast.alerts.schema import SymbolSignalRow
