@@ -28,7 +28,7 @@ Prints a table with the figures, the conditions and the machine; writes bench/re
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import os
 import random
@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "alerts"))
 
-from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
+from machine import describe_machine, save_result  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
 PHONE = "+15551234567"
 
@@ -199,9 +199,8 @@ def main() -> int:
     if args.quick:
         args.symbols, args.rules, args.rate, args.seconds, args.backlog, args.repeats = 500, 100, 500, 10, 5000, 1
 
-    from pytest_httpserver import HTTPServer
     from scratch import scratch_platform
-    from standins import ACCOUNT, TwilioStandIn
+    from standins import ACCOUNT, TwilioStandIn, standin_server
 
     from tickcast.alerts.store import AlertStore
     from tickcast.platform.processes import TICKCAST, wait_until
@@ -209,9 +208,8 @@ def main() -> int:
     machine = describe_machine(java=False)
     print(f"machine: {machine}", flush=True)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-in's line per request
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    standin = TwilioStandIn(server).install()
+    stack = contextlib.ExitStack()
+    standin = TwilioStandIn(stack.enter_context(standin_server())).install()
     accepted_at: dict[str, float] = {}
 
     def on_accept(kept: dict) -> None:
@@ -285,12 +283,9 @@ def main() -> int:
             }
             store.close()
     finally:
-        server.clear()
-        server.stop()
+        stack.close()
     report(result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwrote {args.output}")
+    save_result(result, args.output)
     return 0
 
 

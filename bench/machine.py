@@ -1,7 +1,8 @@
-"""The machine line every benchmark prints beside its figures."""
+"""The machine line every benchmark prints beside its figures, and where the figures are written."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -27,3 +28,10 @@ def describe_machine(*, java: bool = True) -> str:
         except (OSError, IndexError):
             parts.append("java unknown")
     return ", ".join(parts)
+
+
+def save_result(result: dict, path: Path) -> None:
+    """The figures as JSON at ``path`` (bench/results/ by default), said on the last line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwrote {path}")

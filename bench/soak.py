@@ -27,7 +27,6 @@ whole run is above 20 % of the first quarter's median. Writes bench/results/soak
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -40,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from machine import describe_machine  # noqa: E402 - bench/ is sys.path[0] for a benchmark
+from machine import describe_machine, save_result  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
 BATCH_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO tickcast\.ingest: (ticks|bars) batch (\d+): "
                         r".*? in ([\d.]+)s", re.MULTILINE)
@@ -220,9 +219,7 @@ def main() -> int:
             "load1_mean": sum(s["load1"] for s in sampler.samples) / max(len(sampler.samples), 1),
         }
     report(result)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(result, indent=1, default=str))
-    print(f"\nwrote {args.output}")
+    save_result(result, args.output)
     return 0
 
 

@@ -10,13 +10,29 @@ import itertools
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
+from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 ACCOUNT = "ACtest"
 MESSAGES_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Messages.json"
+
+
+@contextmanager
+def standin_server() -> Iterator[HTTPServer]:
+    """A threaded HTTP server on 127.0.0.1 for the stand-ins to install their endpoints on."""
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.clear()
+        if server.is_running():
+            server.stop()
 
 
 @dataclass

@@ -12,8 +12,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from pytest_httpserver import HTTPServer
-from standins import ACCOUNT, Script, SendGridStandIn, TwilioStandIn
+from standins import ACCOUNT, Script, SendGridStandIn, TwilioStandIn, standin_server
 
 from tickcast.alerts.channels import (
     ALERT_ID_HEADER,
@@ -37,12 +36,8 @@ TIMEOUT = 1.0
 
 @pytest.fixture
 def server():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    with standin_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from pytest_httpserver import HTTPServer
 
 from tickcast.alerts.store import AlertStore
 from tickcast.core.predictions import FRAME_COLUMNS
@@ -27,7 +26,7 @@ from tickcast.platform.processes import TICKCAST, wait_until
 from tickcast.scoring.publish import PredictionPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alerts"))
-from standins import ACCOUNT, TwilioStandIn  # noqa: E402 - the stand-ins live beside the alert tests
+from standins import ACCOUNT, TwilioStandIn, standin_server  # noqa: E402 - the stand-ins live beside the alert tests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 PHONE = "+15551234567"
@@ -68,11 +67,8 @@ class Engine:
 
 @pytest.fixture
 def standin():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield TwilioStandIn(server).install()
-    server.clear()
-    server.stop()
+    with standin_server() as server:
+        yield TwilioStandIn(server).install()
 
 
 def test_killed_after_the_provider_accepted_the_engine_reconciles_and_sends_once(

@@ -18,13 +18,12 @@ from urllib.request import url2pathname
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from pytest_httpserver import HTTPServer
 
 from tickcast.models.untrained import quick_bundles, register_bundles
 from tickcast.platform.processes import TICKCAST, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alerts"))
-from standins import SendGridStandIn  # noqa: E402 - the stand-ins live beside the alert tests
+from standins import SendGridStandIn, standin_server  # noqa: E402 - the stand-ins live beside the alert tests
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 EMAIL = "oncall@example.com"
@@ -32,11 +31,8 @@ EMAIL = "oncall@example.com"
 
 @pytest.fixture
 def standin():
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    yield SendGridStandIn(server).install()
-    server.clear()
-    server.stop()
+    with standin_server() as server:
+        yield SendGridStandIn(server).install()
 
 
 def test_ingest_stopped_and_scorer_baseline_alert_once_and_recover_once(e2e, tmp_path, standin):
