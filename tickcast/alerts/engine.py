@@ -73,6 +73,8 @@ class AlertEngine:
         consumer = Consumer({
             **settings.kafka_client_config(), "group.id": settings.alerts_consumer_group,
             "enable.auto.commit": False, "auto.offset.reset": "latest", "enable.partition.eof": False,
+            # A killed engine's partitions go to its restart after 10 s, not the default 45.
+            "session.timeout.ms": 10_000,
         })
         topics = [settings.topic_predictions, settings.topic_alerts]
 
