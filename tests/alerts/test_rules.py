@@ -108,6 +108,7 @@ def test_refused_rules_say_why(fields, reason):
     ({"channel": "email", "address": "nobody"}, "e-mail address"),
     ({"channel": "webhook", "address": "ftp://x"}, "http"),
     ({"channel": "pager", "address": "x"}, "'sms', 'email' or 'webhook'"),
+    ({"channel": "webhook", "address": "https://x.example/" + "a" * 400}, "at most 320 characters"),
 ])
 def test_recipients_fit_their_channel(recipient, reason):
     with pytest.raises(ValidationError, match=reason):

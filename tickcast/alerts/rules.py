@@ -58,7 +58,7 @@ class PipelineCondition(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    kinds: list[PipelineEventKind] = Field(min_length=1)
+    kinds: list[PipelineEventKind] = Field(min_length=1, max_length=50)
     min_severity: Severity = "warning"
 
     @field_validator("kinds")
@@ -97,7 +97,7 @@ class Recipient(BaseModel):
 
     channel: Channel
     # A phone number in E.164 form (sms), an e-mail address (email) or an http(s) URL (webhook).
-    address: str
+    address: str = Field(min_length=1, max_length=320)
 
     @model_validator(mode="after")
     def _address_fits_channel(self) -> Recipient:
