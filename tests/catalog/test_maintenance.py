@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from chispa import assert_df_equality
 
 from tickcast.catalog import tables
@@ -86,6 +87,7 @@ def test_spark_reads_a_table_whose_log_checkpoint_delta_rs_rewrote(spark, tables
     assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 11
 
 
+@pytest.mark.slow  # ten Spark commits to reach a checkpoint
 def test_a_checkpoint_spark_wrote_at_the_current_version_is_not_overwritten(spark, tables_home):
     """When nothing else commits (one file, nothing to compact), the table's newest version may
     be one Spark has just checkpointed, with its local checksum beside the Parquet file; delta-rs
