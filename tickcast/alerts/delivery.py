@@ -23,12 +23,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tickcast.alerts.channels import Channel, PermanentError, TransientError, render
 from tickcast.alerts.policy import Clock, utc_now
 from tickcast.alerts.store import AlertStore
 from tickcast.core.events import PipelineEvent
+
+if TYPE_CHECKING:
+    from tickcast.core.settings import Settings
 
 log = logging.getLogger("tickcast.alerts")
 
@@ -66,6 +69,14 @@ class Dispatcher:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._dead_channels: set[str] = set()
+
+    @classmethod
+    def from_settings(cls, store: AlertStore, channels: dict[str, Channel], settings: Settings, *,
+                      cap_seconds: float | None = None, **kwargs: Any) -> Dispatcher:
+        """Attempts and backoff from ``TICKCAST_ALERTS_*`` (``cap_seconds`` caps the wait lower)."""
+        cap = settings.alerts_retry_max_seconds if cap_seconds is None else min(cap_seconds, settings.alerts_retry_max_seconds)
+        return cls(store, channels, max_attempts=settings.alerts_max_attempts,
+                   base_seconds=settings.alerts_retry_base_seconds, cap_seconds=cap, **kwargs)
 
     # -- after a restart ----------------------------------------------------------------------
 
@@ -175,9 +186,9 @@ class Dispatcher:
         return "dead"
 
     def _report(self, status: str, channel: str, message: str, row: dict[str, Any]) -> None:
-        event = PipelineEvent.model_validate({
-            "kind": "delivery_dead", "subject": channel, "severity": "critical", "status": status, "message": message,
-            "at": self.clock(), "details": {"alert": row["alert"]["id"][:12], "rule": row["alert"]["rule"]}})
+        event = PipelineEvent.reported("delivery_dead", channel, status, message, severity="critical",
+                                       at=self.clock(), details={"alert": row["alert"]["id"][:12],
+                                                                 "rule": row["alert"]["rule"]})
         try:
             self.report(event)
         except Exception:  # noqa: BLE001 - reporting a failure must not hide the failure itself

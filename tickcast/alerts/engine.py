@@ -42,10 +42,8 @@ class AlertEngine:
         dry = frozenset(name for name, channel in self.channels.items() if channel.dry_run)
         self.evaluator = Evaluator(self.store, dashboard_url=settings.alerts_link_base, dry_run_channels=dry)
         self._events_lock = threading.Lock()
-        self.dispatcher = Dispatcher(
-            self.store, self.channels, max_attempts=settings.alerts_max_attempts,
-            base_seconds=settings.alerts_retry_base_seconds, cap_seconds=settings.alerts_retry_max_seconds,
-            clock=clock, report=self._own_event)
+        self.dispatcher = Dispatcher.from_settings(self.store, self.channels, settings, clock=clock,
+                                                   report=self._own_event)
         self.monitor = PipelineMonitor(settings, self._own_event, clock=clock)
         self._own: list[PipelineEvent] = []
         self.counts = {"predictions": 0, "events": 0, "invalid": 0, "alerts": 0}

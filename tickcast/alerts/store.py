@@ -269,10 +269,7 @@ class AlertStore:
                                            .order_by(DeliveryRow.channel, DeliveryRow.address)):
                     deliveries.setdefault(row.alert_id, []).append(row)
             return [{
-                "id": a.id, "rule": a.rule_name, "subject": a.subject, "phase": a.phase, "severity": a.severity,
-                "status": a.status, "title": a.title, "incident_start": a.incident_start,
-                "observed_at": a.observed_at, "created_at": a.created_at, "not_before": a.not_before,
-                "payload": a.payload,
+                **_alert_dict(a),
                 "deliveries": [{
                     "channel": d.channel, "address": d.address, "status": d.status, "attempts": d.attempts,
                     "provider_id": d.provider_id, "last_error": d.last_error, "dry_run": d.dry_run,
@@ -316,9 +313,8 @@ class AlertStore:
         return [{
             "id": r.id, "channel": r.channel, "address": r.address, "attempts": r.attempts, "status": r.status,
             "sending_since": r.sending_since, "dry_run": r.dry_run,
-            "alert": {"id": a.id, "rule": a.rule_name, "subject": a.subject, "phase": a.phase,
-                      "severity": a.severity, "title": a.title, "payload": a.payload},
-        } for r in rows for a in [alerts[r.alert_id]]]
+            "alert": _alert_dict(alerts[r.alert_id]),
+        } for r in rows]
 
     def mark_delivery(self, delivery: str, status: str, *, provider_id: str | None = None, error: str | None = None,
                       next_attempt_at: datetime | None = None, attempt: bool = False) -> None:
@@ -364,6 +360,13 @@ def _find(session: Session, name_or_id: str | int) -> Any:
     if row is None:
         raise RuleNotFound(f"no rule {name_or_id!r}")
     return row
+
+
+def _alert_dict(a: Any) -> dict[str, Any]:
+    """An outbox row as the history, the API and the message templates (``channels.render``) read it."""
+    return {"id": a.id, "rule": a.rule_name, "subject": a.subject, "phase": a.phase, "severity": a.severity,
+            "status": a.status, "title": a.title, "incident_start": a.incident_start, "observed_at": a.observed_at,
+            "created_at": a.created_at, "not_before": a.not_before, "payload": a.payload}
 
 
 def _stored(row: Any) -> StoredRule:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tickcast.core.events import PipelineEvent
@@ -70,7 +69,5 @@ class StateReporter:
         if last is not None and last[0] == firing and now - last[1] < self.repeat_seconds:
             return
         self._last[kind] = (firing, now)
-        self.publisher.report(PipelineEvent.model_validate({
-            "kind": kind, "subject": self.subject, "severity": severity,
-            "status": "firing" if firing else "resolved", "message": message[:2000],
-            "at": datetime.now(UTC), "details": details or {}}))
+        self.publisher.report(PipelineEvent.reported(kind, self.subject, "firing" if firing else "resolved",
+                                                     message, severity=severity, details=details))

@@ -230,8 +230,8 @@ def test_rule(rule: str = typer.Argument(..., help="The rule's name or id.")) ->
                         {"kind": "test", "subject": "test", "severity": stored.spec.severity,
                          "message": f"a test message for rule {stored.name}", "at": now.isoformat(), "details": {}},
                         dry_run_channels=dry)
-    dispatcher = Dispatcher(store, channels, max_attempts=settings.alerts_max_attempts,
-                            base_seconds=settings.alerts_retry_base_seconds, cap_seconds=min(settings.alerts_retry_max_seconds, 30))
+    # A person waits for the outcome: no wait between attempts longer than 30 s.
+    dispatcher = Dispatcher.from_settings(store, channels, settings, cap_seconds=30)
     # This alert's deliveries only: the running engine delivers the rest of the outbox.
     outcomes = [f.result() for f in dispatcher.dispatch_due(limit=len(stored.spec.recipients), alert=made)]
     dispatcher.close()

@@ -44,6 +44,17 @@ class PipelineEvent(BaseModel):
     at: datetime
     details: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def reported(cls, kind: str, subject: str, status: str, message: str, *, severity: str = "warning",
+                 at: datetime | None = None, details: dict[str, Any] | None = None) -> PipelineEvent:
+        """An event as a part reports it (validated: an unknown kind or status is an error), at
+        ``at`` or now."""
+        from datetime import UTC
+
+        return cls.model_validate({"kind": kind, "subject": subject, "severity": severity, "status": status,
+                                   "message": message[:2000], "at": at or datetime.now(UTC),
+                                   "details": details or {}})
+
     @property
     def incident_subject(self) -> str:
         return f"{self.kind}:{self.subject}"

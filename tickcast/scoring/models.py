@@ -263,10 +263,6 @@ class ChampionWatcher:
     def _event(self, kind: str, status: str, severity: str, message: str) -> None:
         if self.report is None:
             return
-        from datetime import UTC, datetime
-
         from tickcast.core.events import PipelineEvent
 
-        self.report(PipelineEvent.model_validate({
-            "kind": kind, "subject": f"scorer:{self.interval}", "severity": severity, "status": status,
-            "message": message[:2000], "at": datetime.now(UTC)}))
+        self.report(PipelineEvent.reported(kind, f"scorer:{self.interval}", status, message, severity=severity))
