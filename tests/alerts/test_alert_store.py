@@ -132,7 +132,7 @@ def test_a_lost_transaction_is_made_again_under_the_same_id(url, clock, monkeypa
     def crash(*args, **kwargs):
         raise RuntimeError("killed before the commit")
 
-    monkeypatch.setattr(store, "save_signal", crash)
+    monkeypatch.setattr(store, "add_alerts", crash)
     with pytest.raises(RuntimeError):
         evaluator.prediction(prediction(60))
     assert store.history() == []
@@ -217,3 +217,54 @@ def test_the_rule_index_agrees_with_watches_symbol(store):
         expected = {r.name for r in cache.signal if watches_symbol(r.spec, symbol, cache.watchlists)}
         assert {r.name for r in cache.watching(symbol)} == expected, symbol
     assert {r.name for r in cache.watching("AAPL")} == {"two", "list", "all"}
+
+
+def test_a_batch_makes_what_its_predictions_make_one_at_a_time(tmp_path, clock):
+    """The evaluator steps each rule's state machine only where the rule's verdict changes, over
+    the whole batch at once; fed the same predictions one by one (a batch of one each), it must
+    make the same alerts, leave the same states and remember the same signals - with repeated
+    symbols in a batch, late arrivals, NaNs, every kind of condition and throttling."""
+    import random
+
+    rng = random.Random(7)
+    symbols = [f"S{i:04d}" for i in range(1, 13)]
+    rules = [
+        {"name": "buy-conf", "symbols": symbols[:4], "on_signal": {"signal": "BUY", "min_confidence": 0.6},
+         "notify_resolved": True},
+        {"name": "hold-to-buy", "watchlist": "w", "on_signal": {"signal": "BUY", "previous_signal": "HOLD"},
+         "throttle_seconds": 0},
+        {"name": "big", "on_signal": {"min_abs_return": 0.02}, "throttle_seconds": 120, "notify_resolved": True},
+        {"name": "band", "on_signal": {"band_contains": 102.0}, "throttle_seconds": 0},
+    ]
+
+    def stream() -> list[dict]:
+        out = []
+        for step in range(400):
+            row = prediction(step * 10 + rng.choice([0, 0, 0, -25]), rng.choice(["BUY", "HOLD", "SELL"]),
+                             rng.choice([0.5, 0.7, float("nan")]), rng.choice(symbols))
+            row["predicted_return"] = rng.choice([0.01, -0.03, 0.025, None])
+            row["p90"] = rng.choice([0.03, 0.005])
+            out.append(row)
+        return out
+
+    predictions = stream()
+    outcomes = []
+    for batch_size in (1, 37):
+        store = AlertStore(f"sqlite:///{tmp_path / f'b{batch_size}.sqlite'}", clock=clock)
+        store.set_watchlist("w", symbols[2:9])
+        for fields in rules:
+            store.add_rule(RuleSpec.model_validate({"recipients": [SMS], **fields}))
+        evaluator = Evaluator(store, rules_ttl=0)
+        made = []
+        for start in range(0, len(predictions), batch_size):
+            made += evaluator.process(predictions[start:start + batch_size], [])
+        alerts = sorted((a["id"], a["rule"], a["subject"], a["phase"], a["status"]) for a in store.history(limit=10_000))
+        # A signal is stored when it changes, with the time of the batch's newest prediction (one
+        # by one: of the prediction that changed it); the signals themselves must agree.
+        signals = {symbol: signal for symbol, (signal, _at) in store.symbol_signals().items()}
+        outcomes.append((sorted(made), alerts, store.rule_states(), signals))
+        store.close()
+    one_by_one, batched = outcomes
+    assert len(one_by_one[1]) > 20 and {a[1] for a in one_by_one[1]} == {r["name"] for r in rules}
+    assert {a[4] for a in one_by_one[1]} == {"queued", "throttled"}
+    assert batched == one_by_one

@@ -219,3 +219,22 @@ def test_the_message_renders_the_numbers_and_escapes_html(store):
     assert "Band (p10 - p90):  99.00 - 103.50 (-1.00 % / +3.50 %)" in message.text
     assert "&lt;script&gt;" in message.html and "<script>" not in message.html
     assert f"alert ref {alert['id'][:12]}" in message.html
+
+
+def test_a_prediction_lacking_numbers_still_makes_its_message(store):
+    """The topic's messages need only a symbol, a signal and a time to be evaluated: an alert on
+    one without numbers (or with NaNs) is titled and rendered with "n/a", and stored as strict
+    JSON (no NaN for PostgreSQL)."""
+    store.add_rule(RuleSpec.model_validate({"name": "buy", "recipients": [{"channel": "email", "address": EMAIL}],
+                                            "on_signal": {"signal": "BUY"}}))
+    bare = {"symbol": "S0002", "signal": "BUY", "data_timestamp": "2026-12-04T15:00:00+00:00",
+            "confidence": float("nan"), "predicted_return": None}
+    [made] = Evaluator(store, rules_ttl=0).prediction(bare)
+    [alert] = store.history()
+    assert alert["id"] == made
+    assert alert["title"] == "S0002 BUY (confidence n/a, predicted return n/a) - rule buy"
+    assert alert["payload"]["confidence"] is None
+    message = render(alert)
+    assert "Confidence:        n/a" in message.text and "Predicted return:  n/a" in message.text
+    assert "Model:             n/a vn/a" in message.text
+    assert "n/a" in message.html

@@ -113,3 +113,32 @@ def test_refused_rules_say_why(fields, reason):
 def test_recipients_fit_their_channel(recipient, reason):
     with pytest.raises(ValidationError, match=reason):
         rule(on_signal={"signal": "BUY"}, recipients=[recipient])
+
+
+def test_the_columnar_mask_is_the_rule_row_by_row():
+    """``signal_mask`` over a batch gives, row by row, what ``signal_holds`` gives for each
+    prediction alone (the engine evaluates batches; the CLI and the tests, single predictions)."""
+    import itertools
+
+    import numpy as np
+
+    from tickcast.alerts.rules import PredictionColumns, signal_mask
+
+    values = {"signal": ["BUY", "HOLD", None], "confidence": [0.6, 0.59, float("nan"), None, "0.9", True],
+              "predicted_return": [0.02, -0.02, -1.0, -2.0, None], "p10": [-0.01, None]}
+    rows = [prediction(signal=s, confidence=c, predicted_return=r, p10=p)
+            for s, c, r, p in itertools.product(*values.values())]
+    previous = [["HOLD", "BUY", None][i % 3] for i in range(len(rows))]
+    columns = PredictionColumns.of(rows, previous)
+    conditions = [SignalCondition(signal="BUY", min_confidence=0.6), SignalCondition(signal="BUY", previous_signal="HOLD"),
+                  SignalCondition(min_abs_return=0.02), SignalCondition(band_contains=100.0),
+                  SignalCondition(signal="HOLD", min_confidence=0.5, min_abs_return=0.01, band_contains=99.5)]
+    for condition in conditions:
+        expected = [signal_holds(condition, row, prev) for row, prev in zip(rows, previous, strict=True)]
+        assert signal_mask(condition, columns).tolist() == expected
+        subset = np.array([5, 1, 17])
+        assert signal_mask(condition, columns, subset).tolist() == [expected[i] for i in subset]
+    assert any(signal_holds(c, r, p) for c in conditions for r, p in zip(rows, previous, strict=True))
+    # Strings and booleans are not numbers: they meet no bound.
+    assert not signal_holds(SignalCondition(min_confidence=0.5), prediction(confidence="0.9"), None)
+    assert not signal_holds(SignalCondition(min_confidence=0.5), prediction(confidence=True), None)

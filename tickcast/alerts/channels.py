@@ -84,8 +84,18 @@ class Channel(Protocol):
 def _environment() -> Any:
     import jinja2
 
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html.j2"]),
-                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=jinja2.select_autoescape(["html.j2"]),
+                             undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters["number"] = _number
+    return env
+
+
+def _number(value: Any, spec: str, scale: float = 1.0) -> str:
+    """A prediction's number in a message; "n/a" for one the prediction lacks (the topic's
+    messages need only a symbol, a signal and a time to be evaluated)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+        return "n/a"
+    return spec % (value * scale)
 
 
 def render(alert: dict[str, Any]) -> Message:

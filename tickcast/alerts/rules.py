@@ -11,10 +11,12 @@ prediction becomes a confident BUY, not on every tick while it stays one.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import time
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tickcast.core.events import SEVERITY_ORDER, PipelineEventKind, Severity
@@ -174,41 +176,75 @@ class RuleSpec(BaseModel):
         return "signal" if self.on_signal is not None else "pipeline"
 
 
+@dataclass(frozen=True)
+class PredictionColumns:
+    """Predictions as columns, the form ``signal_mask`` evaluates a condition over (the engine's
+    batch; a single prediction is a batch of one). A number that is missing, NaN or not a number
+    is NaN here, and NaN meets no bound."""
+
+    signal: np.ndarray  # object: the contract's signal strings
+    previous_signal: np.ndarray  # object: the symbol's signal before each prediction, None if unknown
+    confidence: np.ndarray
+    abs_return: np.ndarray
+    band_low: np.ndarray  # the p10-p90 band in prices (``price_band``)
+    band_high: np.ndarray
+
+    @classmethod
+    def of(cls, predictions: list[dict[str, Any]], previous_signals: list[str | None]) -> PredictionColumns:
+        def numbers(key: str) -> np.ndarray:
+            return np.array([_number(p.get(key)) for p in predictions], dtype=np.float64)
+
+        price, expected = numbers("predicted_price"), numbers("predicted_return")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # The contract's quantiles are returns over the bar the prediction is made from,
+            # whose close is predicted_price / (1 + predicted_return).
+            close = np.where(expected > -1, price / (1.0 + expected), np.nan)
+            low, high = close * (1.0 + numbers("p10")), close * (1.0 + numbers("p90"))
+        return cls(
+            signal=np.array([p.get("signal") for p in predictions], dtype=object),
+            previous_signal=np.array(previous_signals, dtype=object),
+            confidence=numbers("confidence"), abs_return=np.abs(expected), band_low=low, band_high=high,
+        )
+
+    def __len__(self) -> int:
+        return len(self.signal)
+
+
+def signal_mask(condition: SignalCondition, columns: PredictionColumns, rows: np.ndarray | None = None) -> np.ndarray:
+    """Which predictions (``rows`` of ``columns``, or all of them) meet every set condition."""
+    def column(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    holds = np.ones(len(columns) if rows is None else len(rows), dtype=bool)
+    if condition.signal is not None:
+        holds &= column(columns.signal) == condition.signal
+    if condition.previous_signal is not None:
+        holds &= column(columns.previous_signal) == condition.previous_signal
+    if condition.min_confidence is not None:
+        holds &= column(columns.confidence) >= condition.min_confidence
+    if condition.min_abs_return is not None:
+        holds &= column(columns.abs_return) >= condition.min_abs_return
+    if condition.band_contains is not None:
+        holds &= (column(columns.band_low) <= condition.band_contains) & (condition.band_contains <= column(columns.band_high))
+    return holds
+
+
 def signal_holds(condition: SignalCondition, prediction: dict[str, Any], previous_signal: str | None) -> bool:
     """Whether ``prediction`` (the contract's fields, as the ``predictions`` topic carries them)
     meets every set condition; ``previous_signal`` is the symbol's signal before it."""
-    if condition.signal is not None and prediction.get("signal") != condition.signal:
-        return False
-    if condition.previous_signal is not None and previous_signal != condition.previous_signal:
-        return False
-    if condition.min_confidence is not None and not _at_least(prediction.get("confidence"), condition.min_confidence):
-        return False
-    if condition.min_abs_return is not None:
-        value = prediction.get("predicted_return")
-        if value is None or not _at_least(abs(value), condition.min_abs_return):
-            return False
-    if condition.band_contains is not None:
-        band = price_band(prediction)
-        if band is None or not (band[0] <= condition.band_contains <= band[1]):
-            return False
-    return True
+    return bool(signal_mask(condition, PredictionColumns.of([prediction], [previous_signal]))[0])
 
 
 def price_band(prediction: dict[str, Any]) -> tuple[float, float] | None:
-    """The p10-p90 band in prices. The contract's quantiles are returns over the bar the
-    prediction is made from, whose close is predicted_price / (1 + predicted_return)."""
-    values = [prediction.get(k) for k in ("predicted_price", "predicted_return", "p10", "p90")]
-    numbers = [float(v) for v in values if isinstance(v, int | float) and v == v]
-    if len(numbers) != len(values) or numbers[1] <= -1:
-        return None
-    price, expected, p10, p90 = numbers
-    close = price / (1.0 + expected)
-    return close * (1.0 + p10), close * (1.0 + p90)
+    """The p10-p90 band in prices, None when the prediction lacks a number it needs."""
+    columns = PredictionColumns.of([prediction], [None])
+    low, high = float(columns.band_low[0]), float(columns.band_high[0])
+    return None if low != low or high != high else (low, high)
 
 
-def _at_least(value: Any, bound: float) -> bool:
-    # A NaN or a missing value never meets a bound.
-    return isinstance(value, int | float) and value == value and value >= bound
+def _number(value: Any) -> float:
+    # A bool is an int to Python, not a confidence or a return.
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan
 
 
 def pipeline_holds(condition: PipelineCondition, kind: str, severity: str) -> bool:

@@ -37,6 +37,17 @@ class RuleExists(Conflict):
 
 
 @dataclass(frozen=True)
+class NewAlert:
+    """An alert the evaluator decided on, before it has its id and its row."""
+
+    rule: StoredRule
+    subject: str
+    decision: AlertDecision
+    title: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class StoredRule:
     id: int
     spec: RuleSpec
@@ -201,11 +212,13 @@ class AlertStore:
             return {(row.rule_id, row.subject): SubjectState(row.active, row.since, row.last_sent_at, row.firing_sent)
                     for row in session.scalars(select(StateRow))}
 
-    def save_state(self, session: Session, rule_id: int, subject: str, state: SubjectState) -> None:
+    def save_states(self, session: Session, states: dict[tuple[int, str], SubjectState]) -> None:
         from tickcast.alerts.schema import StateRow
 
-        session.merge(StateRow(rule_id=rule_id, subject=subject, active=state.active, since=state.since,
-                               last_sent_at=state.last_sent_at, firing_sent=state.firing_sent))
+        _upsert(session, StateRow, ["rule_id", "subject"], [
+            {"rule_id": rule_id, "subject": subject, "active": state.active, "since": state.since,
+             "last_sent_at": state.last_sent_at, "firing_sent": state.firing_sent}
+            for (rule_id, subject), state in states.items()])
 
     def symbol_signals(self) -> dict[str, tuple[str, datetime]]:
         from sqlalchemy import select
@@ -215,37 +228,49 @@ class AlertStore:
         with self.session() as session:
             return {row.symbol: (row.signal, row.data_timestamp) for row in session.scalars(select(SymbolSignalRow))}
 
-    def save_signal(self, session: Session, symbol: str, signal: str, data_timestamp: datetime) -> None:
+    def save_signals(self, session: Session, signals: dict[str, tuple[str, datetime]]) -> None:
+        """Each symbol's newest signal and its time (upserted)."""
         from tickcast.alerts.schema import SymbolSignalRow
 
-        session.merge(SymbolSignalRow(symbol=symbol, signal=signal, data_timestamp=data_timestamp))
+        _upsert(session, SymbolSignalRow, ["symbol"], [
+            {"symbol": symbol, "signal": signal, "data_timestamp": at} for symbol, (signal, at) in signals.items()])
 
-    def add_alert(self, session: Session, rule: StoredRule, subject: str, decision: AlertDecision, title: str,
-                  payload: dict[str, Any], *, dry_run_channels: frozenset[str] = frozenset()) -> str | None:
-        """The alert and, when it is to be sent, a pending delivery per recipient; None when an
-        alert with its id is stored already (the same event seen again)."""
+    def add_alerts(self, session: Session, alerts: list[NewAlert], *,
+                   dry_run_channels: frozenset[str] = frozenset()) -> list[str]:
+        """The alerts and, for each one to be sent, a pending delivery per recipient, in two
+        statements; the ids of those made (one stored already - the same event seen again - is
+        left as it is)."""
+        from sqlalchemy import insert, select
+
         from tickcast.alerts.schema import AlertRow, DeliveryRow
 
-        identifier = alert_id(rule.id, subject, decision.phase, decision.incident_start)
-        if session.get(AlertRow, identifier) is not None:
-            return None
+        if not alerts:
+            return []
+        fresh: dict[str, NewAlert] = {}
+        for alert in alerts:
+            fresh.setdefault(alert_id(alert.rule.id, alert.subject, alert.decision.phase, alert.decision.incident_start),
+                             alert)
+        for chunk in _chunks(list(fresh), 500):
+            for stored in session.scalars(select(AlertRow.id).where(AlertRow.id.in_(chunk))):
+                fresh.pop(stored)
+        if not fresh:
+            return []
         now = self.clock()
-        session.add(AlertRow(
-            id=identifier, rule_id=rule.id, rule_name=rule.name, subject=subject, phase=decision.phase,
-            severity=rule.spec.severity, status=decision.status, incident_start=decision.incident_start,
-            observed_at=decision.at, created_at=now, not_before=decision.not_before, title=title, payload=payload,
-        ))
-        if decision.status == "queued":
-            # The alert row first: the deliveries' foreign key points at it.
-            session.flush()
-            for recipient in rule.spec.recipients:
-                session.add(DeliveryRow(
-                    id=delivery_id(identifier, recipient.channel, recipient.address), alert_id=identifier,
-                    channel=recipient.channel, address=recipient.address, status="pending", attempts=0,
-                    next_attempt_at=decision.not_before or now, dry_run=recipient.channel in dry_run_channels,
-                    updated_at=now,
-                ))
-        return identifier
+        session.execute(insert(AlertRow), [{
+            "id": identifier, "rule_id": a.rule.id, "rule_name": a.rule.name, "subject": a.subject,
+            "phase": a.decision.phase, "severity": a.rule.spec.severity, "status": a.decision.status,
+            "incident_start": a.decision.incident_start, "observed_at": a.decision.at, "created_at": now,
+            "not_before": a.decision.not_before, "title": a.title, "payload": a.payload,
+        } for identifier, a in fresh.items()])
+        deliveries = [{
+            "id": delivery_id(identifier, recipient.channel, recipient.address), "alert_id": identifier,
+            "channel": recipient.channel, "address": recipient.address, "status": "pending", "attempts": 0,
+            "next_attempt_at": a.decision.not_before or now, "dry_run": recipient.channel in dry_run_channels,
+            "updated_at": now,
+        } for identifier, a in fresh.items() if a.decision.status == "queued" for recipient in a.rule.spec.recipients]
+        if deliveries:
+            session.execute(insert(DeliveryRow), deliveries)
+        return list(fresh)
 
     def history(self, *, limit: int = 50, rule: str | None = None, subject: str | None = None,
                 since: datetime | None = None) -> list[dict[str, Any]]:
@@ -346,6 +371,30 @@ class AlertStore:
                 if alert is not None:
                     sent = sum(s == "sent" for s in statuses)
                     alert.status = "delivered" if sent == len(statuses) else ("dead" if sent == 0 else "partial")
+
+
+def _upsert(session: Session, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
+    """Insert ``rows``, updating those whose ``keys`` exist, in one statement per 500 rows
+    (SQLite and PostgreSQL, the two databases the store runs on)."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = session.get_bind().dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        for row in rows:
+            session.merge(table(**row))
+        return
+    statement: Any = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    statement = statement.on_conflict_do_update(
+        index_elements=keys, set_={column: statement.excluded[column] for column in rows[0] if column not in keys})
+    for chunk in _chunks(rows, 500):
+        session.execute(statement, chunk)
+
+
+def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
 
 
 def _find(session: Session, name_or_id: str | int) -> Any:

@@ -213,6 +213,7 @@ def test_rule(rule: str = typer.Argument(..., help="The rule's name or id.")) ->
     from tickcast.alerts.channels import channels_from_settings
     from tickcast.alerts.delivery import Dispatcher
     from tickcast.alerts.incidents import AlertDecision
+    from tickcast.alerts.store import NewAlert
     from tickcast.core.errors import ServiceError
 
     settings = load_settings()
@@ -224,12 +225,12 @@ def test_rule(rule: str = typer.Argument(..., help="The rule's name or id.")) ->
     channels = channels_from_settings(settings)
     now = datetime.now(UTC)
     dry = frozenset(n for n, c in channels.items() if c.dry_run)
+    test = NewAlert(stored, "test", AlertDecision("test", "queued", now, now, None),
+                    f"Test of rule {stored.name}: alerts reach you here",
+                    {"kind": "test", "subject": "test", "severity": stored.spec.severity,
+                     "message": f"a test message for rule {stored.name}", "at": now.isoformat(), "details": {}})
     with store.session() as session:
-        made = store.add_alert(session, stored, "test", AlertDecision("test", "queued", now, now, None),
-                        f"Test of rule {stored.name}: alerts reach you here",
-                        {"kind": "test", "subject": "test", "severity": stored.spec.severity,
-                         "message": f"a test message for rule {stored.name}", "at": now.isoformat(), "details": {}},
-                        dry_run_channels=dry)
+        [made] = store.add_alerts(session, [test], dry_run_channels=dry)
     # A person waits for the outcome: no wait between attempts longer than 30 s.
     dispatcher = Dispatcher.from_settings(store, channels, settings, cap_seconds=30)
     # This alert's deliveries only: the running engine delivers the rest of the outbox.
