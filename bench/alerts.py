@@ -262,12 +262,15 @@ def main() -> int:
             wait_until(lambda: "partition(s) assigned" in platform.log("engine").read_text(errors="replace"),
                        timeout=120, what="the engine to follow the predictions topic")
             load_before = os.getloadavg()[0]
+            latency_started = datetime.now(UTC)
             produced = produce(settings, symbols, rate=args.rate, seconds=args.seconds, flip_share=args.flip_share,
                                seed=99)
             time.sleep(10)  # the last deliveries
             load_after = os.getloadavg()[0]
             platform.stop("engine")
-            alerts = {a["id"][:12]: a for a in store.history(limit=1_000_000)}
+            # This part's alerts only (the capacity rounds made theirs too).
+            alerts = {a["id"][:12]: a for a in store.history(limit=1_000_000, since=latency_started)}
+            undelivered = sum(a["status"] != "delivered" for a in alerts.values())
             latencies = []
             for reference, at in accepted_at.items():
                 alert = alerts.get(reference)
@@ -278,7 +281,7 @@ def main() -> int:
             result = {
                 "machine": machine, "conditions": {k: str(v) for k, v in vars(args).items()}, "rules": kinds,
                 "capacity": capacity, "latency_s": percentiles(latencies), "produced": produced,
-                "alerts": len(alerts), "messages": len(standin.accepted),
+                "alerts": len(alerts), "messages": len(standin.accepted), "undelivered": undelivered,
                 "load1": [load_before, load_after],
             }
             store.close()
@@ -306,7 +309,8 @@ def report(result: dict) -> None:
         print(f"{'median':<8}{'':>13}{b0:>22,.0f}{engine:>12,.0f}{engine / b0:>13.3f}")
     lat = result["latency_s"]
     print(f"\nAt {c['rate']} predictions/s for {c['seconds']} s ({result['produced']:,} published): "
-          f"{result['alerts']:,} alerts, {result['messages']:,} messages accepted; produced -> handed to the provider "
+          f"{result['alerts']:,} alerts ({result['undelivered']:,} not delivered at the end), {result['messages']:,} "
+          f"messages accepted; produced -> handed to the provider "
           f"p50 {lat['p50'] if lat['p50'] is None else round(lat['p50'], 3)} s, "
           f"p99 {lat['p99'] if lat['p99'] is None else round(lat['p99'], 3)} s (target p99 2 s); "
           f"load average {result['load1'][0]:.1f} -> {result['load1'][1]:.1f}")

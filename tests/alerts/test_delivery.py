@@ -136,14 +136,14 @@ def test_a_crash_after_the_provider_accepted_is_reconciled_without_a_second_mess
     standin, sms = twilio(server)
     alert = queue_alert(store, [{"channel": "sms", "address": PHONE}])
     first = dispatcher(store, {"sms": sms})
-    real_mark = store.mark_delivery
+    real_mark = store.mark_deliveries
 
-    def crash_on_sent(delivery, status, **kwargs):
-        if status == "sent":
+    def crash_on_sent(updates):
+        if any(u.status == "sent" for u in updates):
             raise SystemExit("killed after the provider accepted, before the outbox recorded it")
-        return real_mark(delivery, status, **kwargs)
+        return real_mark(updates)
 
-    monkeypatch.setattr(store, "mark_delivery", crash_on_sent)
+    monkeypatch.setattr(store, "mark_deliveries", crash_on_sent)
     row = store.due_deliveries(datetime.now(UTC), limit=1)[0]
     with pytest.raises(SystemExit):
         first.deliver(row)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickcast.alerts.channels import Channel, PermanentError, TransientError, render
 from tickcast.alerts.policy import Clock, utc_now
-from tickcast.alerts.store import AlertStore
+from tickcast.alerts.store import AlertStore, DeliveryUpdate
 from tickcast.core.events import PipelineEvent
 
 if TYPE_CHECKING:
@@ -69,6 +69,11 @@ class Dispatcher:
         self._in_flight: set[str] = set()
         self._lock = threading.Lock()
         self._dead_channels: set[str] = set()
+        # Outcomes are written in groups: whichever delivery finishes writes every outcome that
+        # arrived meanwhile, in one transaction (a commit per message made SQLite the bottleneck).
+        self._outcomes: list[DeliveryUpdate] = []
+        self._outcomes_lock = threading.Lock()
+        self._writer = threading.Lock()
 
     @classmethod
     def from_settings(cls, store: AlertStore, channels: dict[str, Channel], settings: Settings, *,
@@ -114,14 +119,19 @@ class Dispatcher:
         with self._lock:
             busy = set(self._in_flight)
         rows = self.store.due_deliveries(self.clock(), limit=limit, exclude=busy, alert=alert)
-        started = []
-        for row in rows:
+        with self._lock:
+            rows = [row for row in rows if row["id"] not in self._in_flight]
+            self._in_flight.update(row["id"] for row in rows)
+        # Each first attempt is marked "sending" before its call, all of them in one transaction.
+        fresh = [row for row in rows if row["attempts"] < self.max_attempts]
+        try:
+            self.store.mark_deliveries([DeliveryUpdate(row["id"], "sending", attempt=True) for row in fresh])
+        except BaseException:
             with self._lock:
-                if row["id"] in self._in_flight:
-                    continue
-                self._in_flight.add(row["id"])
-            started.append(self._pool.submit(self._deliver_and_release, row))
-        return started
+                self._in_flight.difference_update(row["id"] for row in rows)
+            raise
+        marked = {row["id"] for row in fresh}
+        return [self._pool.submit(self._deliver_and_release, row, row["id"] in marked) for row in rows]
 
     def in_flight(self) -> int:
         with self._lock:
@@ -130,9 +140,9 @@ class Dispatcher:
     def close(self, *, wait: bool = True) -> None:
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
 
-    def _deliver_and_release(self, row: dict[str, Any]) -> str:
+    def _deliver_and_release(self, row: dict[str, Any], marked: bool) -> str:
         try:
-            return self.deliver(row)
+            return self.deliver(row, marked=marked)
         except Exception:  # noqa: BLE001 - a bug in one delivery must not stop the others
             log.exception("delivery %s failed unexpectedly; it stays open for the next run", row["id"])
             return "error"
@@ -140,8 +150,9 @@ class Dispatcher:
             with self._lock:
                 self._in_flight.discard(row["id"])
 
-    def deliver(self, row: dict[str, Any]) -> str:
-        """Deliver one row, retrying what is worth retrying; its final status."""
+    def deliver(self, row: dict[str, Any], *, marked: bool = False) -> str:
+        """Deliver one row, retrying what is worth retrying; its final status. ``marked``: its
+        first attempt is marked ``sending`` already (``dispatch_due`` marks them together)."""
         from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
         from tenacity.wait import wait_random_exponential
 
@@ -154,7 +165,8 @@ class Dispatcher:
             stop=stop_after_attempt(remaining),
             wait=RetryAfterOr(wait_random_exponential(multiplier=self.base_seconds, max=self.cap_seconds)),
             retry=retry_if_exception_type(TransientError),
-            before=lambda _state: self.store.mark_delivery(row["id"], "sending", attempt=True),
+            before=lambda state: None if marked and state.attempt_number == 1 else self.store.mark_delivery(
+                row["id"], "sending", attempt=True),
             before_sleep=lambda state: self._note_retry(row, state),
             sleep=self.sleep,
             reraise=True,
@@ -163,11 +175,27 @@ class Dispatcher:
             provider_id = retrying(channel.send, message, row["address"])
         except (TransientError, PermanentError) as exc:
             return self._dead(row, channel, str(exc))
-        self.store.mark_delivery(row["id"], "sent", provider_id=provider_id)
+        self._record(DeliveryUpdate(row["id"], "sent", provider_id=provider_id))
         if channel.name in self._dead_channels:
             self._dead_channels.discard(channel.name)
             self._report("resolved", channel.name, f"{channel.name} delivers again", row)
         return "sent"
+
+    def _record(self, outcome: DeliveryUpdate) -> None:
+        """Write ``outcome``, with whatever other outcomes are waiting, before returning."""
+        with self._outcomes_lock:
+            self._outcomes.append(outcome)
+        with self._writer:
+            # The writer before us may have taken ours already; then there is nothing left.
+            with self._outcomes_lock:
+                batch, self._outcomes = self._outcomes, []
+            try:
+                self.store.mark_deliveries(batch)
+            except BaseException:
+                # Back in the queue for the next writer: none of them may be dropped.
+                with self._outcomes_lock:
+                    self._outcomes[:0] = batch
+                raise
 
     def _note_retry(self, row: dict[str, Any], state: Any) -> None:
         error = state.outcome.exception() if state.outcome is not None else None

@@ -37,6 +37,19 @@ class RuleExists(Conflict):
 
 
 @dataclass(frozen=True)
+class DeliveryUpdate:
+    """A delivery moved on: its new status and what comes with it (``AlertStore.mark_delivery``)."""
+
+    delivery: str
+    status: str
+    provider_id: str | None = None
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+    # One more attempt starts now (it counts, and ``sending_since`` is now).
+    attempt: bool = False
+
+
+@dataclass(frozen=True)
 class NewAlert:
     """An alert the evaluator decided on, before it has its id and its row."""
 
@@ -345,32 +358,49 @@ class AlertStore:
                       next_attempt_at: datetime | None = None, attempt: bool = False) -> None:
         """Move a delivery on (``attempt``: one more attempt starts now, status ``sending``), and
         its alert to delivered / partial / dead once none of its deliveries is left open."""
+        self.mark_deliveries([DeliveryUpdate(delivery, status, provider_id=provider_id, error=error,
+                                             next_attempt_at=next_attempt_at, attempt=attempt)])
+
+    def mark_deliveries(self, updates: list[DeliveryUpdate]) -> None:
+        """``mark_delivery`` for many, in one transaction (the dispatcher's attempts started
+        together, the outcomes that arrived together)."""
         from sqlalchemy import select
 
         from tickcast.alerts.schema import AlertRow, DeliveryRow
 
+        if not updates:
+            return
         now = self.clock()
         with self.session() as session:
-            row = session.get(DeliveryRow, delivery)
-            if row is None:
-                return
-            row.status, row.updated_at = status, now
-            if attempt:
-                row.attempts += 1
-                row.sending_since = now
-            if provider_id is not None:
-                row.provider_id = provider_id
-            if error is not None:
-                row.last_error = error[:2000]
-            if next_attempt_at is not None:
-                row.next_attempt_at = next_attempt_at
+            rows: dict[str, Any] = {}
+            for chunk in _chunks(list({u.delivery for u in updates}), 500):
+                rows |= {row.id: row for row in session.scalars(select(DeliveryRow).where(DeliveryRow.id.in_(chunk)))}
+            for update in updates:
+                row = rows.get(update.delivery)
+                if row is None:
+                    continue
+                row.status, row.updated_at = update.status, now
+                if update.attempt:
+                    row.attempts += 1
+                    row.sending_since = now
+                if update.provider_id is not None:
+                    row.provider_id = update.provider_id
+                if update.error is not None:
+                    row.last_error = update.error[:2000]
+                if update.next_attempt_at is not None:
+                    row.next_attempt_at = update.next_attempt_at
             session.flush()
-            statuses = list(session.scalars(select(DeliveryRow.status).where(DeliveryRow.alert_id == row.alert_id)))
-            if all(s in ("sent", "dead", "unknown") for s in statuses):
-                alert = session.get(AlertRow, row.alert_id)
-                if alert is not None:
-                    sent = sum(s == "sent" for s in statuses)
-                    alert.status = "delivered" if sent == len(statuses) else ("dead" if sent == 0 else "partial")
+            statuses: dict[str, list[str]] = {}
+            for chunk in _chunks(list({row.alert_id for row in rows.values()}), 500):
+                for alert_id_, status in session.execute(
+                        select(DeliveryRow.alert_id, DeliveryRow.status).where(DeliveryRow.alert_id.in_(chunk))):
+                    statuses.setdefault(alert_id_, []).append(status)
+            for identifier, of_alert in statuses.items():
+                if all(s in ("sent", "dead", "unknown") for s in of_alert):
+                    alert = session.get(AlertRow, identifier)
+                    if alert is not None:
+                        sent = sum(s == "sent" for s in of_alert)
+                        alert.status = "delivered" if sent == len(of_alert) else ("dead" if sent == 0 else "partial")
 
 
 def _upsert(session: Session, table: Any, keys: list[str], rows: list[dict[str, Any]]) -> None:
