@@ -108,6 +108,7 @@ def test_missing_features_table_is_a_clear_error(settings: Settings, monkeypatch
         assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # the redis client retries with backoff for ~7 s before it gives up
 def test_unreachable_redis_is_a_clear_error(cli_env: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from tickcast.platform.processes import free_port
 
@@ -119,6 +120,7 @@ def test_unreachable_redis_is_a_clear_error(cli_env: Settings, monkeypatch: pyte
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow  # `feast apply` in a subprocess: Feast's imports alone take seconds
 def test_feast_cli_applies_the_repo_directory(tmp_path: Path) -> None:
     """A user can `cd feature_repo && feast apply`: feature_store.yaml and repo.py work together.
 

@@ -33,6 +33,7 @@ def _explore(operation, headers: dict[str, str], count, mode: GenerationMode) ->
     check()
 
 
+@pytest.mark.slow  # hundreds of generated requests; the routes' own tests cover each error in the fast tier
 def test_no_generated_request_gets_a_server_error(scored: Scored) -> None:
     app = create_app(scored.settings)
     headers = {"X-API-Key": scored.keys["scorer"]}
