@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from supervisor.options import ServerOptions
@@ -106,6 +107,9 @@ def test_environment_round_trips_every_setting(
             "topic_partitions": 9,
             "ingest_trigger_seconds": 2.5,
             "demo_feed_enabled": False,
+            # Secrets reach the programs as themselves, not as pydantic's mask.
+            "twilio_auth_token": SecretStr("tw-real-token"),
+            "sendgrid_api_key": SecretStr("SG.real-key"),
         }
     )
     environment = _process_configs(_parse(write_config(settings)))["api"].environment
@@ -117,6 +121,7 @@ def test_environment_round_trips_every_setting(
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # no .env file
     seen_by_program = Settings()
+    assert environment["TICKCAST_TWILIO_AUTH_TOKEN"] == "tw-real-token"
     assert seen_by_program.model_dump() == settings.model_copy(
         update={"home": settings.home_dir}
     ).model_dump()

@@ -155,8 +155,13 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
 
 
 def _env_value(value: Any) -> str | None:
+    from pydantic import SecretStr
+
     if value is None:
         return None
+    if isinstance(value, SecretStr):
+        # The program needs the secret itself, not its mask (the config file is the owner's only).
+        return value.get_secret_value()
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, Path):
