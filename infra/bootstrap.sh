@@ -60,5 +60,10 @@ say "syncing the Python environment (.venv) from uv.lock"
 export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
 "${UV[@]}" sync --frozen
 
+# Airflow in an environment of its own (it pins fastapi below what the API uses); its DAG tasks
+# run in .venv.
+say "syncing Airflow's environment (airflow/.venv) from airflow/uv.lock"
+"${UV[@]}" sync --frozen --project airflow
+
 say "tickcast setup (JVM jars, \$TICKCAST_HOME)"
 .venv/bin/tickcast setup

@@ -8,9 +8,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from pydantic import SecretStr
 from supervisor.options import ServerOptions
 from typer.testing import CliRunner
 
@@ -51,7 +51,8 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     configs = _process_configs(options)
 
     assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts",
-                             "maintain", "feed"]
+                             "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                             "feed"]
     bin_dir = Path(sys.prefix) / "bin"
     assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
     assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -61,7 +62,8 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
     assert configs["alerts"].command == f"{bin_dir}/tickcast alerts run"
-    assert configs["maintain"].command == f"{bin_dir}/tickcast maintain --every 600"
+    for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
+        assert configs[f"airflow-{component}"].command == f"{bin_dir}/tickcast airflow run {component}"
     assert configs["feed"].command == (
         f"{bin_dir}/tickcast produce synthetic --symbols 7 --rate 12.5 --seconds 0"
     )
@@ -86,7 +88,15 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain"]
+    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "airflow-api-server",
+                             "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+
+
+def test_without_airflow_the_platform_runs_the_maintenance_itself(settings: Settings) -> None:
+    settings = settings.model_copy(update={"airflow_enabled": False, "demo_feed_enabled": False})
+    configs = _process_configs(_parse(write_config(settings)))
+    assert list(configs)[-1] == "maintain" and not any(name.startswith("airflow") for name in configs)
+    assert configs["maintain"].command == f"{Path(sys.prefix) / 'bin'}/tickcast maintain --every 600"
 
 
 def test_config_without_local_mlflow_when_tracking_is_remote(settings: Settings) -> None:

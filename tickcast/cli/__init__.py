@@ -7,6 +7,7 @@ import logging
 import typer
 
 from tickcast.cli import (
+    airflow,
     alerts,
     apikeys,
     corporate_actions,
@@ -51,6 +52,7 @@ score.register(app)
 models.register(app)
 apikeys.register(app)
 alerts.register(app)
+airflow.register(app)
 
 if __name__ == "__main__":
     app()

@@ -145,6 +145,17 @@ class Settings(BaseSettings):
     predictions_retention_days: int = Field(default=90, ge=1)
     quality_results_retention_days: int = Field(default=30, ge=1)
 
+    # Airflow (the batch side: `airflow/`, its own environment): its components run under the
+    # platform when enabled; the UI and its API on airflow_host:airflow_port. The metadata
+    # database is SQLite under the home unless airflow_database_url names another (PostgreSQL).
+    # airflow_parallelism bounds the LocalExecutor's worker processes (its default, 32, starts
+    # 32 idle workers: ~5 GB on a 2-core machine).
+    airflow_enabled: bool = True
+    airflow_host: str = "127.0.0.1"
+    airflow_port: int = 8080
+    airflow_parallelism: int = Field(default=4, ge=1, le=64)
+    airflow_database_url: SecretStr | None = None
+
     # Feature store (Feast): SQLite online store by default, Redis by configuration.
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     # Feast's Redis connection string: "host:port[,db=N][,password=...]".
@@ -267,6 +278,11 @@ class Settings(BaseSettings):
     def gx_dir(self) -> Path:
         """Great Expectations project: stored validation results and data docs."""
         return self.home_dir / "gx"
+
+    @property
+    def airflow_dir(self) -> Path:
+        """AIRFLOW_HOME: Airflow's configuration, metadata database, logs and admin password."""
+        return self.home_dir / "airflow"
 
     @property
     def feast_dir(self) -> Path:

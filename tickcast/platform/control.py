@@ -68,6 +68,7 @@ def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
         "mlflow": [(settings.mlflow_port, "TICKCAST_MLFLOW_PORT")],
         "api": [(settings.api_port, "TICKCAST_API_PORT")],
         "dashboard": [(settings.dashboard_port, "TICKCAST_DASHBOARD_PORT")],
+        "airflow-api-server": [(settings.airflow_port, "TICKCAST_AIRFLOW_PORT")],
     }.get(name, [])
 
 
@@ -97,6 +98,10 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
     if name == "dashboard":
         url = f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name.startswith("airflow-"):
+        from tickcast.platform import airflow
+
+        return airflow.component_health(settings, name.removeprefix("airflow-"))
     if name in ("ingest", "bars", "alerts"):
         path = progress_path(settings, name)
         try:
@@ -263,6 +268,10 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
         rows.append(("MLflow", tracking.server_url(settings)))
     elif not tracking.is_local(settings):
         rows.append(("MLflow", str(settings.mlflow_tracking_uri)))
+    if "airflow-api-server" in names:
+        from tickcast.platform import airflow
+
+        rows.append(("Airflow", f"{airflow.api_url(settings)} (user admin, password in {airflow.password_file(settings)})"))
     rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers))
     rows.append(("Logs", str(settings.log_dir)))
     return rows

@@ -24,7 +24,8 @@ from tickcast.core.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain",
+                 "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -90,7 +91,7 @@ def program_log(settings: Settings, name: str) -> Path:
 def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
     """Every program this configuration runs, in start order."""
     from tickcast.models import tracking
-    from tickcast.platform import broker
+    from tickcast.platform import airflow, broker
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []
@@ -133,10 +134,16 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
         # Dry run until Twilio / SendGrid credentials are set: messages rendered, logged, recorded.
         Program("alerts", [tickcast, "alerts", "run"], priority=42, startsecs=5, stopwaitsecs=60),
-        # Until the Airflow maintenance DAG takes it over: compaction, VACUUM and retention.
-        Program("maintain", [tickcast, "maintain", "--every", f"{settings.maintain_interval_seconds:g}"],
-                priority=45, stopwaitsecs=60),
     ]
+    if settings.airflow_enabled:
+        # The batch side; its `maintenance` DAG runs the table maintenance.
+        result += [Program(airflow.program_name(component), [tickcast, "airflow", "run", component],
+                           priority=46 + i, startsecs=10, stopwaitsecs=60)
+                   for i, component in enumerate(airflow.COMPONENTS)]
+    else:
+        # Without Airflow: compaction, VACUUM and retention every maintain_interval_seconds.
+        result.append(Program("maintain", [tickcast, "maintain", "--every", f"{settings.maintain_interval_seconds:g}"],
+                              priority=45, stopwaitsecs=60))
     if settings.demo_feed_enabled:
         result.append(
             Program(

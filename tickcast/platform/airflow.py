@@ -1,0 +1,155 @@
+"""Airflow under the platform: its environment, its components and their health.
+
+Airflow lives in an environment of its own (``airflow/``, created by the bootstrap from its
+own lock: Airflow pins fastapi below what the API uses). Its DAGs (``airflow/dags``) are thin:
+each task runs in the platform's environment (``.venv``), so no domain code is imported by
+Airflow itself. Every component is started through ``tickcast airflow run COMPONENT``, which
+derives Airflow's whole configuration from the platform's settings (``environment``), creates
+or upgrades the metadata database once, under a lock, and then becomes the component.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from tickcast.core.settings import REPO_ROOT, Settings
+
+AIRFLOW_PROJECT = REPO_ROOT / "airflow"
+DAGS_FOLDER = AIRFLOW_PROJECT / "dags"
+# The components `airflow standalone` would run, each a program of its own under supervisord
+# (named airflow-<component>): restarted on its own, logged on its own.
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Where SimpleAuthManager writes the admin's generated password (under AIRFLOW_HOME).
+PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
+
+
+class AirflowMissing(RuntimeError):
+    """Airflow's environment is not there (``make bootstrap`` creates it)."""
+
+
+def airflow_bin() -> Path:
+    return AIRFLOW_PROJECT / ".venv" / "bin"
+
+
+def airflow_executable() -> Path:
+    path = airflow_bin() / "airflow"
+    if not path.exists():
+        raise AirflowMissing(f"{path} not found: run `make bootstrap` (it creates Airflow's environment "
+                             "from airflow/uv.lock)")
+    return path
+
+
+def program_name(component: str) -> str:
+    return f"airflow-{component}"
+
+
+def api_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.airflow_host in ("", "0.0.0.0", "::") else settings.airflow_host
+    return f"http://{host}:{settings.airflow_port}"
+
+
+def password_file(settings: Settings) -> Path:
+    return settings.airflow_dir / PASSWORD_FILE
+
+
+def database_url(settings: Settings) -> str:
+    if settings.airflow_database_url is not None:
+        return settings.airflow_database_url.get_secret_value()
+    return f"sqlite:///{settings.airflow_dir / 'airflow.db'}"
+
+
+def environment(settings: Settings) -> dict[str, str]:
+    """Airflow's configuration for this platform, as ``AIRFLOW__*`` variables. Deterministic
+    (no value from the caller's environment but PATH), so supervisord's config is stable."""
+    home = settings.airflow_dir
+    url = api_url(settings)
+    return {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS_FOLDER),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(settings.airflow_parallelism),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{url}/execution/",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(settings),
+        "AIRFLOW__API__HOST": settings.airflow_host,
+        "AIRFLOW__API__PORT": str(settings.airflow_port),
+        "AIRFLOW__API__BASE_URL": url,
+        # The log server the workers run: on loopback like every other port of the platform.
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+        # The DAG files find the platform's environment and its CLI here.
+        "TICKCAST_PYTHON": str(REPO_ROOT / ".venv" / "bin" / "python"),
+        "TICKCAST_BIN": str(REPO_ROOT / ".venv" / "bin" / "tickcast"),
+        # Components launch one another as `airflow ...` from PATH; the JVM (Spark in tasks)
+        # is found on the system path.
+        "PATH": os.pathsep.join([str(airflow_bin()), str(REPO_ROOT / ".venv" / "bin"), "/usr/local/bin", "/usr/bin",
+                                 "/bin"]),
+    }
+
+
+def migrate(settings: Settings) -> None:
+    """Create or upgrade the metadata database (and Airflow's generated config, with the secrets
+    every component must share), once: the components start together and wait for the first."""
+    home = settings.airflow_dir
+    home.mkdir(parents=True, exist_ok=True)
+    marker = home / ".migrated"
+    version = _airflow_version()
+    with (home / ".migrate.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == f"{version}\n{database_url(settings)}":
+            return
+        done = subprocess.run([str(airflow_executable()), "db", "migrate"], env={**os.environ, **environment(settings)},
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"airflow db migrate failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        marker.write_text(f"{version}\n{database_url(settings)}")
+
+
+def _airflow_version() -> str:
+    # The installed distribution's metadata, read without importing Airflow into this process.
+    found = sorted((airflow_bin().parent / "lib").glob("python*/site-packages/apache_airflow-*.dist-info"))
+    return found[-1].name.removeprefix("apache_airflow-").removesuffix(".dist-info") if found else "unknown"
+
+
+def exec_component(settings: Settings, component: str) -> None:
+    """Become the Airflow component (never returns)."""
+    if component not in COMPONENTS:
+        raise ValueError(f"unknown Airflow component {component!r}; one of {', '.join(COMPONENTS)}")
+    migrate(settings)
+    executable = str(airflow_executable())
+    os.execve(executable, [executable, component], {**os.environ, **environment(settings)})
+
+
+def run_cli(settings: Settings, args: list[str]) -> int:
+    """The Airflow CLI with this platform's configuration (``tickcast airflow cli -- dags list``)."""
+    migrate(settings)
+    return subprocess.run([str(airflow_executable()), *args], env={**os.environ, **environment(settings)}).returncode
+
+
+def health(settings: Settings) -> dict | None:
+    """The api-server's health document, None while it does not answer."""
+    import httpx
+
+    try:
+        response = httpx.get(f"{api_url(settings)}/api/v2/monitor/health", timeout=2.0)
+    except httpx.HTTPError:
+        return None
+    return response.json() if response.status_code == 200 else None
+
+
+def component_health(settings: Settings, component: str) -> str | None:
+    """None when ``component`` is healthy, else what it is still waiting for."""
+    document = health(settings)
+    if document is None:
+        return f"GET {api_url(settings)}/api/v2/monitor/health not 200 yet"
+    key = {"api-server": "metadatabase", "dag-processor": "dag_processor"}.get(component, component)
+    status = (document.get(key) or {}).get("status")
+    return None if status == "healthy" else f"{key} is {status or 'not reported'} in Airflow's health check"
+
+
+def available() -> bool:
+    return shutil.which("airflow", path=str(airflow_bin())) is not None
