@@ -103,6 +103,9 @@ def up_cmd(
         settings = load_settings()
         started = up(settings, only=only, timeout=timeout, console=err_console)
         table = Table.grid(padding=(0, 2))
+        # Paths are long: folded, never cut with an ellipsis (one is where a password is).
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="fold")
         for label, value in urls(settings, started):
             table.add_row(f"[bold]{label}[/]", value)
         err_console.print("[bold green]TickCast is up.[/]")

@@ -271,7 +271,8 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
     if "airflow-api-server" in names:
         from tickcast.platform import airflow
 
-        rows.append(("Airflow", f"{airflow.api_url(settings)} (user admin, password in {airflow.password_file(settings)})"))
+        rows.append(("Airflow", airflow.api_url(settings)))
+        rows.append(("Airflow login", f"admin; the password is in {airflow.password_file(settings)}"))
     rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers))
     rows.append(("Logs", str(settings.log_dir)))
     return rows
