@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 from datetime import datetime, timedelta
-from pathlib import Path
 
 from airflow.sdk import dag, task
+from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
 
-# The platform's environment, where the domain code lives (Airflow's own has none of it).
-TICKCAST_PYTHON = os.environ.get("TICKCAST_PYTHON") or str(Path(__file__).resolve().parents[2] / ".venv" / "bin" / "python")
 INTERVAL = timedelta(seconds=float(os.environ.get("TICKCAST_MAINTAIN_INTERVAL_SECONDS") or 600))
 
 
@@ -22,8 +20,9 @@ INTERVAL = timedelta(seconds=float(os.environ.get("TICKCAST_MAINTAIN_INTERVAL_SE
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True},
-    tags=["tickcast"],
+    default_args=default_args(),
+    on_success_callback=dag_succeeded,
+    tags=TAGS,
     doc_md=__doc__,
 )
 def maintenance():

@@ -18,14 +18,16 @@ from tickcast.core.settings import Settings
 from tickcast.platform import airflow
 from tickcast.platform.processes import TICKCAST
 
-DAGS = {"maintenance"}
+DAGS = {"maintenance"}  # tickcast_dags.py is their shared module, no DAG
 
-# Loaded by Airflow's own interpreter: the DAG files import nothing of the platform.
+# Loaded by Airflow's own interpreter, as its dag-processor loads the dags folder (a bundle, on
+# sys.path: the DAGs share tickcast_dags.py); the DAG files import nothing of the platform.
 LOAD = """
 import json
-from airflow.dag_processing.dagbag import DagBag
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
 
-bag = DagBag(dag_folder={folder!r})
+bag = BundleDagBag(dag_folder={folder!r}, bundle_path=Path({folder!r}))
 print(json.dumps({{
     "errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
     "dags": {{dag_id: {{"tasks": {{t.task_id: t.retries for t in dag.tasks}}, "tags": sorted(dag.tags)}}
@@ -36,6 +38,35 @@ print(json.dumps({{
 
 def _airflow_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **airflow.environment(settings), "TICKCAST_HOME": str(settings.home_dir)}
+
+
+def _new_topic(bootstrap: str) -> str:
+    import uuid
+
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"alerts-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
+        future.result(30)
+    return topic
+
+
+def _events(bootstrap: str, topic: str) -> list:
+    import uuid
+
+    from confluent_kafka import Consumer
+
+    from tickcast.catalog.events import parse_event
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    events = []
+    for _ in range(10):
+        events += [parse_event(m.value()) for m in consumer.consume(100, timeout=1) if m.error() is None]
+    consumer.close()
+    return events
 
 
 def test_every_dag_loads_without_import_errors_and_every_task_retries(settings: Settings) -> None:
@@ -65,7 +96,8 @@ def test_the_platform_configures_airflow_on_loopback_with_bounded_workers(settin
 
 
 @pytest.mark.slow  # Airflow's database migration and a DAG run in Airflow's own process
-def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logical_date(settings: Settings) -> None:
+def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logical_date(settings: Settings,
+                                                                                      kafka_bootstrap: str) -> None:
     now = datetime.now(UTC).replace(tzinfo=None)
     for batch in range(4):
         rows = pa.table({"run_id": [f"b{batch}"], "layer": ["stream"], "table_name": ["ticks"], "suite": ["ticks"],
@@ -74,14 +106,19 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
         tables.append_arrow(settings, tables.QUALITY_RESULTS, rows)
     assert len(tables.open_table(settings, tables.QUALITY_RESULTS).files()) == 4
 
+    topic = _new_topic(kafka_bootstrap)
+
     def run() -> subprocess.CompletedProcess:
+        # A broker for the run's success report (dag_succeeded).
         return subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "maintenance", "2026-12-05T10:00:00+00:00"],
-                              env={**os.environ, "TICKCAST_HOME": str(settings.home_dir)}, capture_output=True,
-                              text=True, timeout=600)
+                              env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
+                                   "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                                   "TICKCAST_TOPIC_ALERTS": topic}, capture_output=True, text=True, timeout=600)
 
     done = run()
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "state=success" in done.stdout + done.stderr
+    assert "could not report" not in done.stdout + done.stderr
     reports = settings.home_dir / "reports" / "maintenance"
     report = json.loads((reports / "20261205T100000.json").read_text())
     [quality] = [t for t in report["tables"] if t["table"] == tables.QUALITY_RESULTS]
@@ -91,3 +128,72 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
     assert run().returncode == 0
     assert [p.name for p in reports.iterdir()] == ["20261205T100000.json"]
     assert Path(settings.home_dir / "airflow" / "airflow.db").exists()
+    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")] * 2
+
+
+FAILING_DAG = '''
+from datetime import datetime, timedelta
+
+from airflow.sdk import dag, task
+from tickcast_dags import TAGS, dag_succeeded, default_args
+
+
+@dag(dag_id="failing", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=TAGS,
+     default_args=default_args(retries=1, retry_delay=timedelta(seconds=0), retry_exponential_backoff=False),
+     on_success_callback=dag_succeeded)
+def failing():
+    @task
+    def boom():
+        raise RuntimeError("planted failure")
+
+    boom()
+
+
+@dag(dag_id="recovered", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=TAGS,
+     default_args=default_args(), on_success_callback=dag_succeeded)
+def recovered():
+    @task
+    def fine():
+        return 1
+
+    fine()
+
+
+failing()
+recovered()
+'''
+
+
+@pytest.mark.slow  # Airflow's database migration and two DAG runs in Airflow's own process
+def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(settings: Settings, kafka_bootstrap: str,
+                                                                       tmp_path: Path) -> None:
+    """The shared callbacks (airflow/dags/tickcast_dags.py) on a DAG whose task always fails: it is
+    retried, and only its final failure reaches the alert engine, as one `airflow_task_failed`
+    event for the DAG; a DAG's successful run reports the incident resolved."""
+    import shutil
+
+    topic = _new_topic(kafka_bootstrap)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(airflow.DAGS_FOLDER / "tickcast_dags.py", dags)
+    (dags / "planted.py").write_text(FAILING_DAG)
+    env = {**_airflow_env(settings), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic}
+    airflow.migrate(settings)
+
+    def dags_test(dag_id: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(airflow.airflow_executable()), "dags", "test", dag_id, "2026-12-05T10:00:00+00:00"],
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    failed = dags_test("failing")
+    log = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "new_state=up_for_retry" in log and "new_state=failed" in log, log[-3000:]
+    assert "could not report" not in log
+    assert dags_test("recovered").returncode == 0
+
+    events = _events(kafka_bootstrap, topic)
+    assert [(e.kind, e.subject, e.status, e.severity) for e in events] == [
+        ("airflow_task_failed", "airflow:failing", "firing", "critical"),
+        ("airflow_task_failed", "airflow:recovered", "resolved", "critical")]
+    assert events[0].message == "task boom of failing failed after 2 attempt(s): planted failure"
+    assert events[0].details == {"task": "boom", "run": events[0].details["run"], "attempts": "2"}

@@ -25,6 +25,9 @@ class EventPublisher:
         self._config: dict[str, Any] = {**settings.kafka_client_config(), "enable.idempotence": True,
                                         "linger.ms": 5, "message.timeout.ms": 30_000}
         self._producer: Any = None
+        # Events the broker did not take (after the producer's own retries), for a caller that
+        # must know (`tickcast alerts report`).
+        self.failed = 0
 
     def report(self, event: PipelineEvent) -> None:
         from confluent_kafka import KafkaException, Producer
@@ -36,10 +39,12 @@ class EventPublisher:
                                    on_delivery=self._on_delivery)
             self._producer.poll(0)
         except (BufferError, KafkaException) as exc:
+            self.failed += 1
             log.error("could not report %s on %s to topic %s: %s", event.kind, event.subject, self.topic, exc)
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is not None:
+            self.failed += 1
             log.error("a pipeline event was not delivered to topic %s: %s", self.topic, err)
 
     def flush(self, timeout: float = 10.0) -> int:

@@ -11,6 +11,7 @@ from typing import Any
 import typer
 
 from tickcast.cli.common import fail, load_settings
+from tickcast.core.events import PIPELINE_EVENT_KINDS
 
 alerts_app = typer.Typer(
     help="Alerts by SMS (Twilio), e-mail (SendGrid) and webhook on predictions and on pipeline events. "
@@ -179,6 +180,41 @@ def set_watchlist(
     """Create or replace a watchlist."""
     _store().set_watchlist(name, symbols)
     typer.echo(f"watchlist {name!r}: {len(set(symbols))} symbol(s)")
+
+
+@alerts_app.command("report")
+def report_event(
+    kind: str = typer.Argument(..., help="The event's kind: " + ", ".join(PIPELINE_EVENT_KINDS) + "."),
+    subject: str = typer.Argument(..., help="Which part, e.g. airflow:maintenance (one incident per kind and subject)."),
+    status: str = typer.Option("firing", "--status", help="firing (it is happening) or resolved (it has passed)."),
+    severity: str = typer.Option("warning", "--severity", help="info, warning or critical."),
+    message: str = typer.Option(..., "--message", "-m", help="What happened, in a sentence."),
+    detail: list[str] = typer.Option(None, "--detail", help="KEY=VALUE, repeatable: shown with the message."),
+) -> None:
+    """Report a pipeline event to the alert engine (on TICKCAST_TOPIC_ALERTS), as the platform's own
+    parts do: what Airflow's DAG callbacks run, and what a script of yours can run. Exits non-zero
+    if the broker did not take it."""
+    from pydantic import ValidationError
+
+    from tickcast.catalog.events import EventPublisher
+    from tickcast.core.events import PipelineEvent
+
+    settings = load_settings()
+    details = {}
+    for item in detail or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            fail(f"--detail {item!r} is not KEY=VALUE")
+        details[key] = value
+    try:
+        event = PipelineEvent.reported(kind, subject, status, message, severity=severity, details=details)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
+    publisher = EventPublisher(settings)
+    publisher.report(event)
+    if publisher.flush(30) or publisher.failed:
+        fail(f"the event was not delivered to topic {settings.topic_alerts} on {settings.kafka_bootstrap_servers}")
+    typer.echo(f"reported {event.status} {event.kind} on {event.subject}")
 
 
 @alerts_app.command("history")
