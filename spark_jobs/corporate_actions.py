@@ -483,3 +483,59 @@ def _recompute_features(spark: SparkSession, settings: Settings, plan: Plan) -> 
     # The index's bars feed every symbol's market features (beta, market return/volatility).
     scope = None if settings.market_index_symbol in symbols else symbols
     return backfill_features(spark, settings, symbols=scope, intervals=plan.intervals)
+
+
+def apply_inbox(settings: Settings, run_key: str) -> dict:
+    """One run of the ``corporate_actions`` DAG: every CSV dropped into the inbox
+    (``settings.corporate_actions_inbox``) is applied, in name order, with one Spark session for
+    all of them, and then moved to ``applied/<run_key>/``; a file refused as a whole goes to
+    ``rejected/<run_key>/`` with its reasons beside it (``<name>.reason.txt``). A file leaves the
+    inbox only once it is applied or refused, so a crash loses none (an apply cut short is
+    finished by the next, as ever). The run's report is ``reports/corporate_actions/<run_key>.json``
+    under the home. Raises after every file is handled if one was refused, so the run fails and
+    the DAG reports it."""
+    import shutil
+
+    from spark_jobs.session import build_spark
+
+    inbox = settings.corporate_actions_inbox
+    inbox.mkdir(parents=True, exist_ok=True)
+    report: dict = {"run": run_key, "applied": [], "rejected": []}
+
+    def move(path: Path, outcome: str, reason: str | None = None) -> None:
+        target = inbox / outcome / run_key
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), target / path.name)
+        if reason is not None:
+            (target / f"{path.name}.reason.txt").write_text(reason + "\n")
+            report["rejected"].append({"file": path.name, "reason": reason})
+            log.error("refused %s: %s", path.name, reason)
+
+    dropped = sorted(p for p in inbox.iterdir() if p.is_file() and p.suffix.lower() == ".csv")
+    readable = []
+    for path in dropped:
+        try:
+            parse_corporate_actions(path)  # a bad file costs no Spark session
+            readable.append(path)
+        except CorporateActionsError as exc:
+            move(path, "rejected", str(exc))
+    if readable:
+        spark = build_spark(settings, "tickcast-corporate-actions")
+        try:
+            for path in readable:
+                try:
+                    result = apply_corporate_actions(spark, settings, path)
+                except CorporateActionsError as exc:
+                    move(path, "rejected", str(exc))
+                    continue
+                move(path, "applied")
+                report["applied"].append({"file": path.name, "summary": result.summary_lines()})
+        finally:
+            spark.stop()
+    written = settings.home_dir / "reports" / "corporate_actions" / f"{run_key}.json"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps(report, indent=2))
+    if report["rejected"]:
+        names = ", ".join(r["file"] for r in report["rejected"])
+        raise CorporateActionsError(f"refused {names} (moved to {inbox / 'rejected' / run_key}, reasons beside them)")
+    return {"report": str(written), "applied": [a["file"] for a in report["applied"]]}

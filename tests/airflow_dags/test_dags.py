@@ -9,6 +9,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 from pydantic import SecretStr
@@ -18,7 +19,10 @@ from tickcast.core.settings import Settings
 from tickcast.platform import airflow
 from tickcast.platform.processes import TICKCAST
 
-DAGS = {"maintenance"}  # tickcast_dags.py is their shared module, no DAG
+DAGS = {"maintenance", "corporate_actions"}  # tickcast_dags.py is their shared module, no DAG
+# Tasks that are not retried, and why: the next run, 5 minutes on, retries what is left in the inbox,
+# and a retry would hide a refused file (moved aside at the first attempt).
+NOT_RETRIED = {("corporate_actions", "apply_dropped_files")}
 
 # Loaded by Airflow's own interpreter, as its dag-processor loads the dags folder (a bundle, on
 # sys.path: the DAGs share tickcast_dags.py); the DAG files import nothing of the platform.
@@ -79,7 +83,9 @@ def test_every_dag_loads_without_import_errors_and_every_task_retries(settings: 
     assert set(loaded["dags"]) == DAGS
     for dag_id, dag in loaded["dags"].items():
         assert "tickcast" in dag["tags"], dag_id
-        assert dag["tasks"] and all(retries >= 1 for retries in dag["tasks"].values()), (dag_id, dag["tasks"])
+        assert dag["tasks"], dag_id
+        for task_id, retries in dag["tasks"].items():
+            assert retries >= 1 or (dag_id, task_id) in NOT_RETRIED, (dag_id, task_id)
 
 
 def test_the_platform_configures_airflow_on_loopback_with_bounded_workers(settings: Settings) -> None:
@@ -197,3 +203,47 @@ def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(setting
         ("airflow_task_failed", "airflow:recovered", "resolved", "critical")]
     assert events[0].message == "task boom of failing failed after 2 attempt(s): planted failure"
     assert events[0].details == {"task": "boom", "run": events[0].details["run"], "attempts": "2"}
+
+
+SPLIT = "symbol,ex_date,action,value\nS0001,2015-03-02,split,2\n"
+BAD = "symbol,ex_date,action,value\nS0001,2015-03-02,merger,2\n"
+
+
+@pytest.mark.slow  # Spark in the test (the bars) and in the DAG's task (the apply)
+def test_the_corporate_actions_dag_applies_dropped_files_and_refuses_a_bad_one(spark, tables_home: Settings,
+                                                                             kafka_bootstrap: str) -> None:
+    from spark_jobs.backfill import backfill_frame
+    from tickcast.feeds.history import generate_history
+
+    settings = tables_home
+    history = generate_history(2, 60, "1d", seed=3, start="2015-01-01")
+    backfill_frame(spark, settings, history, interval="1d")
+    before = tables.read_frame(settings, "bars_1d", ["symbol", "window_start", "close"])
+    inbox = settings.corporate_actions_inbox
+    inbox.mkdir(parents=True)
+    (inbox / "a-split.csv").write_text(SPLIT)
+    (inbox / "b-bad.csv").write_text(BAD)
+    topic = _new_topic(kafka_bootstrap)
+
+    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "corporate_actions", "2026-12-05T10:00:00+00:00"],
+                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
+                               "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic},
+                          capture_output=True, text=True, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and "refused b-bad.csv" in log, log[-4000:]
+    run = "20261205T100000"
+    assert [p.name for p in inbox.iterdir() if p.is_file()] == []
+    assert (inbox / "applied" / run / "a-split.csv").read_text() == SPLIT
+    assert "action 'merger' is unknown" in (inbox / "rejected" / run / "b-bad.csv.reason.txt").read_text()
+    report = json.loads((settings.home_dir / "reports" / "corporate_actions" / f"{run}.json").read_text())
+    assert [a["file"] for a in report["applied"]] == ["a-split.csv"] and report["rejected"][0]["file"] == "b-bad.csv"
+    after = tables.read_frame(settings, "bars_1d", ["symbol", "window_start", "close"])
+    merged = before.merge(after, on=["symbol", "window_start"], suffixes=("_before", "_after"))
+    split_day = pd.Timestamp("2015-03-02", tz="UTC")
+    adjusted = merged[(merged.symbol == "S0001") & (merged.window_start < split_day)]
+    untouched = merged[(merged.symbol != "S0001") | (merged.window_start >= split_day)]
+    assert len(adjusted) > 0
+    assert adjusted.close_after.tolist() == pytest.approx((adjusted.close_before / 2).tolist())
+    assert (untouched.close_after == untouched.close_before).all()
+    # The refusal is one incident for the DAG, after its one attempt.
+    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:corporate_actions", "firing")]

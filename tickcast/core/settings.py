@@ -280,6 +280,11 @@ class Settings(BaseSettings):
         return self.home_dir / "gx"
 
     @property
+    def corporate_actions_inbox(self) -> Path:
+        """Where corporate-action files are dropped for the `corporate_actions` DAG to apply."""
+        return self.home_dir / "inbox" / "corporate_actions"
+
+    @property
     def airflow_dir(self) -> Path:
         """AIRFLOW_HOME: Airflow's configuration, metadata database, logs and admin password."""
         return self.home_dir / "airflow"
