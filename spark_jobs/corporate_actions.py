@@ -485,6 +485,10 @@ def _recompute_features(spark: SparkSession, settings: Settings, plan: Plan) -> 
     return backfill_features(spark, settings, symbols=scope, intervals=plan.intervals)
 
 
+class InboxRefused(RuntimeError):
+    """An inbox run refused one or more files (the others were applied)."""
+
+
 def apply_inbox(settings: Settings, run_key: str) -> dict:
     """One run of the ``corporate_actions`` DAG: every CSV dropped into the inbox
     (``settings.corporate_actions_inbox``) is applied, in name order, with one Spark session for
@@ -520,7 +524,13 @@ def apply_inbox(settings: Settings, run_key: str) -> dict:
         except CorporateActionsError as exc:
             move(path, "rejected", str(exc))
     if readable:
-        spark = build_spark(settings, "tickcast-corporate-actions")
+        from pyspark.sql import SparkSession
+
+        # An in-process caller (a test, a notebook) keeps its session; ours is stopped when done.
+        spark = SparkSession.getActiveSession()
+        own_session = spark is None
+        if spark is None:
+            spark = build_spark(settings, "tickcast-corporate-actions")
         try:
             for path in readable:
                 try:
@@ -531,11 +541,12 @@ def apply_inbox(settings: Settings, run_key: str) -> dict:
                 move(path, "applied")
                 report["applied"].append({"file": path.name, "summary": result.summary_lines()})
         finally:
-            spark.stop()
+            if own_session:
+                spark.stop()
     written = settings.home_dir / "reports" / "corporate_actions" / f"{run_key}.json"
     written.parent.mkdir(parents=True, exist_ok=True)
     written.write_text(json.dumps(report, indent=2))
     if report["rejected"]:
         names = ", ".join(r["file"] for r in report["rejected"])
-        raise CorporateActionsError(f"refused {names} (moved to {inbox / 'rejected' / run_key}, reasons beside them)")
+        raise InboxRefused(f"refused {names} (moved to {inbox / 'rejected' / run_key}, reasons beside them)")
     return {"report": str(written), "applied": [a["file"] for a in report["applied"]]}

@@ -130,11 +130,10 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
     [quality] = [t for t in report["tables"] if t["table"] == tables.QUALITY_RESULTS]
     assert quality["files_before"] == 4 and quality["files_after"] == 1 and report["errors"] == {}
     assert len(tables.open_table(settings, tables.QUALITY_RESULTS).files()) == 1
-    # The same logical date again: its report is overwritten, not added to.
-    assert run().returncode == 0
     assert [p.name for p in reports.iterdir()] == ["20261205T100000.json"]
     assert Path(settings.home_dir / "airflow" / "airflow.db").exists()
-    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")] * 2
+    # The run's success resolves any airflow_task_failed incident of the DAG.
+    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")]
 
 
 FAILING_DAG = '''
@@ -155,18 +154,7 @@ def failing():
     boom()
 
 
-@dag(dag_id="recovered", schedule=None, start_date=datetime(2026, 1, 1), catchup=False, tags=TAGS,
-     default_args=default_args(), on_success_callback=dag_succeeded)
-def recovered():
-    @task
-    def fine():
-        return 1
-
-    fine()
-
-
 failing()
-recovered()
 '''
 
 
@@ -175,7 +163,7 @@ def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(setting
                                                                        tmp_path: Path) -> None:
     """The shared callbacks (airflow/dags/tickcast_dags.py) on a DAG whose task always fails: it is
     retried, and only its final failure reaches the alert engine, as one `airflow_task_failed`
-    event for the DAG; a DAG's successful run reports the incident resolved."""
+    event for the DAG (the maintenance DAG's test sees a successful run resolve it)."""
     import shutil
 
     topic = _new_topic(kafka_bootstrap)
@@ -195,12 +183,10 @@ def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(setting
     log = failed.stdout + failed.stderr
     assert failed.returncode != 0 and "new_state=up_for_retry" in log and "new_state=failed" in log, log[-3000:]
     assert "could not report" not in log
-    assert dags_test("recovered").returncode == 0
 
     events = _events(kafka_bootstrap, topic)
     assert [(e.kind, e.subject, e.status, e.severity) for e in events] == [
-        ("airflow_task_failed", "airflow:failing", "firing", "critical"),
-        ("airflow_task_failed", "airflow:recovered", "resolved", "critical")]
+        ("airflow_task_failed", "airflow:failing", "firing", "critical")]
     assert events[0].message == "task boom of failing failed after 2 attempt(s): planted failure"
     assert events[0].details == {"task": "boom", "run": events[0].details["run"], "attempts": "2"}
 
@@ -209,28 +195,25 @@ SPLIT = "symbol,ex_date,action,value\nS0001,2015-03-02,split,2\n"
 BAD = "symbol,ex_date,action,value\nS0001,2015-03-02,merger,2\n"
 
 
-@pytest.mark.slow  # Spark in the test (the bars) and in the DAG's task (the apply)
-def test_the_corporate_actions_dag_applies_dropped_files_and_refuses_a_bad_one(spark, tables_home: Settings,
-                                                                             kafka_bootstrap: str) -> None:
+@pytest.mark.slow  # Spark: the bars stored, then the split applied
+def test_the_inbox_run_applies_dropped_files_and_moves_a_refused_one_aside_with_its_reasons(
+        spark, tables_home: Settings) -> None:
+    """What the corporate_actions DAG's task runs (``apply_inbox``), in this process's Spark."""
     from spark_jobs.backfill import backfill_frame
+    from spark_jobs.corporate_actions import InboxRefused, apply_inbox
     from tickcast.feeds.history import generate_history
 
     settings = tables_home
-    history = generate_history(2, 60, "1d", seed=3, start="2015-01-01")
-    backfill_frame(spark, settings, history, interval="1d")
+    backfill_frame(spark, settings, generate_history(2, 60, "1d", seed=3, start="2015-01-01"), interval="1d")
     before = tables.read_frame(settings, "bars_1d", ["symbol", "window_start", "close"])
     inbox = settings.corporate_actions_inbox
     inbox.mkdir(parents=True)
     (inbox / "a-split.csv").write_text(SPLIT)
     (inbox / "b-bad.csv").write_text(BAD)
-    topic = _new_topic(kafka_bootstrap)
 
-    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "corporate_actions", "2026-12-05T10:00:00+00:00"],
-                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
-                               "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic},
-                          capture_output=True, text=True, timeout=900)
-    log = done.stdout + done.stderr
-    assert done.returncode != 0 and "refused b-bad.csv" in log, log[-4000:]
+    with pytest.raises(InboxRefused, match="refused b-bad.csv"):
+        apply_inbox(settings, "20261205T100000")
+
     run = "20261205T100000"
     assert [p.name for p in inbox.iterdir() if p.is_file()] == []
     assert (inbox / "applied" / run / "a-split.csv").read_text() == SPLIT
@@ -245,5 +228,27 @@ def test_the_corporate_actions_dag_applies_dropped_files_and_refuses_a_bad_one(s
     assert len(adjusted) > 0
     assert adjusted.close_after.tolist() == pytest.approx((adjusted.close_before / 2).tolist())
     assert (untouched.close_after == untouched.close_before).all()
-    # The refusal is one incident for the DAG, after its one attempt.
+    assert spark.range(1).count() == 1  # the caller's session still runs
+    # A run with nothing dropped applies nothing and succeeds.
+    assert apply_inbox(settings, "20261205T100500")["applied"] == []
+
+
+@pytest.mark.slow  # Airflow's database migration and a DAG run in Airflow's own process
+def test_the_corporate_actions_dag_refuses_a_bad_file_once_as_one_incident(settings: Settings,
+                                                                         kafka_bootstrap: str) -> None:
+    """The DAG as the scheduler runs it (`dags test`): its task in the platform's environment, a
+    refused file moved aside with its reasons, the run failed without a retry, one incident."""
+    inbox = settings.corporate_actions_inbox
+    inbox.mkdir(parents=True)
+    (inbox / "b-bad.csv").write_text(BAD)
+    topic = _new_topic(kafka_bootstrap)
+
+    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "corporate_actions", "2026-12-05T10:00:00+00:00"],
+                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
+                               "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic},
+                          capture_output=True, text=True, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode != 0 and "InboxRefused: refused b-bad.csv" in log and "up_for_retry" not in log, log[-4000:]
+    assert "action 'merger' is unknown" in (inbox / "rejected" / "20261205T100000" / "b-bad.csv.reason.txt").read_text()
+    assert not (inbox / "b-bad.csv").exists()
     assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:corporate_actions", "firing")]

@@ -123,3 +123,24 @@ def test_a_checkpoint_spark_wrote_at_the_current_version_is_not_overwritten(spar
     assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 1
     tables.spark_append(_quality_rows(spark, [now], "after"), tables_home, tables.QUALITY_RESULTS)
     assert tables.spark_read(spark, tables_home, tables.QUALITY_RESULTS).count() == 2
+
+
+def test_a_scheduled_run_reports_by_its_key_and_a_rerun_overwrites_it(tables_home, monkeypatch):
+    """What the maintenance DAG's task runs: the report is named by the run's logical date, a
+    re-run of that date replaces it, and a table's error fails the run after the report is written."""
+    from tickcast.catalog import maintenance
+
+    first = maintenance.scheduled_run(tables_home, "20261205T100000")
+    reports = tables_home.home_dir / "reports" / "maintenance"
+    assert first["report"] == str(reports / "20261205T100000.json") and first["tables"] >= 1
+    maintenance.scheduled_run(tables_home, "20261205T100000")
+    assert [p.name for p in reports.iterdir()] == ["20261205T100000.json"]
+
+    def broken(settings, name, now=None):
+        return maintenance.TableMaintenance(table=name, errors=["commit conflict"])
+
+    monkeypatch.setattr(maintenance, "maintain_table", broken)
+    with pytest.raises(RuntimeError, match="maintenance of .* failed"):
+        maintenance.scheduled_run(tables_home, "20261205T101000")
+    written = json.loads((reports / "20261205T101000.json").read_text())
+    assert written["errors"] and all(e == ["commit conflict"] for e in written["errors"].values())
