@@ -73,11 +73,26 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
     return bars.sort_values(["symbol", "window_start"]).reset_index(drop=True)
 
 
+def check_index(settings: Settings, config: ExperimentConfig) -> None:
+    """One index per market: the stored features' market_* inputs were computed against
+    ``settings.market_index_symbol`` (the stream and `tickcast features backfill`), and the live
+    scorer feeds the parent that index's bars; a config whose parent learns another index would
+    meet null market features in every row (and be served inputs it never learned from)."""
+    if config.index != settings.market_index_symbol:
+        raise LifecycleError(
+            f"the experiment's index is {config.index}, but this platform's market index is "
+            f"{settings.market_index_symbol} (TICKCAST_MARKET_INDEX_SYMBOL): the stored features' market inputs "
+            f"and the live scorer use {settings.market_index_symbol}. Evaluate with --index "
+            f"{settings.market_index_symbol}, or set TICKCAST_MARKET_INDEX_SYMBOL={config.index} and run "
+            f"`tickcast features backfill` again so the features are computed against {config.index}")
+
+
 def load_frame(settings: Settings, config: ExperimentConfig) -> pd.DataFrame:
     """The labelled frame of the config's symbols and index: bars from Delta, features from
     Feast's point-in-time training set at each bar's close."""
     from tickcast.catalog import featurestore
 
+    check_index(settings, config)
     names = [config.index, *config.symbols]
     bars = read_bars(settings, names, config.interval, config.start, config.end)
     found = set(bars["symbol"].unique())
@@ -180,6 +195,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
     from tickcast.models.bundle import write_bundle
 
     say = say or log.info
+    check_index(settings, config)  # before an MLflow run is opened for it
     tracking.configure_mlflow(settings)
     experiment = tracking.experiment(settings, f"tickcast-{config.name}")
     output.mkdir(parents=True, exist_ok=True)
@@ -256,6 +272,7 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     from tickcast.models import tracking
 
     say = say or log.info
+    check_index(settings, config)  # before an MLflow run is opened for it
     tracking.configure_mlflow(settings)
     client = registry.client()
     name = registry.registered_name(arch, interval)
