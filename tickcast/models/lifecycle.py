@@ -272,7 +272,6 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     from tickcast.models import tracking
 
     say = say or log.info
-    check_index(settings, config)  # before an MLflow run is opened for it
     tracking.configure_mlflow(settings)
     client = registry.client()
     name = registry.registered_name(arch, interval)
