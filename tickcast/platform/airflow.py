@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 from tickcast.core.settings import REPO_ROOT, Settings
+from tickcast.platform.processes import client_host
 
 AIRFLOW_PROJECT = REPO_ROOT / "airflow"
 DAGS_FOLDER = AIRFLOW_PROJECT / "dags"
@@ -48,8 +48,7 @@ def program_name(component: str) -> str:
 
 
 def api_url(settings: Settings) -> str:
-    host = "127.0.0.1" if settings.airflow_host in ("", "0.0.0.0", "::") else settings.airflow_host
-    return f"http://{host}:{settings.airflow_port}"
+    return f"http://{client_host(settings.airflow_host)}:{settings.airflow_port}"
 
 
 def password_file(settings: Settings) -> Path:
@@ -151,7 +150,3 @@ def component_health(settings: Settings, component: str) -> str | None:
     key = {"api-server": "metadatabase", "dag-processor": "dag_processor"}.get(component, component)
     status = (document.get(key) or {}).get("status")
     return None if status == "healthy" else f"{key} is {status or 'not reported'} in Airflow's health check"
-
-
-def available() -> bool:
-    return shutil.which("airflow", path=str(airflow_bin())) is not None

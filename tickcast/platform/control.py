@@ -14,6 +14,7 @@ from tickcast.catalog import tables
 from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
+from tickcast.platform.processes import client_host
 from tickcast.platform.supervisor import (
     PROGRAM_ORDER,
     PlatformError,
@@ -49,14 +50,10 @@ def setup(settings: Settings) -> None:
         settings.mlflow_dir.mkdir(exist_ok=True)
 
 
-def _client_host(host: str) -> str:
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
-
-
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
     with socket.socket() as s:
         s.settimeout(timeout)
-        return s.connect_ex((_client_host(host), port)) == 0
+        return s.connect_ex((client_host(host), port)) == 0
 
 
 def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
@@ -93,10 +90,10 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
         url = f"{tracking.server_url(settings)}/health"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "api":
-        url = f"http://{_client_host(settings.api_host)}:{settings.api_port}/healthz"
+        url = f"http://{client_host(settings.api_host)}:{settings.api_port}/healthz"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "dashboard":
-        url = f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
+        url = f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name.startswith("airflow-"):
         from tickcast.platform import airflow
@@ -261,9 +258,9 @@ def up(
 def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
     rows = []
     if "api" in names:
-        rows.append(("API", f"http://{_client_host(settings.api_host)}:{settings.api_port}/docs"))
+        rows.append(("API", f"http://{client_host(settings.api_host)}:{settings.api_port}/docs"))
     if "dashboard" in names:
-        rows.append(("Dashboard", f"http://{_client_host(settings.dashboard_host)}:{settings.dashboard_port}"))
+        rows.append(("Dashboard", f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}"))
     if "mlflow" in names:
         rows.append(("MLflow", tracking.server_url(settings)))
     elif not tracking.is_local(settings):

@@ -16,6 +16,11 @@ from pathlib import Path
 TICKCAST = str(Path(sys.executable).parent / "tickcast")
 
 
+def client_host(host: str) -> str:
+    """Where a client reaches a server bound to ``host`` (a wildcard bind is reached on loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
