@@ -501,6 +501,7 @@ def apply_inbox(settings: Settings, run_key: str) -> dict:
     import shutil
 
     from spark_jobs.session import build_spark
+    from tickcast.catalog.reports import write_run_report
 
     inbox = settings.corporate_actions_inbox
     inbox.mkdir(parents=True, exist_ok=True)
@@ -543,9 +544,7 @@ def apply_inbox(settings: Settings, run_key: str) -> dict:
         finally:
             if own_session:
                 spark.stop()
-    written = settings.home_dir / "reports" / "corporate_actions" / f"{run_key}.json"
-    written.parent.mkdir(parents=True, exist_ok=True)
-    written.write_text(json.dumps(report, indent=2))
+    written = write_run_report(settings, "corporate_actions", run_key, report)
     if report["rejected"]:
         names = ", ".join(r["file"] for r in report["rejected"])
         raise InboxRefused(f"refused {names} (moved to {inbox / 'rejected' / run_key}, reasons beside them)")

@@ -143,17 +143,14 @@ def scheduled_run(settings: Settings, run_key: str) -> dict:
     the reports written to ``reports/maintenance/<run_key>.json`` under the home, so a re-run of
     the same logical date overwrites its own report. Raises after writing the report if a table
     had an error, so the scheduler retries the run."""
-    import json
     from dataclasses import asdict
+
+    from tickcast.catalog.reports import write_run_report
 
     reports = maintain(settings)
     errors = {r.table: r.errors for r in reports if r.errors}
-    summary = {"run": run_key, "tables": [asdict(r) for r in reports], "errors": errors}
-    path = settings.home_dir / "reports" / "maintenance" / f"{run_key}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    partial.write_text(json.dumps(summary, indent=2))
-    partial.replace(path)
+    path = write_run_report(settings, "maintenance", run_key,
+                            {"run": run_key, "tables": [asdict(r) for r in reports], "errors": errors})
     if errors:
         raise RuntimeError(f"maintenance of {', '.join(errors)} failed (report: {path}): {errors}")
     return {"report": str(path), "tables": len(reports),
