@@ -16,6 +16,18 @@ for _var in ("TWILIO_REGION", "TWILIO_EDGE"):
     os.environ.pop(_var, None)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """`make test` runs two pytest-xdist workers with ``--dist loadgroup``. A directory's tests
+    share fixtures built once per worker (a trained model, a scored market), so they stay on
+    one worker; the end-to-end tests share only the session's broker and are long, so each of
+    their files is a group of its own and the two workers take them side by side."""
+    tests_root = Path(__file__).parent
+    for item in items:
+        relative = item.path.relative_to(tests_root)
+        group = str(relative) if relative.parts[0] == "e2e" or len(relative.parts) == 1 else relative.parts[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("tickcast-home")
