@@ -21,6 +21,11 @@ FeatureServices that project the features valid for that interval.
   feature, so every row says which definitions computed it, and ``window_start`` says which
   bar it belongs to.
 
+The alternative features (feature set v2, ``tickcast.features.alt``) are a second view,
+``alternative``, over Delta ``alt_features`` (batch only: the ``alt_data`` DAG writes it), with
+``decision_time`` as the event time, so a point-in-time join sees an alternative value only
+after the bar's decision time it was computed for. ``technical_1d_v2`` serves both views.
+
 Nothing here reads data. ``build(table_path)`` is what the platform calls (with the path from
 ``Settings``); ``repo.py`` holds the module-level objects the ``feast`` CLI collects.
 """
@@ -34,13 +39,22 @@ from feast import Entity, FeatureService, FeatureView, Field, FileSource, PushSo
 from feast.data_format import DeltaFormat
 from feast.types import Float64, String, UnixTimestamp
 
-from tickcast.core.featureset import FEATURE_SET_VERSION, FEATURES, feature_names
+from tickcast.core.featureset import (
+    ALT_FEATURE_SET_VERSION,
+    ALT_FEATURES,
+    FEATURE_SET_VERSION,
+    FEATURES,
+    feature_names,
+)
 from tickcast.core.intervals import INTERVAL_NAMES
 
 PROJECT = "tickcast"
 VIEW_NAME = "technical"
 BATCH_SOURCE_NAME = "features_delta"
 PUSH_SOURCE_NAME = "features_push"
+ALT_VIEW_NAME = "alternative"
+ALT_SOURCE_NAME = "alt_features_delta"
+ALT_TIMESTAMP_FIELD = "decision_time"
 ENTITY_KEYS = ("symbol", "interval")
 TIMESTAMP_FIELD = "window_end"
 CREATED_TIMESTAMP_FIELD = "computed_at"
@@ -70,6 +84,9 @@ class Definitions:
     push_source: PushSource
     technical: FeatureView
     services: dict[str, FeatureService]
+    alt_source: FileSource
+    alternative: FeatureView
+    alt_service: FeatureService
 
     def objects(self) -> list:
         """Everything to register, in the order Feast resolves references."""
@@ -79,12 +96,16 @@ class Definitions:
             self.batch_source,
             self.push_source,
             self.technical,
+            self.alt_source,
+            self.alternative,
             *self.services.values(),
+            self.alt_service,
         ]
 
 
-def build(table_path: str) -> Definitions:
-    """The repo objects over the Delta ``features`` table at ``table_path``."""
+def build(table_path: str, alt_table_path: str) -> Definitions:
+    """The repo objects over the Delta ``features`` table at ``table_path`` and ``alt_features``
+    at ``alt_table_path``."""
     tags = {"feature_set_version": FEATURE_SET_VERSION, **MANAGED_TAG}
     symbol = Entity(
         name="symbol",
@@ -139,4 +160,34 @@ def build(table_path: str) -> Definitions:
         )
         for iv in INTERVAL_NAMES
     }
-    return Definitions(symbol, interval, batch_source, push_source, technical, services)
+    alt_tags = {"feature_set_version": ALT_FEATURE_SET_VERSION, **MANAGED_TAG}
+    alt_source = FileSource(
+        name=ALT_SOURCE_NAME,
+        path=alt_table_path,
+        file_format=DeltaFormat(),
+        timestamp_field=ALT_TIMESTAMP_FIELD,
+        created_timestamp_column=CREATED_TIMESTAMP_FIELD,
+        description="Delta table `alt_features`: one row per (symbol, daily bar)",
+    )
+    alternative = FeatureView(
+        name=ALT_VIEW_NAME,
+        entities=[symbol, interval],
+        ttl=timedelta(0),
+        schema=[
+            Field(name="symbol", dtype=String),
+            Field(name="interval", dtype=String),
+            *(Field(name=f.name, dtype=Float64, description=f.description) for f in ALT_FEATURES),
+        ],
+        source=alt_source,
+        online=True,
+        tags=alt_tags,
+        description="Alternative-data features per daily bar, point in time (tickcast.features.alt)",
+    )
+    alt_service = FeatureService(
+        name=service_name("1d", ALT_FEATURE_SET_VERSION),
+        features=[technical[service_features("1d")], alternative],
+        tags={**alt_tags, "interval": "1d"},
+        description=f"The {ALT_FEATURE_SET_VERSION} feature set of daily bars: technical and alternative",
+    )
+    return Definitions(symbol, interval, batch_source, push_source, technical, services, alt_source, alternative,
+                       alt_service)

@@ -13,7 +13,8 @@ from tickcast.core.settings import load_settings
 
 # The same settings as the platform's (the project's .env, a relative home taken from the
 # project root), so `feast` run in this directory sees the platform's table.
-_repo = build(tables.table_path(load_settings(), tables.FEATURES))
+_settings = load_settings()
+_repo = build(tables.table_path(_settings, tables.FEATURES), tables.table_path(_settings, tables.ALT_FEATURES))
 
 symbol = _repo.symbol
 interval = _repo.interval
@@ -22,3 +23,6 @@ features_push = _repo.push_source
 technical = _repo.technical
 technical_1d = _repo.services["1d"]
 technical_1m = _repo.services["1m"]
+alt_features_delta = _repo.alt_source
+alternative = _repo.alternative
+technical_1d_v2 = _repo.alt_service

@@ -45,8 +45,10 @@ def task_failed(context: dict[str, Any]) -> None:
 
 
 def dag_succeeded(context: dict[str, Any]) -> None:
-    dag_run = context["dag_run"]
-    report("resolved", dag_run.dag_id, f"{dag_run.dag_id} ran successfully", run=dag_run.run_id)
+    # A run that had no task to run (a logical date before the DAG's start) gets a context without its run.
+    dag_run = context.get("dag_run")
+    dag_id = dag_run.dag_id if dag_run is not None else context["dag"].dag_id
+    report("resolved", dag_id, f"{dag_id} ran successfully", run=dag_run.run_id if dag_run is not None else "")
 
 
 def default_args(**overrides: Any) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tickcast.core.settings import Settings
 from tickcast.platform import airflow
 from tickcast.platform.processes import TICKCAST
 
-DAGS = {"maintenance", "corporate_actions"}  # tickcast_dags.py is their shared module, no DAG
+DAGS = {"maintenance", "corporate_actions", "alt_data"}  # tickcast_dags.py is their shared module, no DAG
 # Tasks that are not retried, and why: the next run, 5 minutes on, retries what is left in the inbox,
 # and a retry would hide a refused file (moved aside at the first attempt).
 NOT_RETRIED = {("corporate_actions", "apply_dropped_files")}
@@ -252,3 +252,63 @@ def test_the_corporate_actions_dag_refuses_a_bad_file_once_as_one_incident(setti
     assert "action 'merger' is unknown" in (inbox / "rejected" / "20261205T100000" / "b-bad.csv.reason.txt").read_text()
     assert not (inbox / "b-bad.csv").exists()
     assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:corporate_actions", "firing")]
+
+
+NEWS_FILE = [
+    {"news_id": "n1", "symbol": "AAA", "published_at": "2024-01-08T13:00:00Z", "headline": "AAA beats estimates, strong gains"},
+    {"news_id": "n2", "symbol": "AAA", "published_at": "2024-01-09T22:00:00Z", "headline": "AAA faces lawsuit and losses"},
+    {"news_id": "n3", "symbol": "BBB", "published_at": "not a time", "headline": "BBB"},
+]
+EARNINGS_FILE = ("symbol,report_date,hour,eps_estimate,eps_actual,revenue_estimate,revenue_actual\n"
+                 "AAA,2024-01-05,amc,1.00,1.20,100,101\n"
+                 "BBB,2024-01-12,bmo,2.00,,,\n")
+MACRO_FILE = "series_id,observation_date,value,release_date\nDGS10,2024-01-02,3.95,2024-01-03\nDGS10,2024-01-08,4.05,2024-01-09\n"
+
+
+@pytest.mark.slow  # Airflow's database migration and a DAG run in Airflow's own process
+def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(settings: Settings) -> None:
+    """The DAG as the scheduler runs it: the four collections side by side from the drop folders
+    (no keys), then the v2 features of the stored daily bars; a bad record quarantined."""
+    days = pd.date_range("2024-01-01", "2024-01-10", freq="D", tz="UTC")
+    bars = pa.Table.from_pylist(
+        [{"symbol": s, "window_start": d.to_pydatetime(), "window_end": (d + pd.Timedelta(days=1)).to_pydatetime(),
+          "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5, "volume": 1e5, "trades": 4}
+         for s in ("AAA", "BBB") for d in days], schema=tables.arrow_schema("bars_1d"))
+    tables.append_arrow(settings, "bars_1d", bars)
+    inbox = settings.alt_data_inbox
+    for kind, name, text in (("news", "wire.json", json.dumps(NEWS_FILE)), ("earnings", "calendar.csv", EARNINGS_FILE),
+                             ("macro", "fred.csv", MACRO_FILE)):
+        (inbox / kind).mkdir(parents=True)
+        (inbox / kind / name).write_text(text)
+
+    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "alt_data", "2026-01-10T06:00:00+00:00"],
+                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir)},
+                          capture_output=True, text=True, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "state=success" in log, log[-4000:]
+
+    assert len(tables.delta_rows(settings, "alt_news")) == 2
+    assert len(tables.delta_rows(settings, "alt_earnings")) == 2 and len(tables.delta_rows(settings, "alt_macro")) == 2
+    quarantined = tables.delta_rows(settings, tables.QUARANTINE).to_pylist()
+    assert [(q["stage"], q["reason"]) for q in quarantined] == [("alt_news", "invalid_timestamp:published_at")]
+    features = tables.read_frame(settings, tables.ALT_FEATURES, ["symbol", "window_start", "news_count_3d",
+                                                                 "eps_surprise_last", "days_to_earnings",
+                                                                 "earnings_window", "macro_rate_10y"])
+    assert len(features) == 20
+    aaa = features[features.symbol == "AAA"]
+    aaa = aaa.set_index(aaa.window_start.dt.day)
+    # AAA reported after the close on Jan 5: its surprise is there from Jan 6 on.
+    assert aaa.loc[5, "eps_surprise_last"] == 0 and aaa.loc[6, "eps_surprise_last"] == pytest.approx(0.2)
+    assert aaa.loc[5, "earnings_window"] == 1 and aaa.loc[7, "earnings_window"] == 0
+    # The headline of Jan 9 22:00 came after that day's decision time.
+    assert aaa.loc[9, "news_count_3d"] == 1 and aaa.loc[10, "news_count_3d"] == 2
+    assert aaa.loc[8, "macro_rate_10y"] == 3.95 and aaa.loc[9, "macro_rate_10y"] == 3.95
+    assert aaa.loc[10, "macro_rate_10y"] == 4.05
+    bbb = features[features.symbol == "BBB"]
+    bbb = bbb.set_index(bbb.window_start.dt.day)
+    assert bbb.loc[10, "days_to_earnings"] == 2
+    reports = settings.home_dir / "reports" / "alt_data"
+    assert sorted(p.name for p in reports.iterdir()) == [
+        f"20260110T060000-{k}.json" for k in ("earnings", "features", "fundamentals", "macro", "news")]
+    assert json.loads((reports / "20260110T060000-news.json").read_text())["quarantined"] == 1
+    assert (inbox / "news" / "loaded" / "20260110T060000" / "wire.json").exists()

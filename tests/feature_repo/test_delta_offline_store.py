@@ -107,7 +107,7 @@ def test_monitoring_reads_the_current_version(fs_settings: Settings) -> None:
 
     append_rows(fs_settings, [feature_row("AAA", "1d", utc(2024, 1, d), float(d)) for d in (2, 3, 4)])
     DeltaTable(tables.table_path(fs_settings, "features")).delete("window_start = '2024-01-04T00:00:00Z'")
-    source = build(tables.table_path(fs_settings, "features")).batch_source
+    source = build(tables.table_path(fs_settings, "features"), tables.table_path(fs_settings, "alt_features")).batch_source
     newest = DeltaOfflineStore.get_monitoring_max_timestamp(featurestore.repo_config(fs_settings), source, "window_end")
     assert newest == feature_row("AAA", "1d", utc(2024, 1, 3), 0.0)["window_end"]
 

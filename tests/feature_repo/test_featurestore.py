@@ -14,7 +14,7 @@ import pytest
 from featurestore_helpers import BAR, append_rows, feature_row, rows_frame, utc
 
 from tickcast.catalog import featurestore, tables
-from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
+from tickcast.core.featureset import ALT_FEATURE_NAMES, FEATURE_NAMES, FEATURE_SET_VERSION, feature_names
 from tickcast.core.settings import Settings
 
 
@@ -50,8 +50,9 @@ def test_apply_registers_the_repo_objects_idempotently(fs_settings: Settings) ->
     featurestore.apply(fs_settings)
 
     assert {e.name for e in store.list_entities()} >= {"symbol", "interval"}
-    (view,) = store.list_feature_views()
-    assert view.name == "technical"
+    views = {v.name: v for v in store.list_feature_views()}
+    assert set(views) == {"technical", "alternative"}
+    view = views["technical"]
     assert sorted(view.entities) == ["interval", "symbol"]
     assert view.batch_source.path == tables.table_path(fs_settings, "features")
     assert view.batch_source.timestamp_field == "window_end"
@@ -59,10 +60,19 @@ def test_apply_registers_the_repo_objects_idempotently(fs_settings: Settings) ->
     assert view.stream_source.name == "features_push"
     assert type(view.stream_source).__name__ == "PushSource"
 
+    # The alternative features are batch-only and joined as of the bar's decision time.
+    alternative = views["alternative"]
+    assert alternative.batch_source.path == tables.table_path(fs_settings, "alt_features")
+    assert alternative.batch_source.timestamp_field == "decision_time"
+    assert alternative.stream_source is None
+
     services = {s.name: s for s in store.list_feature_services()}
     assert set(services) == {
-        f"technical_1d_{FEATURE_SET_VERSION}", f"technical_1m_{FEATURE_SET_VERSION}", "someone_elses"
+        f"technical_1d_{FEATURE_SET_VERSION}", f"technical_1m_{FEATURE_SET_VERSION}", "technical_1d_v2", "someone_elses"
     }
+    technical, alt = services["technical_1d_v2"].feature_view_projections
+    assert [f.name for f in technical.features] == [*feature_names("1d"), "window_start", "feature_set_version"]
+    assert [f.name for f in alt.features] == list(ALT_FEATURE_NAMES)
     for interval in ("1d", "1m"):
         (projection,) = services[f"technical_{interval}_{FEATURE_SET_VERSION}"].feature_view_projections
         assert [f.name for f in projection.features] == [

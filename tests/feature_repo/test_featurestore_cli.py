@@ -33,7 +33,7 @@ def invoke(*args: str):
 def test_apply_lists_what_it_registered(cli_env: Settings) -> None:
     result = invoke("apply")
     assert result.exit_code == 0, result.output
-    assert "technical_1d_v1, technical_1m_v1" in result.output
+    assert "technical_1d_v1, technical_1d_v2, technical_1m_v1" in result.output
     assert "features_push" in result.output
     assert str(cli_env.feast_dir / "registry.db") in result.output
 

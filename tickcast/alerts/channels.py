@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from tickcast.alerts.rules import mask_address
+from tickcast.core.retry import retry_after_seconds
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -139,7 +140,7 @@ def _twilio_http_client(timeout: float, api_base: str | None) -> Any:
                 url = re.sub(r"^https://[A-Za-z0-9.\-]*twilio\.com", api_base.rstrip("/"), url)
             self.local.retry_after = None
             response = super().request(method, url, *args, **kwargs)
-            self.local.retry_after = _seconds((response.headers or {}).get("Retry-After"))
+            self.local.retry_after = retry_after_seconds((response.headers or {}).get("Retry-After"))
             return response
 
     return BoundedTwilioHttpClient()
@@ -221,7 +222,7 @@ class SendGridEmail:
         try:
             return call()
         except HTTPError as exc:
-            retry_after = _seconds((exc.headers or {}).get("Retry-After")) if exc.headers else None
+            retry_after = retry_after_seconds((exc.headers or {}).get("Retry-After")) if exc.headers else None
             raise _classify(exc.status_code, f"SendGrid answered {exc.status_code}: {exc.reason}",
                             retry_after) from None
         except (TimeoutError, OSError) as exc:  # urllib: socket timeouts, refused connections
@@ -257,7 +258,7 @@ class Webhook:
             raise TransientError(f"webhook unreachable or too slow: {type(exc).__name__}") from None
         if response.status_code >= 300:
             raise _classify(response.status_code, f"webhook answered {response.status_code}",
-                            _seconds(response.headers.get("Retry-After")))
+                            retry_after_seconds(response.headers.get("Retry-After")))
         return f"webhook-{message.reference}"
 
     def find(self, message: Message, address: str, since: datetime) -> bool:
@@ -312,21 +313,4 @@ def _classify(status: int, message: str, retry_after: float | None) -> DeliveryE
         return TransientError(message, retry_after)
     return PermanentError(message)
 
-
-def _seconds(value: Any) -> float | None:
-    """Retry-After in seconds (the delta form; an HTTP date, rarer, is read too)."""
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except (TypeError, ValueError):
-        from email.utils import parsedate_to_datetime
-
-        try:
-            moment = parsedate_to_datetime(str(value))
-        except (TypeError, ValueError):
-            return None
-        from tickcast.alerts.policy import utc_now
-
-        return max((moment - utc_now()).total_seconds(), 0.0)
 

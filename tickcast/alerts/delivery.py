@@ -29,6 +29,7 @@ from tickcast.alerts.channels import Channel, PermanentError, TransientError, re
 from tickcast.alerts.policy import Clock, utc_now
 from tickcast.alerts.store import AlertStore, DeliveryUpdate
 from tickcast.core.events import PipelineEvent
+from tickcast.core.retry import RetryAfterOr
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -37,20 +38,6 @@ log = logging.getLogger("tickcast.alerts")
 
 # How far before a "sending" mark to look for the message at the provider (clock skew).
 RECONCILE_SLACK = timedelta(minutes=5)
-
-
-class RetryAfterOr:
-    """A tenacity wait: the provider's Retry-After when it asked for longer, else ``fallback``."""
-
-    def __init__(self, fallback: Any):
-        self.fallback = fallback
-
-    def __call__(self, retry_state: Any) -> float:
-        wait = float(self.fallback(retry_state))
-        outcome = retry_state.outcome
-        error = outcome.exception() if outcome is not None and outcome.failed else None
-        retry_after = getattr(error, "retry_after", None)
-        return max(wait, retry_after or 0.0)
 
 
 class Dispatcher:

@@ -108,7 +108,7 @@ def _key(settings: Settings) -> tuple:
 def _definitions(settings: Settings):
     from feature_repo.definitions import build
 
-    return build(tables.table_path(settings, tables.FEATURES))
+    return build(tables.table_path(settings, tables.FEATURES), tables.table_path(settings, tables.ALT_FEATURES))
 
 
 def repo_config(settings: Settings) -> RepoConfig:
@@ -485,19 +485,22 @@ def materialize(settings: Settings, end: datetime | str | None = None) -> dateti
     after a backfill or an online-store wipe: the stream keeps the store fresh by pushing.
     Returns the end used.
     """
-    from feature_repo.definitions import VIEW_NAME
+    from feature_repo.definitions import ALT_VIEW_NAME, VIEW_NAME
 
     stop: datetime = _parse_time(end or datetime.now(UTC), "end").to_pydatetime()
     _require_table(settings)
+    # The alternative view once the alt_data DAG has written its table.
+    views = [VIEW_NAME, *([ALT_VIEW_NAME] if tables.open_table(settings, tables.ALT_FEATURES) is not None else [])]
     handle = _handle(settings)
     with handle.lock:
         _ensure_applied(handle, settings)
         store = handle.store
-        view = store.get_feature_view(VIEW_NAME, allow_registry_cache=False)
-        if view.most_recent_end_time is None:
-            store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=stop)
-        else:
-            store.materialize_incremental(end_date=stop)
+        for name in views:
+            view = store.get_feature_view(name, allow_registry_cache=False)
+            if view.most_recent_end_time is None:
+                store.materialize(start_date=datetime(1970, 1, 1, tzinfo=UTC), end_date=stop, feature_views=[name])
+            else:
+                store.materialize_incremental(end_date=stop, feature_views=[name])
         # What is online may now be older than what this process pushed: read it again.
         handle.online_ends.clear()
     return stop

@@ -39,6 +39,7 @@ FEATURES = "features"
 PREDICTIONS = "predictions"
 QUALITY_RESULTS = "quality_results"
 CORPORATE_ACTIONS = "corporate_actions"
+ALT_FEATURES = "alt_features"
 
 
 def bars(of: str | Interval) -> str:
@@ -115,7 +116,15 @@ def _features_ddl() -> str:
                       f"{featureset.COMPUTED_AT_COLUMN} TIMESTAMP"])
 
 
-_GENERATED = {"prediction": _predictions_ddl, "feature_set": _features_ddl}
+def _alt_features_ddl() -> str:
+    keys = [f"{name} {'STRING' if name in ('symbol', 'interval') else 'TIMESTAMP'} NOT NULL"
+            for name in featureset.ALT_KEY_COLUMNS]
+    values = [f"{name} DOUBLE" for name in featureset.ALT_FEATURE_NAMES]
+    return ", ".join([*keys, *values, f"{featureset.VERSION_COLUMN} STRING NOT NULL",
+                      f"{featureset.COMPUTED_AT_COLUMN} TIMESTAMP"])
+
+
+_GENERATED = {"prediction": _predictions_ddl, "feature_set": _features_ddl, "alt_feature_set": _alt_features_ddl}
 
 
 @cache
@@ -189,6 +198,47 @@ def append_arrow(settings: Settings, name: str, rows: pa.Table) -> None:
 
     write_deltalake(table_path(settings, name), rows, mode="append",
                     partition_by=list(table_defs()[name].partitioned_by) or None)
+
+
+_ARROW_TYPE_NAMES = {"STRING": "string", "DOUBLE": "float64", "TIMESTAMP": "timestamp", "DATE": "date32",
+                     "BIGINT": "int64", "INT": "int32", "BOOLEAN": "bool_"}
+
+
+def arrow_schema(name: str) -> pa.Schema:
+    """The declared schema of a table of flat columns as pyarrow (timestamps in UTC microseconds,
+    as Delta stores them), for writers without a JVM."""
+    import pyarrow as pa
+
+    fields = []
+    for column in _split_top_level(table_defs()[name].columns):
+        column_name, ddl_type, *rest = column.split()
+        if ddl_type not in _ARROW_TYPE_NAMES:
+            raise TypeError(f"{name}.{column_name}: {ddl_type} has no flat arrow type here")
+        arrow_type = pa.timestamp("us", tz="UTC") if ddl_type == "TIMESTAMP" else getattr(pa, _ARROW_TYPE_NAMES[ddl_type])()
+        fields.append(pa.field(column_name, arrow_type, nullable="NOT" not in rest))
+    return pa.schema(fields)
+
+
+def upsert_arrow(settings: Settings, name: str, rows: pa.Table, key: tuple[str, ...]) -> dict[str, int]:
+    """MERGE ``rows`` into the table by ``key`` through delta-rs (a row whose key is stored
+    replaces it; the others are inserted), creating the table if it does not exist. Rows are
+    cast to the declared schema first, so a missing column or a wrong type fails here.
+    Returns the numbers of rows inserted and updated."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    schema = arrow_schema(name)
+    rows = pa.Table.from_pylist(rows.to_pylist(), schema=schema) if rows.schema != schema else rows
+    table = open_table(settings, name)
+    if table is None:
+        write_deltalake(table_path(settings, name), rows, mode="append",
+                        partition_by=list(table_defs()[name].partitioned_by) or None)
+        return {"inserted": rows.num_rows, "updated": 0}
+    predicate = " AND ".join(f"t.{column} = s.{column}" for column in key)
+    metrics = (table.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
+               .when_matched_update_all().when_not_matched_insert_all().execute())
+    return {"inserted": int(metrics.get("num_target_rows_inserted", 0)),
+            "updated": int(metrics.get("num_target_rows_updated", 0))}
 
 
 def delta_rows(settings: Settings, table: str, columns: list[str] | None = None) -> pa.Table | None:

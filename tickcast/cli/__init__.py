@@ -9,6 +9,7 @@ import typer
 from tickcast.cli import (
     airflow,
     alerts,
+    altdata,
     apikeys,
     corporate_actions,
     features,
@@ -53,6 +54,7 @@ models.register(app)
 apikeys.register(app)
 alerts.register(app)
 airflow.register(app)
+altdata.register(app)
 
 if __name__ == "__main__":
     app()

@@ -71,3 +71,47 @@ def feature_names(name: str) -> tuple[str, ...]:
     if interval(name).intraday:
         return FEATURE_NAMES
     return tuple(name for name in FEATURE_NAMES if name not in INTRADAY_FEATURE_NAMES)
+
+
+# --- v2: alternative data -----------------------------------------------------------------------
+# The v2 feature set is v1's technical features plus these, computed per daily bar by
+# ``tickcast.features.alt`` from the ``alt_*`` tables, point in time: a value enters a bar's row
+# only if it was available at the bar's decision time (``tickcast.core.altdata``). They live in
+# Delta ``alt_features`` (Feast view ``alternative``) beside ``features``.
+ALT_FEATURE_SET_VERSION = "v2"
+NEWS_WINDOW_DAYS = 3
+# Days to or since a report are capped here; the cap also stands for "none known".
+EARNINGS_HORIZON_DAYS = 90
+# A bar is in an earnings window when a report is due within this many days or was released
+# within this many days before its decision time: those rows are the earnings route's.
+EARNINGS_WINDOW_DAYS = 1
+
+ALT_FEATURES: tuple[Feature, ...] = (
+    Feature("news_sentiment_3d", "mean sentiment of the symbol's headlines available in the 3 days up to the decision "
+                                 "time; 0 without any"),
+    Feature("news_count_3d", "how many headlines that mean is over"),
+    Feature("eps_surprise_last", "(actual - estimate) / |estimate| of EPS at the latest released report; 0 before any"),
+    Feature("revenue_surprise_last", "the same for revenue"),
+    Feature("days_since_earnings", "days from the latest released report to the decision time, capped at 90"),
+    Feature("days_to_earnings", "days from the bar's day to the next report date known at the decision time, capped "
+                                "at 90 (also when none is known)"),
+    Feature("earnings_window", "1 if days_to_earnings <= 1 or days_since_earnings <= 1, else 0"),
+    Feature("macro_rate_10y", "10-year Treasury yield (FRED DGS10), latest first release available"),
+    Feature("macro_term_spread", "10-year minus 2-year yield (FRED T10Y2Y), latest first release available"),
+    Feature("macro_unemployment", "unemployment rate (FRED UNRATE), latest first release available"),
+    Feature("macro_inflation_yoy", "CPI (FRED CPIAUCSL) over its value a year earlier, minus 1, latest available"),
+)
+ALT_FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in ALT_FEATURES)
+# Macro feature <- (series, transform): "level" is the value, "yoy" the change over a year.
+MACRO_FEATURES: dict[str, tuple[str, str]] = {
+    "macro_rate_10y": ("DGS10", "level"),
+    "macro_term_spread": ("T10Y2Y", "level"),
+    "macro_unemployment": ("UNRATE", "level"),
+    "macro_inflation_yoy": ("CPIAUCSL", "yoy"),
+}
+ALT_KEY_COLUMNS: tuple[str, ...] = ("symbol", "interval", "window_start", "window_end", "decision_time")
+# Which features each version of the set holds (a model's config names its version).
+FEATURE_SETS: dict[str, tuple[str, ...]] = {
+    FEATURE_SET_VERSION: FEATURE_NAMES,
+    ALT_FEATURE_SET_VERSION: FEATURE_NAMES + ALT_FEATURE_NAMES,
+}

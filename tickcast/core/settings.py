@@ -202,6 +202,33 @@ class Settings(BaseSettings):
     alerts_quarantine_share: float = Field(default=0.05, gt=0, le=1)
     alerts_quarantine_min_records: int = Field(default=100, ge=1)
 
+    # Alternative data (`tickcast altdata`, Airflow's `alt_data` DAG). A source with its key set is
+    # read from its provider's HTTP API; without one, from the drop folder
+    # $TICKCAST_HOME/inbox/alt_data/<kind>/ (CSV or JSON files). Macro: FRED's API (series ids);
+    # news: a NewsAPI-style /v2/everything; earnings: a Finnhub-style earnings calendar;
+    # fundamentals: SEC EDGAR's company facts (keyless, but the SEC asks for a contact in the
+    # User-Agent, so it is live only when altdata_sec_user_agent is set).
+    fred_api_key: SecretStr | None = None
+    fred_api_base: str = "https://api.stlouisfed.org"
+    news_api_key: SecretStr | None = None
+    news_api_base: str = "https://newsapi.org"
+    earnings_api_key: SecretStr | None = None
+    earnings_api_base: str = "https://finnhub.io"
+    sec_api_base: str = "https://data.sec.gov"
+    sec_tickers_url: str = "https://www.sec.gov/files/company_tickers.json"
+    altdata_sec_user_agent: str | None = None
+    # Which macro series and which symbols are collected (symbols: none means the symbols with
+    # stored daily bars).
+    altdata_macro_series: str = "DGS10,T10Y2Y,UNRATE,CPIAUCSL"
+    altdata_symbols: str | None = None
+    # Bounds on every provider call: seconds per request, attempts (429 and 5xx are retried
+    # with backoff, never sooner than Retry-After), pages per query, bytes per response.
+    altdata_http_timeout_seconds: float = Field(default=20.0, gt=0, le=300)
+    altdata_http_attempts: int = Field(default=5, ge=1, le=20)
+    altdata_retry_max_seconds: float = Field(default=60.0, gt=0)
+    altdata_max_pages: int = Field(default=50, ge=1, le=10_000)
+    altdata_max_response_bytes: int = Field(default=50_000_000, ge=1_000)
+
     # MLflow tracking. Without a tracking URI, `up` runs a local server over the same
     # SQLite store and artifact directory that commands use directly.
     mlflow_host: str = "127.0.0.1"
@@ -229,7 +256,8 @@ class Settings(BaseSettings):
                     "outside local mode"
                 )
         if self.mode != "local":
-            for name in ("twilio_auth_token", "sendgrid_api_key", "alerts_webhook_secret"):
+            for name in ("twilio_auth_token", "sendgrid_api_key", "alerts_webhook_secret", "fred_api_key",
+                         "news_api_key", "earnings_api_key"):
                 secret = getattr(self, name)
                 if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"TICKCAST_{name.upper()} is a placeholder; set a real secret outside local mode")
@@ -283,6 +311,11 @@ class Settings(BaseSettings):
     def corporate_actions_inbox(self) -> Path:
         """Where corporate-action files are dropped for the `corporate_actions` DAG to apply."""
         return self.home_dir / "inbox" / "corporate_actions"
+
+    @property
+    def alt_data_inbox(self) -> Path:
+        """Drop folder of the file sources of alternative data: one folder per kind."""
+        return self.home_dir / "inbox" / "alt_data"
 
     @property
     def airflow_dir(self) -> Path:
