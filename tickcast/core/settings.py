@@ -202,6 +202,12 @@ class Settings(BaseSettings):
     alerts_quarantine_share: float = Field(default=0.05, gt=0, le=1)
     alerts_quarantine_min_records: int = Field(default=100, ge=1)
 
+    # The `retrain` DAG (weekly, and when the monitor asks): this experiment config (a path
+    # relative to the project root, or absolute) is evaluated walk-forward, trained, registered
+    # and put to the promotion gate. The default, experiments/demo.yaml, is the demo market's:
+    # with the demo feed on and no bars for its symbols, its planted history is loaded first.
+    retrain_config: str = "experiments/demo.yaml"
+
     # Alternative data (`tickcast altdata`, Airflow's `alt_data` DAG). A source with its key set is
     # read from its provider's HTTP API; without one, from the drop folder
     # $TICKCAST_HOME/inbox/alt_data/<kind>/ (CSV or JSON files). Macro: FRED's API (series ids);
@@ -311,6 +317,11 @@ class Settings(BaseSettings):
     def corporate_actions_inbox(self) -> Path:
         """Where corporate-action files are dropped for the `corporate_actions` DAG to apply."""
         return self.home_dir / "inbox" / "corporate_actions"
+
+    @property
+    def retrain_config_path(self) -> Path:
+        path = Path(self.retrain_config).expanduser()
+        return path if path.is_absolute() else REPO_ROOT / path
 
     @property
     def alt_data_inbox(self) -> Path:

@@ -86,6 +86,17 @@ class ConfirmationConfig(_Strict):
     threshold: float = Field(0.4, ge=0, le=1, description="both models' probability of the direction above this")
 
 
+class DemoMarketConfig(_Strict):
+    """A synthetic market (``tickcast.feeds.history``) the experiment trains on when the platform
+    runs its demo and the symbols have no stored bars: the demo feed's universe, with a planted
+    signal a model can honestly find."""
+
+    bars: int = Field(900, ge=100, le=20_000)
+    alpha: float = Field(0.15, ge=0, lt=1)
+    seed: int = 11
+    start: str = "2022-01-03"
+
+
 class ExperimentConfig(_Strict):
     name: str = Field(..., min_length=1)
     description: str = ""
@@ -103,6 +114,7 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()
     confirmation: ConfirmationConfig = ConfirmationConfig()
+    demo: DemoMarketConfig | None = None
 
     @field_validator("symbols")
     @classmethod

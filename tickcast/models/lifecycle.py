@@ -19,6 +19,7 @@ import logging
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -312,3 +313,57 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
     else:
         registry.record_refusal(client, name, candidate.version, decision)
     return PromotionOutcome(name, candidate.version, decision, current.version if current else None)
+
+
+# --- scheduled retraining (the `retrain` DAG) ----------------------------------------------------
+
+
+def retrain_config(settings: Settings) -> ExperimentConfig:
+    """The experiment the `retrain` DAG runs (``TICKCAST_RETRAIN_CONFIG``)."""
+    from tickcast.models.experiment import load_config
+
+    return load_config(settings.retrain_config_path)
+
+
+def scheduled_train(settings: Settings, run_key: str, until: datetime | None = None) -> dict:
+    """Evaluate walk-forward, train and register the retrain experiment on the bars before
+    ``until`` (the run's logical date), as one MLflow run; the evaluation's files go to
+    ``evaluations/<experiment>-<run_key>/``, replaced by a re-run of the same date."""
+    import shutil
+
+    config = retrain_config(settings)
+    if until is not None and until < config.end:
+        config = config.with_overrides(end=until)
+    output = settings.home_dir / "evaluations" / f"{config.name}-{run_key}"
+    if output.exists():
+        shutil.rmtree(output)
+    outcome = run(settings, config, output, register=True)
+    variant = deployed_variant(config)
+    shown = [f"{arch}_{variant}" for arch in config.evaluation.models] + list(config.evaluation.baselines)
+    report = {"experiment": config.name, "run_id": outcome.run_id, "output": str(output),
+              "versions": outcome.versions, "folds_fingerprint": outcome.result.fingerprint,
+              "metrics": {name: outcome.result.metrics.get(name) for name in shown}}
+    # Plain JSON (it travels between the DAG's tasks): numpy scalars become floats.
+    return json.loads(json.dumps(report, default=float))
+
+
+def scheduled_promote(settings: Settings, run_key: str, trained: dict | None = None) -> dict:
+    """Put each architecture's challenger to the promotion gate; the live scorer picks a new
+    champion pair up by itself. Writes ``reports/retrain/<run_key>.json`` (the training's
+    report, ``trained``, and the verdicts) and returns it."""
+    from tickcast.catalog.reports import write_run_report
+
+    config = retrain_config(settings)
+    verdicts: dict[str, dict] = {}
+    for arch in config.evaluation.models:
+        try:
+            outcome = promote(settings, config.interval, arch)
+        except registry.RegistryError as exc:
+            verdicts[arch] = {"promoted": False, "reasons": [str(exc)]}
+            continue
+        verdicts[arch] = {"promoted": outcome.decision.promote, "name": outcome.name, "version": outcome.version,
+                          "previous_champion": outcome.previous_champion, "reasons": outcome.decision.reasons}
+        log.info("%s version %s: %s", outcome.name, outcome.version, outcome.decision.summary())
+    report = {"run": run_key, "trained": trained, "promotion": verdicts}
+    write_run_report(settings, "retrain", run_key, report)
+    return report

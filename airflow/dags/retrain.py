@@ -1,0 +1,70 @@
+"""Retraining, weekly (Saturday 03:00 UTC) and whenever the monitor asks: the experiment of
+TICKCAST_RETRAIN_CONFIG (experiments/demo.yaml by default; on the demo platform its planted
+history is loaded first if its symbols have no bars), its features backfilled, evaluated
+walk-forward, trained and registered as challengers on the bars before the logical date, then
+each put to the promotion gate; the live scorer picks a new champion pair up by itself.
+Report: $TICKCAST_HOME/reports/retrain/<logical date>.json; evaluation files:
+$TICKCAST_HOME/evaluations/<experiment>-<logical date>/."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import dag, task
+from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+
+
+@dag(
+    dag_id="retrain",
+    schedule="0 3 * * 6",
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=default_args(),
+    on_success_callback=dag_succeeded,
+    tags=TAGS,
+    doc_md=__doc__,
+)
+def retrain():
+    @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
+    def prepare_features() -> dict:
+        from spark_jobs.demo_market import seed_demo_market
+        from spark_jobs.features_backfill import backfill_features
+        from spark_jobs.session import build_spark
+        from tickcast.core.settings import load_settings
+        from tickcast.models.lifecycle import retrain_config
+
+        settings = load_settings()
+        config = retrain_config(settings)
+        seeded = seed_demo_market(settings, config)
+        if seeded["seeded"]:
+            return seeded  # the demo's features were computed with its bars
+        spark = build_spark(settings, "tickcast-retrain-features")
+        try:
+            results = backfill_features(spark, settings, [config.index, *config.symbols], (config.interval,))
+        finally:
+            spark.stop()
+        return {**seeded, "features": [r.__dict__ for r in results]}
+
+    @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
+    def train(run_key: str, logical_date: str) -> dict:
+        from datetime import datetime
+
+        from tickcast.core.settings import load_settings
+        from tickcast.models.lifecycle import scheduled_train
+
+        return scheduled_train(load_settings(), run_key, datetime.fromisoformat(logical_date))
+
+    @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
+    def promote(run_key: str, trained: dict) -> dict:
+        from tickcast.core.settings import load_settings
+        from tickcast.models.lifecycle import scheduled_promote
+
+        return scheduled_promote(load_settings(), run_key, trained)
+
+    trained = train("{{ ts_nodash }}", "{{ logical_date.isoformat() }}")
+    prepare_features() >> trained
+    promote("{{ ts_nodash }}", trained)
+
+
+retrain()

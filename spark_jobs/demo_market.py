@@ -1,0 +1,62 @@
+"""The demo market the `retrain` DAG trains on when the platform runs its demo: the history of
+the experiment's ``demo`` section (``tickcast.feeds.history``, the demo feed's universe with a
+planted signal) loaded into ``bars_1d`` and its features backfilled, once - only while the
+experiment's symbols have no daily bars, so real histories are never overwritten."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from tickcast.core.settings import Settings
+from tickcast.models.experiment import ExperimentConfig
+
+log = logging.getLogger("tickcast.demo")
+
+DEMO_SYMBOL = re.compile(r"^S(\d{4})$")
+
+
+def seed_demo_market(settings: Settings, config: ExperimentConfig) -> dict:
+    """Load the demo history and its features if the platform runs the demo feed, the config
+    describes a demo market, and none of its symbols has daily bars yet. Returns what it did."""
+    from tickcast.catalog.market import BarStore
+
+    if config.demo is None:
+        return {"seeded": False, "reason": f"experiment {config.name} has no demo market"}
+    if not settings.demo_feed_enabled:
+        return {"seeded": False, "reason": "the demo feed is off (TICKCAST_DEMO_FEED_ENABLED=false)"}
+    names = [config.index, *config.symbols]
+    store = BarStore(settings)
+    present = [s for s in names if store.has_bars(s, "1d")]
+    if present:
+        return {"seeded": False, "reason": f"daily bars already stored for {', '.join(present)}"}
+    numbers = [DEMO_SYMBOL.match(s) for s in config.symbols]
+    if not all(numbers) or config.index != settings.market_index_symbol:
+        raise ValueError(f"a demo market's symbols are S0001, S0002, ... and its index {settings.market_index_symbol}; "
+                         f"experiment {config.name} lists {', '.join(names)}")
+    from spark_jobs.backfill import backfill_frame
+    from spark_jobs.features_backfill import backfill_features
+    from spark_jobs.session import build_spark
+    from tickcast.feeds.history import generate_history
+
+    demo = config.demo
+    n_symbols = 1 + max(int(m.group(1)) for m in numbers if m)
+    frame = generate_history(n_symbols, demo.bars, "1d", alpha=demo.alpha, seed=demo.seed, start=demo.start,
+                             market_symbol=config.index)
+    frame = frame[frame["symbol"].isin(names)]
+    log.info("demo market: %d daily bars of %s (alpha %g, seed %d)", len(frame), ", ".join(names), demo.alpha,
+             demo.seed)
+    from pyspark.sql import SparkSession
+
+    # An in-process caller (a test, a notebook) keeps its session; ours is stopped when done.
+    spark = SparkSession.getActiveSession()
+    own_session = spark is None
+    spark = spark or build_spark(settings, "tickcast-demo-market")
+    try:
+        loaded = backfill_frame(spark, settings, frame, interval="1d", label=f"demo:{demo.seed}")
+        backfill_features(spark, settings, names, ("1d",))
+    finally:
+        if own_session:
+            spark.stop()
+    return {"seeded": True, "symbols": names, "bars": int(len(frame)), "inserted": loaded.inserted,
+            "first": str(frame["window_start"].min().date()), "last": str(frame["window_start"].max().date())}
