@@ -3,6 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 TICKCAST := $(VENV)/bin/tickcast
 PYTEST_ARGS ?= -q -ra --durations=15
+# Two workers (pytest-xdist), scoped by directory (tests/conftest.py): the e2e tests wait on
+# streams and subprocesses much of the time, so two at once use the two cores. XDIST= runs serially.
+XDIST ?= -n 2 --dist loadscope
 # e.g. make up UP_ARGS="--timeout 600"
 UP_ARGS ?=
 
@@ -30,10 +33,10 @@ lint: bootstrap ## Static checks: ruff, the import contracts (import-linter), ty
 	$(VENV)/bin/mypy
 
 test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the flags)
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: bootstrap lint ## Lint, then the fast tier: every test not marked slow (pytest -m "not slow")
-	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 bench-stream: bootstrap bench/node_modules ## Ingest (capacity, latency at stepped rates) and tick -> served prediction, GET under load; same-run baselines
 	$(VENV)/bin/python bench/stream.py

@@ -176,6 +176,26 @@ class ModelsResponse(BaseModel):
     models: list[RegisteredModelOut]
 
 
+class MonitoringCheckOut(BaseModel):
+    run_key: str = Field(description="The monitor run (its logical date)")
+    checked_at: datetime
+    model_name: str
+    model_version: str
+    kind: str = Field(description="drift, realised, confidence or rollback")
+    subject: str = Field(description="The feature (drift), or whose figures: champion, predecessor, baseline")
+    metric: str = Field(description="psi, ic, hit_rate, mean_confidence_24h, trailing_since_outcomes")
+    value: float | None
+    threshold: float | None
+    flagged: bool = Field(description="Drifted, or rolled back")
+    observations: int | None = Field(description="Live rows or realised outcomes behind the value")
+    details: dict[str, Any] | None = None
+
+
+class MonitoringResponse(BaseModel):
+    interval: str
+    checks: list[MonitoringCheckOut] = Field(description="The newest monitor run's checks (empty before the first)")
+
+
 # -- alerts -----------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,13 @@ from fastapi import Query
 
 from serving.deps import LiveDep, LoaderDep, ReadKey, SettingsDep
 from serving.routes import v1_router
-from serving.schemas import ErrorResponse, ModelsResponse, RegisteredModelOut
+from serving.schemas import (
+    ErrorResponse,
+    ModelsResponse,
+    MonitoringCheckOut,
+    MonitoringResponse,
+    RegisteredModelOut,
+)
 from tickcast.core.intervals import IntervalName
 from tickcast.models.listing import registered_models
 
@@ -26,3 +32,18 @@ def models(
               for m in registered_models(loader, interval)]
     serving = " ".join(live.last_model) if live.last_model else None
     return ModelsResponse(interval=interval, serving=serving, models=listed)
+
+
+@router.get("/models/monitoring", response_model=MonitoringResponse, summary="How the champion is doing",
+            description="The newest run of the monitor DAG: drift of each input against the champion's training "
+                        "data, its confidence, its realised IC and hit rate against its predecessor's and the "
+                        "momentum baseline's, and the rollback rule's state.")
+def monitoring(
+    settings: SettingsDep, _key: ReadKey,
+    interval: Annotated[IntervalName | None, Query(description="Default: the scorer's")] = None,
+) -> MonitoringResponse:
+    from tickcast.models.watch import latest_checks
+
+    interval = interval or settings.scorer_interval
+    return MonitoringResponse(interval=interval,
+                              checks=[MonitoringCheckOut.model_validate(row) for row in latest_checks(settings, interval)])

@@ -19,7 +19,7 @@ from tickcast.core.settings import Settings
 from tickcast.platform import airflow
 from tickcast.platform.processes import TICKCAST
 
-DAGS = {"maintenance", "corporate_actions", "alt_data"}  # tickcast_dags.py is their shared module, no DAG
+DAGS = {"maintenance", "corporate_actions", "alt_data", "retrain", "monitor"}  # tickcast_dags.py is their shared module, no DAG
 # Tasks that are not retried, and why: the next run, 5 minutes on, retries what is left in the inbox,
 # and a retry would hide a refused file (moved aside at the first attempt).
 NOT_RETRIED = {("corporate_actions", "apply_dropped_files")}
@@ -312,3 +312,36 @@ def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(
         f"20260110T060000-{k}.json" for k in ("earnings", "features", "fundamentals", "macro", "news")]
     assert json.loads((reports / "20260110T060000-news.json").read_text())["quarantined"] == 1
     assert (inbox / "news" / "loaded" / "20260110T060000" / "wire.json").exists()
+
+
+@pytest.mark.slow  # a synthetic market loaded by Spark, two networks trained, MLflow, one DAG run
+def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settings: Settings) -> None:
+    """A fresh platform's retrain run on the demo experiment (cut small): the planted history
+    loaded because its symbols had no bars, features backfilled, both architectures evaluated,
+    trained and registered, each put to the gate, and the report says what the registry holds."""
+    from tickcast.models import registry, tracking
+
+    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "retrain", "2026-01-10T03:00:00+00:00"],
+                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
+                               "TICKCAST_RETRAIN_CONFIG": str(Path(__file__).with_name("retrain_tiny.yaml"))},
+                          capture_output=True, text=True, timeout=1500)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "state=success" in log, log[-5000:]
+
+    bars = tables.read_frame(settings, "bars_1d", ["symbol", "window_start"])
+    assert sorted(bars.symbol.unique()) == ["MKT", "S0001", "S0002"] and len(bars) == 3 * 320
+    assert len(tables.read_frame(settings, tables.FEATURES, ["symbol"])) == 3 * 320
+    report = json.loads((settings.home_dir / "reports" / "retrain" / "20260110T030000.json").read_text())
+    trained = report["trained"]
+    assert trained["experiment"] == "demo-tiny" and set(trained["versions"]) == {"tickcast-lstm-1d",
+                                                                                 "tickcast-transformer-1d"}
+    assert (settings.home_dir / "evaluations" / "demo-tiny-20260110T030000" / "metrics.json").exists()
+    assert set(trained["metrics"]) == {"lstm_child", "transformer_child", "no_change", "momentum"}
+    tracking.configure_mlflow(settings)
+    client = registry.client()
+    for arch, verdict in report["promotion"].items():
+        name = registry.registered_name(arch, "1d")
+        assert verdict["version"] == trained["versions"][name] and verdict["reasons"]
+        champion = registry.champion(client, name)
+        # The gate's verdict is what the registry holds: champion if promoted, none otherwise.
+        assert (champion.version if champion else None) == (verdict["version"] if verdict["promoted"] else None)

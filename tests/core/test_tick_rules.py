@@ -12,10 +12,10 @@ import numpy as np
 import orjson
 import pandas as pd
 from chispa import assert_df_equality
-from live_ticks import DAY, TODAY, TOLERANCE_US, tick, us
 from pyspark.sql import functions as F
 
 from spark_jobs import transforms as T
+from tests.live_ticks import DAY, TODAY, TOLERANCE_US, tick, us
 from tickcast.core.bars import BAR_FIELDS, merge_bar
 from tickcast.core.symbols import SYMBOL_PATTERN
 from tickcast.core.tickrules import FIELD_TYPES, REQUIRED_FIELDS, SUPPORTED_SCHEMA_VERSIONS

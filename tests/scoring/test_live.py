@@ -9,9 +9,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 import pytest
-from live_ticks import TODAY, TOLERANCE_US, tick, us
 from pyspark.sql import functions as F
 
+from tests.live_ticks import TODAY, TOLERANCE_US, tick, us
 from tickcast.catalog import tables
 from tickcast.core.featureset import feature_names
 from tickcast.features.compute import compute_features

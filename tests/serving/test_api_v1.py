@@ -10,7 +10,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from tests.serving.market_data import FEATURES, Scored, make_prediction, scored_features
+from tests.serving.market_data import FEATURES, FIRST, Scored, make_prediction, scored_features
+from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 
 MODEL_NAME = "tickcast-lstm-1d+tickcast-transformer-1d"
@@ -323,3 +324,30 @@ def test_websocket_needs_a_valid_key(api: TestClient, scored: Scored) -> None:
     with api.websocket_connect(f"/ws/predictions?api_key={scored.keys['reader']}") as ws:
         ws.send_json({"action": "subscribe", "symbols": ["MSFT"]})
         assert ws.receive_json()["type"] == "subscribed"
+
+
+def test_monitoring_shows_the_newest_monitor_run(api: TestClient, scored: Scored) -> None:
+    import pyarrow as pa
+
+    from tickcast.models.watch import MONITORING
+
+    assert api.get("/api/v1/models/monitoring", params={"interval": "1m"},
+                   headers=_as(scored, "reader")).json() == {"interval": "1m", "checks": []}
+    base = {"interval": "1d", "model_name": MODEL_NAME, "model_version": "1+1", "threshold": None,
+            "observations": 120, "details": None}
+    rows = [
+        {**base, "run_key": "old", "checked_at": FIRST, "kind": "drift", "subject": "rsi_14", "metric": "psi",
+         "value": 0.9, "flagged": True},
+        {**base, "run_key": "new", "checked_at": FIRST + timedelta(hours=1), "kind": "drift", "subject": "rsi_14",
+         "metric": "psi", "value": 0.01, "threshold": 0.25, "flagged": False, "details": '{"ks_pvalue": 0.4}'},
+        {**base, "run_key": "new", "checked_at": FIRST + timedelta(hours=1), "kind": "realised",
+         "subject": "champion", "metric": "ic", "value": None, "flagged": False, "observations": 0},
+    ]
+    tables.append_arrow(scored.settings, MONITORING, pa.Table.from_pylist(rows, schema=tables.arrow_schema(MONITORING)))
+
+    assert api.get("/api/v1/models/monitoring").status_code == 401
+    body = api.get("/api/v1/models/monitoring", headers=_as(scored, "reader")).json()
+    assert body["interval"] == "1d"
+    assert [(c["run_key"], c["kind"], c["subject"], c["metric"], c["value"], c["flagged"]) for c in body["checks"]] == [
+        ("new", "drift", "rsi_14", "psi", 0.01, False), ("new", "realised", "champion", "ic", None, False)]
+    assert body["checks"][0]["details"] == {"ks_pvalue": 0.4} and body["checks"][0]["threshold"] == 0.25

@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     vacuum_retention_hours: int = Field(default=24, ge=0)
     predictions_retention_days: int = Field(default=90, ge=1)
     quality_results_retention_days: int = Field(default=30, ge=1)
+    model_monitoring_retention_days: int = Field(default=180, ge=1)
 
     # Airflow (the batch side: `airflow/`, its own environment): its components run under the
     # platform when enabled; the UI and its API on airflow_host:airflow_port. The metadata
@@ -207,6 +208,22 @@ class Settings(BaseSettings):
     # and put to the promotion gate. The default, experiments/demo.yaml, is the demo market's:
     # with the demo feed on and no bars for its symbols, its planted history is loaded first.
     retrain_config: str = "experiments/demo.yaml"
+    # The `monitor` DAG (hourly) watches the champion: drift of the last monitor_live_days of
+    # its inputs against its training data (PSI >= monitor_psi_threshold and KS p-value below
+    # monitor_ks_pvalue, with at least monitor_min_rows live rows; drift triggers a retrain),
+    # and its realised performance over the last monitor_window_days of stored predictions
+    # against its predecessor and the momentum baseline: rolled back when its IC trails one by
+    # more than max(monitor_rollback_margin, monitor_rollback_z standard errors) while
+    # monitor_rollback_persistence new outcomes arrive, with monitor_min_outcomes behind each IC.
+    monitor_live_days: int = Field(default=30, ge=1)
+    monitor_psi_threshold: float = Field(default=0.25, gt=0)
+    monitor_ks_pvalue: float = Field(default=0.01, gt=0, lt=1)
+    monitor_min_rows: int = Field(default=100, ge=1)
+    monitor_window_days: int = Field(default=60, ge=1)
+    monitor_rollback_margin: float = Field(default=0.02, ge=0)
+    monitor_rollback_z: float = Field(default=3.0, ge=0)
+    monitor_rollback_persistence: int = Field(default=400, ge=1)
+    monitor_min_outcomes: int = Field(default=200, ge=1)
 
     # Alternative data (`tickcast altdata`, Airflow's `alt_data` DAG). A source with its key set is
     # read from its provider's HTTP API; without one, from the drop folder
@@ -246,6 +263,9 @@ class Settings(BaseSettings):
     demo_feed_enabled: bool = True
     demo_feed_symbols: int = 20
     demo_feed_rate: float = 40.0
+    # The demo feed's universe (symbols' betas, volatilities, start prices): the seed of the
+    # demo market in experiments/demo.yaml, so the live ticks and the trained history agree.
+    demo_feed_seed: int = 7
 
     @field_validator("home")
     @classmethod

@@ -13,6 +13,8 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tickcast.core.settings import REPO_ROOT, Settings
@@ -123,6 +125,48 @@ def exec_component(settings: Settings, component: str) -> None:
     migrate(settings)
     executable = str(airflow_executable())
     os.execve(executable, [executable, component], {**os.environ, **environment(settings)})
+
+
+def cli_output(settings: Settings, args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:
+    """The Airflow CLI's answer (captured) with this platform's configuration."""
+    return subprocess.run([str(airflow_executable()), *args], env={**os.environ, **environment(settings)},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def trigger_first_retrain(settings: Settings, deadline: float, say: Callable[[str], None]) -> str | None:
+    """Ask for one `retrain` run if the retrain experiment's models have no champion and the DAG
+    has never run (so a fresh demo platform reaches a served champion by itself, and a
+    restarted one does not train again). Waits for the dag-processor to have parsed the DAG.
+    Returns the run id triggered, or None."""
+    import json
+
+    from tickcast.models import registry, tracking
+    from tickcast.models.lifecycle import retrain_config
+
+    config = retrain_config(settings)
+    tracking.configure_mlflow(settings)
+    client = registry.client()
+    names = [registry.registered_name(arch, config.interval) for arch in config.evaluation.models]
+    if all(registry.champion(client, name) is not None for name in names):
+        return None
+    while True:
+        runs = cli_output(settings, ["dags", "list-runs", "retrain", "-o", "json"])
+        if runs.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            say(f"could not ask Airflow for a retrain run (the DAG was not parsed in time): {runs.stderr[-300:]}")
+            return None
+        time.sleep(3)
+    if json.loads(runs.stdout or "[]"):
+        return None  # it ran before: the weekly schedule and the monitor take it from here
+    done = cli_output(settings, ["dags", "trigger", "retrain", "-o", "json"])
+    if done.returncode != 0:
+        say(f"could not trigger the retrain DAG: {done.stderr[-300:]}")
+        return None
+    found = json.loads(done.stdout or "[]")
+    run_id = found[0].get("dag_run_id") if isinstance(found, list) and found else "?"
+    say(f"no champion yet for {', '.join(names)}: triggered the retrain DAG on {config.name} ({run_id})")
+    return run_id
 
 
 def run_cli(settings: Settings, args: list[str]) -> int:

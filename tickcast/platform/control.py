@@ -252,6 +252,10 @@ def up(
             _start(settings, supervisor, name, console)
         _say(console, "waiting until healthy")
         wait_healthy(settings, supervisor, rest, deadline, console)
+    if any(name.startswith("airflow") for name in selected):
+        from tickcast.platform import airflow
+
+        airflow.trigger_first_retrain(settings, deadline, lambda message: _say(console, message))
     return selected
 
 

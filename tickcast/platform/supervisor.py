@@ -152,6 +152,7 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
                     tickcast, "produce", "synthetic",
                     "--symbols", str(settings.demo_feed_symbols),
                     "--rate", f"{settings.demo_feed_rate:g}",
+                    "--seed", str(settings.demo_feed_seed),
                     "--seconds", "0",
                 ],
                 priority=50,
