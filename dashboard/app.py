@@ -18,6 +18,7 @@ from tickcast.catalog.market import MarketStore
 from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
+from tickcast.models.momentum import MODEL_NAME as BASELINE_MODEL_NAME
 
 if TYPE_CHECKING:
     import dash
@@ -68,6 +69,7 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
     p = prediction
     data_ts = p.data_timestamp if p.data_timestamp.tzinfo else p.data_timestamp.replace(tzinfo=UTC)
     age = (datetime.now(UTC) - data_ts).total_seconds()
+    baseline = p.model_name == BASELINE_MODEL_NAME
     rows = [
         ("Horizon", p.horizon),
         ("Predicted return", _fmt_pct(p.predicted_return)),
@@ -76,7 +78,8 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
         ("P(up / neutral / down)",
          f"{p.probabilities.up:.0%} / {p.probabilities.neutral:.0%} / {p.probabilities.down:.0%}"),
         ("Confidence", f"{p.confidence:.0%}"),
-        ("Model", f"{p.model_name} v{p.model_version}"),
+        ("Model", f"{p.model_name} v{p.model_version}"
+                  + (" (baseline: no champion model yet)" if baseline else "")),
         ("Data timestamp", _fmt_ts(p.data_timestamp)),
         ("Predicted at", _fmt_ts(p.predicted_at)),
         ("Data age", _fmt_age(age)),
@@ -84,11 +87,14 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
     return [
         html.H3(symbol, style={"margin": "0 0 8px"}),
         html.Div(
-            p.signal,
+            f"{p.signal} · baseline" if baseline else p.signal,
             id="prediction-signal",
+            title=("The momentum baseline: served until a champion model exists; HOLD-biased, its confidence "
+                   "is its measured skill") if baseline else None,
             style={"display": "inline-block", "padding": "4px 14px", "borderRadius": "6px",
                    "color": "white", "fontWeight": 700, "fontSize": "20px",
-                   "background": SIGNAL_COLOURS.get(p.signal, "#6e7781")},
+                   "background": SIGNAL_COLOURS.get(p.signal, "#6e7781"),
+                   **({"opacity": 0.75, "border": "2px dashed white"} if baseline else {})},
         ),
         html.Table(
             [html.Tr([html.Td(k, style=_CSS["muted"]), html.Td(v, style={"paddingLeft": "10px"})])

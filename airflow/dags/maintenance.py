@@ -1,6 +1,7 @@
 """Table maintenance, every TICKCAST_MAINTAIN_INTERVAL_SECONDS (600 by default): rows past
 their retention deleted, small files compacted, VACUUM, log checkpoints - `tickcast maintain`,
-run in the platform's environment. Each run writes its report under
+run in the platform's environment - then Feast's online store brought up to date with what batch
+jobs wrote (`tickcast features materialize`). Each run writes its report under
 $TICKCAST_HOME/reports/maintenance/<logical date>.json (a re-run overwrites its own)."""
 
 from __future__ import annotations
@@ -33,7 +34,20 @@ def maintenance():
 
         return scheduled_run(load_settings(), run_key)
 
-    maintain_tables("{{ ts_nodash }}")
+    @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
+    def materialize_features() -> dict:
+        from tickcast.catalog import featurestore
+        from tickcast.catalog.tables import FEATURES, open_table
+        from tickcast.core.settings import load_settings
+
+        settings = load_settings()
+        if open_table(settings, FEATURES) is None:
+            return {"materialized": False, "reason": "no features table yet"}
+        # The stream pushes every micro-batch online; this catches up what a backfill, a
+        # corporate action or the alt_data DAG wrote in batch.
+        return {"materialized": True, "until": featurestore.materialize(settings).isoformat()}
+
+    maintain_tables("{{ ts_nodash }}") >> materialize_features()
 
 
 maintenance()

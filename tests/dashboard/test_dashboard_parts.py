@@ -56,4 +56,8 @@ def test_prediction_card_shows_the_contract_fields() -> None:
     for fragment in ("BUY", "+1.23%", "404.92", "392.00 / 404.92 / 416.00", "55% / 25% / 20%",
                      "momentum-baseline v1", "2024-02-01 00:00:00 UTC"):
         assert fragment in text, fragment
+    # The baseline says so on the badge and beside the model; a champion's prediction does not.
+    assert "BUY · baseline" in text and "baseline: no champion model yet" in text
+    champion = prediction.model_copy(update={"model_name": "tickcast-lstm-1d+tickcast-transformer-1d"})
+    assert "baseline" not in str(html.Div(prediction_card("MSFT", champion)))
     assert "No prediction yet" in str(html.Div(prediction_card("MSFT", None)))

@@ -263,8 +263,9 @@ class Settings(BaseSettings):
     demo_feed_enabled: bool = True
     demo_feed_symbols: int = 20
     demo_feed_rate: float = 40.0
-    # The demo feed's universe (symbols' betas, volatilities, start prices): the seed of the
-    # demo market in experiments/demo.yaml, so the live ticks and the trained history agree.
+    # The demo feed's seed: the same live market on every `make up` (its universe is drawn for
+    # demo_feed_symbols symbols, the demo history's for its experiment's few, so they share
+    # names, not paths).
     demo_feed_seed: int = 7
 
     @field_validator("home")
