@@ -80,7 +80,7 @@ def up_cmd(
         help="Start just this program (repeatable): kafka, mlflow, ingest, api, dashboard, feed.",
     ),
     timeout: float = typer.Option(
-        300.0, help="Seconds to wait for everything to become healthy before failing."
+        600.0, help="Seconds to wait for everything to become healthy before failing."
     ),
 ) -> None:
     """Start the platform under supervisord and return once it is healthy.

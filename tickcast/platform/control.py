@@ -245,14 +245,21 @@ def up(
             highlight=False,
         )
 
+    # The streams first, the batch side once they are healthy: Airflow's first runs (a retrain
+    # that trains two networks, alt_data, maintenance) would otherwise take the two cores the
+    # streaming queries need to start.
     rest = [name for name in selected if name != "kafka"]
-    if rest:
-        _say(console, f"starting {', '.join(rest)}")
-        for name in sorted(rest, key=PROGRAM_ORDER.index):
+    streams = [name for name in rest if not name.startswith("airflow")]
+    batch = [name for name in rest if name.startswith("airflow")]
+    for group in (streams, batch):
+        if not group:
+            continue
+        _say(console, f"starting {', '.join(group)}")
+        for name in sorted(group, key=PROGRAM_ORDER.index):
             _start(settings, supervisor, name, console)
         _say(console, "waiting until healthy")
-        wait_healthy(settings, supervisor, rest, deadline, console)
-    if any(name.startswith("airflow") for name in selected):
+        wait_healthy(settings, supervisor, group, deadline, console)
+    if batch:
         from tickcast.platform import airflow
 
         airflow.trigger_first_retrain(settings, deadline, lambda message: _say(console, message))
