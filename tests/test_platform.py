@@ -65,7 +65,7 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
         assert configs[f"airflow-{component}"].command == f"{bin_dir}/tickcast airflow run {component}"
     assert configs["feed"].command == (
-        f"{bin_dir}/tickcast produce synthetic --symbols 7 --rate 12.5 --seconds 0"
+        f"{bin_dir}/tickcast produce synthetic --symbols 7 --rate 12.5 --seed 7 --seconds 0"
     )
     assert "kafka.Kafka" in configs["kafka"].command
     for name, pc in configs.items():

@@ -345,3 +345,35 @@ def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settin
         champion = registry.champion(client, name)
         # The gate's verdict is what the registry holds: champion if promoted, none otherwise.
         assert (champion.version if champion else None) == (verdict["version"] if verdict["promoted"] else None)
+
+
+@pytest.mark.slow  # MLflow's registry and a DAG run in Airflow's own process
+def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(settings: Settings,
+                                                                           kafka_bootstrap: str) -> None:
+    """The monitor DAG on a champion whose rsi_14 input drifted: its checks land in
+    model_monitoring and the retrain DAG gets a run."""
+    import numpy as np
+
+    from tests.models.test_watch import _features, _market, _predictions, _registry, _topic
+    from tickcast.models.watch import latest_checks
+
+    rng = np.random.default_rng(5)
+    market = _market(settings, 120, rng)
+    _features(settings, market, rng, drift_days=30)
+    _registry(settings)
+    _predictions(settings, market, "2+2", range(60, 110), 0.5, rng)
+    env = {**os.environ, "TICKCAST_HOME": str(settings.home_dir), "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+           "TICKCAST_TOPIC_ALERTS": _topic(kafka_bootstrap)}
+
+    done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "monitor", "2026-12-05T10:00:00+00:00"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0 and "state=success" in log, log[-4000:]
+
+    checks = latest_checks(settings, "1d")
+    assert {c["run_key"] for c in checks} == {"20261205T100000"}
+    assert [c["subject"] for c in checks if c["kind"] == "drift" and c["flagged"]] == ["rsi_14"]
+    report = json.loads((settings.home_dir / "reports" / "monitor" / "20261205T100000.json").read_text())
+    assert report["drift"] and not report["rolled_back"]
+    runs = airflow.cli_output(settings, ["dags", "list-runs", "retrain", "-o", "json"])
+    assert runs.returncode == 0 and [r["run_type"] for r in json.loads(runs.stdout)] == ["manual"], runs.stdout[-2000:]

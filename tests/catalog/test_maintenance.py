@@ -70,7 +70,7 @@ def test_every_table_with_a_retention_column_has_a_retention_setting(settings):
     from tickcast.catalog.maintenance import retention_days
 
     declared = [name for name, table in tables.table_defs().items() if table.retention_column]
-    assert sorted(declared) == ["predictions", "quality_results"]
+    assert sorted(declared) == ["model_monitoring", "predictions", "quality_results"]
     assert all(retention_days(settings, name) >= 1 for name in declared)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -298,6 +300,46 @@ def down(settings: Settings, console: Console | None = None) -> bool:
         if infos[name]["statename"] in ALIVE:
             _say(console, f"stopping {name}")
             supervisor.stop(name)
+    leftovers = stop_leftovers(supervisor.paths.pidfile)
+    if leftovers:
+        _say(console, f"stopped {len(leftovers)} process(es) the programs left behind: {', '.join(leftovers)}")
     _say(console, "stopping supervisord")
     supervisor.shutdown()
     return True
+
+
+def stop_leftovers(pidfile: Path, grace_seconds: float = 15.0) -> list[str]:
+    """Stop what the stopped programs left running in supervisord's session: Airflow's
+    LocalExecutor runs each task under a supervisor process in a process group of its own, so
+    stopping the scheduler does not reach a task in flight (a retrain's training went on after
+    `make down`). SIGTERM to each such group, SIGKILL after ``grace_seconds``; returns what
+    was stopped."""
+    import signal
+
+    import psutil
+
+    try:
+        session = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return []
+    found = []
+    for process in psutil.process_iter(["pid", "name"]):
+        try:
+            if process.pid != session and os.getsid(process.pid) == session and os.getpgid(process.pid) == process.pid:
+                found.append(process)
+        except (OSError, psutil.Error):
+            continue
+    names = []
+    for process in found:
+        try:
+            names.append(" ".join(process.cmdline())[:60] or process.name())
+            os.killpg(process.pid, signal.SIGTERM)
+        except (OSError, psutil.Error):
+            pass
+    _, alive = psutil.wait_procs(found, timeout=grace_seconds)
+    for process in alive:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return names
