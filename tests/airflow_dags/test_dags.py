@@ -376,4 +376,4 @@ def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(sett
     report = json.loads((settings.home_dir / "reports" / "monitor" / "20261205T100000.json").read_text())
     assert report["drift"] and not report["rolled_back"]
     runs = airflow.cli_output(settings, ["dags", "list-runs", "retrain", "-o", "json"])
-    assert runs.returncode == 0 and [r["run_type"] for r in json.loads(runs.stdout)] == ["manual"], runs.stdout[-2000:]
+    assert runs.returncode == 0 and [r["run_id"].split("__")[0] for r in airflow.cli_json(runs)] == ["manual"], runs.stdout[-2000:]

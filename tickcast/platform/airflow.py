@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tickcast.core.settings import REPO_ROOT, Settings
 from tickcast.platform.processes import client_host
@@ -133,13 +134,21 @@ def cli_output(settings: Settings, args: list[str], timeout: float = 120.0) -> s
                           capture_output=True, text=True, timeout=timeout)
 
 
+def cli_json(done: subprocess.CompletedProcess) -> Any:
+    """The JSON document an Airflow command printed with ``-o json`` (its log lines come first)."""
+    import json
+
+    for line in reversed(done.stdout.splitlines()):
+        if line.startswith(("[", "{")):
+            return json.loads(line)
+    raise ValueError(f"no JSON in Airflow's answer: {done.stdout[-300:]!r}")
+
+
 def trigger_first_retrain(settings: Settings, deadline: float, say: Callable[[str], None]) -> str | None:
     """Ask for one `retrain` run if the retrain experiment's models have no champion and the DAG
     has never run (so a fresh demo platform reaches a served champion by itself, and a
     restarted one does not train again). Waits for the dag-processor to have parsed the DAG.
     Returns the run id triggered, or None."""
-    import json
-
     from tickcast.models import registry, tracking
     from tickcast.models.lifecycle import retrain_config
 
@@ -157,13 +166,13 @@ def trigger_first_retrain(settings: Settings, deadline: float, say: Callable[[st
             say(f"could not ask Airflow for a retrain run (the DAG was not parsed in time): {runs.stderr[-300:]}")
             return None
         time.sleep(3)
-    if json.loads(runs.stdout or "[]"):
+    if cli_json(runs):
         return None  # it ran before: the weekly schedule and the monitor take it from here
     done = cli_output(settings, ["dags", "trigger", "retrain", "-o", "json"])
     if done.returncode != 0:
         say(f"could not trigger the retrain DAG: {done.stderr[-300:]}")
         return None
-    found = json.loads(done.stdout or "[]")
+    found = cli_json(done)
     run_id = found[0].get("dag_run_id") if isinstance(found, list) and found else "?"
     say(f"no champion yet for {', '.join(names)}: triggered the retrain DAG on {config.name} ({run_id})")
     return run_id
