@@ -363,7 +363,7 @@ def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(sett
     _registry(settings)
     _predictions(settings, market, "2+2", range(60, 110), 0.5, rng)
     env = {**os.environ, "TICKCAST_HOME": str(settings.home_dir), "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "TICKCAST_TOPIC_ALERTS": _topic(kafka_bootstrap)}
+           "TICKCAST_TOPIC_ALERTS": _topic(kafka_bootstrap), "TICKCAST_MONITOR_MIN_ROWS": "50"}
 
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "monitor", "2026-12-05T10:00:00+00:00"], env=env,
                           capture_output=True, text=True, timeout=900)

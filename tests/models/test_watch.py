@@ -17,7 +17,9 @@ from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION
 from tickcast.core.settings import Settings
 
 NAMES = ("tickcast-lstm-1d", "tickcast-transformer-1d")
-SYMBOLS = ("MKT", "S0001", "S0002", "S0003", "S0004")
+# The retrain experiment's market (experiments/demo.yaml): the index and two stocks.
+SYMBOLS = ("MKT", "S0001", "S0002")
+STOCKS = len(SYMBOLS) - 1
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
@@ -112,12 +114,16 @@ def _registry(settings: Settings) -> None:
 def test_drift_is_found_and_a_decayed_champion_is_rolled_back_after_the_persistence(
         settings: Settings, kafka_bootstrap: str) -> None:
     from tickcast.models import registry
+    from tickcast.models.lifecycle import retrain_config
+
+    config = retrain_config(settings)
+    assert (config.index, *config.symbols) == SYMBOLS
     from tickcast.models.watch import latest_checks, scheduled_monitor
 
     topic = _topic(kafka_bootstrap)
     settings = settings.model_copy(update={
-        "kafka_bootstrap_servers": kafka_bootstrap, "topic_alerts": topic, "monitor_min_outcomes": 100,
-        "monitor_rollback_persistence": 40, "monitor_window_days": 90})
+        "kafka_bootstrap_servers": kafka_bootstrap, "topic_alerts": topic, "monitor_min_outcomes": 60,
+        "monitor_rollback_persistence": 10 * STOCKS, "monitor_window_days": 90, "monitor_min_rows": 50})
     rng = np.random.default_rng(3)
     market = _market(settings, 120, rng)
     _features(settings, market, rng, drift_days=30)
@@ -129,10 +135,10 @@ def test_drift_is_found_and_a_decayed_champion_is_rolled_back_after_the_persiste
     first = scheduled_monitor(settings, "run1")
     assert first["drift"] and first["drifted"] == ["rsi_14"]
     assert not first["rolled_back"]  # trailing, but only just started
-    assert first["realised"]["champion"]["outcomes"] == 4 * 40
+    assert first["realised"]["champion"]["outcomes"] == STOCKS * 40
     assert first["realised"]["predecessor 1+1"]["ic"] > 0.8
 
-    _predictions(settings, market, "2+2", range(100, 110), 0.0, rng)  # ten more days, 40 more outcomes
+    _predictions(settings, market, "2+2", range(100, 110), 0.0, rng)  # ten more days: the persistence
     second = scheduled_monitor(settings, "run2")
     assert second["rolled_back"]
     client = registry.client()

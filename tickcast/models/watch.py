@@ -173,10 +173,21 @@ def scheduled_monitor(settings: Settings, run_key: str, now: datetime | None = N
 
     append_arrow(settings, MONITORING, pa.Table.from_pylist(rows, schema=arrow_schema(MONITORING)))
     _tell(settings, model_name, model_version, drifted, drifts, back, state, rolled_back)
-    return {"run": run_key, "champion": f"{model_name} {model_version}", "drift": bool(drifted),
+    return _plain({"run": run_key, "champion": f"{model_name} {model_version}", "drift": bool(drifted),
             "drifted": drifted, "rolled_back": back, "rollback": {k: list(v) if isinstance(v, tuple) else v
                                                                 for k, v in rolled_back.items()},
-            "realised": {k: asdict(v) for k, v in {"champion": champion, **rivals}.items()}, "rows": len(rows)}
+            "realised": {k: asdict(v) for k, v in {"champion": champion, **rivals}.items()}, "rows": len(rows)})
+
+
+def _plain(value: Any) -> Any:
+    """JSON as every reader takes it (an Airflow XCom, a report): NaN and infinities become null."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float | np.floating):
+        return float(value) if np.isfinite(value) else None
+    return value
 
 
 def _tell(settings: Settings, model_name: str, model_version: str, drifted: list[str], drifts: list, back: bool,
