@@ -16,6 +16,24 @@ for _var in ("TWILIO_REGION", "TWILIO_EDGE"):
     os.environ.pop(_var, None)
 
 
+# The longest scopes (measured: each end-to-end file 1-4 minutes, the trained models, the DAG
+# runs) start first, so the two workers do not end with one of them running a long file alone.
+LONG_FIRST = ("e2e", "airflow_dags", "models")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Workers collect (and see ``--dist`` as "no"); the controller schedules in their order.
+    if not hasattr(config, "workerinput"):
+        return
+    root = Path(__file__).parent
+
+    def rank(item: pytest.Item) -> int:
+        parts = item.path.relative_to(root).parts
+        return LONG_FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in LONG_FIRST else len(LONG_FIRST)
+
+    items.sort(key=rank)  # stable: each directory's own order is kept
+
+
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`make test` runs two pytest-xdist workers with ``--dist loadscope``, scoped here by
     directory: a directory's tests share session fixtures built once per worker (a trained

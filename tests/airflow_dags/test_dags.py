@@ -266,7 +266,8 @@ MACRO_FILE = "series_id,observation_date,value,release_date\nDGS10,2024-01-02,3.
 
 
 @pytest.mark.slow  # Airflow's database migration and a DAG run in Airflow's own process
-def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(settings: Settings) -> None:
+def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(settings: Settings,
+                                                                              kafka_bootstrap: str) -> None:
     """The DAG as the scheduler runs it: the four collections side by side from the drop folders
     (no keys), then the v2 features of the stored daily bars; a bad record quarantined."""
     days = pd.date_range("2024-01-01", "2024-01-10", freq="D", tz="UTC")
@@ -281,8 +282,11 @@ def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(
         (inbox / kind).mkdir(parents=True)
         (inbox / kind / name).write_text(text)
 
+    # A broker for the run's success report (without one, the report waits out its delivery timeout).
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "alt_data", "2026-01-10T06:00:00+00:00"],
-                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir)},
+                          env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
+                               "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                               "TICKCAST_TOPIC_ALERTS": _new_topic(kafka_bootstrap)},
                           capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "state=success" in log, log[-4000:]
@@ -315,7 +319,8 @@ def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(
 
 
 @pytest.mark.slow  # a synthetic market loaded by Spark, two networks trained, MLflow, one DAG run
-def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settings: Settings) -> None:
+def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settings: Settings,
+                                                                        kafka_bootstrap: str) -> None:
     """A fresh platform's retrain run on the demo experiment (cut small): the planted history
     loaded because its symbols had no bars, features backfilled, both architectures evaluated,
     trained and registered, each put to the gate, and the report says what the registry holds."""
@@ -323,7 +328,9 @@ def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settin
 
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "retrain", "2026-01-10T03:00:00+00:00"],
                           env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
-                               "TICKCAST_RETRAIN_CONFIG": str(Path(__file__).with_name("retrain_tiny.yaml"))},
+                               "TICKCAST_RETRAIN_CONFIG": str(Path(__file__).with_name("retrain_tiny.yaml")),
+                               "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                               "TICKCAST_TOPIC_ALERTS": _new_topic(kafka_bootstrap)},
                           capture_output=True, text=True, timeout=1500)
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "state=success" in log, log[-5000:]
