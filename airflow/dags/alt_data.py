@@ -8,25 +8,13 @@ its reason. Reports: $TICKCAST_HOME/reports/alt_data/<logical date>-<kind>.json.
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from airflow.sdk import dag, task
-from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+from airflow.sdk import task
+from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 
 KINDS = ("news", "macro", "earnings", "fundamentals")
 
 
-@dag(
-    dag_id="alt_data",
-    schedule="0 6 * * *",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    on_success_callback=dag_succeeded,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@tickcast_dag("alt_data", "0 6 * * *", __doc__)
 def alt_data():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def collect(kind: str, run_key: str) -> dict:

@@ -6,25 +6,15 @@ airflow_task_failed alert). Report: $TICKCAST_HOME/reports/corporate_actions/<lo
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import dag, task
-from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+from airflow.sdk import task
+from tickcast_dags import TICKCAST_PYTHON, default_args, tickcast_dag
 
 
-@dag(
-    dag_id="corporate_actions",
-    schedule=timedelta(minutes=5),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    # Not retried: a retry would find the refused file moved aside and succeed, hiding the refusal.
-    # A run that failed for another reason leaves its files in the inbox for the next run, 5 minutes on.
-    default_args=default_args(retries=0),
-    on_success_callback=dag_succeeded,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+# Not retried: a retry would find the refused file moved aside and succeed, hiding the refusal.
+# A run that failed for another reason leaves its files in the inbox for the next run, 5 minutes on.
+@tickcast_dag("corporate_actions", timedelta(minutes=5), __doc__, default_args=default_args(retries=0))
 def corporate_actions():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def apply_dropped_files(run_key: str) -> dict:

@@ -7,25 +7,15 @@ $TICKCAST_HOME/reports/maintenance/<logical date>.json (a re-run overwrites its 
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta
+from datetime import timedelta
 
-from airflow.sdk import dag, task
-from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+from airflow.sdk import task
+from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 
 INTERVAL = timedelta(seconds=float(os.environ.get("TICKCAST_MAINTAIN_INTERVAL_SECONDS") or 600))
 
 
-@dag(
-    dag_id="maintenance",
-    schedule=INTERVAL,
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    on_success_callback=dag_succeeded,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@tickcast_dag("maintenance", INTERVAL, __doc__)
 def maintenance():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def maintain_tables(run_key: str) -> dict:

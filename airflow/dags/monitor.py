@@ -7,24 +7,14 @@ a drifted input triggers the `retrain` DAG."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
-from airflow.sdk import dag, task
-from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+from airflow.sdk import task
+from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 
 
-@dag(
-    dag_id="monitor",
-    schedule=timedelta(hours=1),
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    on_success_callback=dag_succeeded,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@tickcast_dag("monitor", timedelta(hours=1), __doc__)
 def monitor():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def check_champion(run_key: str) -> dict:

@@ -10,21 +10,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import dag, task
-from tickcast_dags import TAGS, TICKCAST_PYTHON, dag_succeeded, default_args
+from airflow.sdk import task
+from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 
 
-@dag(
-    dag_id="retrain",
-    schedule="0 3 * * 6",
-    start_date=datetime(2026, 1, 1),
-    catchup=False,
-    max_active_runs=1,
-    default_args=default_args(),
-    on_success_callback=dag_succeeded,
-    tags=TAGS,
-    doc_md=__doc__,
-)
+@tickcast_dag("retrain", "0 3 * * 6", __doc__)
 def retrain():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def prepare_features() -> dict:
@@ -48,7 +38,6 @@ def retrain():
 
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def train(run_key: str, logical_date: str) -> dict:
-        from datetime import datetime
 
         from tickcast.core.settings import load_settings
         from tickcast.models.lifecycle import scheduled_train

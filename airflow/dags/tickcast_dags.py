@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,3 +54,17 @@ def dag_succeeded(context: dict[str, Any]) -> None:
 def default_args(**overrides: Any) -> dict[str, Any]:
     return {"retries": 2, "retry_delay": timedelta(seconds=30), "retry_exponential_backoff": True,
             "max_retry_delay": timedelta(minutes=10), "on_failure_callback": task_failed, **overrides}
+
+
+START = datetime(2026, 1, 1)
+
+
+def tickcast_dag(dag_id: str, schedule: Any, doc: str | None, **overrides: Any) -> Any:
+    """``@dag`` with what every TickCast DAG shares: no catch-up, one run at a time, retries with
+    backoff, the failure and success reports, the tag, its module docstring as its doc."""
+    from airflow.sdk import dag
+
+    settings: dict[str, Any] = {"start_date": START, "catchup": False, "max_active_runs": 1,
+                                "default_args": default_args(), "on_success_callback": dag_succeeded,
+                                "tags": TAGS, "doc_md": doc}
+    return dag(dag_id=dag_id, schedule=schedule, **{**settings, **overrides})

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 
 import pytest
 from provider_standins import Providers
 from pydantic import SecretStr
-from pytest_httpserver import HTTPServer
 
 from tickcast.altdata.collect import collect
 from tickcast.catalog import tables
@@ -21,15 +19,6 @@ from tickcast.core.settings import Settings
 NOW = datetime(2024, 1, 10, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    try:
-        yield Providers(server).install()
-    finally:
-        server.clear()
-        server.stop()
 
 
 def _rows(settings: Settings, table: str) -> list[dict]:

@@ -4,29 +4,16 @@ for the quarantine."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 
 import pytest
 from provider_standins import Providers
 from pydantic import SecretStr
-from pytest_httpserver import HTTPServer
 
 from tickcast.altdata.http import ProviderClient, ProviderError
 from tickcast.altdata.sources import EarningsCalendar, EdgarFundamentals, FredMacro, NewsApi, live_source
 from tickcast.core.altdata import KINDS
 from tickcast.core.settings import Settings
-
-
-@pytest.fixture
-def providers() -> Iterator[Providers]:
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    try:
-        yield Providers(server).install()
-    finally:
-        server.clear()
-        server.stop()
 
 
 @pytest.fixture
