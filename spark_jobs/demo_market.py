@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import asdict
 
 from tickcast.core.settings import Settings
 from tickcast.models.experiment import ExperimentConfig
@@ -68,3 +69,20 @@ def seed_demo_market(settings: Settings, config: ExperimentConfig) -> dict:
             spark.stop()
     return {"seeded": True, "symbols": names, "bars": int(len(frame)), "inserted": loaded.inserted,
             "first": str(frame["window_start"].min().date()), "last": str(frame["window_start"].max().date())}
+
+
+def prepare_retrain_features(settings: Settings, config: ExperimentConfig) -> dict:
+    """The `retrain` DAG's first task: the demo market if it is due (its features come with it),
+    else the features of the experiment's symbols backfilled from their stored bars."""
+    seeded = seed_demo_market(settings, config)
+    if seeded["seeded"]:
+        return seeded
+    from spark_jobs.features_backfill import backfill_features
+    from spark_jobs.session import build_spark
+
+    spark = build_spark(settings, "tickcast-retrain-features")
+    try:
+        results = backfill_features(spark, settings, [config.index, *config.symbols], (config.interval,))
+    finally:
+        spark.stop()
+    return {**seeded, "features": [asdict(r) for r in results]}

@@ -27,14 +27,10 @@ def alt_data():
     def build_features(run_key: str, logical_day: str) -> dict:
         from datetime import date
 
-        from tickcast.altdata.build import build_alt_features
-        from tickcast.catalog.reports import write_run_report
+        from tickcast.altdata.build import scheduled_build
         from tickcast.core.settings import load_settings
 
-        settings = load_settings()
-        report = build_alt_features(settings, end=date.fromisoformat(logical_day))
-        write_run_report(settings, "alt_data", f"{run_key}-features", report)
-        return report
+        return scheduled_build(load_settings(), run_key, date.fromisoformat(logical_day))
 
     collected = [collect.override(task_id=f"collect_{kind}")(kind, "{{ ts_nodash }}") for kind in KINDS]
     collected >> build_features("{{ ts_nodash }}", "{{ ds }}")

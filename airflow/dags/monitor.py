@@ -18,14 +18,10 @@ from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 def monitor():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def check_champion(run_key: str) -> dict:
-        from tickcast.catalog.reports import write_run_report
         from tickcast.core.settings import load_settings
         from tickcast.models.watch import scheduled_monitor
 
-        settings = load_settings()
-        report = scheduled_monitor(settings, run_key)
-        write_run_report(settings, "monitor", run_key, report)
-        return report
+        return scheduled_monitor(load_settings(), run_key)
 
     @task.short_circuit
     def drifted(report: dict) -> bool:

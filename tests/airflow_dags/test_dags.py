@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 
+from tests.pipeline_events import alerts_topic, read_events
 from tickcast.catalog import tables
 from tickcast.core.settings import Settings
 from tickcast.platform import airflow
@@ -42,35 +43,6 @@ print(json.dumps({{
 
 def _airflow_env(settings: Settings) -> dict[str, str]:
     return {**os.environ, **airflow.environment(settings), "TICKCAST_HOME": str(settings.home_dir)}
-
-
-def _new_topic(bootstrap: str) -> str:
-    import uuid
-
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    topic = f"alerts-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
-        future.result(30)
-    return topic
-
-
-def _events(bootstrap: str, topic: str) -> list:
-    import uuid
-
-    from confluent_kafka import Consumer
-
-    from tickcast.catalog.events import parse_event
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex[:6]}",
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    events = []
-    for _ in range(10):
-        events += [parse_event(m.value()) for m in consumer.consume(100, timeout=1) if m.error() is None]
-    consumer.close()
-    return events
 
 
 def test_every_dag_loads_without_import_errors_and_every_task_retries(settings: Settings) -> None:
@@ -112,7 +84,7 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
         tables.append_arrow(settings, tables.QUALITY_RESULTS, rows)
     assert len(tables.open_table(settings, tables.QUALITY_RESULTS).files()) == 4
 
-    topic = _new_topic(kafka_bootstrap)
+    topic = alerts_topic(kafka_bootstrap)
 
     def run() -> subprocess.CompletedProcess:
         # A broker for the run's success report (dag_succeeded).
@@ -133,7 +105,7 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
     assert [p.name for p in reports.iterdir()] == ["20261205T100000.json"]
     assert Path(settings.home_dir / "airflow" / "airflow.db").exists()
     # The run's success resolves any airflow_task_failed incident of the DAG.
-    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")]
+    assert [(e.subject, e.status) for e in read_events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")]
 
 
 FAILING_DAG = '''
@@ -166,7 +138,7 @@ def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(setting
     event for the DAG (the maintenance DAG's test sees a successful run resolve it)."""
     import shutil
 
-    topic = _new_topic(kafka_bootstrap)
+    topic = alerts_topic(kafka_bootstrap)
     dags = tmp_path / "dags"
     dags.mkdir()
     shutil.copy(airflow.DAGS_FOLDER / "tickcast_dags.py", dags)
@@ -184,7 +156,7 @@ def test_a_task_that_fails_retries_then_makes_exactly_one_pipeline_event(setting
     assert failed.returncode != 0 and "new_state=up_for_retry" in log and "new_state=failed" in log, log[-3000:]
     assert "could not report" not in log
 
-    events = _events(kafka_bootstrap, topic)
+    events = read_events(kafka_bootstrap, topic)
     assert [(e.kind, e.subject, e.status, e.severity) for e in events] == [
         ("airflow_task_failed", "airflow:failing", "firing", "critical")]
     assert events[0].message == "task boom of failing failed after 2 attempt(s): planted failure"
@@ -241,7 +213,7 @@ def test_the_corporate_actions_dag_refuses_a_bad_file_once_as_one_incident(setti
     inbox = settings.corporate_actions_inbox
     inbox.mkdir(parents=True)
     (inbox / "b-bad.csv").write_text(BAD)
-    topic = _new_topic(kafka_bootstrap)
+    topic = alerts_topic(kafka_bootstrap)
 
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "corporate_actions", "2026-12-05T10:00:00+00:00"],
                           env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
@@ -251,7 +223,7 @@ def test_the_corporate_actions_dag_refuses_a_bad_file_once_as_one_incident(setti
     assert done.returncode != 0 and "InboxRefused: refused b-bad.csv" in log and "up_for_retry" not in log, log[-4000:]
     assert "action 'merger' is unknown" in (inbox / "rejected" / "20261205T100000" / "b-bad.csv.reason.txt").read_text()
     assert not (inbox / "b-bad.csv").exists()
-    assert [(e.subject, e.status) for e in _events(kafka_bootstrap, topic)] == [("airflow:corporate_actions", "firing")]
+    assert [(e.subject, e.status) for e in read_events(kafka_bootstrap, topic)] == [("airflow:corporate_actions", "firing")]
 
 
 NEWS_FILE = [
@@ -286,7 +258,7 @@ def test_the_alt_data_dag_loads_dropped_files_and_builds_point_in_time_features(
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "alt_data", "2026-01-10T06:00:00+00:00"],
                           env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
                                "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                               "TICKCAST_TOPIC_ALERTS": _new_topic(kafka_bootstrap)},
+                               "TICKCAST_TOPIC_ALERTS": alerts_topic(kafka_bootstrap)},
                           capture_output=True, text=True, timeout=900)
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "state=success" in log, log[-4000:]
@@ -330,7 +302,7 @@ def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settin
                           env={**os.environ, "TICKCAST_HOME": str(settings.home_dir),
                                "TICKCAST_RETRAIN_CONFIG": str(Path(__file__).with_name("retrain_tiny.yaml")),
                                "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-                               "TICKCAST_TOPIC_ALERTS": _new_topic(kafka_bootstrap)},
+                               "TICKCAST_TOPIC_ALERTS": alerts_topic(kafka_bootstrap)},
                           capture_output=True, text=True, timeout=1500)
     log = done.stdout + done.stderr
     assert done.returncode == 0 and "state=success" in log, log[-5000:]
@@ -361,7 +333,7 @@ def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(sett
     model_monitoring and the retrain DAG gets a run."""
     import numpy as np
 
-    from tests.models.test_watch import _features, _market, _predictions, _registry, _topic
+    from tests.models.test_watch import _features, _market, _predictions, _registry
     from tickcast.models.watch import latest_checks
 
     rng = np.random.default_rng(5)
@@ -370,7 +342,7 @@ def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(sett
     _registry(settings)
     _predictions(settings, market, "2+2", range(60, 110), 0.5, rng)
     env = {**os.environ, "TICKCAST_HOME": str(settings.home_dir), "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "TICKCAST_TOPIC_ALERTS": _topic(kafka_bootstrap), "TICKCAST_MONITOR_MIN_ROWS": "50"}
+           "TICKCAST_TOPIC_ALERTS": alerts_topic(kafka_bootstrap), "TICKCAST_MONITOR_MIN_ROWS": "50"}
 
     done = subprocess.run([TICKCAST, "airflow", "cli", "dags", "test", "monitor", "2026-12-05T10:00:00+00:00"], env=env,
                           capture_output=True, text=True, timeout=900)

@@ -5,13 +5,13 @@ the registry, the monitoring table and the alert engine."""
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests.pipeline_events import alerts_topic, read_events
 from tickcast.catalog import tables
 from tickcast.core.featureset import FEATURE_NAMES, FEATURE_SET_VERSION
 from tickcast.core.settings import Settings
@@ -21,30 +21,6 @@ NAMES = ("tickcast-lstm-1d", "tickcast-transformer-1d")
 SYMBOLS = ("MKT", "S0001", "S0002")
 STOCKS = len(SYMBOLS) - 1
 TODAY = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-
-
-def _topic(bootstrap: str) -> str:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    topic = f"alerts-{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until its futures resolve
-    for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
-        future.result(30)
-    return topic
-
-
-def _events(bootstrap: str, topic: str) -> list:
-    from confluent_kafka import Consumer
-
-    from tickcast.catalog.events import parse_event
-
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": uuid.uuid4().hex, "auto.offset.reset": "earliest"})
-    consumer.subscribe([topic])
-    found = []
-    for _ in range(6):
-        found += [parse_event(m.value()) for m in consumer.consume(100, timeout=1) if m.error() is None]
-    consumer.close()
-    return found
 
 
 def _market(settings: Settings, days: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -120,7 +96,7 @@ def test_drift_is_found_and_a_decayed_champion_is_rolled_back_after_the_persiste
     assert (config.index, *config.symbols) == SYMBOLS
     from tickcast.models.watch import latest_checks, scheduled_monitor
 
-    topic = _topic(kafka_bootstrap)
+    topic = alerts_topic(kafka_bootstrap)
     settings = settings.model_copy(update={
         "kafka_bootstrap_servers": kafka_bootstrap, "topic_alerts": topic, "monitor_min_outcomes": 60,
         "monitor_rollback_persistence": 10 * STOCKS, "monitor_window_days": 90, "monitor_min_rows": 50})
@@ -150,7 +126,7 @@ def test_drift_is_found_and_a_decayed_champion_is_rolled_back_after_the_persiste
     assert rollback["flagged"] and "trails predecessor 1+1" in rollback["details"]["reasons"][0]
     drift = {c["subject"]: c for c in checks if c["kind"] == "drift"}
     assert drift["rsi_14"]["flagged"] and not drift["return_1d"]["flagged"] and drift["rsi_14"]["value"] > 0.25
-    events = [(e.kind, e.status) for e in _events(kafka_bootstrap, topic)]
+    events = [(e.kind, e.status) for e in read_events(kafka_bootstrap, topic)]
     assert events.count(("drift", "firing")) == 2 and events.count(("model_rolled_back", "firing")) == 1
 
 

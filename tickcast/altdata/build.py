@@ -59,3 +59,13 @@ def build_alt_features(settings: Settings, *, start: date | None = None, end: da
     log.info("alternative features: %d rows of %d symbols (%s to %s)", report["rows"], report["symbols"],
              report["start"], report["end"])
     return report
+
+
+def scheduled_build(settings: Settings, run_key: str, logical_day: date) -> dict[str, Any]:
+    """The ``alt_data`` DAG's last task: the features of the 30 days up to its logical date (all
+    bars the first time), reported in ``reports/alt_data/<run_key>-features.json``."""
+    from tickcast.catalog.reports import write_run_report
+
+    report = build_alt_features(settings, end=logical_day)
+    write_run_report(settings, "alt_data", f"{run_key}-features", report)
+    return report

@@ -34,6 +34,12 @@ def registered_name(arch: str, interval: str) -> str:
     return f"tickcast-{arch}-{interval}"
 
 
+def pair_label(lstm: object, transformer: object) -> str:
+    """How a prediction names the pair that made it: the LSTM's and the Transformer's names (or
+    versions) joined by ``+`` (``tickcast-lstm-1d+tickcast-transformer-1d``, ``3+2``)."""
+    return f"{lstm}+{transformer}"
+
+
 def _value(metrics: Mapping[str, object] | None, metric: str) -> float:
     value = None if metrics is None else metrics.get(metric)
     if not isinstance(value, int | float | str) or (isinstance(value, float) and not math.isfinite(value)):

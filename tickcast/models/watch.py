@@ -32,6 +32,7 @@ from tickcast.models.monitoring import (
     realised,
     rollback_check,
 )
+from tickcast.models.networks import ARCHITECTURES
 
 log = logging.getLogger("tickcast.monitor")
 
@@ -79,11 +80,13 @@ def _row(run_key: str, now: datetime, interval: str, model_name: str, model_vers
 
 
 def _last_rollback_state(settings: Settings, model_version: str) -> RollbackState:
+    import pyarrow.dataset as pads
+
     from tickcast.catalog.tables import read_frame
 
-    rows = read_frame(settings, MONITORING, ["model_version", "kind", "metric", "value", "checked_at"])
-    rows = rows[(rows["model_version"] == model_version) & (rows["kind"] == "rollback")
-                & (rows["metric"] == "trailing_since_outcomes")]
+    rows = read_frame(settings, MONITORING, ["value", "checked_at"],
+                      (pads.field("model_version") == model_version) & (pads.field("kind") == "rollback")
+                      & (pads.field("metric") == "trailing_since_outcomes"))
     if rows.empty:
         return RollbackState()
     last = rows.sort_values("checked_at").iloc[-1]["value"]
@@ -92,7 +95,8 @@ def _last_rollback_state(settings: Settings, model_version: str) -> RollbackStat
 
 def scheduled_monitor(settings: Settings, run_key: str, now: datetime | None = None) -> dict[str, Any]:
     """Check the retrain experiment's champion pair; returns what was found and done
-    (``drift``: a retrain is due; ``rolled_back``: the champion was rolled back)."""
+    (``drift``: a retrain is due; ``rolled_back``: the champion was rolled back), also written
+    to ``reports/monitor/<run_key>.json``."""
     import pyarrow as pa
     import pyarrow.dataset as pads
 
@@ -104,13 +108,13 @@ def scheduled_monitor(settings: Settings, run_key: str, now: datetime | None = N
     config = retrain_config(settings)
     tracking.configure_mlflow(settings)
     client = registry.client()
-    names = [registry.registered_name(arch, config.interval) for arch in ("lstm", "transformer")]
+    names = [registry.registered_name(arch, config.interval) for arch in ARCHITECTURES]  # lstm, transformer
     champions = {name: registry.champion(client, name) for name in names}
     if any(version is None for version in champions.values()):
         log.info("no champion pair for %s yet: nothing to monitor", config.interval)
-        return {"run": run_key, "champion": None, "drift": False, "rolled_back": False}
-    model_name = "+".join(names)
-    model_version = "+".join(str(champions[name].version) for name in names)
+        return _reported(settings, run_key, {"run": run_key, "champion": None, "drift": False, "rolled_back": False})
+    model_name = registry.pair_label(*names)
+    model_version = registry.pair_label(*(champions[name].version for name in names))
     lstm = champions[names[0]]
     features = (lstm.tags or {}).get("features", ",".join(config.features)).split(",")
     promoted_at = datetime.fromtimestamp(int(lstm.creation_timestamp) / 1000, tz=UTC)
@@ -145,7 +149,7 @@ def scheduled_monitor(settings: Settings, run_key: str, now: datetime | None = N
         "momentum baseline": realised(mine["momentum"].to_numpy(float), mine["realised_return"].to_numpy(float))}
     previous = [registry.history(client, name) for name in names]
     if all(len(h) >= 2 for h in previous):
-        predecessor = "+".join(h[-2] for h in previous)
+        predecessor = registry.pair_label(*(h[-2] for h in previous))
         theirs = scored[scored["model_version"] == predecessor]
         rivals[f"predecessor {predecessor}"] = realised(theirs["predicted_return"].to_numpy(float),
                                                        theirs["realised_return"].to_numpy(float))
@@ -173,10 +177,19 @@ def scheduled_monitor(settings: Settings, run_key: str, now: datetime | None = N
 
     append_arrow(settings, MONITORING, pa.Table.from_pylist(rows, schema=arrow_schema(MONITORING)))
     _tell(settings, model_name, model_version, drifted, drifts, back, state, rolled_back)
-    return _plain({"run": run_key, "champion": f"{model_name} {model_version}", "drift": bool(drifted),
+    return _reported(settings, run_key, {"run": run_key, "champion": f"{model_name} {model_version}", "drift": bool(drifted),
             "drifted": drifted, "rolled_back": back, "rollback": {k: list(v) if isinstance(v, tuple) else v
                                                                 for k, v in rolled_back.items()},
             "realised": {k: asdict(v) for k, v in {"champion": champion, **rivals}.items()}, "rows": len(rows)})
+
+
+def _reported(settings: Settings, run_key: str, report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` as plain JSON, written to ``reports/monitor/<run_key>.json``."""
+    from tickcast.catalog.reports import write_run_report
+
+    plain = _plain(report)
+    write_run_report(settings, "monitor", run_key, plain)
+    return plain
 
 
 def _plain(value: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from tickcast.core.intervals import INTERVALS
 from tickcast.models.networks import ARCHITECTURES
-from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, registered_name
+from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, pair_label, registered_name
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,11 +52,11 @@ class DualModel:
 
     @property
     def model_name(self) -> str:
-        return f"{self.lstm.name}+{self.transformer.name}"
+        return pair_label(self.lstm.name, self.transformer.name)
 
     @property
     def model_version(self) -> str:
-        return f"{self.lstm.version}+{self.transformer.version}"
+        return pair_label(self.lstm.version, self.transformer.version)
 
     @property
     def features(self) -> list[str]:
