@@ -8,8 +8,6 @@ $TICKCAST_HOME/evaluations/<experiment>-<logical date>/."""
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from airflow.sdk import task
 from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 
@@ -18,26 +16,17 @@ from tickcast_dags import TICKCAST_PYTHON, tickcast_dag
 def retrain():
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def prepare_features() -> dict:
-        from spark_jobs.demo_market import seed_demo_market
-        from spark_jobs.features_backfill import backfill_features
-        from spark_jobs.session import build_spark
+        from spark_jobs.demo_market import prepare_retrain_features
         from tickcast.core.settings import load_settings
         from tickcast.models.lifecycle import retrain_config
 
         settings = load_settings()
-        config = retrain_config(settings)
-        seeded = seed_demo_market(settings, config)
-        if seeded["seeded"]:
-            return seeded  # the demo's features were computed with its bars
-        spark = build_spark(settings, "tickcast-retrain-features")
-        try:
-            results = backfill_features(spark, settings, [config.index, *config.symbols], (config.interval,))
-        finally:
-            spark.stop()
-        return {**seeded, "features": [r.__dict__ for r in results]}
+        return prepare_retrain_features(settings, retrain_config(settings))
 
     @task.external_python(python=TICKCAST_PYTHON, expect_airflow=False)
     def train(run_key: str, logical_date: str) -> dict:
+        # Imports inside each task: external_python runs the function's source alone.
+        from datetime import datetime
 
         from tickcast.core.settings import load_settings
         from tickcast.models.lifecycle import scheduled_train
