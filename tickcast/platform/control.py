@@ -336,7 +336,9 @@ def stop_leftovers(pidfile: Path, grace_seconds: float = 15.0) -> list[str]:
     names = []
     for process in found:
         try:
-            names.append(" ".join(process.cmdline())[:60] or process.name())
+            command = process.cmdline()
+            # The program's own name, not its path: the log line stays short wherever the venv is.
+            names.append(" ".join([Path(command[0]).name, *command[1:]])[:120] if command else process.name())
             os.killpg(process.pid, signal.SIGTERM)
         except (OSError, psutil.Error):
             pass
