@@ -34,6 +34,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(key=rank)  # stable: each directory's own order is kept
 
 
+@pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log):
     """`make test` runs two pytest-xdist workers with ``--dist loadscope``, scoped here by
     directory: a directory's tests share session fixtures built once per worker (a trained
