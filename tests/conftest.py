@@ -1,4 +1,5 @@
-"""Shared fixtures: one Spark session and one real Kafka broker per test session."""
+"""Shared fixtures: one Spark session and one real Kafka broker per test session, a headless
+Chromium per browser test."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ for _var in ("TWILIO_REGION", "TWILIO_EDGE"):
 # The longest scopes (measured: each end-to-end file 1-4 minutes, the trained models, the DAG
 # runs) start first, so the two workers do not end with one of them running a long file alone.
 LONG_FIRST = ("e2e", "airflow_dags", "models")
+
+# Debian's Chromium and its driver (the `browser` tests: the dashboard, Airflow's UI).
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -125,3 +130,26 @@ def tables_home(settings: Settings, empty_tables: Path) -> Settings:
     for tests about what is written into them rather than about creating them (creating
     the eight tables costs Spark several seconds per home)."""
     return _copy_tables(empty_tables, settings)
+
+
+@pytest.fixture
+def browser(tmp_path: Path):
+    """Debian's Chromium, headless, with a profile of its own (no cookie outlives its test) and
+    nothing phoning home."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,900",
+    ):
+        options.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
