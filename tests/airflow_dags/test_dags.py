@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -31,14 +31,28 @@ LOAD = """
 import json
 from pathlib import Path
 from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.serialization.serialized_objects import DagSerialization
 
 bag = BundleDagBag(dag_folder={folder!r}, bundle_path=Path({folder!r}))
+
+
+def deadlines(dag):
+    # As the dag-processor stores them (the serialized DAG), not only as the file declares them.
+    found = DagSerialization.to_dict(dag)["dag"].get("deadline") or []
+    return [(type(d.reference).__name__, d.interval.total_seconds(), type(d.callback).__name__, d.callback.path,
+             d.callback.kwargs) for d in dag.deadline or []] if found else []
+
+
 print(json.dumps({{
     "errors": {{str(k): str(v) for k, v in bag.import_errors.items()}},
-    "dags": {{dag_id: {{"tasks": {{t.task_id: t.retries for t in dag.tasks}}, "tags": sorted(dag.tags)}}
+    "dags": {{dag_id: {{"tasks": {{t.task_id: t.retries for t in dag.tasks}}, "tags": sorted(dag.tags),
+                       "deadlines": deadlines(dag)}}
               for dag_id, dag in bag.dags.items()}},
 }}))
 """
+# Each DAG's deadline (tickcast_dags.DEADLINES): a run not finished this long after it was queued
+# is an airflow_deadline_missed incident.
+DEADLINES = {"maintenance": 600, "corporate_actions": 300, "monitor": 900, "alt_data": 3600, "retrain": 3600}
 
 
 def _airflow_env(settings: Settings) -> dict[str, str]:
@@ -55,6 +69,10 @@ def test_every_dag_loads_without_import_errors_and_every_task_retries(settings: 
     assert set(loaded["dags"]) == DAGS
     for dag_id, dag in loaded["dags"].items():
         assert "tickcast" in dag["tags"], dag_id
+        # Run by the executor, which puts the DAG bundle on sys.path: tickcast_dags is importable there.
+        assert dag["deadlines"] == [["DagRunQueuedAtDeadline", DEADLINES[dag_id], "SyncCallback",
+                                     "tickcast_dags.deadline_missed",
+                                     {"dag_id": dag_id, "deadline": str(timedelta(seconds=DEADLINES[dag_id]))}]], dag_id
         assert dag["tasks"], dag_id
         for task_id, retries in dag["tasks"].items():
             assert retries >= 1 or (dag_id, task_id) in NOT_RETRIED, (dag_id, task_id)
@@ -104,8 +122,10 @@ def test_the_maintenance_dag_compacts_the_tables_and_writes_its_report_by_logica
     assert len(tables.open_table(settings, tables.QUALITY_RESULTS).files()) == 1
     assert [p.name for p in reports.iterdir()] == ["20261205T100000.json"]
     assert Path(settings.home_dir / "airflow" / "airflow.db").exists()
-    # The run's success resolves any airflow_task_failed incident of the DAG.
-    assert [(e.subject, e.status) for e in read_events(kafka_bootstrap, topic)] == [("airflow:maintenance", "resolved")]
+    # The run's success resolves any airflow_task_failed and airflow_deadline_missed incident of the DAG.
+    assert [(e.kind, e.subject, e.status) for e in read_events(kafka_bootstrap, topic)] == [
+        ("airflow_task_failed", "airflow:maintenance", "resolved"),
+        ("airflow_deadline_missed", "airflow:maintenance", "resolved")]
 
 
 FAILING_DAG = '''
@@ -356,3 +376,157 @@ def test_the_monitor_dag_records_its_checks_and_triggers_a_retrain_on_drift(sett
     assert report["drift"] and not report["rolled_back"]
     runs = airflow.cli_output(settings, ["dags", "list-runs", "retrain", "-o", "json"])
     assert runs.returncode == 0 and [r["run_id"].split("__")[0] for r in airflow.cli_json(runs)] == ["manual"], runs.stdout[-2000:]
+
+
+LATE_DAGS = '''
+import time
+from datetime import timedelta
+
+from airflow.sdk import task
+from tickcast_dags import tickcast_dag
+
+
+@tickcast_dag("late", None, "Outlasts its deadline.", deadline=timedelta(seconds=5))
+def late():
+    @task(retries=0)
+    def nap():
+        time.sleep(30)
+
+    nap()
+
+
+@tickcast_dag("prompt", None, "Done well within its deadline.", deadline=timedelta(minutes=10))
+def prompt():
+    @task(retries=0)
+    def quick():
+        return 1
+
+    quick()
+
+
+late()
+prompt()
+'''
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow  # Airflow's database migration, its api-server and scheduler, two DAG runs (~2-3 min)
+def test_a_run_that_misses_its_deadline_makes_exactly_one_pipeline_event(settings: Settings, kafka_bootstrap: str,
+                                                                         tmp_path: Path) -> None:
+    """The shared Deadline Alert (airflow/dags/tickcast_dags.py) as Airflow evaluates it: the
+    scheduler finds the run of `late` still running 5 s after it was queued and the executor runs
+    `deadline_missed`, which reports one `airflow_deadline_missed` event for the DAG, once; the run
+    of `prompt`, done in time, has its deadline deleted and reports nothing. (`dags test` creates
+    deadlines but never evaluates them: only the scheduler does.)"""
+    import shutil
+    import sqlite3
+    import time
+
+    import httpx
+
+    topic = alerts_topic(kafka_bootstrap)
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    shutil.copy(airflow.DAGS_FOLDER / "tickcast_dags.py", dags)
+    (dags / "planted.py").write_text(LATE_DAGS)
+    # Ports of its own: the platform's Airflow may be running on this machine.
+    settings = settings.model_copy(update={"airflow_port": _free_port()})
+    env = {**_airflow_env(settings), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
+           "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic}
+    airflow.migrate(settings)
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(airflow.airflow_executable()), *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+        return done
+
+    cli("dags", "reserialize")  # what the dag-processor would store, once (no dag-processor runs here)
+    components = []
+    try:
+        for component in ("api-server", "scheduler"):
+            with (tmp_path / f"{component}.log").open("w") as out:
+                components.append(subprocess.Popen([str(airflow.airflow_executable()), component], env=env,
+                                                   stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
+        give_up = time.monotonic() + 180
+        while True:  # the executor's workers run tasks and callbacks through the api-server
+            try:
+                if httpx.get(f"{airflow.api_url(settings)}/api/v2/monitor/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < give_up and all(p.poll() is None for p in components), \
+                (tmp_path / "api-server.log").read_text()[-3000:]
+            time.sleep(2)
+        cli("dags", "trigger", "late")
+        cli("dags", "trigger", "prompt")
+
+        give_up = time.monotonic() + 240
+        while True:  # both runs done: the late one ~30 s after its deadline was missed
+            states = {dag_id: [r["state"] for r in airflow.cli_json(cli("dags", "list-runs", dag_id, "-o", "json"))]
+                      for dag_id in ("late", "prompt")}
+            if states == {"late": ["success"], "prompt": ["success"]}:
+                break
+            assert time.monotonic() < give_up, (states, (tmp_path / "scheduler.log").read_text()[-4000:])
+            time.sleep(3)
+        time.sleep(5)  # a few more scheduler loops: a missed deadline is handled once
+    finally:
+        for process in components:
+            if process.poll() is None:
+                os.killpg(process.pid, 15)
+        for process in components:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, 9)
+                process.wait(10)
+
+    scheduler_log = (tmp_path / "scheduler.log").read_text()
+    events = read_events(kafka_bootstrap, topic)
+    assert [(e.kind, e.subject, e.status, e.severity) for e in events] == [
+        ("airflow_deadline_missed", "airflow:late", "firing", "warning")], scheduler_log[-4000:]
+    [event] = events
+    assert event.message.startswith("run manual__") and " of late not finished 0:00:05 after it was queued " in event.message
+    assert event.details["state"] == "running" and event.details["run"].startswith("manual__")
+    with sqlite3.connect(settings.airflow_dir / "airflow.db") as db:
+        deadlines = db.execute("SELECT dr.dag_id, d.missed, c.state FROM deadline d JOIN dag_run dr ON dr.id = d.dagrun_id "
+                               "JOIN callback c ON c.id = d.callback_id").fetchall()
+    # prompt's deadline was deleted when its run succeeded in time; late's was missed, its callback ran once.
+    assert deadlines == [("late", 1, "success")], deadlines
+
+
+def test_the_deadline_callback_skips_a_run_that_failed_in_time_and_fails_when_it_cannot_report(monkeypatch) -> None:
+    """`deadline_missed` with the context the scheduler passes (the run as the REST API shows it):
+    a run that failed before its deadline was its airflow_task_failed incident, not a late one
+    (Airflow deletes a deadline only when its run succeeds); an undelivered report fails the
+    callback, so Airflow shows it failed."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("tickcast_dags_under_test", airflow.DAGS_FOLDER / "tickcast_dags.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    reported = []
+    monkeypatch.setattr(module, "report", lambda *args, **kwargs: reported.append((args, kwargs)) or False)
+
+    def context(state: str, end_date: str | None) -> dict:
+        return {"dag_run": {"dag_run_id": "scheduled__x", "dag_id": "monitor", "state": state, "end_date": end_date,
+                            "queued_at": "2026-12-05T10:00:00Z"},
+                "deadline": {"id": "d1", "deadline_time": datetime(2026, 12, 5, 10, 15, tzinfo=UTC)}}
+
+    module.deadline_missed(context("failed", "2026-12-05T10:05:00Z"), dag_id="monitor", deadline="0:15:00")
+    assert reported == []
+    with pytest.raises(RuntimeError, match="could not report the missed deadline of monitor"):
+        module.deadline_missed(context("failed", "2026-12-05T10:20:00Z"), dag_id="monitor", deadline="0:15:00")
+    [(args, kwargs)] = reported
+    assert args == ("firing", "monitor", "run scheduled__x of monitor not finished 0:15:00 after it was queued "
+                                         "(deadline 2026-12-05T10:15:00+00:00; now failed)")
+    assert kwargs == {"kind": "airflow_deadline_missed", "run": "scheduled__x", "state": "failed",
+                      "deadline": "2026-12-05T10:15:00+00:00", "queued_at": "2026-12-05T10:00:00Z"}

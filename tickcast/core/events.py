@@ -1,6 +1,6 @@
 """The pipeline event contract: what the platform's own parts report about themselves (ingest
 falling behind or stopped, lag, quarantine spikes, failed audits, the scorer on its baseline,
-model promotions, delivery failures, Airflow task failures, drift), on the Kafka topic
+model promotions, delivery failures, Airflow task failures and missed deadlines, drift), on the Kafka topic
 ``TICKCAST_TOPIC_ALERTS``. The alert engine turns them into alerts: a part reports
 ``firing`` while a condition lasts (as often as it checks) and ``resolved`` once it has
 passed; one incident makes one message, however many times it is reported.
@@ -27,7 +27,8 @@ PipelineEventKind = Literal[
     "model_rolled_back",
     "delivery_dead",        # an alert could not be delivered after its last retry
     "delivery_unknown",     # the engine cannot tell whether a provider delivered an alert
-    "airflow_task_failed",
+    "airflow_task_failed",  # a task failed after its last retry (its DAG's next successful run resolves it)
+    "airflow_deadline_missed",  # a DAG run not finished within its deadline (Airflow's Deadline Alert)
     "drift",
 ]
 PIPELINE_EVENT_KINDS: tuple[str, ...] = get_args(PipelineEventKind)
