@@ -5,7 +5,9 @@ symbol's full history instead of its trailing bars. The result replaces the feat
 the symbols in scope: rows are MERGEd on (symbol, interval, window_start), and rows of
 those symbols whose bar no longer exists are deleted, so a re-run converges to the same
 table. The stream may MERGE into ``features`` at the same time; commit conflicts are
-retried.
+retried. The index the market features were computed against is recorded with them
+(``tickcast.catalog.featureindex``): a backfill of every symbol may change it, one of some
+symbols only must match it.
 """
 
 from __future__ import annotations
@@ -69,8 +71,12 @@ def _backfill_interval(
     from pyspark.sql import functions as F
 
     from spark_jobs.features import feature_rows
+    from tickcast.catalog import featureindex
     from tickcast.features.compute import BAR_COLUMNS
 
+    if symbols:
+        # Some symbols only: the others keep their market features, so the index must not change.
+        featureindex.check(settings, interval)
     started = time.monotonic()
     bars = tables.spark_read(spark, settings, tables.bars(interval))
     index_bars = (
@@ -102,6 +108,7 @@ def _backfill_interval(
         )
         written = rows.count() - quarantined
         _replace_features(spark, settings, good, interval, symbols)
+        featureindex.record(spark, settings, interval)
     finally:
         rows.unpersist()
     result = FeatureBackfillResult(interval, len(in_scope), written, time.monotonic() - started, quarantined)

@@ -45,6 +45,8 @@ def run(settings: Settings, queries: tuple[str, ...] = QUERIES, starting_offsets
     tables.ensure_tables(spark, settings)
     started: list = []
     try:
+        if "bars" in queries:
+            _claim_market_index(spark, settings)
         # The bars query first: its start decides where it begins reading `ticks` (see BarsQuery).
         if "bars" in queries:
             started.append(BarsQuery(settings, spark).start())
@@ -70,6 +72,17 @@ def run(settings: Settings, queries: tuple[str, ...] = QUERIES, starting_offsets
                 _stop_between_batches(query)
         spark.stop()
         log.info("%s stopped", program)
+
+
+def _claim_market_index(spark, settings: Settings) -> None:
+    """The bars query computes features against the configured index: refuse to start if the
+    stored features record another one (mixing two would corrupt them), else record it."""
+    from tickcast.catalog import featureindex
+    from tickcast.core.intervals import INTERVAL_NAMES
+
+    for interval in INTERVAL_NAMES:
+        featureindex.check(settings, interval)
+    featureindex.record(spark, settings, *INTERVAL_NAMES)
 
 
 def _stop_on_signals() -> threading.Event:

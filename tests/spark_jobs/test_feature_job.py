@@ -154,6 +154,33 @@ def test_backfill_of_one_symbol_drops_its_stale_rows_only(spark, settings, backf
     assert (stored.symbol == "AAA").sum() == 330
 
 
+@pytest.mark.slow  # feature backfills: Spark jobs over Delta
+def test_backfill_records_its_index_and_only_a_full_one_changes_it(spark, settings, backfilled, copy_tables):
+    from tickcast.catalog import featureindex
+
+    assert featureindex.recorded(backfilled[0], "1d") == "MKT"
+    assert featureindex.recorded(backfilled[0], "1m") is None  # no minute bars: nothing computed
+    other = copy_tables(backfilled[0], settings).model_copy(update={"market_index_symbol": "AAA"})
+    # Some symbols only would mix market features of two indexes: refused, with what to run.
+    with pytest.raises(featureindex.MarketIndexMismatch, match="computed against the index MKT, but this "
+                       "platform's market index is AAA .* run `tickcast features backfill --interval 1d`"):
+        backfill_features(spark, other, symbols=["CCC"], intervals=("1d",))
+    assert featureindex.recorded(other, "1d") == "MKT"
+    backfill_features(spark, other, intervals=("1d",))  # every symbol: the index changes
+    assert featureindex.recorded(other, "1d") == "AAA"
+    backfill_features(spark, other, symbols=["CCC"], intervals=("1d",))  # now they agree
+
+
+def test_the_stream_records_its_index_and_refuses_features_of_another(spark, tables_home):
+    from spark_jobs.ingest.job import _claim_market_index
+    from tickcast.catalog import featureindex
+
+    _claim_market_index(spark, tables_home)
+    assert [featureindex.recorded(tables_home, i) for i in ("1d", "1m")] == ["MKT", "MKT"]
+    with pytest.raises(featureindex.MarketIndexMismatch, match="computed against the index MKT"):
+        _claim_market_index(spark, tables_home.model_copy(update={"market_index_symbol": "SPX"}))
+
+
 def test_backfill_rejects_an_unknown_interval(spark, settings):
     with pytest.raises(ValueError, match="unknown interval"):
         backfill_features(spark, settings, intervals=("5m",))

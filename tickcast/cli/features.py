@@ -29,6 +29,7 @@ def backfill(
     """
     from spark_jobs.features_backfill import backfill_features
     from spark_jobs.session import build_spark
+    from tickcast.catalog.featureindex import MarketIndexMismatch
     from tickcast.core.intervals import INTERVAL_NAMES
 
     if interval is not None and interval not in INTERVAL_NAMES:
@@ -40,6 +41,8 @@ def backfill(
             spark, settings, symbols=list(symbol) if symbol else None,
             intervals=(interval,) if interval else INTERVAL_NAMES,
         )
+    except MarketIndexMismatch as exc:
+        fail(str(exc))
     finally:
         spark.stop()
     for result in results:
