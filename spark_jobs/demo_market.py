@@ -46,15 +46,24 @@ def seed_demo_market(settings: Settings, config: ExperimentConfig) -> dict:
     from spark_jobs.backfill import backfill_frame
     from spark_jobs.features_backfill import backfill_features
     from spark_jobs.session import build_spark
-    from tickcast.feeds.history import generate_history
+    from tickcast.feeds.history import generate_market
 
     demo = config.demo
     n_symbols = 1 + max(int(m.group(1)) for m in numbers if m)
-    frame = generate_history(n_symbols, demo.bars, "1d", alpha=demo.alpha, seed=demo.seed, start=demo.start,
-                             market_symbol=config.index)
+    frame, earnings = generate_market(n_symbols, demo.bars, "1d", alpha=demo.alpha, seed=demo.seed, start=demo.start,
+                                      market_symbol=config.index, earnings_every=demo.earnings_every)
     frame = frame[frame["symbol"].isin(names)]
-    log.info("demo market: %d daily bars of %s (alpha %g, seed %d)", len(frame), ", ".join(names), demo.alpha,
-             demo.seed)
+    earnings = earnings[earnings["symbol"].isin(names)]
+    log.info("demo market: %d daily bars of %s (alpha %g, seed %d), %d earnings reports", len(frame), ", ".join(names),
+             demo.alpha, demo.seed, len(earnings))
+    if len(earnings):
+        from datetime import UTC, datetime
+
+        from tickcast.altdata.collect import provenance, store_rows
+        from tickcast.core.altdata import EARNINGS
+
+        stamp = provenance("demo", f"demo:{demo.seed}", datetime.now(UTC))
+        store_rows(settings, EARNINGS, [{**row, **stamp} for row in earnings.to_dict("records")])
     from pyspark.sql import SparkSession
 
     # An in-process caller (a test, a notebook) keeps its session; ours is stopped when done.
@@ -68,6 +77,7 @@ def seed_demo_market(settings: Settings, config: ExperimentConfig) -> dict:
         if own_session:
             spark.stop()
     return {"seeded": True, "symbols": names, "bars": int(len(frame)), "inserted": loaded.inserted,
+            "earnings_reports": int(len(earnings)),
             "first": str(frame["window_start"].min().date()), "last": str(frame["window_start"].max().date())}
 
 

@@ -335,9 +335,25 @@ def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settin
     assert trained["experiment"] == "demo-tiny" and set(trained["versions"]) == {"tickcast-lstm-1d",
                                                                                  "tickcast-transformer-1d"}
     assert (settings.home_dir / "evaluations" / "demo-tiny-20260110T030000" / "metrics.json").exists()
-    assert set(trained["metrics"]) == {"lstm_child", "transformer_child", "no_change", "momentum"}
+    assert set(trained["metrics"]) == {"lstm_routed", "transformer_routed", "no_change", "momentum"}
+    # Earnings-day routing: the demo's calendar is stored, the evaluation reports each route on its
+    # own rows, and each registered bundle carries its earnings-day network.
+    calendar = tables.read_frame(settings, "alt_earnings", ["symbol", "report_date"])
+    assert sorted(calendar.symbol.unique()) == ["S0001", "S0002"] and len(calendar) == 64
+    metrics = json.loads((settings.home_dir / "evaluations" / "demo-tiny-20260110T030000" / "metrics.json").read_text())
+    assert set(metrics["routes"]) == {"normal", "earnings"}
+    assert all(metrics["routes"][route]["lstm_routed"]["rows"] > 0 for route in ("normal", "earnings"))
+    # On normal days the routed model is the children.
+    assert metrics["routes"]["normal"]["lstm_routed"] == metrics["routes"]["normal"]["lstm_child"]
     tracking.configure_mlflow(settings)
     client = registry.client()
+    import mlflow
+
+    for name, version in trained["versions"].items():
+        source = client.get_model_version(name, version).source
+        manifest = json.loads(Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source}/manifest.json",
+                                                                        dst_path=str(settings.home_dir / "dl" / name))).read_text())
+        assert manifest["routes"] == {"earnings": "earnings.onnx"}
     for arch, verdict in report["promotion"].items():
         name = registry.registered_name(arch, "1d")
         assert verdict["version"] == trained["versions"][name] and verdict["reasons"]

@@ -1,5 +1,6 @@
-"""One pair of small model bundles (LSTM and Transformer, a parent and a child for AAA) for
-the tests that need real ONNX files: Keras/ONNX agreement, routing, explanations.
+"""One pair of small model bundles (LSTM and Transformer, a parent, a child for AAA and an
+earnings-day network) for the tests that need real ONNX files: Keras/ONNX agreement, routing,
+explanations.
 
 Exporting to ONNX is the expensive part (several seconds per network), so the bundles are
 built once per session (``small_bundles`` in this directory's conftest) and shared read-only.
@@ -24,11 +25,12 @@ def raw_sequences(rng: np.random.Generator, n: int, spread: float = 1.0) -> np.n
     return MEAN + SCALE * rng.normal(0.0, spread, size=(n, LENGTH, len(FEATURES)))
 
 
-def build(directory: Path) -> dict[str, tuple[object, object, object, Path]]:
-    """arch -> (parent, child, scaler, bundle directory).
+def build(directory: Path) -> dict[str, tuple[object, object, object, Path, object]]:
+    """arch -> (parent, child, scaler, bundle directory, earnings-day network).
 
     Both architectures with two stacked layers, fit briefly (so weights are not at
-    initialisation) on random data; the child is fit from the parent, as in training.
+    initialisation) on random data; the child and the earnings-day network are fit from the
+    parent, as in training.
     """
     from tickcast.models import training
     from tickcast.models.bundle import write_bundle
@@ -41,6 +43,7 @@ def build(directory: Path) -> dict[str, tuple[object, object, object, Path]]:
 
     config = ExperimentConfig(name="small", symbols=[CHILD], start="2020-01-01", end="2021-01-01",
                               features=FEATURES, training={"sequence_length": LENGTH, "epochs": 2},
+                              routing={"earnings": True, "epochs": 2, "learning_rate": 0.05},
                               lstm={"units": 8, "layers": 2},
                               transformer={"units": 8, "ff_units": 16, "heads": 2, "layers": 2})
     scaler = Scaler(list(FEATURES), MEAN, SCALE)
@@ -50,7 +53,8 @@ def build(directory: Path) -> dict[str, tuple[object, object, object, Path]]:
     for arch in ("lstm", "transformer"):
         parent = training.fit_new(arch, config, data(256), data(64), 0.01).model
         child = training.fit_child(parent, arch, config, data(64), data(32), 0.01).model
+        earnings = training.fit_earnings(parent, arch, config, data(64), data(32), 0.01).model
         bundle = write_bundle(Path(directory) / arch, arch=arch, config=config, scaler=scaler,
-                              parent=parent, children={CHILD: child})
-        out[arch] = (parent, child, scaler, bundle)
+                              parent=parent, children={CHILD: child}, earnings=earnings)
+        out[arch] = (parent, child, scaler, bundle, earnings)
     return out

@@ -15,7 +15,7 @@ from tickcast.models.bundle import CPU, CUDA, BundleError, ModelBundle, executio
 def test_keras_and_onnx_runtime_agree(trained_bundles, arch):
     """Both architectures, fit briefly (weights not at initialisation), as bundles
     (``trained_bundles``: tests/models/conftest.py)."""
-    parent, child, scaler, directory = trained_bundles[arch]
+    parent, child, scaler, directory, _ = trained_bundles[arch]
     bundle = ModelBundle(directory, providers=[CPU])
     raw = raw_sequences(np.random.default_rng(2), 300)
     symbols = np.array([CHILD, "BBB", "CCC"] * 100)
@@ -34,8 +34,37 @@ def test_keras_and_onnx_runtime_agree(trained_bundles, arch):
 
 
 @pytest.mark.slow  # trained_bundles
+@pytest.mark.parametrize("arch", ["lstm", "transformer"])
+def test_rows_on_the_earnings_route_are_served_by_the_earnings_network(trained_bundles, arch):
+    parent, child, scaler, directory, earnings = trained_bundles[arch]
+    bundle = ModelBundle(directory, providers=[CPU])
+    assert bundle.manifest["routes"] == {"earnings": "earnings.onnx"}
+    raw = raw_sequences(np.random.default_rng(4), 8)
+    symbols = np.array([CHILD, "BBB"] * 4)
+    routes = np.array(["earnings", "earnings", "normal", "normal", "earnings", "normal", "normal", "earnings"])
+    probabilities, quantiles = bundle.predict(symbols, raw, routes)
+
+    scaled = np.nan_to_num(scaler.transform(raw))
+    on_earnings = routes == "earnings"
+    for rows, model in ((on_earnings, earnings), (~on_earnings & (symbols == CHILD), child),
+                        (~on_earnings & (symbols == "BBB"), parent)):
+        keras_p, keras_q = training.predict(model, scaled[rows])
+        np.testing.assert_allclose(probabilities[rows], keras_p, atol=1e-5, rtol=0)
+        np.testing.assert_allclose(quantiles[rows], keras_q, atol=1e-5, rtol=0)
+    assert not np.allclose(training.predict(earnings, scaled[:3])[0], training.predict(parent, scaled[:3])[0])
+    # Without routes every row is a normal day; a route the bundle has no network for is served as one.
+    unrouted = bundle.predict(symbols, raw)
+    unknown = bundle.predict(symbols, raw, np.where(on_earnings, "merger", "normal"))
+    keras_normal = np.where((symbols == CHILD)[:, None], training.predict(child, scaled)[0],
+                            training.predict(parent, scaled)[0])
+    for p, _ in (unrouted, unknown):
+        np.testing.assert_allclose(p, keras_normal, atol=1e-5, rtol=0)
+    assert bundle.served_routes(routes).tolist() == routes.tolist()
+
+
+@pytest.mark.slow  # trained_bundles
 def test_bundle_manifest_and_errors(trained_bundles, tmp_path):
-    _, _, _, directory = trained_bundles["lstm"]
+    _, _, _, directory, _ = trained_bundles["lstm"]
     bundle = ModelBundle(directory, providers=[CPU])
     assert bundle.architecture == "lstm" and bundle.features == FEATURES
     assert bundle.manifest["feature_set_version"] == "v1" and list(bundle.children) == [CHILD]

@@ -505,7 +505,7 @@ def test_latest_sequences_without_tables_finds_nothing(settings: Settings):
 # -- PredictionPublisher (real broker) ---------------------------------------------------------
 
 CONTRACT_FIELDS = {"symbol", "horizon", "predicted_return", "predicted_price", "p10", "p50", "p90",
-                   "probabilities", "signal", "confidence", "model_name", "model_version", "data_timestamp",
+                   "probabilities", "signal", "confidence", "model_name", "model_version", "route", "data_timestamp",
                    "predicted_at"}
 
 

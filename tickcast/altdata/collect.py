@@ -88,7 +88,7 @@ def _store_page(settings: Settings, kind: AltKind, provider: str, run_key: str, 
                 report: CollectReport) -> None:
     import pyarrow as pa
 
-    from tickcast.catalog.tables import QUARANTINE, append_arrow, arrow_schema, upsert_arrow
+    from tickcast.catalog.tables import QUARANTINE, append_arrow, arrow_schema
 
     rejects: list[tuple[str, str, str | None]] = []
     rows: dict[tuple, dict[str, Any]] = {}
@@ -105,13 +105,12 @@ def _store_page(settings: Settings, kind: AltKind, provider: str, run_key: str, 
             from tickcast.altdata.sentiment import score
 
             row["sentiment"], row["sentiment_lm"] = score(row["headline"])
-        row.update(zip(PROVENANCE_COLUMNS, (provider, run_key, now), strict=True))
+        row.update(provenance(provider, run_key, now))
         # The same key twice in one page: the last one read wins, as a later run's would.
         rows[tuple(row[column] for column in kind.key)] = row
     if rows:
-        table = pa.Table.from_pylist(list(rows.values()), schema=arrow_schema(kind.table))
-        counts = upsert_arrow(settings, kind.table, table, kind.key)
-        report.stored += table.num_rows
+        counts = store_rows(settings, kind, list(rows.values()))
+        report.stored += len(rows)
         report.inserted += counts["inserted"]
         report.updated += counts["updated"]
     if rejects:
@@ -124,6 +123,19 @@ def _store_page(settings: Settings, kind: AltKind, provider: str, run_key: str, 
             report.reasons[reason] = report.reasons.get(reason, 0) + 1
         log.warning("%s %s: %d quarantined (%s)", kind.name, page.origin, len(rejects),
                     ", ".join(sorted({reason for reason, _, _ in rejects})))
+
+
+def provenance(provider: str, run_key: str, now: datetime) -> dict[str, Any]:
+    return dict(zip(PROVENANCE_COLUMNS, (provider, run_key, now), strict=True))
+
+
+def store_rows(settings: Settings, kind: AltKind, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """MERGE validated rows (``validate``'s output with their ``provenance``) by the kind's key."""
+    import pyarrow as pa
+
+    from tickcast.catalog.tables import arrow_schema, upsert_arrow
+
+    return upsert_arrow(settings, kind.table, pa.Table.from_pylist(rows, schema=arrow_schema(kind.table)), kind.key)
 
 
 def _raw(record: Any) -> str:

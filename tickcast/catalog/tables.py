@@ -196,7 +196,9 @@ def append_arrow(settings: Settings, name: str, rows: pa.Table) -> None:
     the table with its declared partitioning if it does not exist yet."""
     from deltalake import write_deltalake
 
-    write_deltalake(table_path(settings, name), rows, mode="append",
+    # "merge": a column the contract gained since the table was created (the predictions'
+    # route) is added to the table instead of failing the write.
+    write_deltalake(table_path(settings, name), rows, mode="append", schema_mode="merge",
                     partition_by=list(table_defs()[name].partitioned_by) or None)
 
 

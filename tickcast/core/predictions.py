@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 Signal = Literal["BUY", "SELL", "HOLD"]
+# Which model served a prediction: the normal-day models, or (with earnings-day routing) the
+# earnings-day model for a bar in its symbol's earnings window.
+Route = Literal["normal", "earnings"]
+DEFAULT_ROUTE: Route = "normal"
+EARNINGS_ROUTE: Route = "earnings"
 
 
 class Probabilities(BaseModel):
@@ -41,6 +46,7 @@ class Prediction(BaseModel):
     confidence: float = Field(ge=0, le=1)
     model_name: str
     model_version: str
+    route: Route = DEFAULT_ROUTE
     data_timestamp: datetime
     predicted_at: datetime
 

@@ -38,19 +38,31 @@ def alt_features(bars: pd.DataFrame, news: pd.DataFrame, earnings: pd.DataFrame,
     """One row per daily bar of ``bars`` (``symbol``, ``window_start``, ``window_end``) with the
     v2 alternative features, from the ``alt_news``, ``alt_earnings`` and ``alt_macro`` rows given
     (any of them may be empty)."""
+    out, keys = _keyed(bars)
+    _news(out, keys, news)
+    _earnings(out, keys, earnings)
+    _macro(out, keys, macro)
+    out[fs.VERSION_COLUMN] = fs.ALT_FEATURE_SET_VERSION
+    return out.loc[:, list(OUTPUT_COLUMNS)]
+
+
+def earnings_window(bars: pd.DataFrame, earnings: pd.DataFrame) -> np.ndarray:
+    """The ``earnings_window`` feature alone (1.0 or 0.0 per row of ``bars``), point in time:
+    what routes a bar to the earnings-day models, in training and in the live scorer."""
+    out, keys = _keyed(bars)
+    _earnings(out, keys, earnings)
+    return out["earnings_window"].to_numpy(dtype=float)
+
+
+def _keyed(bars: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The output frame (bar keys, decision times, row numbers) and its rows in time order."""
     out = bars.loc[:, ["symbol", "window_start", "window_end"]].copy()
     out["window_start"], out["window_end"] = _utc(out["window_start"]), _utc(out["window_end"])
     out["interval"] = "1d"
     out["decision_time"] = decision_times(out["window_start"])
     out = out.reset_index(drop=True)
     out["_row"] = np.arange(len(out))
-    keys = out.sort_values("decision_time", kind="stable")
-
-    _news(out, keys, news)
-    _earnings(out, keys, earnings)
-    _macro(out, keys, macro)
-    out[fs.VERSION_COLUMN] = fs.ALT_FEATURE_SET_VERSION
-    return out.loc[:, list(OUTPUT_COLUMNS)]
+    return out, out.sort_values("decision_time", kind="stable")
 
 
 def _asof(keys: pd.DataFrame, right: pd.DataFrame, right_on: str, by: str | None, columns: list[str],

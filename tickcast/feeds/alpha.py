@@ -45,12 +45,15 @@ def noise_scale(alpha: float) -> float:
     return math.sqrt(1.0 - alpha * alpha)
 
 
-def apply_echo(base: np.ndarray, alpha: float) -> np.ndarray:
+def apply_echo(base: np.ndarray, alpha: float, reversed_on: np.ndarray | None = None) -> np.ndarray:
     """Planted returns from base log returns ``base`` (bars x symbols, oldest bar first).
 
     The first ``ALPHA_LAG`` bars have no predecessor and keep their base return, as if
     the series had started in its stationary state (``A * r + sqrt(1 - A**2) * s`` has
-    the variance of ``s`` when ``r`` has). Returns a new array; ``base`` is untouched.
+    the variance of ``s`` when ``r`` has). ``reversed_on`` (bars x symbols, boolean) marks
+    bars whose echo has the opposite sign, ``-A * r_(t-3)``: the demo market's earnings days,
+    where a model of normal days is wrong and one of earnings days can be right. Returns a new
+    array; ``base`` is untouched.
     """
     alpha = validate_alpha(alpha)
     base = np.asarray(base, dtype=np.float64)
@@ -58,9 +61,12 @@ def apply_echo(base: np.ndarray, alpha: float) -> np.ndarray:
     if alpha == 0.0 or base.shape[0] <= ALPHA_LAG:
         return out
     scale = noise_scale(alpha)
+    coefficient = np.full(base.shape, alpha)
+    if reversed_on is not None:
+        coefficient[np.asarray(reversed_on, dtype=bool)] = -alpha
     # Bars t..t+LAG-1 depend only on bars t-LAG..t-1, so a block of LAG bars is one
     # vectorised step: n_bars / LAG numpy operations instead of a Python loop per bar.
     for lo in range(ALPHA_LAG, base.shape[0], ALPHA_LAG):
         hi = min(lo + ALPHA_LAG, base.shape[0])
-        out[lo:hi] = alpha * out[lo - ALPHA_LAG : hi - ALPHA_LAG] + scale * base[lo:hi]
+        out[lo:hi] = coefficient[lo:hi] * out[lo - ALPHA_LAG : hi - ALPHA_LAG] + scale * base[lo:hi]
     return out

@@ -71,10 +71,36 @@ def generate_history(
     (``tickcast.feeds.alpha``); the universe and the base returns do not depend on it,
     so histories with the same seed and different ``alpha`` differ only by the echo.
     """
+    return generate_market(n_symbols, n_bars, interval, alpha=alpha, seed=seed, start=start,
+                           market_symbol=market_symbol)[0]
+
+
+def generate_market(
+    n_symbols: int,
+    n_bars: int,
+    interval: str,
+    *,
+    alpha: float = 0.0,
+    seed: int | None = None,
+    start: date | datetime | str | None = None,
+    market_symbol: str = "MKT",
+    earnings_every: int | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The bars of ``generate_history`` and an earnings calendar (rows of the Delta
+    ``alt_earnings`` table, empty without ``earnings_every``).
+
+    With ``earnings_every``, each stock (not the index) reports every that many daily bars,
+    after the close, from a phase of its own; on the bars of its earnings window (the
+    ``earnings_window`` feature's rule) the planted echo is reversed, so earnings days follow
+    a rule of their own that only a model routed by the calendar can learn. The calendar is
+    drawn from a generator of its own: the bars' base returns are the same with or without it.
+    """
     if interval not in INTERVALS:
         raise FeedError(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
     if n_bars < 1:
         raise FeedError(f"--bars must be at least 1, got {n_bars}")
+    if earnings_every is not None and (INTERVALS[interval].intraday or earnings_every < 5):
+        raise FeedError("an earnings calendar needs daily bars and at least 5 bars between reports")
     alpha = validate_alpha(alpha)
     starts = bar_starts(n_bars, interval, start)
 
@@ -88,7 +114,14 @@ def generate_history(
     market = market_sigma * rng.standard_normal(n_bars)
     base = market[:, None] * universe.beta[None, :]
     base += rng.standard_normal((n_bars, n_symbols)) * idio_sigma[None, :]
-    returns = apply_echo(base, alpha)
+    earnings = _empty_calendar()
+    reversed_on = None
+    if earnings_every is not None:
+        calendar_rng = np.random.default_rng(None if seed is None else [seed, 1])
+        stocks = [s for s in universe.symbols if s != market_symbol]
+        earnings = earnings_calendar(stocks, starts, earnings_every, calendar_rng)
+        reversed_on = _earnings_days(universe.symbols, starts, earnings)
+    returns = apply_echo(base, alpha, reversed_on)
 
     log_close = np.log(universe.start_prices)[None, :] + np.cumsum(returns, axis=0)
     close = np.exp(log_close)
@@ -116,7 +149,7 @@ def generate_history(
         return np.ascontiguousarray(a.T).ravel()
 
     window_start = pd.DatetimeIndex(np.tile(starts.values, n_symbols)).tz_localize("UTC")
-    return pd.DataFrame({
+    bars = pd.DataFrame({
         "symbol": np.repeat(np.array(universe.symbols, dtype=object), n_bars),
         "window_start": window_start,
         "window_end": window_start + pd.Timedelta(INTERVALS[interval].length),
@@ -127,6 +160,46 @@ def generate_history(
         "volume": flat(volume),
         "trades": flat(trades).astype(np.int64),
     })
+    return bars, earnings
+
+
+def _empty_calendar() -> pd.DataFrame:
+    return pd.DataFrame(columns=["symbol", "report_date", "hour", "fiscal_period", "eps_estimate", "eps_actual",
+                                 "revenue_estimate", "revenue_actual", "eps_surprise", "revenue_surprise",
+                                 "date_known_at", "available_at"])
+
+
+def earnings_calendar(symbols: list[str], starts: pd.DatetimeIndex, every: int, rng: np.random.Generator
+                      ) -> pd.DataFrame:
+    """Reports of each symbol every ``every`` bars after the close, validated as collected
+    earnings are (``tickcast.core.altdata.validate``): estimates, actuals, surprises."""
+    from tickcast.core.altdata import EARNINGS, validate
+
+    now = (starts[-1] + pd.Timedelta(days=2)).to_pydatetime()
+    rows = []
+    for symbol in symbols:
+        for position in range(int(rng.integers(0, every)), len(starts), every):
+            day = starts[position].date()
+            eps = float(np.round(rng.uniform(0.5, 3.0), 2))
+            revenue = float(np.round(rng.uniform(1e8, 5e9), -5))
+            rows.append(validate(EARNINGS, {
+                "symbol": symbol, "report_date": day.isoformat(), "hour": "amc",
+                "fiscal_period": f"{day.year}Q{(day.month - 1) // 3 + 1}",
+                "eps_estimate": eps, "eps_actual": float(np.round(eps * (1 + rng.normal(0, 0.08)), 2)),
+                "revenue_estimate": revenue, "revenue_actual": float(np.round(revenue * (1 + rng.normal(0, 0.03)), -5)),
+            }, now))
+    return pd.DataFrame(rows, columns=_empty_calendar().columns) if rows else _empty_calendar()
+
+
+def _earnings_days(symbols: list[str], starts: pd.DatetimeIndex, earnings: pd.DataFrame) -> np.ndarray:
+    """(bars x symbols) True where a bar is in its symbol's earnings window."""
+    from tickcast.features.alt import earnings_window
+
+    keys = pd.DataFrame({"symbol": np.repeat(np.array(symbols, dtype=object), len(starts)),
+                         "window_start": np.tile(starts, len(symbols))})
+    keys["window_end"] = keys["window_start"] + pd.Timedelta(days=1)
+    flags = earnings_window(keys, earnings).reshape(len(symbols), len(starts)).T
+    return flags > 0
 
 
 def log_returns(bars: pd.DataFrame) -> pd.DataFrame:

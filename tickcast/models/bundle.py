@@ -9,6 +9,7 @@ registered version's artifacts::
     config.yaml        the experiment that trained it
     parent.onnx        the network trained on the market index: scores symbols without a child
     children/SYM.onnx  one network per configured symbol, initialised from the parent
+    earnings.onnx      with earnings-day routing: the network for bars in an earnings window
     keras/...          the same networks as Keras files (explanations, retraining)
 
 ONNX Runtime runs them with the CUDA provider when one is available and the CPU otherwise.
@@ -64,7 +65,7 @@ def export_onnx(model, path: Path) -> None:
 
 
 def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler: Scaler, parent: Any,
-                 children: Mapping[str, Any], fingerprint: str | None = None) -> Path:
+                 children: Mapping[str, Any], fingerprint: str | None = None, earnings: Any = None) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     export_onnx(parent, directory / "parent.onnx")
     (directory / "keras" / "children").mkdir(parents=True, exist_ok=True)
@@ -74,6 +75,11 @@ def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler
         export_onnx(model, directory / "children" / f"{symbol}.onnx")
         model.save(directory / "keras" / "children" / f"{symbol}.keras")
         child_files[symbol] = f"children/{symbol}.onnx"
+    routes = {}
+    if earnings is not None:
+        export_onnx(earnings, directory / "earnings.onnx")
+        earnings.save(directory / "keras" / "earnings.keras")
+        routes["earnings"] = "earnings.onnx"
     scaler.save(directory / "scaler.json")
     (directory / "config.yaml").write_text(config.to_yaml())
     manifest = {
@@ -87,6 +93,7 @@ def write_bundle(directory: Path, *, arch: str, config: ExperimentConfig, scaler
         "outputs": {"direction": ["down", "neutral", "up"], "quantiles": ["p10", "p50", "p90"]},
         "parent": "parent.onnx",
         "children": child_files,
+        "routes": routes,
         "transfer_strategy": config.transfer.strategy,
         "experiment": config.name,
         "folds_fingerprint": fingerprint,
@@ -133,6 +140,8 @@ class ModelBundle:
 
         self.parent = open_session(self.manifest["parent"])
         self.children = {sym: open_session(path) for sym, path in self.manifest["children"].items()}
+        # Bundles written before routing have no routes: every bar is a normal day for them.
+        self.routes = {route: open_session(path) for route, path in self.manifest.get("routes", {}).items()}
         self.active_providers = self.parent.session.get_providers()
 
     @property
@@ -147,16 +156,29 @@ class ModelBundle:
             raise BundleError(f"expected sequences of shape (n, {expected[0]}, {expected[1]}), got {raw.shape}")
         return np.nan_to_num(self.scaler.transform(raw))
 
-    def predict(self, symbols, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities (n, 3), quantiles (n, 3)) for each row's symbol: its child when it has
-        one, the parent otherwise; one batched call per network."""
+    def served_routes(self, routes) -> np.ndarray:
+        """Which route serves each row: its own when this bundle has a network for it, else normal."""
+        routes = np.full(0, "normal", dtype=object) if routes is None else np.asarray(routes, dtype=object)
+        return np.where(np.isin(routes, list(self.routes)), routes, "normal")
+
+    def predict(self, symbols, raw: np.ndarray, routes=None) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities (n, 3), quantiles (n, 3)) for each row: the network of its route
+        (``routes``, e.g. ``earnings``) when the bundle has one, else its symbol's child when it
+        has one, else the parent; one batched call per network."""
         x = self.prepare(raw)
         symbols = np.asarray(symbols)
         probabilities = np.empty((x.shape[0], 3), dtype=np.float32)
         quantiles = np.empty((x.shape[0], 3), dtype=np.float32)
         routed = np.zeros(x.shape[0], dtype=bool)
+        if routes is not None:
+            served = self.served_routes(routes)
+            for route, network in self.routes.items():
+                mine = served == route
+                if mine.any():
+                    probabilities[mine], quantiles[mine] = network.run(x[mine])
+                    routed |= mine
         for symbol, child in self.children.items():
-            mine = symbols == symbol
+            mine = (symbols == symbol) & ~routed
             if mine.any():
                 probabilities[mine], quantiles[mine] = child.run(x[mine])
                 routed |= mine

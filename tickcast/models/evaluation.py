@@ -28,12 +28,16 @@ from tickcast.models.dataset import Scaler, sequence_windows
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.metrics import Predictions, score
 from tickcast.models.networks import ARCHITECTURES
-from tickcast.models.splits import Fold, walk_forward
+from tickcast.models.splits import Fold, SplitError, walk_forward
 
 log = logging.getLogger(__name__)
 
-# The variant that gets deployed: the children (with the parent for symbols without one).
+# The variant that gets deployed: the children (with the parent for symbols without one), or
+# with earnings-day routing the children on normal days and the earnings model on earnings days.
 DEPLOYED_VARIANT = "child"
+ROUTED_VARIANT = "routed"
+# What routes a row: the feature computed from the earnings calendar (tickcast.features.alt).
+ROUTE_COLUMN = "earnings_window"
 
 
 class EvaluationError(ValueError):
@@ -50,6 +54,9 @@ class EvaluationResult:
     # Per model: its equity curve, confusion matrix and calibration table (for the report).
     extras: dict[str, dict[str, Any]]
     training_seconds: dict[str, float] = field(default_factory=dict)
+    # With earnings-day routing: per route ("normal", "earnings"), every model's metrics on
+    # that route's test rows alone.
+    routes: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
     def metrics_document(self) -> dict[str, object]:
         """The content of ``metrics.json``."""
@@ -62,12 +69,25 @@ class EvaluationResult:
             "folds": self.folds,
             "models": self.metrics,
             "training_seconds": {k: round(v, 3) for k, v in self.training_seconds.items()},
+            **({"routes": self.routes} if self.routes else {}),
         }
 
 
 def deployed_variant(config: ExperimentConfig) -> str:
     variants = config.evaluation.variants
+    if config.routing.earnings:
+        return ROUTED_VARIANT
     return DEPLOYED_VARIANT if DEPLOYED_VARIANT in variants else variants[0]
+
+
+def earnings_rows(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray | None:
+    """Rows routed to the earnings-day model (None without routing)."""
+    if not config.routing.earnings:
+        return None
+    if ROUTE_COLUMN not in frame.columns:
+        raise EvaluationError(f"earnings-day routing needs the {ROUTE_COLUMN} of each row, from the earnings "
+                              "calendar: collect it first (tickcast altdata collect earnings)")
+    return frame[ROUTE_COLUMN].to_numpy(dtype=float) > 0
 
 
 def eligible_rows(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray:
@@ -92,13 +112,57 @@ def folds_fingerprint(config: ExperimentConfig, folds: list[Fold]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def complete_inputs(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray:
+    """Rows with a label and every configured feature (or ``evaluation.fold_features``) finite
+    in the row itself."""
+    names = config.evaluation.fold_features or config.features
+    absent = [name for name in names if name not in frame.columns]
+    if absent:
+        raise EvaluationError(f"the folds are formed over {', '.join(absent)}, which these rows do not have")
+    values = frame[names].to_numpy(dtype=float)
+    return np.isfinite(values).all(axis=1) & np.isfinite(frame["label"].to_numpy(dtype=float))
+
+
+def _incomplete_inputs(frame: pd.DataFrame, config: ExperimentConfig) -> str:
+    """Why rows lack complete inputs: how many of the symbols' labelled rows have them, and the
+    features missing most often."""
+    mine = frame["symbol"].isin(config.symbols).to_numpy()
+    labelled = mine & np.isfinite(frame["label"].to_numpy(dtype=float))
+    complete = int((complete_inputs(frame, config) & mine).sum())
+    missing = (~np.isfinite(frame.loc[labelled, config.features].to_numpy(dtype=float))).sum(axis=0)
+    worst = [(name, int(n)) for n, name in sorted(zip(missing, config.features, strict=True),
+                                                  key=lambda item: -item[0]) if n > 0][:3]
+    text = (f"{complete:,} of the {int(labelled.sum()):,} labelled rows of {', '.join(config.symbols)} "
+            f"have every feature")
+    if worst:
+        text += " (missing most often: " + ", ".join(f"{name} in {n:,} rows" for name, n in worst) + ")"
+    if any(name.startswith("market_") for name, _ in worst):
+        text += (f"; market_* features are null where the index {config.index} has no bars: load its "
+                 "history for the span and run `tickcast features backfill`")
+    return text
+
+
 def make_folds(frame: pd.DataFrame, config: ExperimentConfig) -> list[Fold]:
-    """Folds over the labelled rows; which rows a model can score is decided afterwards, so
-    the fold boundaries do not depend on the features or the sequence length."""
+    """Folds over the rows with complete inputs (``complete_inputs``): a span the index's
+    history does not cover (null market features) is left out instead of becoming a test block
+    with nothing to score. The boundaries depend on the data and the feature list, not on the
+    sequence length: which rows a model can score (its full window) is decided afterwards."""
     e = config.evaluation
-    return walk_forward(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
-                        folds=e.folds, min_train_fraction=e.min_train_fraction,
-                        validation_fraction=config.training.validation_fraction, embargo=e.embargo)
+    complete = complete_inputs(frame, config)
+    try:
+        folds = walk_forward(frame["window_end"], frame["label_end"].where(complete),
+                             folds=e.folds, min_train_fraction=e.min_train_fraction,
+                             validation_fraction=config.training.validation_fraction, embargo=e.embargo)
+    except SplitError as exc:
+        raise EvaluationError(f"the rows with complete inputs cannot make the folds asked for ({exc}): "
+                              f"{_incomplete_inputs(frame, config)}") from None
+    mine = frame["symbol"].isin(config.symbols).to_numpy()
+    for fold in folds:
+        if not (fold.test & mine).any():
+            raise EvaluationError(f"fold {fold.number} (from {fold.test_start.date()}) has no rows of "
+                                  f"{', '.join(config.symbols)} with complete inputs: "
+                                  f"{_incomplete_inputs(frame, config)}")
+    return folds
 
 
 def _predictions(model, data: training.TrainingData, rows: np.ndarray) -> Predictions:
@@ -107,8 +171,8 @@ def _predictions(model, data: training.TrainingData, rows: np.ndarray) -> Predic
 
 
 def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data: training.SequenceSet,
-                 test_mask: np.ndarray, timings: dict[str, float], say: Callable[[str], None]
-                 ) -> dict[str, list[Predictions]]:
+                 test_mask: np.ndarray, timings: dict[str, float], say: Callable[[str], None],
+                 on_earnings: np.ndarray | None = None) -> dict[str, list[Predictions]]:
     out: dict[str, list[Predictions]] = {}
     symbols = frame["symbol"].to_numpy()
     is_index = symbols == config.index
@@ -141,7 +205,26 @@ def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data
                 timings[f"{arch}_scratch"] = timings.get(f"{arch}_scratch", 0.0) + fit.seconds
                 out.setdefault(f"{arch}_scratch", []).append(_predictions(fit.model, test, test_rows))
         say(f"fold {fold.number}: {arch} children and from-scratch models for {len(config.symbols)} symbol(s) done")
+        if on_earnings is not None and parent is not None and f"{arch}_child" in out:
+            stocks = np.isin(symbols, config.symbols)
+            out[f"{arch}_{ROUTED_VARIANT}"] = [_routed(arch, config, fold, data, parent, test_mask, on_earnings & stocks,
+                                                       out[f"{arch}_child"], scale, timings, say)]
     return out
+
+
+def _routed(arch: str, config: ExperimentConfig, fold: Fold, data: training.SequenceSet, parent,
+            test_mask: np.ndarray, on_earnings: np.ndarray, children: list[Predictions], scale: float,
+            timings: dict[str, float], say: Callable[[str], None]) -> Predictions:
+    """The routed predictions of a fold: the children's on normal days, the earnings model's
+    (fine-tuned from the parent on every symbol's earnings-day training rows) on earnings days."""
+    fit = training.fit_earnings(parent, arch, config, data.select(fold.train & on_earnings),
+                                data.select(fold.validation & on_earnings), scale)
+    timings[f"{arch}_earnings"] = timings.get(f"{arch}_earnings", 0.0) + fit.seconds
+    say(f"fold {fold.number}: {arch} earnings-day model on {int((fold.train & on_earnings).sum())} rows: "
+        f"{fit.epochs} epochs, {fit.seconds:.1f} s")
+    test = test_mask & on_earnings
+    normal_days = Predictions.concat(children).where(~on_earnings)
+    return Predictions.concat([normal_days, _predictions(fit.model, data.select(test), data.rows(test))])
 
 
 def _fold_baselines(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, scaler: Scaler,
@@ -193,6 +276,7 @@ def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
     folds = make_folds(frame, config)
     fingerprint = folds_fingerprint(config, folds)
     is_symbol = frame["symbol"].isin(config.symbols).to_numpy()
+    on_earnings = earnings_rows(frame, config)
     collected: dict[str, list[Predictions]] = {}
     timings: dict[str, float] = {}
     described = []
@@ -212,7 +296,7 @@ def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
         scaler = Scaler.fit(frame.loc[fold.train, config.features].to_numpy(dtype=float), config.features)
         data = training.SequenceSet(frame, config.features, config.training.sequence_length, scaler, eligible)
         test_rows = data.rows(test_mask)
-        for name, parts in _fold_models(frame, config, fold, data, test_mask, timings, say).items():
+        for name, parts in _fold_models(frame, config, fold, data, test_mask, timings, say, on_earnings).items():
             collected.setdefault(name, []).extend(parts)
         for name, part in _fold_baselines(frame, config, fold, scaler, fold.train, fold.validation,
                                           test_rows, timings).items():
@@ -226,4 +310,10 @@ def evaluate_frame(frame: pd.DataFrame, config: ExperimentConfig,
     for name, predictions in pooled.items():
         metrics[name], extras[name] = score(frame, predictions, cost_bps=config.evaluation.cost_bps,
                                             bars_per_year=INTERVALS[config.interval].bars_per_year)
-    return EvaluationResult(config, metrics, described, fingerprint, pooled, extras, timings)
+    routes = {}
+    if on_earnings is not None:
+        bars_per_year = INTERVALS[config.interval].bars_per_year
+        for route, keep in (("normal", ~on_earnings), ("earnings", on_earnings)):
+            routes[route] = {name: score(frame, part, cost_bps=config.evaluation.cost_bps, bars_per_year=bars_per_year)[0]
+                             for name, predictions in pooled.items() if (part := predictions.where(keep)).rows.size}
+    return EvaluationResult(config, metrics, described, fingerprint, pooled, extras, timings, routes)

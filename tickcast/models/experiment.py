@@ -75,6 +75,9 @@ class EvaluationConfig(_Strict):
     variants: list[Literal["scratch", "parent", "child"]] = ["scratch", "parent", "child"]
     baselines: list[Literal["no_change", "momentum", "logistic", "lightgbm"]] = [
         "no_change", "momentum", "logistic", "lightgbm"]
+    fold_features: list[str] | None = Field(
+        None, description="the features whose rows form the folds (default: the experiment's); promotion "
+                          "sets the challenger's when it evaluates a champion with other features again")
 
 
 class PromotionConfig(_Strict):
@@ -86,6 +89,16 @@ class ConfirmationConfig(_Strict):
     threshold: float = Field(0.4, ge=0, le=1, description="both models' probability of the direction above this")
 
 
+class RoutingConfig(_Strict):
+    """Earnings-day routing: rows in a stock's earnings window (the ``earnings_window`` feature's
+    rule, from the ``alt_earnings`` calendar) go to a model of their own, fine-tuned from the
+    parent on the training rows of earnings days of every symbol; the other rows to the children."""
+
+    earnings: bool = False
+    epochs: int = Field(30, ge=1)
+    learning_rate: float = Field(3e-3, gt=0)
+
+
 class DemoMarketConfig(_Strict):
     """A synthetic market (``tickcast.feeds.history``) the experiment trains on when the platform
     runs its demo and the symbols have no stored bars: the demo feed's universe, with a planted
@@ -95,6 +108,8 @@ class DemoMarketConfig(_Strict):
     alpha: float = Field(0.15, ge=0, lt=1)
     seed: int = 11
     start: str = "2022-01-03"
+    earnings_every: int | None = Field(
+        None, ge=5, description="bars between a stock's reports; its earnings days reverse the planted echo")
 
 
 class ExperimentConfig(_Strict):
@@ -114,6 +129,7 @@ class ExperimentConfig(_Strict):
     evaluation: EvaluationConfig = EvaluationConfig()
     promotion: PromotionConfig = PromotionConfig()
     confirmation: ConfirmationConfig = ConfirmationConfig()
+    routing: RoutingConfig = RoutingConfig()
     demo: DemoMarketConfig | None = None
 
     @field_validator("symbols")

@@ -30,7 +30,14 @@ from tickcast.core.featureset import FEATURE_SET_VERSION
 from tickcast.core.settings import Settings
 from tickcast.models import registry, training
 from tickcast.models.dataset import Scaler, labelled_frame
-from tickcast.models.evaluation import EvaluationResult, deployed_variant, eligible_rows, evaluate_frame
+from tickcast.models.evaluation import (
+    ROUTE_COLUMN,
+    EvaluationResult,
+    deployed_variant,
+    earnings_rows,
+    eligible_rows,
+    evaluate_frame,
+)
 from tickcast.models.experiment import ExperimentConfig
 from tickcast.models.splits import final_split
 
@@ -75,10 +82,19 @@ def read_bars(settings: Settings, symbols: list[str], interval: str, start, end)
 
 
 def check_index(settings: Settings, config: ExperimentConfig) -> None:
-    """One index per market: the stored features' market_* inputs were computed against
-    ``settings.market_index_symbol`` (the stream and `tickcast features backfill`), and the live
-    scorer feeds the parent that index's bars; a config whose parent learns another index would
-    meet null market features in every row (and be served inputs it never learned from)."""
+    """One index per market: the stored features' market_* inputs were computed against the
+    index recorded with them (``featureindex``: the stream and `tickcast features backfill`
+    record ``settings.market_index_symbol``), and the live scorer feeds the parent that index's
+    bars; a config whose parent learns another index would meet null market features in every
+    row (and be served inputs it never learned from)."""
+    from tickcast.catalog import featureindex
+
+    try:
+        featureindex.check(settings, config.interval)
+    except featureindex.MarketIndexMismatch as exc:
+        raise LifecycleError(f"{exc}. The experiment's index (now {config.index}) must be that same one: "
+                             f"--index {exc.configured} after the backfill, or --index {exc.recorded} with that "
+                             "setting") from None
     if config.index != settings.market_index_symbol:
         raise LifecycleError(
             f"the experiment's index is {config.index}, but this platform's market index is "
@@ -111,7 +127,25 @@ def load_frame(settings: Settings, config: ExperimentConfig) -> pd.DataFrame:
     if features[config.features].isna().all(axis=None):
         raise LifecycleError("Feast returned no feature values for these bars: run "
                              "`tickcast features backfill` for them first")
-    return labelled_frame(bars, features, config.label_spec())
+    frame = labelled_frame(bars, features, config.label_spec())
+    if config.routing.earnings:
+        frame[ROUTE_COLUMN] = earnings_route(settings, frame, config.symbols)
+    return frame
+
+
+def earnings_route(settings: Settings, bars: pd.DataFrame, symbols: list[str]) -> np.ndarray:
+    """Each bar's ``earnings_window`` (point in time) from the stored earnings calendar."""
+    import pyarrow.dataset as pads
+
+    from tickcast.catalog.tables import read_frame
+    from tickcast.core.altdata import EARNINGS
+    from tickcast.features.alt import EARNINGS_COLUMNS, earnings_window
+
+    calendar = read_frame(settings, EARNINGS.table, list(EARNINGS_COLUMNS), pads.field("symbol").isin(symbols))
+    if calendar.empty:
+        raise LifecycleError(f"earnings-day routing needs the earnings calendar of {', '.join(symbols)}, and "
+                             f"{EARNINGS.table} has none: collect it first (tickcast altdata collect earnings)")
+    return earnings_window(bars, calendar)
 
 
 # --- MLflow logging ---------------------------------------------------------------------------
@@ -156,9 +190,10 @@ def write_outputs(result: EvaluationResult, output: Path) -> tuple[Path, Path]:
 # --- final models -----------------------------------------------------------------------------
 
 def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[str], None]
-                 ) -> tuple[Scaler, dict[str, tuple[object, dict[str, object]]]]:
-    """Per architecture, the parent and children trained on the whole span (its last
-    ``validation_fraction`` for early stopping), and the one scaler they were trained with."""
+                 ) -> tuple[Scaler, dict[str, tuple[object, dict[str, object], object | None]]]:
+    """Per architecture, the parent, the children and (with earnings-day routing) the
+    earnings-day model trained on the whole span (its last ``validation_fraction`` for early
+    stopping), and the one scaler they were trained with."""
     frame = frame.sort_values(["symbol", "window_end"], kind="stable").reset_index(drop=True)
     eligible = eligible_rows(frame, config)
     train, validation = final_split(frame["window_end"], frame["label_end"].where(frame["label"].notna()),
@@ -170,7 +205,8 @@ def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[s
     symbols = frame["symbol"].to_numpy()
     scale = training.return_scale(data.forward[train])
     is_index = symbols == config.index
-    models: dict[str, tuple[object, dict[str, object]]] = {}
+    on_earnings = earnings_rows(frame, config)
+    models: dict[str, tuple[object, dict[str, object], object | None]] = {}
     for arch in config.evaluation.models:
         parent = training.fit_new(arch, config, data.select(train & is_index), data.select(validation & is_index),
                                   scale)
@@ -181,7 +217,14 @@ def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[s
             children[symbol] = training.fit_child(parent.model, arch, config, data.select(train & mine),
                                                   data.select(validation & mine), scale).model
         say(f"final {arch} children for {len(children)} symbol(s) done")
-        models[arch] = (parent.model, children)
+        earnings_model = None
+        if on_earnings is not None:
+            routed = on_earnings & np.isin(symbols, config.symbols)
+            fit = training.fit_earnings(parent.model, arch, config, data.select(train & routed),
+                                        data.select(validation & routed), scale)
+            earnings_model = fit.model
+            say(f"final {arch} earnings-day model on {int((train & routed).sum())} rows: {fit.epochs} epochs")
+        models[arch] = (parent.model, children, earnings_model)
     return scaler, models
 
 
@@ -220,10 +263,11 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
             variant = deployed_variant(config)
             client = registry.client()
             scaler, deployed = fit_deployed(frame, config, say)
-            for arch, (parent, children) in deployed.items():
+            for arch, (parent, children, earnings_model) in deployed.items():
                 with tempfile.TemporaryDirectory() as tmp:
                     bundle = write_bundle(Path(tmp) / f"bundle_{arch}", arch=arch, config=config, scaler=scaler,
-                                          parent=parent, children=children, fingerprint=result.fingerprint)
+                                          parent=parent, children=children, fingerprint=result.fingerprint,
+                                          earnings=earnings_model)
                     mlflow.log_artifacts(str(bundle), artifact_path=f"bundle_{arch}")
                 name = registry.registered_name(arch, config.interval)
                 figures = result.metrics.get(f"{arch}_{variant}", {})
@@ -300,7 +344,10 @@ def promote(settings: Settings, interval: str, arch: str, version: str | None = 
                 labels=config.labels.model_dump(), evaluation={
                     **recipe.evaluation.model_dump(),
                     "folds": config.evaluation.folds, "min_train_fraction": config.evaluation.min_train_fraction,
-                    "embargo": config.evaluation.embargo, "models": [arch], "baselines": []})
+                    "embargo": config.evaluation.embargo, "models": [arch], "baselines": [],
+                    # The challenger's rows with complete inputs made its folds; the champion's
+                    # features may be complete over another span.
+                    "fold_features": config.evaluation.fold_features or config.features})
             again = run(settings, champion_config, output or Path(tempfile.mkdtemp(prefix="tickcast-reeval-")),
                         register=False, say=say)
             if again.result.fingerprint != mine.get("folds_fingerprint"):
@@ -342,7 +389,9 @@ def scheduled_train(settings: Settings, run_key: str, until: datetime | None = N
     shown = [f"{arch}_{variant}" for arch in config.evaluation.models] + list(config.evaluation.baselines)
     report = {"experiment": config.name, "run_id": outcome.run_id, "output": str(output),
               "versions": outcome.versions, "folds_fingerprint": outcome.result.fingerprint,
-              "metrics": {name: outcome.result.metrics.get(name) for name in shown}}
+              "metrics": {name: outcome.result.metrics.get(name) for name in shown},
+              "routes": {route: {name: table.get(name) for name in shown}
+                         for route, table in outcome.result.routes.items()}}
     # Plain JSON (it travels between the DAG's tasks): numpy scalars become floats.
     return json.loads(json.dumps(report, default=float))
 

@@ -47,6 +47,11 @@ class Predictions:
     def expected_return(self) -> np.ndarray:
         return self.quantiles[:, 1]
 
+    def where(self, keep: np.ndarray) -> Predictions:
+        """The predictions of the rows where ``keep`` (a mask over the labelled frame) is true."""
+        mine = np.asarray(keep, dtype=bool)[self.rows]
+        return Predictions(self.rows[mine], self.probabilities[mine], self.quantiles[mine], self.predicted_class[mine])
+
     @staticmethod
     def concat(parts: list[Predictions]) -> Predictions:
         return Predictions(

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from tickcast.core.predictions import Prediction, frame_to_predictions
+from tickcast.core.predictions import DEFAULT_ROUTE, Prediction, frame_to_predictions
 
 MODEL_NAME = "momentum-baseline"
 MODEL_VERSION = "1"
@@ -89,6 +89,7 @@ def predict_frame(bars: pd.DataFrame, horizon: str = "1d", lookback: int = 5,
         "confidence": np.maximum(np.maximum(up, neutral), down),
         "model_name": MODEL_NAME,
         "model_version": MODEL_VERSION,
+        "route": DEFAULT_ROUTE,
         "data_timestamp": close_ts.to_numpy(),
         "predicted_at": pd.Timestamp(predicted_at),
     })

@@ -102,6 +102,21 @@ def write_report(result: EvaluationResult, directory: Path) -> Path:
         f"| {f['fold']} | {f['train_rows']:,} | {f['validation_rows']:,} | {f['test_rows']:,} | "
         f"{f['test_start']} | {f['test_end'] or 'end'} |" for f in result.folds)
     timing = "\n".join(f"| {name} | {seconds:.1f} |" for name, seconds in result.training_seconds.items())
+    routes = "".join(
+        f"""
+### {route.capitalize()} days
+
+{metrics_table(table)}
+""" for route, table in result.routes.items())
+    if routes:
+        routes = f"""
+## Normal days and earnings days
+
+The same pooled predictions on each route's test rows alone: `*_routed` is served by the
+earnings-day model on earnings days and by the children on normal days; `*_child` serves
+every day. A bar is an earnings day when it is in its symbol's earnings window
+(`earnings_window`, from the earnings calendar).
+{routes}"""
     text = f"""# Walk-forward evaluation: {config.name}
 
 {config.description}
@@ -124,7 +139,7 @@ def write_report(result: EvaluationResult, directory: Path) -> Path:
 
 IC and rank IC: correlation of the predicted median return with the realised forward return.
 A forecast that never varies has no IC (shown as -).
-
+{routes}
 ## Equity curves
 
 ![equity]({files['equity']})

@@ -118,6 +118,20 @@ def fit_child(parent, arch: str, config: ExperimentConfig, train: TrainingData, 
                 patience=t.patience)
 
 
+def fit_earnings(parent, arch: str, config: ExperimentConfig, train: TrainingData, validation: TrainingData,
+                 scale: float) -> FitResult:
+    """The earnings-day model: a copy of ``parent`` fine-tuned on earnings-window rows only."""
+    model = networks.clone_with_weights(parent)
+    kwargs: ArchitectureConfig = getattr(config, arch)
+    networks.compile_model(model, learning_rate=config.routing.learning_rate,
+                           quantile_weight=kwargs.quantile_weight, return_scale=scale)
+    if not len(train):
+        return FitResult(model, 0, 0.0, None)
+    t = config.training
+    return _fit(model, train, validation, epochs=config.routing.epochs, batch_size=t.batch_size,
+                patience=t.patience)
+
+
 def predict(model, x: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities (n, 3), quantiles (n, 3)) from a Keras model."""
     if x.shape[0] == 0:

@@ -19,9 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from tickcast.core.intervals import INTERVALS
 from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, pair_label, registered_name
+from tickcast.scoring.routes import EarningsCalendar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -49,6 +52,14 @@ class DualModel:
     transformer: DeployedModel
     threshold: float
     horizon: str
+    # Decides each bar's route when the bundles serve more than the normal one (earnings days).
+    calendar: EarningsCalendar | None = None
+
+    def routes(self, symbols, data_timestamps) -> np.ndarray | None:
+        """Each row's route, or None when the models have no route but the normal one."""
+        if self.calendar is None or not (self.lstm.bundle.routes or self.transformer.bundle.routes):
+            return None
+        return self.calendar.routes(symbols, data_timestamps)
 
     @property
     def model_name(self) -> str:
@@ -78,7 +89,7 @@ def horizon_label(interval: str, bars: int) -> str:
     return f"{bars}d"
 
 
-def pair(lstm: DeployedModel, transformer: DeployedModel) -> DualModel:
+def pair(lstm: DeployedModel, transformer: DeployedModel, calendar: EarningsCalendar | None = None) -> DualModel:
     """Two versions that can score together: same features, order and sequence length."""
     from tickcast.models.experiment import load_config
 
@@ -91,7 +102,7 @@ def pair(lstm: DeployedModel, transformer: DeployedModel) -> DualModel:
         )
     config = load_config(a.directory / "config.yaml")
     return DualModel(lstm, transformer, threshold=config.confirmation.threshold,
-                     horizon=horizon_label(config.interval, config.labels.horizon))
+                     horizon=horizon_label(config.interval, config.labels.horizon), calendar=calendar)
 
 
 class ModelLoader:
@@ -103,6 +114,7 @@ class ModelLoader:
         self._opened: dict[tuple[str, str], DeployedModel] = {}
         self._lock = threading.Lock()
         self._client = None
+        self.calendar = EarningsCalendar(settings)
 
     def client(self):
         if self._client is None:
@@ -172,7 +184,7 @@ class ModelLoader:
             if found is None:
                 return None
             versions[arch] = (name, found)
-        return pair(self.load(*versions["lstm"]), self.load(*versions["transformer"]))
+        return pair(self.load(*versions["lstm"]), self.load(*versions["transformer"]), self.calendar)
 
     def aliases(self, interval: str) -> dict[str, dict[str, object]]:
         """Champion and challenger of each architecture: version, tags (metrics among them)."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tickcast.core.predictions import FRAME_COLUMNS, empty_frame
+from tickcast.core.predictions import DEFAULT_ROUTE, FRAME_COLUMNS, empty_frame
 from tickcast.models.confirmation import confirm
 from tickcast.models.labels import DOWN, NEUTRAL, UP
 
@@ -80,8 +80,9 @@ def score(dual: DualModel, batch: SequenceBatch, predicted_at: datetime | None =
     predicted_at = predicted_at or datetime.now(UTC)
     if len(batch) == 0:
         return empty_frame()
-    lstm_p, lstm_q = dual.lstm.bundle.predict(batch.symbols, batch.raw)
-    transformer_p, transformer_q = dual.transformer.bundle.predict(batch.symbols, batch.raw)
+    routes = dual.routes(batch.symbols, batch.data_timestamp)
+    lstm_p, lstm_q = dual.lstm.bundle.predict(batch.symbols, batch.raw, routes)
+    transformer_p, transformer_q = dual.transformer.bundle.predict(batch.symbols, batch.raw, routes)
     probabilities = (lstm_p.astype(float) + transformer_p) / 2.0
     quantiles = (lstm_q.astype(float) + transformer_q) / 2.0
     signals, confidence = confirm(lstm_p, transformer_p, dual.threshold)
@@ -101,6 +102,7 @@ def score(dual: DualModel, batch: SequenceBatch, predicted_at: datetime | None =
         "confidence": np.clip(confidence, 0.0, 1.0),
         "model_name": dual.model_name,
         "model_version": dual.model_version,
+        "route": DEFAULT_ROUTE if routes is None else dual.lstm.bundle.served_routes(routes),
         "data_timestamp": batch.data_timestamp,
         "predicted_at": pd.Timestamp(predicted_at).tz_convert(UTC) if pd.Timestamp(predicted_at).tzinfo
         else pd.Timestamp(predicted_at, tz=UTC),
