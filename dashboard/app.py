@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog.market import MarketStore
 from tickcast.core.intervals import INTERVAL_NAMES
-from tickcast.core.predictions import Prediction
+from tickcast.core.predictions import EARNINGS_ROUTE, Prediction
 from tickcast.core.settings import Settings
 from tickcast.models.momentum import MODEL_NAME as BASELINE_MODEL_NAME
 
@@ -80,6 +80,7 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
         ("Confidence", f"{p.confidence:.0%}"),
         ("Model", f"{p.model_name} v{p.model_version}"
                   + (" (baseline: no champion model yet)" if baseline else "")),
+        ("Route", "earnings day (the earnings-day model)" if p.route == EARNINGS_ROUTE else "normal day"),
         ("Data timestamp", _fmt_ts(p.data_timestamp)),
         ("Predicted at", _fmt_ts(p.predicted_at)),
         ("Data age", _fmt_age(age)),

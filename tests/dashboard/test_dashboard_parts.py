@@ -60,4 +60,8 @@ def test_prediction_card_shows_the_contract_fields() -> None:
     assert "BUY · baseline" in text and "baseline: no champion model yet" in text
     champion = prediction.model_copy(update={"model_name": "tickcast-lstm-1d+tickcast-transformer-1d"})
     assert "baseline" not in str(html.Div(prediction_card("MSFT", champion)))
+    # Which route served it: a normal day, or the earnings-day model.
+    assert "normal day" in text and "earnings day" not in text
+    earnings_day = champion.model_copy(update={"route": "earnings"})
+    assert "earnings day (the earnings-day model)" in str(html.Div(prediction_card("MSFT", earnings_day)))
     assert "No prediction yet" in str(html.Div(prediction_card("MSFT", None)))

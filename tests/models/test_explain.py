@@ -29,10 +29,10 @@ def _raw(seed: int = 0) -> np.ndarray:
     return MEAN + SCALE * rng.normal(0, 2.0, size=(LENGTH, len(FEATURES)))
 
 
-def _ensemble(bundles, symbol: str, raw: np.ndarray) -> tuple[float, float]:
+def _ensemble(bundles, symbol: str, raw: np.ndarray, route: str | None = None) -> tuple[float, float]:
     probabilities, medians = [], []
     for bundle in bundles:
-        p, q = bundle.predict([symbol], raw[None])
+        p, q = bundle.predict([symbol], raw[None], None if route is None else [route])
         probabilities.append(p[0].astype(float))
         medians.append(float(q[0, 1]))
     p = np.mean(probabilities, axis=0)
@@ -72,6 +72,16 @@ def test_children_and_parent_explain_differently(bundles):
 
 
 @pytest.mark.slow  # bundles
+def test_an_earnings_day_is_explained_by_the_earnings_network(bundles):
+    raw = _raw()
+    routed = explain(bundles, "AAA", raw, route="earnings")
+    score, expected = _ensemble(bundles, "AAA", raw, route="earnings")
+    assert routed.score == pytest.approx(score, abs=TOL)
+    assert routed.expected_return == pytest.approx(expected, abs=TOL)
+    assert routed.score != pytest.approx(explain(bundles, "AAA", raw).score, abs=TOL)
+
+
+@pytest.mark.slow  # bundles
 def test_a_column_already_at_the_mean_contributes_exactly_zero(bundles):
     raw = _raw(1)
     j = FEATURES.index("macd")
@@ -87,9 +97,9 @@ def test_one_batched_predict_per_bundle(bundles, monkeypatch):
     for bundle in bundles:
         original = bundle.predict
 
-        def counting(symbols, raw, original=original, name=bundle.architecture):
+        def counting(symbols, raw, routes=None, original=original, name=bundle.architecture):
             calls.append((name, len(symbols), raw.shape))
-            return original(symbols, raw)
+            return original(symbols, raw, routes)
 
         monkeypatch.setattr(bundle, "predict", counting)
     explain(bundles, "AAA", _raw())

@@ -103,10 +103,11 @@ def format_value(feature: str, value: float) -> str:
     return f"at {value:.3g}"
 
 
-def explain(bundles: Sequence[ModelBundle], symbol: str, raw: np.ndarray, *, top: int = 3) -> Explanation:
+def explain(bundles: Sequence[ModelBundle], symbol: str, raw: np.ndarray, *, top: int = 3,
+            route: str | None = None) -> Explanation:
     """Occlusion attributions of ``bundles``' ensemble for one symbol's raw (L, F) sequence,
     columns in ``bundles[0].features`` order, and a 1-3 sentence summary naming up to
-    ``top`` drivers."""
+    ``top`` drivers. ``route`` (e.g. ``earnings``) explains the network that serves that route."""
     bundles = list(bundles)
     features = _check(bundles, raw, top)
     raw = np.asarray(raw, dtype=float)
@@ -119,7 +120,7 @@ def explain(bundles: Sequence[ModelBundle], symbol: str, raw: np.ndarray, *, top
         # so each network sees exactly 0 there whatever the other's scaler says.
         batch = np.repeat(raw[None], n + 1, axis=0)
         batch[columns + 1, :, columns] = bundle.scaler.mean[:, None]
-        probabilities, quantiles = bundle.predict([symbol] * (n + 1), batch)
+        probabilities, quantiles = bundle.predict([symbol] * (n + 1), batch, None if route is None else [route] * (n + 1))
         score = probabilities[:, UP].astype(float) - probabilities[:, DOWN].astype(float)
         median = quantiles[:, 1].astype(float)
         # A column already at the mean (or missing, which scales to 0 too) leaves the network's

@@ -149,6 +149,8 @@ class OnDemandScorer:
         batch, skipped = latest_sequences(self.settings, [symbol], interval, dual.features, dual.sequence_length)
         if len(batch) == 0:
             raise NotFound(f"cannot explain '{symbol}': {skipped.get(symbol, 'no features')}")
+        routes = dual.routes(batch.symbols, batch.data_timestamp)
         return Explained(symbol=symbol, model_name=dual.model_name, model_version=dual.model_version,
                          data_timestamp=batch.data_timestamp[0].to_pydatetime(),
-                         explanation=explain(list(dual.bundles), symbol, batch.raw[0]))
+                         explanation=explain(list(dual.bundles), symbol, batch.raw[0],
+                                             route=None if routes is None else str(routes[0])))
