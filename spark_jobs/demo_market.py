@@ -50,15 +50,19 @@ def seed_demo_market(settings: Settings, config: ExperimentConfig) -> dict:
 
     demo = config.demo
     n_symbols = 1 + max(int(m.group(1)) for m in numbers if m)
+    from datetime import UTC, datetime
+
+    from tickcast.core.altdata import EARNINGS_DATE_NOTICE
+
+    # The calendar runs on to what is announced by now, so the live demo feed meets earnings days.
     frame, earnings = generate_market(n_symbols, demo.bars, "1d", alpha=demo.alpha, seed=demo.seed, start=demo.start,
-                                      market_symbol=config.index, earnings_every=demo.earnings_every)
+                                      market_symbol=config.index, earnings_every=demo.earnings_every,
+                                      calendar_until=datetime.now(UTC) + EARNINGS_DATE_NOTICE)
     frame = frame[frame["symbol"].isin(names)]
     earnings = earnings[earnings["symbol"].isin(names)]
     log.info("demo market: %d daily bars of %s (alpha %g, seed %d), %d earnings reports", len(frame), ", ".join(names),
              demo.alpha, demo.seed, len(earnings))
     if len(earnings):
-        from datetime import UTC, datetime
-
         from tickcast.altdata.collect import provenance, store_rows
         from tickcast.core.altdata import EARNINGS
 

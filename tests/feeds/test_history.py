@@ -15,9 +15,11 @@ from spark_jobs.backfill import backfill_frame
 from tickcast.catalog import tables
 from tickcast.catalog.tables import table_defs
 from tickcast.cli import app
+from tickcast.features.alt import earnings_window
 from tickcast.feeds import FeedError
+from tickcast.feeds.alpha import noise_scale
 from tickcast.feeds.barfiles import parse_bar_file
-from tickcast.feeds.history import COLUMNS, generate_history, log_returns
+from tickcast.feeds.history import COLUMNS, generate_history, generate_market, log_returns
 from tickcast.feeds.synthetic import SyntheticMarket
 
 US = timedelta(microseconds=1)
@@ -231,3 +233,34 @@ def test_load_into_delta_twice_leaves_the_same_rows(spark, settings) -> None:
     ]
     expected = spark.createDataFrame(rows, schema=table_defs()["bars_1d"].schema())
     assert_df_equality(stored.drop("updated_at"), expected.drop("updated_at"), ignore_nullable=True)
+
+
+def test_earnings_days_reverse_the_echo_and_the_calendar_is_collected_earnings() -> None:
+    alpha = 0.35
+    bars, earnings = generate_market(3, 400, "1d", alpha=alpha, seed=7, earnings_every=21)
+    base, _ = generate_market(3, 400, "1d", alpha=0.0, seed=7, earnings_every=21)
+    assert sorted(earnings["symbol"].unique()) == ["S0001", "S0002"]  # the index reports nothing
+    assert earnings.groupby("symbol").size().tolist() == [19, 19]
+    assert earnings["eps_surprise"].notna().all() and (earnings["hour"] == "amc").all()
+    flags = earnings_window(bars, earnings).reshape(3, 400)
+    assert flags[0].sum() == 0 and 35 <= flags[1].sum() <= 60
+    for i, symbol in enumerate(["MKT", "S0001", "S0002"]):
+        r = np.diff(np.log(bars.loc[bars.symbol == symbol, "close"].to_numpy()))
+        s = np.diff(np.log(base.loc[base.symbol == symbol, "close"].to_numpy()))
+        coefficient = np.where(flags[i][1:] > 0, -alpha, alpha)
+        # Bar t's return = +-alpha x the return three bars earlier + the scaled base return.
+        np.testing.assert_allclose(r[3:], coefficient[3:] * r[:-3] + noise_scale(alpha) * s[3:], atol=1e-9)
+
+
+def test_a_calendar_continued_past_the_bars_changes_no_bar_and_schedules_without_actuals() -> None:
+    bars, earnings = generate_market(3, 300, "1d", alpha=0.3, seed=5, earnings_every=21)
+    until = datetime.now(UTC) + timedelta(days=14)
+    longer_bars, longer = generate_market(3, 300, "1d", alpha=0.3, seed=5, earnings_every=21, calendar_until=until)
+    pd.testing.assert_frame_equal(bars, longer_bars)
+    key = ["symbol", "report_date"]
+    # Every report of the bars' span is kept, with the same dates.
+    pd.testing.assert_frame_equal(longer.merge(earnings[key], on=key)[key], earnings[key])
+    later = longer[pd.to_datetime(longer["report_date"]) > pd.Timestamp(bars["window_start"].max().date())]
+    assert len(later) > 0 and pd.to_datetime(later["report_date"]).max() <= pd.Timestamp(until.date())
+    scheduled = later[pd.to_datetime(later["available_at"], utc=True) > datetime.now(UTC)]
+    assert scheduled["eps_actual"].isna().all() and scheduled["eps_surprise"].isna().all()

@@ -14,7 +14,7 @@ winter), ``window_end = window_start + interval``. Everything is vectorised nump
 from __future__ import annotations
 
 import math
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,7 @@ def generate_market(
     start: date | datetime | str | None = None,
     market_symbol: str = "MKT",
     earnings_every: int | None = None,
+    calendar_until: datetime | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The bars of ``generate_history`` and an earnings calendar (rows of the Delta
     ``alt_earnings`` table, empty without ``earnings_every``).
@@ -94,6 +95,9 @@ def generate_market(
     ``earnings_window`` feature's rule) the planted echo is reversed, so earnings days follow
     a rule of their own that only a model routed by the calendar can learn. The calendar is
     drawn from a generator of its own: the bars' base returns are the same with or without it.
+    With ``calendar_until`` the calendar goes on past the bars to that time (the reports after
+    now scheduled, without actuals), so a live feed that continues the market meets earnings
+    days too; the bars' earnings days are the same either way.
     """
     if interval not in INTERVALS:
         raise FeedError(f"--interval must be one of {', '.join(INTERVAL_NAMES)}, got {interval!r}")
@@ -119,8 +123,14 @@ def generate_market(
     if earnings_every is not None:
         calendar_rng = np.random.default_rng(None if seed is None else [seed, 1])
         stocks = [s for s in universe.symbols if s != market_symbol]
-        earnings = earnings_calendar(stocks, starts, earnings_every, calendar_rng)
-        reversed_on = _earnings_days(universe.symbols, starts, earnings)
+        span, now = starts, None
+        if calendar_until is not None:
+            span = starts.union(pd.bdate_range(starts[-1], pd.Timestamp(calendar_until).tz_convert("UTC").normalize(),
+                                               tz="UTC"))
+            now = datetime.now(UTC)
+        earnings = earnings_calendar(stocks, span, earnings_every, calendar_rng, now=now)
+        within = pd.to_datetime(earnings["report_date"]).dt.date <= starts[-1].date()
+        reversed_on = _earnings_days(universe.symbols, starts, earnings[within])
     returns = apply_echo(base, alpha, reversed_on)
 
     log_close = np.log(universe.start_prices)[None, :] + np.cumsum(returns, axis=0)
@@ -169,24 +179,31 @@ def _empty_calendar() -> pd.DataFrame:
                                  "date_known_at", "available_at"])
 
 
-def earnings_calendar(symbols: list[str], starts: pd.DatetimeIndex, every: int, rng: np.random.Generator
-                      ) -> pd.DataFrame:
+def earnings_calendar(symbols: list[str], starts: pd.DatetimeIndex, every: int, rng: np.random.Generator,
+                      now: datetime | None = None) -> pd.DataFrame:
     """Reports of each symbol every ``every`` bars after the close, validated as collected
-    earnings are (``tickcast.core.altdata.validate``): estimates, actuals, surprises."""
-    from tickcast.core.altdata import EARNINGS, validate
+    earnings are (``tickcast.core.altdata.validate``): estimates, actuals, surprises. A report
+    released after ``now`` (default: two days after the last bar) is scheduled: announced,
+    without actuals yet."""
+    from tickcast.core.altdata import EARNINGS, earnings_release_time, validate
 
-    now = (starts[-1] + pd.Timedelta(days=2)).to_pydatetime()
+    now = now or (starts[-1] + pd.Timedelta(days=2)).to_pydatetime()
+    # Every phase first: a longer span adds reports without moving anyone's dates.
+    phases = rng.integers(0, every, len(symbols))
     rows = []
-    for symbol in symbols:
-        for position in range(int(rng.integers(0, every)), len(starts), every):
+    for symbol, phase in zip(symbols, phases, strict=True):
+        for position in range(int(phase), len(starts), every):
             day = starts[position].date()
             eps = float(np.round(rng.uniform(0.5, 3.0), 2))
             revenue = float(np.round(rng.uniform(1e8, 5e9), -5))
+            eps_actual = float(np.round(eps * (1 + rng.normal(0, 0.08)), 2))
+            revenue_actual = float(np.round(revenue * (1 + rng.normal(0, 0.03)), -5))
+            released = earnings_release_time(day, "amc") <= now
             rows.append(validate(EARNINGS, {
                 "symbol": symbol, "report_date": day.isoformat(), "hour": "amc",
-                "fiscal_period": f"{day.year}Q{(day.month - 1) // 3 + 1}",
-                "eps_estimate": eps, "eps_actual": float(np.round(eps * (1 + rng.normal(0, 0.08)), 2)),
-                "revenue_estimate": revenue, "revenue_actual": float(np.round(revenue * (1 + rng.normal(0, 0.03)), -5)),
+                "fiscal_period": f"{day.year}Q{(day.month - 1) // 3 + 1}", "eps_estimate": eps,
+                "eps_actual": eps_actual if released else None, "revenue_estimate": revenue,
+                "revenue_actual": revenue_actual if released else None,
             }, now))
     return pd.DataFrame(rows, columns=_empty_calendar().columns) if rows else _empty_calendar()
 
