@@ -338,8 +338,13 @@ def test_the_retrain_dag_seeds_the_demo_market_trains_registers_and_gates(settin
     assert set(trained["metrics"]) == {"lstm_routed", "transformer_routed", "no_change", "momentum"}
     # Earnings-day routing: the demo's calendar is stored, the evaluation reports each route on its
     # own rows, and each registered bundle carries its earnings-day network.
-    calendar = tables.read_frame(settings, "alt_earnings", ["symbol", "report_date"])
-    assert sorted(calendar.symbol.unique()) == ["S0001", "S0002"] and len(calendar) == 64
+    calendar = tables.read_frame(settings, "alt_earnings", ["symbol", "report_date", "eps_actual"])
+    last_bar = bars["window_start"].max().date()
+    within = calendar[calendar.report_date <= last_bar]
+    assert sorted(calendar.symbol.unique()) == ["S0001", "S0002"] and len(within) == 64
+    # It runs on past the history to what is announced by now (14 days ahead at most).
+    later = calendar[calendar.report_date > last_bar]
+    assert len(later) > 0 and later.report_date.max() <= (datetime.now(UTC) + timedelta(days=14)).date()
     metrics = json.loads((settings.home_dir / "evaluations" / "demo-tiny-20260110T030000" / "metrics.json").read_text())
     assert set(metrics["routes"]) == {"normal", "earnings"}
     assert all(metrics["routes"][route]["lstm_routed"]["rows"] > 0 for route in ("normal", "earnings"))
