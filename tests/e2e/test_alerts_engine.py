@@ -37,7 +37,7 @@ def predictions(signal_is: str, confidence: float, minute: int) -> pd.DataFrame:
     row = {"symbol": "S0001", "horizon": "1m", "predicted_return": 0.012, "predicted_price": 101.2,
            "p10": -0.01, "p50": 0.012, "p90": 0.03, "prob_up": confidence, "prob_neutral": 1 - confidence,
            "prob_down": 0.0, "signal": signal_is, "confidence": confidence, "model_name": "lstm+transformer",
-           "model_version": "1+1", "data_timestamp": pd.Timestamp(at), "predicted_at": pd.Timestamp(at + timedelta(seconds=1))}
+           "model_version": "1+1", "route": "normal", "data_timestamp": pd.Timestamp(at), "predicted_at": pd.Timestamp(at + timedelta(seconds=1))}
     return pd.DataFrame([row])[list(FRAME_COLUMNS)]
 
 
