@@ -46,6 +46,13 @@ def _fmt_pct(value: float) -> str:
     return f"{value * 100:+.2f}%"
 
 
+def _quantile_prices(p: Prediction, quantiles: tuple[float, ...]) -> list[float]:
+    """The quantiles (forward returns) as prices, from the close the prediction was made at
+    (``predicted_price`` is that close times 1 + the expected return)."""
+    close = p.predicted_price / (1.0 + p.predicted_return) if p.predicted_return > -1.0 else float("nan")
+    return [close * (1.0 + q) for q in quantiles]
+
+
 def _fmt_age(seconds: float) -> str:
     for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
         if abs(seconds) >= size:
@@ -74,7 +81,8 @@ def prediction_card(symbol: str | None, prediction: Prediction | None) -> list[A
         ("Horizon", p.horizon),
         ("Predicted return", _fmt_pct(p.predicted_return)),
         ("Predicted price", f"{p.predicted_price:,.2f}"),
-        ("p10 / p50 / p90", f"{p.p10:,.2f} / {p.p50:,.2f} / {p.p90:,.2f}"),
+        ("Return p10 / p50 / p90", f"{_fmt_pct(p.p10)} / {_fmt_pct(p.p50)} / {_fmt_pct(p.p90)}"),
+        ("Price p10 / p90", " / ".join(f"{price:,.2f}" for price in _quantile_prices(p, (p.p10, p.p90)))),
         ("P(up / neutral / down)",
          f"{p.probabilities.up:.0%} / {p.probabilities.neutral:.0%} / {p.probabilities.down:.0%}"),
         ("Confidence", f"{p.confidence:.0%}"),

@@ -53,7 +53,8 @@ def test_prediction_card_shows_the_contract_fields() -> None:
     prediction = make_prediction("MSFT", datetime(2024, 2, 1, tzinfo=UTC), 400.0)
     card = html.Div(prediction_card("MSFT", prediction))
     text = str(card)
-    for fragment in ("BUY", "+1.23%", "404.92", "392.00 / 404.92 / 416.00", "55% / 25% / 20%",
+    # Returns as percentages, prices as prices: the quantiles are returns, shown as both.
+    for fragment in ("BUY", "+1.23%", "404.92", "-2.00% / +1.23% / +4.00%", "392.00 / 416.00", "55% / 25% / 20%",
                      "momentum-baseline v1", "2024-02-01 00:00:00 UTC"):
         assert fragment in text, fragment
     # The baseline says so on the badge and beside the model; a champion's prediction does not.

@@ -54,9 +54,10 @@ def make_prediction(symbol: str, data_timestamp: datetime, price: float) -> Pred
         horizon="1d",
         predicted_return=0.0123,
         predicted_price=round(price * 1.0123, 4),
-        p10=round(price * 0.98, 4),
-        p50=round(price * 1.0123, 4),
-        p90=round(price * 1.04, 4),
+        # The quantiles are forward returns, like predicted_return (the contract).
+        p10=-0.02,
+        p50=0.0123,
+        p90=0.04,
         probabilities=Probabilities(up=0.55, neutral=0.25, down=0.2),
         signal="BUY",
         confidence=0.55,
