@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog.market import MarketStore
-from tickcast.core.intervals import INTERVAL_NAMES
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.core.predictions import EARNINGS_ROUTE, Prediction
 from tickcast.core.settings import Settings
 from tickcast.models.momentum import MODEL_NAME as BASELINE_MODEL_NAME
@@ -40,6 +40,10 @@ _CSS = {
              "padding": "12px 16px", "background": "#f6f8fa"},
     "muted": {"color": "#656d76", "fontSize": "13px"},
 }
+
+
+# Fewer bars than this get an axis of this many bar lengths on each side.
+MIN_SPAN_BARS = 3
 
 
 def _fmt_pct(value: float) -> str:
@@ -150,6 +154,14 @@ def candle_figure(symbol: str | None, interval: str, bars: list[Any]) -> go.Figu
         # Keeps the user's zoom across the periodic refreshes of the same chart.
         uirevision=f"{symbol}-{interval}",
     )
+    if x and len(x) < MIN_SPAN_BARS:
+        # A bar or two: plotly would zoom to a few microseconds around them ("23:59:59.9996").
+        length = INTERVALS[interval].length
+        span = [x[0] - length * MIN_SPAN_BARS, x[-1] + length * MIN_SPAN_BARS]
+        fig.update_xaxes(range=span, row=1, col=1)
+        fig.update_xaxes(range=span, row=2, col=1)
+    if not INTERVALS[interval].intraday:
+        fig.update_xaxes(tickformat="%Y-%m-%d")
     fig.update_xaxes(title_text="time (UTC)", row=2, col=1)
     fig.update_yaxes(title_text="price", row=1, col=1)
     fig.update_yaxes(title_text="volume", row=2, col=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pandas as pd
 from dash import html
 
 from dashboard.app import CHART_ID, candle_figure, create_app, prediction_card
@@ -47,6 +48,12 @@ def test_candle_figure_holds_the_bars_in_order() -> None:
     assert [str(x) for x in candles.x] == [f"2024-01-0{d} 00:00:00" for d in (2, 3, 4)]
     assert fig.layout.title.text == "AAPL · 1d bars"
     assert candle_figure("AAPL", "1m", []).layout.title.text == "AAPL · 1m bars (none yet)"
+    # Daily bars read as dates; one bar gets an axis of days around it, not of microseconds.
+    assert fig.layout.xaxis.tickformat == "%Y-%m-%d" and fig.layout.xaxis.range is None
+    one = candle_figure("AAPL", "1d", bars[:1])
+    low, high = (pd.Timestamp(v) for v in one.layout.xaxis.range)
+    assert low == pd.Timestamp("2023-12-30") and high == pd.Timestamp("2024-01-05")
+    assert candle_figure("AAPL", "1m", bars[:1]).layout.xaxis.tickformat is None
 
 
 def test_prediction_card_shows_the_contract_fields() -> None:
