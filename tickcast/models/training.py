@@ -105,31 +105,30 @@ def fit_child(parent, arch: str, config: ExperimentConfig, train: TrainingData, 
               scale: float) -> FitResult:
     """A copy of ``parent`` adapted to one symbol: heads only (``freeze``) or every layer at a
     lower learning rate (``finetune``)."""
-    child = networks.clone_with_weights(parent)
-    if config.transfer.strategy == "freeze":
-        networks.freeze_body(child)
-    kwargs: ArchitectureConfig = getattr(config, arch)
-    networks.compile_model(child, learning_rate=config.transfer.child_learning_rate,
-                           quantile_weight=kwargs.quantile_weight, return_scale=scale)
-    if not len(train):
-        return FitResult(child, 0, 0.0, None)
-    t = config.training
-    return _fit(child, train, validation, epochs=config.transfer.child_epochs, batch_size=t.batch_size,
-                patience=t.patience)
+    return _fine_tune(parent, arch, config, train, validation, scale, learning_rate=config.transfer.child_learning_rate,
+                      epochs=config.transfer.child_epochs, freeze=config.transfer.strategy == "freeze")
 
 
 def fit_earnings(parent, arch: str, config: ExperimentConfig, train: TrainingData, validation: TrainingData,
                  scale: float) -> FitResult:
     """The earnings-day model: a copy of ``parent`` fine-tuned on earnings-window rows only."""
+    return _fine_tune(parent, arch, config, train, validation, scale, learning_rate=config.routing.learning_rate,
+                      epochs=config.routing.epochs)
+
+
+def _fine_tune(parent, arch: str, config: ExperimentConfig, train: TrainingData, validation: TrainingData,
+               scale: float, *, learning_rate: float, epochs: int, freeze: bool = False) -> FitResult:
+    """A copy of ``parent`` trained further on ``train`` (the copy as it is when there is none)."""
     model = networks.clone_with_weights(parent)
+    if freeze:
+        networks.freeze_body(model)
     kwargs: ArchitectureConfig = getattr(config, arch)
-    networks.compile_model(model, learning_rate=config.routing.learning_rate,
-                           quantile_weight=kwargs.quantile_weight, return_scale=scale)
+    networks.compile_model(model, learning_rate=learning_rate, quantile_weight=kwargs.quantile_weight,
+                           return_scale=scale)
     if not len(train):
         return FitResult(model, 0, 0.0, None)
     t = config.training
-    return _fit(model, train, validation, epochs=config.routing.epochs, batch_size=t.batch_size,
-                patience=t.patience)
+    return _fit(model, train, validation, epochs=epochs, batch_size=t.batch_size, patience=t.patience)
 
 
 def predict(model, x: np.ndarray, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
