@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tickcast.core.featureset import FEATURE_SET_VERSION
+from tickcast.core.predictions import DEFAULT_ROUTE
 from tickcast.models.dataset import Scaler
 from tickcast.models.experiment import ExperimentConfig
 
@@ -158,8 +159,8 @@ class ModelBundle:
 
     def served_routes(self, routes) -> np.ndarray:
         """Which route serves each row: its own when this bundle has a network for it, else normal."""
-        routes = np.full(0, "normal", dtype=object) if routes is None else np.asarray(routes, dtype=object)
-        return np.where(np.isin(routes, list(self.routes)), routes, "normal")
+        routes = np.asarray(routes, dtype=object)
+        return np.where(np.isin(routes, list(self.routes)), routes, DEFAULT_ROUTE)
 
     def predict(self, symbols, raw: np.ndarray, routes=None) -> tuple[np.ndarray, np.ndarray]:
         """(probabilities (n, 3), quantiles (n, 3)) for each row: the network of its route

@@ -81,13 +81,14 @@ def deployed_variant(config: ExperimentConfig) -> str:
 
 
 def earnings_rows(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray | None:
-    """Rows routed to the earnings-day model (None without routing)."""
+    """Rows routed to the earnings-day model: the configured symbols' bars in their earnings
+    window (None without routing)."""
     if not config.routing.earnings:
         return None
     if ROUTE_COLUMN not in frame.columns:
         raise EvaluationError(f"earnings-day routing needs the {ROUTE_COLUMN} of each row, from the earnings "
                               "calendar: collect it first (tickcast altdata collect earnings)")
-    return frame[ROUTE_COLUMN].to_numpy(dtype=float) > 0
+    return (frame[ROUTE_COLUMN].to_numpy(dtype=float) > 0) & frame["symbol"].isin(config.symbols).to_numpy()
 
 
 def eligible_rows(frame: pd.DataFrame, config: ExperimentConfig) -> np.ndarray:
@@ -206,8 +207,7 @@ def _fold_models(frame: pd.DataFrame, config: ExperimentConfig, fold: Fold, data
                 out.setdefault(f"{arch}_scratch", []).append(_predictions(fit.model, test, test_rows))
         say(f"fold {fold.number}: {arch} children and from-scratch models for {len(config.symbols)} symbol(s) done")
         if on_earnings is not None and parent is not None and f"{arch}_child" in out:
-            stocks = np.isin(symbols, config.symbols)
-            out[f"{arch}_{ROUTED_VARIANT}"] = [_routed(arch, config, fold, data, parent, test_mask, on_earnings & stocks,
+            out[f"{arch}_{ROUTED_VARIANT}"] = [_routed(arch, config, fold, data, parent, test_mask, on_earnings,
                                                        out[f"{arch}_child"], scale, timings, say)]
     return out
 

@@ -219,11 +219,10 @@ def fit_deployed(frame: pd.DataFrame, config: ExperimentConfig, say: Callable[[s
         say(f"final {arch} children for {len(children)} symbol(s) done")
         earnings_model = None
         if on_earnings is not None:
-            routed = on_earnings & np.isin(symbols, config.symbols)
-            fit = training.fit_earnings(parent.model, arch, config, data.select(train & routed),
-                                        data.select(validation & routed), scale)
+            fit = training.fit_earnings(parent.model, arch, config, data.select(train & on_earnings),
+                                        data.select(validation & on_earnings), scale)
             earnings_model = fit.model
-            say(f"final {arch} earnings-day model on {int((train & routed).sum())} rows: {fit.epochs} epochs")
+            say(f"final {arch} earnings-day model on {int((train & on_earnings).sum())} rows: {fit.epochs} epochs")
         models[arch] = (parent.model, children, earnings_model)
     return scaler, models
 
