@@ -10,7 +10,7 @@ XDIST ?= -n 2 --dist loadscope
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live bench-soak bench-alerts clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live bench-soak bench-alerts bench-dashboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,6 +52,9 @@ bench-api: bootstrap bench/node_modules ## API latency and throughput (GET one /
 
 bench-live: bootstrap ## One live-scorer cycle for 5,000 symbols, step by step
 	$(VENV)/bin/python bench/live.py
+
+bench-dashboard: bootstrap ## Watchlist of 5,000 in Chromium: first render, update latency; bare-table and SSE-echo baselines
+	$(VENV)/bin/python bench/dashboard.py
 
 bench-soak: bootstrap ## The whole stream with maintenance running for 20 minutes: files, disk, trends
 	$(VENV)/bin/python bench/soak.py

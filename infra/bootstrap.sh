@@ -10,8 +10,9 @@ say() { printf '==> %s\n' "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages: chromium + chromium-driver for the browser tests, redis-server
-# for the scale-out online store.
-packages=(chromium chromium-driver redis-server)
+# for the scale-out online store, prometheus for the metrics over time (`tickcast up` runs
+# /usr/bin/prometheus itself, on loopback; the package's own service is not used).
+packages=(chromium chromium-driver redis-server prometheus)
 missing=()
 for pkg in "${packages[@]}"; do
     # dpkg -s also succeeds for removed packages whose config files remain.
@@ -64,6 +65,27 @@ export UV_PYTHON_DOWNLOADS="${UV_PYTHON_DOWNLOADS:-never}"
 # run in .venv.
 say "syncing Airflow's environment (airflow/.venv) from airflow/uv.lock"
 "${UV[@]}" sync --frozen --project airflow
+
+# The scripts, styles and fonts of the GX data docs (tickcast/quality/docs_assets.py), from npm
+# at the versions GX's templates name, so the docs work without internet. Pinned by
+# infra/datadocs/package-lock.json; npm ci keeps what it downloads in npm's cache; skipped while
+# node_modules was installed from this very lock file.
+datadocs=infra/datadocs
+if cmp -s "$datadocs/package-lock.json" "$datadocs/node_modules/.installed-from-lock"; then
+    say "data docs assets present ($datadocs/node_modules)"
+else
+    if ! command -v npm >/dev/null; then
+        say "installing Debian packages: nodejs npm"
+        as_root=()
+        [[ $EUID -ne 0 ]] && as_root=(sudo)
+        { "${as_root[@]}" apt-get update \
+            && "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs npm; } \
+            || die "npm not found and could not be installed: install Node.js with npm"
+    fi
+    say "installing the data docs assets ($datadocs, npm ci)"
+    npm ci --prefix "$datadocs" --no-audit --no-fund
+    cp "$datadocs/package-lock.json" "$datadocs/node_modules/.installed-from-lock"
+fi
 
 say "tickcast setup (JVM jars, \$TICKCAST_HOME)"
 .venv/bin/tickcast setup

@@ -9,9 +9,9 @@ shared objects on ``app.state``, the error handlers and the two ASGI layers in f
 
 The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
 the latest predictions, kept current from the Kafka ``predictions`` topic (or, as a fallback,
-by polling the online store; ``serving.live``); they send the stored JSON as it is, with the
-freshness appended. Routes that do file IO or model work
-are plain ``def``, which FastAPI runs in its thread pool.
+by polling the online store; ``tickcast.scoring.live_predictions``); they send the stored JSON
+as it is, with the freshness and the staleness appended (``serving.latest``). Routes that do
+file IO or model work are plain ``def``, which FastAPI runs in its thread pool.
 """
 
 from __future__ import annotations
@@ -22,9 +22,10 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from serving.docs import install_docs
 from serving.errors import install_error_handlers
 from serving.hot import HotReads
-from serving.live import LatestPredictions, LivePredictions
+from serving.latest import LatestPredictions
 from serving.metrics import RequestMetrics, ServingMetrics
 from serving.routes import (
     API_PREFIX,
@@ -41,6 +42,7 @@ from serving.routes import (
 from serving.security import API_KEY_HEADER, Guard
 from tickcast.catalog.market import MarketStore
 from tickcast.core.settings import Settings
+from tickcast.scoring.live_predictions import LivePredictions
 from tickcast.scoring.models import ModelLoader
 from tickcast.scoring.on_demand import OnDemandScorer
 
@@ -68,6 +70,9 @@ def create_app(settings: Settings) -> FastAPI:
         title="TickCast API",
         version=_VERSION,
         lifespan=_lifespan,
+        # Swagger UI and ReDoc from local files (serving/docs.py), not FastAPI's CDN pages.
+        docs_url=None,
+        redoc_url=None,
         description=(
             "Short-horizon predictions per symbol from the champion LSTM and Transformer: the latest "
             "ones (one or thousands at once), on-demand scoring, history, explanations, the models "
@@ -103,6 +108,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.scorer = OnDemandScorer(settings, loader)
 
     install_error_handlers(app)
+    install_docs(app)
     for router in ROUTERS:
         app.include_router(router)
     # The last added is the outermost: metrics see what the hot path answers too.

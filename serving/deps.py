@@ -11,13 +11,14 @@ from typing import Annotated
 from fastapi import Depends, Path, Security
 from starlette.requests import HTTPConnection
 
-from serving.live import LatestPredictions, LivePredictions
+from serving.latest import LatestPredictions
 from serving.metrics import ServingMetrics
 from serving.security import Authorized, Guard
 from tickcast.auth.apikeys import ApiKey
 from tickcast.catalog.market import MarketStore
 from tickcast.core.settings import Settings
 from tickcast.core.symbols import SYMBOL_PATTERN
+from tickcast.scoring.live_predictions import LivePredictions
 from tickcast.scoring.models import ModelLoader
 from tickcast.scoring.on_demand import OnDemandScorer
 

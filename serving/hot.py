@@ -29,7 +29,7 @@ from serving.security import API_KEY_HEADER, Guard, RateLimited
 from tickcast.core.symbols import SYMBOL_PATTERN
 
 if TYPE_CHECKING:
-    from serving.live import LatestPredictions
+    from serving.latest import LatestPredictions
 
 _SYMBOL = re.compile(SYMBOL_PATTERN)
 _HEADER = API_KEY_HEADER.lower().encode()

@@ -27,8 +27,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from serving.live import LivePredictions
     from tickcast.core.settings import Settings
+    from tickcast.scoring.live_predictions import LivePredictions
 
 log = logging.getLogger("tickcast.serving.access")
 

@@ -9,9 +9,25 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from tickcast.alerts.rules import RuleSpec
 from tickcast.catalog.market import Bar
-from tickcast.core.intervals import IntervalName
+from tickcast.core.intervals import INTERVALS, IntervalName
 from tickcast.core.predictions import Prediction
 from tickcast.core.symbols import SYMBOL_PATTERN
+
+
+def _stale_after(seconds: float) -> str:
+    return f"{seconds:g} s = {seconds / 86_400:g} days" if seconds >= 86_400 else f"{seconds:g} s = {seconds / 60:g} minutes"
+
+
+# The rule of tickcast.core.predictions.is_stale, with the figures of tickcast.core.intervals.
+STALE_DESCRIPTION = (
+    "true when the data behind the prediction is older than its bar interval allows: data_freshness_sec above "
+    + "; above ".join(
+        f"{_stale_after(i.stale_after.total_seconds())} for {i.label} bars "
+        f"(a horizon in {'minutes or hours, e.g. 30m, 1h' if i.intraday else 'days, e.g. 5d'})"
+        for i in INTERVALS.values())
+    + ". Both are longer than the market's own pauses (quiet minutes; a weekend and a holiday): a stale "
+    "prediction means the feed, the bars or the scorer stopped for the symbol."
+)
 
 
 class PredictionResponse(Prediction):
@@ -20,6 +36,7 @@ class PredictionResponse(Prediction):
     data_freshness_sec: float = Field(
         description="Seconds between now and data_timestamp (the newest tick the prediction used)"
     )
+    stale: bool = Field(description=STALE_DESCRIPTION)
     features: dict[str, float | None] | None = Field(
         None, description="With ?include_features=true: the symbol's online feature values"
     )

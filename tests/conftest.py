@@ -153,3 +153,12 @@ def browser(tmp_path: Path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def scored(spark, base_settings: Settings, tmp_path_factory: pytest.TempPathFactory):
+    """A platform state with real models (tests/serving/market_data.build_scored), built once
+    per session and only read: the API and dashboard tests share it."""
+    from tests.serving.market_data import build_scored
+
+    return build_scored(spark, base_settings, tmp_path_factory.mktemp("scored"))

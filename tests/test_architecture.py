@@ -55,6 +55,17 @@ def test_a_core_module_importing_the_api_breaks_the_contracts(tmp_path: Path) ->
     assert "Core and catalog import no job, API or dashboard BROKEN" in done.stdout
 
 
+def test_a_domain_service_importing_a_web_framework_breaks_the_contracts(tmp_path: Path) -> None:
+    """The live predictions are the API's and the dashboard's: no WebSocket type in them."""
+    project = _copy_project(tmp_path)
+    planted = project / "tickcast" / "scoring" / "live_predictions.py"
+    planted.write_text(planted.read_text() + "\nfrom starlette.websockets import WebSocket  # noqa: E402,F401\n")
+    done = _run([str(BIN / "lint-imports")], project)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "tickcast.scoring.live_predictions -> starlette" in done.stdout
+    assert "The services of the domain import no web framework BROKEN" in done.stdout
+
+
 @pytest.mark.parametrize(("module", "planted_import"), [
     ("core/intervals.py", "from tickcast.core import settings  # noqa: E402,F401\n"),
     # A cycle hidden inside a function (how gate <-> docs once hid) is seen all the same.

@@ -50,9 +50,9 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     options = _parse(write_config(settings))
     configs = _process_configs(options)
 
-    assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts",
-                             "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                             "feed"]
+    assert list(configs) == ["kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "metrics",
+                             "prometheus", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                             "airflow-triggerer", "feed"]
     bin_dir = Path(sys.prefix) / "bin"
     assert configs["mlflow"].command.startswith(f"{bin_dir}/mlflow server ")
     assert configs["mlflow"].environment["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
@@ -62,6 +62,8 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
     assert configs["api"].command == f"{bin_dir}/tickcast serve api"
     assert configs["dashboard"].command == f"{bin_dir}/tickcast serve dashboard"
     assert configs["alerts"].command == f"{bin_dir}/tickcast alerts run"
+    assert configs["metrics"].command == f"{bin_dir}/tickcast metrics serve"
+    assert configs["prometheus"].command.startswith("/usr/bin/prometheus ")
     for component in ("api-server", "scheduler", "dag-processor", "triggerer"):
         assert configs[f"airflow-{component}"].command == f"{bin_dir}/tickcast airflow run {component}"
     assert configs["feed"].command == (
@@ -88,8 +90,8 @@ def test_config_has_every_program_with_logs_env_and_stop_policy(settings: Settin
 def test_config_without_embedded_kafka_or_demo_feed(settings: Settings) -> None:
     settings = settings.model_copy(update={"kafka_embedded": False, "demo_feed_enabled": False})
     configs = _process_configs(_parse(write_config(settings)))
-    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "airflow-api-server",
-                             "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
+    assert list(configs) == ["mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "metrics", "prometheus",
+                             "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]
 
 
 def test_without_airflow_the_platform_runs_the_maintenance_itself(settings: Settings) -> None:

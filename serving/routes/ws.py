@@ -3,8 +3,10 @@
 A client sends ``{"action": "subscribe" | "unsubscribe", "symbols": [...]}`` and gets the
 list of its subscriptions back, then ``{"type": "prediction_update", "prediction": {...}}``
 for each new prediction that differs from the symbol's last one in more than its
-``predicted_at`` (the current one at once for a newly subscribed symbol; ``serving.live``
-decides what is new). Problems
+``predicted_at`` (the current one at once for a newly subscribed symbol;
+``tickcast.scoring.live_predictions`` decides what is new). The prediction is the one
+``GET /api/v1/predictions/{symbol}`` answers: the contract's fields, ``data_freshness_sec`` and
+``stale`` as of when the message is sent. Problems
 are ``{"type": "error", "status": ..., "detail": ...}`` messages; a bad key also closes the
 connection, with code 4000 + status, since a WebSocket has no HTTP status to carry it.
 """
@@ -12,6 +14,7 @@ connection, with code 4000 + status, since a WebSocket has no HTTP status to car
 from __future__ import annotations
 
 import asyncio
+import time
 
 import orjson
 from fastapi import APIRouter, HTTPException, WebSocket, WebSocketDisconnect
@@ -19,8 +22,9 @@ from pydantic import ValidationError
 
 from serving.deps import GuardDep, LiveDep
 from serving.inputs import symbol_list
-from serving.live import LivePredictions, Subscriber
+from serving.latest import with_freshness
 from serving.security import API_KEY_HEADER
+from tickcast.scoring.live_predictions import Entry, LivePredictions, Subscriber
 
 router = APIRouter()
 
@@ -37,9 +41,9 @@ async def predictions_feed(websocket: WebSocket, live: LiveDep, guard: GuardDep)
         await websocket.send_json({"type": "error", "status": exc.status_code, "detail": exc.detail})
         await websocket.close(code=4000 + exc.status_code)
         return
-    subscriber = Subscriber(websocket)
+    subscriber = Subscriber()
     live.join(subscriber)
-    sender = asyncio.create_task(_send_loop(subscriber))
+    sender = asyncio.create_task(_send_loop(websocket, subscriber))
     try:
         while True:
             text = await websocket.receive_text()
@@ -52,11 +56,15 @@ async def predictions_feed(websocket: WebSocket, live: LiveDep, guard: GuardDep)
         sender.cancel()
 
 
-async def _send_loop(subscriber: Subscriber) -> None:
+def _update(entry: Entry) -> str:
+    return (b'{"type":"prediction_update","prediction":' + with_freshness(entry, time.time()) + b"}").decode()
+
+
+async def _send_loop(websocket: WebSocket, subscriber: Subscriber) -> None:
     try:
         while True:
-            message = await subscriber.queue.get()
-            await subscriber.websocket.send_text(message.decode())
+            entry = await subscriber.queue.get()
+            await websocket.send_text(_update(entry))
     except (WebSocketDisconnect, RuntimeError, asyncio.CancelledError):
         return
 
@@ -81,7 +89,7 @@ def _command(live: LivePredictions, subscriber: Subscriber, text: str) -> bytes:
         for symbol in symbols:
             entry = live.latest.get(symbol)
             if entry is not None:
-                subscriber.offer(b'{"type":"prediction_update","prediction":' + entry.payload + b"}")
+                subscriber.offer(entry)
     else:
         live.unsubscribe(subscriber, symbols)
     return orjson.dumps({"type": f"{action}d", "symbols": sorted(subscriber.symbols)})

@@ -23,6 +23,7 @@ from deltalake import write_deltalake
 
 from tickcast.catalog import tables
 from tickcast.catalog.topics import topic_message_count
+from tickcast.core.intervals import horizon_label
 from tickcast.core.predictions import FRAME_COLUMNS, Prediction
 from tickcast.core.settings import Settings
 from tickcast.models.bundle import ModelBundle
@@ -31,7 +32,7 @@ from tickcast.models.dataset import Scaler
 from tickcast.models.labels import DOWN, UP
 from tickcast.models.registry import RegistryError
 from tickcast.models.untrained import quick_bundles, register_bundles
-from tickcast.scoring.models import DeployedModel, ModelLoader, horizon_label, pair
+from tickcast.scoring.models import DeployedModel, ModelLoader, pair
 from tickcast.scoring.publish import PredictionPublisher, PublishError
 from tickcast.scoring.score import SequenceBatch, build_batch, score
 from tickcast.scoring.sources import latest_sequences

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from deltalake import DeltaTable
 
+from tickcast.auth.apikeys import ApiKeyStore
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.catalog.tables import ensure_tables, table_defs
@@ -106,3 +108,51 @@ class Scored:
 def scored_features(settings: Settings):
     return (DeltaTable(tables.table_path(settings, "features")).to_pandas(partitions=[("interval", "=", "1d")])
             .sort_values(["symbol", "window_start"]))
+
+
+def build_scored(spark, base_settings: Settings, root: Path) -> Scored:
+    """A platform state with real (quickly fitted) models: bars and features of AAPL, MSFT, MKT
+    and SHORT, champion v1 and challenger v2 registered in MLflow, two rounds of champion
+    predictions in the online store and Delta, and API keys."""
+    from spark_jobs.features_backfill import backfill_features
+    from tickcast.catalog import featurestore
+    from tickcast.core.predictions import frame_to_arrow
+    from tickcast.models.untrained import quick_bundles, register_bundles
+    from tickcast.scoring.models import ModelLoader
+    from tickcast.scoring.score import score
+    from tickcast.scoring.sources import latest_sequences
+
+    settings = base_settings.model_copy(update={"home": root / "home", "api_key_cache_seconds": 0.0})
+    ensure_tables(spark, settings)
+    rows = [r for symbol, base in (("AAPL", 180.0), ("MSFT", 370.0), ("MKT", 4000.0))
+            for r in bar_rows(symbol, DAY0, timedelta(days=1), 30, base)]
+    rows += bar_rows("SHORT", DAY0, timedelta(days=1), 2, 10.0)
+    write_bars(spark, settings, "bars_1d", rows)
+    backfill_features(spark, settings, intervals=("1d",))
+    features = scored_features(settings)
+    featurestore.push_online(settings, features.groupby("symbol").tail(1))
+
+    first = quick_bundles(root / "v1", features=FEATURES, sequence_length=LENGTH, children=("AAPL",))
+    register_bundles(settings, first, metrics={"ic": 0.05, "sharpe": 1.2})
+    second = quick_bundles(root / "v2", features=FEATURES, sequence_length=LENGTH, seed=9)
+    register_bundles(settings, second, champion=False, metrics={"ic": 0.07})
+
+    # Two rounds of champion predictions, in the online store and in Delta, as the stream writes them.
+    dual = ModelLoader(settings).dual("1d")
+    batch, _ = latest_sequences(settings, ["AAPL", "MSFT"], "1d", dual.features, dual.sequence_length)
+    for i in range(2):
+        frame = score(dual, batch, predicted_at=FIRST + timedelta(hours=i))
+        OnlineStore(settings.online_store_path).upsert_frame(frame)
+        tables.append_arrow(settings, tables.PREDICTIONS, frame_to_arrow(frame))
+    OnlineStore(settings.online_store_path).upsert([make_prediction("BASE", DAY0, 50.0)])
+
+    store = ApiKeyStore(settings.api_keys_path)
+    keys = {name: store.create(name, scopes, rate_limit=limit)[1] for name, scopes, limit in (
+        ("reader", ["read"], "100000/second"), ("scorer", ["read", "score"], "100000/second"),
+        ("tight", ["read"], "2/minute"), ("revoked", ["read"], None))}
+    store.revoke("revoked")
+    sequences = {s: features[features.symbol == s][FEATURES].to_numpy(dtype=float)[-LENGTH:] for s in ("AAPL", "MSFT")}
+    closes = {s: [r for r in rows if r[0] == s][-1][6] for s in ("AAPL", "MSFT")}
+    bundles = {v: {arch: ModelBundle(settings.models_cache_dir / f"tickcast-{arch}-1d" / v)
+                   for arch in ("lstm", "transformer")} for v in ("1",)}
+    return Scored(settings, keys, sequences, closes, bundles)

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from serving.deps import get_store
-from tests.serving.market_data import Market
+from tests.serving.market_data import Market, make_prediction
 from tickcast.auth.apikeys import ApiKeyStore
 from tickcast.catalog.market import BAR_COLUMNS
+from tickcast.catalog.online import OnlineStore
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 
@@ -45,13 +46,47 @@ def test_prediction_has_every_contract_field(client: TestClient, market: Market)
 
     assert response.status_code == 200
     body = response.json()
-    assert set(body) == set(Prediction.model_fields) | {"data_freshness_sec"}
+    assert set(body) == set(Prediction.model_fields) | {"data_freshness_sec", "stale"}
     freshness = body.pop("data_freshness_sec")
+    assert body.pop("stale") is True  # daily data of 2024
     assert Prediction.model_validate(body) == stored
     assert body["probabilities"] == {"up": 0.55, "neutral": 0.25, "down": 0.2}
     assert body["signal"] == "BUY"
     assert (before - stored.data_timestamp).total_seconds() <= freshness
     assert freshness <= (after - stored.data_timestamp).total_seconds()
+
+
+def test_a_prediction_is_stale_when_its_data_is_older_than_its_interval_allows(settings: Settings) -> None:
+    now = datetime.now(UTC)
+    ages = {  # symbol -> (horizon, age of its data, stale)
+        "ANCIENT": ("1d", timedelta(days=4.8 * 365), True),  # the 4.8-year-old HOLD
+        "MISSED": ("5d", timedelta(days=4, minutes=10), True),  # a trading day without a bar
+        "WEEKEND": ("1d", timedelta(days=3, hours=17), False),  # Friday's close on Tuesday's open
+        "QUIET": ("30m", timedelta(minutes=16), True),
+        "LIVE": ("1h", timedelta(seconds=5), False),
+    }
+    OnlineStore(settings.online_store_path).upsert([
+        make_prediction(symbol, now - age, 10.0).model_copy(update={"horizon": horizon, "predicted_at": now})
+        for symbol, (horizon, age, _) in ages.items()])
+    expected = {symbol: stale for symbol, (_, _, stale) in ages.items()}
+    settings = settings.model_copy(update={"scorer_publish_kafka": False})
+    _, key = ApiKeyStore(settings.api_keys_path).create("stale", ["read"], rate_limit="100000/second")
+    with TestClient(create_app(settings), headers={"X-API-Key": key}) as client:
+        single = {symbol: client.get(f"/api/v1/predictions/{symbol}").json() for symbol in ages}
+        assert {symbol: body["stale"] for symbol, body in single.items()} == expected
+        assert all(isinstance(body["data_freshness_sec"], float) for body in single.values())
+        batch = client.get("/api/v1/predictions", params={"symbols": ",".join(ages)}).json()
+        assert {p["symbol"]: p["stale"] for p in batch["predictions"]} == expected
+        # The route (behind the hot path) says the same: a query parameter the hot path leaves to it.
+        routed = client.get("/api/v1/predictions/ANCIENT", params={"include_features": "false"}).json()
+        assert routed["stale"] is True
+        # And so do the WebSocket's updates, with the freshness as of their sending.
+        with client.websocket_connect("/ws/predictions") as ws:
+            ws.send_json({"action": "subscribe", "symbols": ["ANCIENT", "LIVE"]})
+            assert ws.receive_json()["type"] == "subscribed"
+            pushed = [ws.receive_json()["prediction"] for _ in range(2)]
+        assert {p["symbol"]: p["stale"] for p in pushed} == {"ANCIENT": True, "LIVE": False}
+        assert all(p["data_freshness_sec"] > 0 for p in pushed)
 
 
 def test_prediction_of_unknown_symbol_is_404_with_message(client: TestClient) -> None:

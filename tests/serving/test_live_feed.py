@@ -18,13 +18,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
-from serving.live import LivePredictions, _entry
 from tests.serving.market_data import make_prediction
 from tickcast.auth.apikeys import ApiKeyStore
 from tickcast.catalog.online import OnlineStore
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 from tickcast.platform.processes import free_port
+from tickcast.scoring.live_predictions import LivePredictions, _entry
 from tickcast.scoring.publish import PredictionPublisher
 
 T0 = datetime(2026, 3, 2, 15, 0, tzinfo=UTC)
@@ -87,7 +87,7 @@ def _served(client: TestClient, symbol: str, data_timestamp: datetime) -> Callab
 
 def test_a_prediction_on_the_topic_is_served_and_pushed(on_kafka: Settings, publisher, caplog) -> None:
     headers = _key(on_kafka)
-    with caplog.at_level(logging.INFO, logger="tickcast.serving"), \
+    with caplog.at_level(logging.INFO, logger="tickcast.scoring"), \
             TestClient(create_app(on_kafka), headers=headers) as client:
         _started(client, "kafka")
         with client.websocket_connect("/ws/predictions") as ws:
@@ -179,7 +179,7 @@ def test_predictions_in_the_store_at_start_are_served_and_none_published_meanwhi
 def test_the_store_is_polled_when_publishing_to_kafka_is_off(on_kafka: Settings, publisher, caplog) -> None:
     settings = on_kafka.model_copy(update={"scorer_publish_kafka": False})
     store = OnlineStore(settings.online_store_path)
-    with caplog.at_level(logging.INFO, logger="tickcast.serving"), \
+    with caplog.at_level(logging.INFO, logger="tickcast.scoring"), \
             TestClient(create_app(settings), headers=_key(settings)) as client:
         live: LivePredictions = client.app.state.live  # type: ignore[attr-defined]
         assert live.feed is None and live.source == "store"
@@ -201,7 +201,7 @@ def test_the_store_is_polled_when_publishing_to_kafka_is_off(on_kafka: Settings,
 
 def test_the_store_is_polled_while_the_broker_is_unreachable(settings: Settings, caplog) -> None:
     nowhere = settings.model_copy(update={"kafka_bootstrap_servers": f"127.0.0.1:{free_port()}"})
-    with caplog.at_level(logging.WARNING, logger="tickcast.serving"), \
+    with caplog.at_level(logging.WARNING, logger="tickcast.scoring"), \
             TestClient(create_app(nowhere), headers=_key(nowhere)) as client:
         live: LivePredictions = client.app.state.live  # type: ignore[attr-defined]
         assert live.feed is not None

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.core.errors import NotFound, UnknownSymbol
-from tickcast.core.intervals import INTERVAL_NAMES
+from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.core.predictions import Prediction
 from tickcast.core.settings import Settings
 
@@ -158,6 +158,35 @@ class BarStore:
             keep = pa.concat_arrays([pa.array([True]), *changed.fill_null(True).chunks])
             table = table.filter(keep)
         return table.slice(0, limit)[::-1].select(list(BAR_COLUMNS))
+
+    def last_closes(self, interval: str = "1d", lookback: int = 10) -> dict[str, tuple[float, float | None]]:
+        """Every symbol's latest close and the close before it (None with one bar), from the bars
+        of the last ``lookback`` intervals before the newest bar of the table (one scan, for the
+        watchlist's price and change)."""
+        import pyarrow.compute as pc
+        import pyarrow.dataset as pads
+
+        dataset = self._reader(interval).dataset()
+        if dataset is None:
+            return {}
+        newest = pc.max(dataset.to_table(columns=["window_start"])["window_start"]).as_py()
+        if newest is None:
+            return {}
+        since = newest - INTERVALS[interval].length * lookback
+        table = dataset.to_table(columns=["symbol", "window_start", "close", "updated_at"],
+                                 filter=pads.field("window_start") >= since)
+        table = table.take(pc.sort_indices(table, sort_keys=[
+            ("symbol", "ascending"), ("window_start", "descending"), ("updated_at", "descending", "at_end")]))
+        closes: dict[str, tuple[float, float | None]] = {}
+        last_start: dict[str, object] = {}
+        for symbol, start, close in zip(table["symbol"].to_pylist(), table["window_start"].to_pylist(),
+                                        table["close"].to_pylist(), strict=True):
+            if symbol not in closes:
+                closes[symbol] = (close, None)
+                last_start[symbol] = start
+            elif closes[symbol][1] is None and start != last_start[symbol]:
+                closes[symbol] = (closes[symbol][0], close)
+        return closes
 
     def bars(self, symbol: str, interval: str = "1d", limit: int = 200) -> list[Bar]:
         return [Bar(**row) for row in self.bars_table(symbol, interval, limit).to_pylist()]

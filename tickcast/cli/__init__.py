@@ -16,12 +16,14 @@ from tickcast.cli import (
     feeds,
     history,
     maintain,
+    metrics,
     models,
     platform,
     quality,
     score,
     serve,
     stream,
+    users,
 )
 
 app = typer.Typer(
@@ -49,12 +51,14 @@ quality.register(app)
 corporate_actions.register(app)
 history.register(app)
 maintain.register(app)
+metrics.register(app)
 score.register(app)
 models.register(app)
 apikeys.register(app)
 alerts.register(app)
 airflow.register(app)
 altdata.register(app)
+users.register(app)
 
 if __name__ == "__main__":
     app()

@@ -5,15 +5,20 @@ column order of the scorers' frames (``FRAME_COLUMNS``: the probabilities flatte
 ``prob_<class>`` so a frame stays flat), the Arrow schema that the Delta ``predictions`` table
 is created with and appended in (``arrow_schema``, ``frame_to_arrow``), and the JSON that the
 online store keeps and the Kafka ``predictions`` topic carries (``frame_payloads``).
+
+It also says when a prediction is stale (``is_stale``): the rule the API's ``stale`` flag and
+the dashboard follow.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from pydantic import BaseModel, Field
+
+from tickcast.core.intervals import horizon_interval
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,7 +40,8 @@ class Probabilities(BaseModel):
 
 class Prediction(BaseModel):
     symbol: str
-    horizon: str
+    horizon: str = Field(description="How far ahead it looks, in bars of the interval it was made from: "
+                         "days (5d) for daily bars, minutes or hours (30m, 1h) for minute bars")
     predicted_return: float
     predicted_price: float
     p10: float
@@ -49,6 +55,36 @@ class Prediction(BaseModel):
     route: Route = DEFAULT_ROUTE
     data_timestamp: datetime
     predicted_at: datetime
+
+    def is_stale(self, now: datetime | None = None) -> bool:
+        """Whether the data behind it is stale at ``now`` (default: now); see ``is_stale``."""
+        return is_stale(self.data_timestamp, self.horizon, now if now is not None else datetime.now(UTC))
+
+
+def stale_after(horizon: str) -> timedelta:
+    """How old the data behind a prediction of ``horizon`` may be before it is stale: the
+    ``stale_after`` of the interval of its bars (4 days for daily bars, 15 minutes for minute
+    bars). ValueError for a horizon that names no interval."""
+    return horizon_interval(horizon).stale_after
+
+
+def is_stale(data_timestamp: datetime, horizon: str, now: datetime) -> bool:
+    """Whether a prediction made from data of ``data_timestamp`` is stale at ``now``.
+
+    The rule, once for the platform: a prediction is stale when its data is older than its
+    interval allows, ``now - data_timestamp > stale_after(horizon)`` (strictly: exactly
+    ``stale_after`` old is not stale yet). The interval is the one of the bars the prediction
+    was made from, which its ``horizon`` names (``5d``: daily bars; ``30m``, ``1h``: minute
+    bars), not the horizon's length: a 5-day prediction from daily bars is as fresh as a 1-day
+    one. ``stale_after`` is the longest gap the market makes in that interval's data without
+    anything being wrong (``tickcast.core.intervals``): daily data survives a weekend and a
+    holiday, minute data a quarter of an hour. Older means the feed, the bars or the scorer
+    stopped for the symbol, and the prediction describes a market that has since moved on.
+
+    ``data_timestamp`` and ``now`` must both carry a zone (or both be naive UTC). ValueError
+    for a horizon that names no interval.
+    """
+    return now - data_timestamp > stale_after(horizon)
 
 
 FIELDS: tuple[str, ...] = tuple(Prediction.model_fields)

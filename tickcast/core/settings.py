@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8050
     dashboard_refresh_seconds: float = 2.0
+    # Host headers the dashboard answers (comma-separated; "*" for any): a request naming another
+    # host is refused, so a DNS-rebinding page cannot read the dashboard through a victim's browser.
+    dashboard_allowed_hosts: str = "127.0.0.1,localhost"
+    # Signs the session cookie. Unset in local mode: generated once under $TICKCAST_HOME/auth.
+    dashboard_session_secret: SecretStr | None = None
+    dashboard_session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+    # Failed sign-ins per user name and per client address (the `limits` library's notation).
+    dashboard_login_rate_limit: str = "10/minute"
     api_workers: int = Field(default=1, ge=1)
     # uvicorn's line per request; off, a request that fails (>= 400) is still logged once.
     # At thousands of requests a second the access log costs a third of the throughput.
@@ -259,6 +267,21 @@ class Settings(BaseSettings):
     # A remote tracking server (e.g. http://mlflow:5000): used instead of the local store.
     mlflow_tracking_uri: str | None = None
 
+    # Metrics over time. `up` runs the pipeline exporter (`tickcast metrics serve`: each streaming
+    # query's and the scorer's progress as Prometheus metrics) on loopback at pipeline_metrics_port,
+    # and Prometheus (Debian's package, installed by the bootstrap) on loopback at prometheus_port,
+    # scraping it and the API every prometheus_scrape_seconds, its data under
+    # $TICKCAST_HOME/prometheus kept prometheus_retention_days and at most prometheus_retention_mb.
+    # With prometheus_url (a Prometheus of your own, scraping the same targets) `up` runs none and
+    # the dashboard reads that one. The ports are not Prometheus' usual 9090, which a system-wide
+    # Prometheus started by the Debian package may hold.
+    pipeline_metrics_port: int = 9191
+    prometheus_port: int = 9190
+    prometheus_scrape_seconds: float = Field(default=5.0, ge=1, le=300)
+    prometheus_retention_days: int = Field(default=15, ge=1)
+    prometheus_retention_mb: int = Field(default=1024, ge=64)
+    prometheus_url: str | None = None
+
     # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
     demo_feed_enabled: bool = True
     demo_feed_symbols: int = 20
@@ -284,7 +307,7 @@ class Settings(BaseSettings):
                 )
         if self.mode != "local":
             for name in ("twilio_auth_token", "sendgrid_api_key", "alerts_webhook_secret", "fred_api_key",
-                         "news_api_key", "earnings_api_key"):
+                         "news_api_key", "earnings_api_key", "dashboard_session_secret"):
                 secret = getattr(self, name)
                 if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"TICKCAST_{name.upper()} is a placeholder; set a real secret outside local mode")
@@ -293,6 +316,15 @@ class Settings(BaseSettings):
     @property
     def home_dir(self) -> Path:
         return self.home
+
+    @property
+    def dashboard_dir(self) -> Path:
+        """The dashboard's own state: the session secret (local mode) and saved watchlists."""
+        return self.home_dir / "dashboard"
+
+    @property
+    def dashboard_hosts(self) -> list[str]:
+        return [h.strip() for h in self.dashboard_allowed_hosts.split(",") if h.strip()]
 
     @property
     def checkpoint_dir(self) -> Path:
@@ -323,6 +355,16 @@ class Settings(BaseSettings):
     def api_keys_path(self) -> Path:
         """API keys (SHA-256 hashes only) and their scopes."""
         return self.home_dir / "auth" / "api_keys.sqlite"
+
+    @property
+    def dashboard_users_path(self) -> Path:
+        """The dashboard's users (argon2 password hashes only)."""
+        return self.home_dir / "auth" / "dashboard_users.sqlite"
+
+    @property
+    def dashboard_admin_password_file(self) -> Path:
+        """The first user's generated password (mode 0600), written when there is no user yet."""
+        return self.home_dir / "auth" / "dashboard_admin_password"
 
     @property
     def models_cache_dir(self) -> Path:

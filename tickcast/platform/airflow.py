@@ -15,6 +15,8 @@ import os
 import subprocess
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +205,117 @@ def component_health(settings: Settings, component: str) -> str | None:
     key = {"api-server": "metadatabase", "dag-processor": "dag_processor"}.get(component, component)
     status = (document.get(key) or {}).get("status")
     return None if status == "healthy" else f"{key} is {status or 'not reported'} in Airflow's health check"
+
+
+class AirflowUnavailable(RuntimeError):
+    """Airflow's API cannot be read (not running, not reachable, no credentials yet)."""
+
+
+@dataclass(frozen=True)
+class DagRun:
+    """One run of a DAG, as Airflow's REST API reports it (times in UTC)."""
+
+    dag_id: str
+    run_id: str
+    run_type: str
+    state: str
+    run_after: datetime | None
+    start_date: datetime | None
+    end_date: datetime | None
+    # Airflow's own figure for a finished run; None while it runs or before it starts.
+    duration_seconds: float | None
+
+
+def _instant(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def parse_runs(document: Any) -> list[DagRun]:
+    """The runs of a ``GET /api/v2/dags/{dag_id}/dagRuns`` answer."""
+    if not isinstance(document, dict) or not isinstance(document.get("dag_runs"), list):
+        raise AirflowUnavailable("Airflow's API answered without a list of DAG runs")
+    runs = []
+    for item in document["dag_runs"]:
+        duration = item.get("duration")
+        start, end = _instant(item.get("start_date")), _instant(item.get("end_date"))
+        if duration is None and start is not None and end is not None:
+            duration = (end - start).total_seconds()
+        runs.append(DagRun(
+            dag_id=str(item.get("dag_id")), run_id=str(item.get("dag_run_id")), run_type=str(item.get("run_type")),
+            state=str(item.get("state")), run_after=_instant(item.get("run_after")), start_date=start, end_date=end,
+            duration_seconds=float(duration) if isinstance(duration, int | float) else None,
+        ))
+    return runs
+
+
+class AirflowApi:
+    """Airflow's REST API (``/api/v2``) as the platform's admin, whose password Airflow's simple
+    auth manager generated (``password_file``). Synchronous; holds its token until refused."""
+
+    def __init__(self, settings: Settings, timeout: float = 5.0):
+        import httpx
+
+        self.settings = settings
+        self.url = api_url(settings)
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self._token: str | None = None
+
+    def _login(self) -> str:
+        import json
+
+        path = password_file(self.settings)
+        try:
+            passwords = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise AirflowUnavailable(f"Airflow has not written its admin password yet ({path})") from None
+        if not isinstance(passwords, dict) or not passwords:
+            raise AirflowUnavailable(f"no user in {path}")
+        username = "admin" if "admin" in passwords else next(iter(passwords))
+        response = self._request("POST", "/auth/token", json={"username": username, "password": passwords[username]},
+                                 authorised=False)
+        token = response.json().get("access_token") if response.status_code in (200, 201) else None
+        if not token:
+            raise AirflowUnavailable(f"Airflow refused the admin's sign-in (HTTP {response.status_code})")
+        return str(token)
+
+    def _request(self, method: str, path: str, authorised: bool = True, **options: Any) -> Any:
+        import httpx
+
+        headers = {"Authorization": f"Bearer {self._token}"} if authorised and self._token else {}
+        try:
+            return self._http.request(method, path, headers=headers, **options)
+        except httpx.HTTPError as exc:
+            raise AirflowUnavailable(f"Airflow at {self.url} is not answering ({type(exc).__name__})") from exc
+
+    def get(self, path: str, **params: Any) -> Any:
+        """A JSON document of the API, signing in first and again when the token has expired."""
+        for attempt in range(2):
+            if self._token is None:
+                self._token = self._login()
+            response = self._request("GET", path, params=params)
+            if response.status_code in (401, 403) and attempt == 0:
+                self._token = None
+                continue
+            if response.status_code != 200:
+                raise AirflowUnavailable(f"Airflow answered HTTP {response.status_code} to GET {path}")
+            try:
+                return response.json()
+            except ValueError:
+                raise AirflowUnavailable(f"Airflow answered GET {path} without JSON") from None
+        raise AirflowUnavailable("Airflow refused the admin's token")  # pragma: no cover - the loop returns or raises
+
+    def dag_ids(self) -> list[str]:
+        """The platform's DAGs (tag ``tickcast``) that Airflow has parsed."""
+        document = self.get("/api/v2/dags", tags="tickcast", limit=100)
+        return sorted(str(d["dag_id"]) for d in document.get("dags") or [])
+
+    def recent_runs(self, per_dag: int = 5) -> dict[str, list[DagRun]]:
+        """Each DAG's newest runs, newest first (a DAG that never ran: an empty list)."""
+        return {dag_id: parse_runs(self.get(f"/api/v2/dags/{dag_id}/dagRuns", order_by="-run_after", limit=per_dag))
+                for dag_id in self.dag_ids()}
+
+    def close(self) -> None:
+        self._http.close()

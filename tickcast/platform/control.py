@@ -68,6 +68,8 @@ def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
         "api": [(settings.api_port, "TICKCAST_API_PORT")],
         "dashboard": [(settings.dashboard_port, "TICKCAST_DASHBOARD_PORT")],
         "airflow-api-server": [(settings.airflow_port, "TICKCAST_AIRFLOW_PORT")],
+        "metrics": [(settings.pipeline_metrics_port, "TICKCAST_PIPELINE_METRICS_PORT")],
+        "prometheus": [(settings.prometheus_port, "TICKCAST_PROMETHEUS_PORT")],
     }.get(name, [])
 
 
@@ -96,6 +98,14 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "dashboard":
         url = f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name == "metrics":
+        url = f"http://127.0.0.1:{settings.pipeline_metrics_port}/metrics"
+        return None if _http_ok(url) else f"GET {url} not 200 yet"
+    if name == "prometheus":
+        from tickcast.platform import prometheus
+
+        url = f"{prometheus.base_url(settings)}/-/ready"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name.startswith("airflow-"):
         from tickcast.platform import airflow
@@ -185,6 +195,12 @@ def _start(settings: Settings, supervisor: Supervisor, name: str, console: Conso
     if info["statename"] in ALIVE:
         console.print(f"    {name} already {info['statename'].lower()}", highlight=False)
         return
+    if name == "prometheus":
+        from tickcast.platform import prometheus
+
+        missing = prometheus.missing_binary_message()
+        if missing:
+            raise PlatformError(f"cannot start prometheus: {missing}")
     for port, variable in _ports(settings, name):
         if port_open("127.0.0.1", port):
             raise PlatformError(
@@ -218,6 +234,18 @@ def up(
 
     if "kafka" in selected:
         broker.prepare(settings, broker.layout_for(settings))
+    if "dashboard" in selected:
+        from tickcast.auth.users import UserStore, ensure_initial_user
+
+        # Like Airflow's admin: a first user with a generated password, so a fresh platform can
+        # be signed in to; `tickcast users create` adds the real ones.
+        if ensure_initial_user(UserStore(settings.dashboard_users_path), settings.dashboard_admin_password_file):
+            _say(console, f"dashboard user admin created; its password is in {settings.dashboard_admin_password_file}")
+    if "prometheus" in configured:
+        from tickcast.platform import prometheus
+
+        prometheus.write_scrape_config(settings)
+        prometheus.data_dir(settings).mkdir(parents=True, exist_ok=True)
     write_config(settings)
     supervisor = Supervisor(settings)
     if supervisor.is_running():
@@ -278,6 +306,12 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
         rows.append(("API", f"http://{client_host(settings.api_host)}:{settings.api_port}/docs"))
     if "dashboard" in names:
         rows.append(("Dashboard", f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}"))
+        rows.append(("Dashboard login", f"admin; the password is in {settings.dashboard_admin_password_file}"
+                     if settings.dashboard_admin_password_file.exists() else "`tickcast users create NAME`"))
+    if "prometheus" in names:
+        from tickcast.platform import prometheus
+
+        rows.append(("Prometheus", prometheus.base_url(settings)))
     if "mlflow" in names:
         rows.append(("MLflow", tracking.server_url(settings)))
     elif not tracking.is_local(settings):

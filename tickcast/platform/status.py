@@ -77,7 +77,7 @@ def kafka_lag(progress: dict[str, Any], watermarks: Watermarks) -> dict[str, int
     return lag
 
 
-def _delta_sources(progress: dict[str, Any]) -> dict[str, int]:
+def delta_sources(progress: dict[str, Any]) -> dict[str, int]:
     """{table directory name: the version the query's last batch read up to} of its Delta sources."""
     found: dict[str, int] = {}
     for source in progress.get("sources") or []:
@@ -94,7 +94,7 @@ def delta_lag(progress: dict[str, Any], versions: dict[str, int | None]) -> dict
     """Commits per Delta table read as a stream that the query's last batch had not reached
     (``versions``: each table's current version; None where unknown)."""
     lag: dict[str, int | None] = {}
-    for table, read_up_to in _delta_sources(progress).items():
+    for table, read_up_to in delta_sources(progress).items():
         current = versions.get(table)
         lag[table] = None if current is None else max(current - read_up_to, 0)
     return lag
@@ -230,13 +230,13 @@ def collect_status(settings: Settings) -> PlatformStatus:
                 watermarks = topic_watermarks(settings, topics)
             except Exception as exc:  # the broker may be down while status still reports
                 status.kafka_error = str(exc)
-        versions = {table: _table_version(settings, table)
-                    for table in sorted({t for p in progress.values() for t in _delta_sources(p)})}
+        versions = {table: table_version(settings, table)
+                    for table in sorted({t for p in progress.values() for t in delta_sources(p)})}
         status.queries = [query_status(name, p, watermarks, versions=versions) for name, p in sorted(progress.items())]
     return status
 
 
-def _table_version(settings: Settings, table: str) -> int | None:
+def table_version(settings: Settings, table: str) -> int | None:
     from tickcast.catalog.tables import open_table, table_defs
 
     if table not in table_defs():

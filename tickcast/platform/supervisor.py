@@ -24,8 +24,9 @@ from tickcast.core.settings import Settings
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "maintain",
-                 "airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "feed")
+PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "metrics",
+                 "prometheus", "maintain", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+                 "airflow-triggerer", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
@@ -91,7 +92,7 @@ def program_log(settings: Settings, name: str) -> Path:
 def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
     """Every program this configuration runs, in start order."""
     from tickcast.models import tracking
-    from tickcast.platform import airflow, broker
+    from tickcast.platform import airflow, broker, prometheus
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []
@@ -134,7 +135,13 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
         Program("dashboard", [tickcast, "serve", "dashboard"], priority=40),
         # Dry run until Twilio / SendGrid credentials are set: messages rendered, logged, recorded.
         Program("alerts", [tickcast, "alerts", "run"], priority=42, startsecs=5, stopwaitsecs=60),
+        # Each streaming query's progress as Prometheus metrics, for Prometheus (ours or the operator's).
+        Program("metrics", [tickcast, "metrics", "serve"], priority=43, startsecs=3, stopwaitsecs=10),
     ]
+    if prometheus.is_local(settings):
+        # Keeps the metrics over time (the dashboard's Pipeline page); loopback only, bounded retention.
+        result.append(Program("prometheus", prometheus.server_command(settings), priority=44, startsecs=3,
+                              stopwaitsecs=30))
     if settings.airflow_enabled:
         # The batch side; its `maintenance` DAG runs the table maintenance.
         result += [Program(airflow.program_name(component), [tickcast, "airflow", "run", component],

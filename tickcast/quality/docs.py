@@ -4,6 +4,7 @@ Layout under ``settings.gx_dir``::
 
     validations/<suite>/<run>/<time>/<layer>-<table>.json   GX validation results store
     data_docs/index.html                                    the site (suites + latest results)
+    data_docs/static/vendor/                                its scripts, styles and fonts (docs_assets.py)
 
 Bounded by construction: after each publish the results store keeps only the newest
 result per (suite, layer-table), and GX's site builder removes the pages of results that
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tickcast.core.settings import Settings
+from tickcast.quality.docs_assets import install_vendor
 from tickcast.quality.suites import SuiteFile
 
 SITE_NAME = "tickcast"
@@ -97,7 +99,10 @@ def _context(settings: Settings, suites: Mapping[str, SuiteFile]) -> Any:
         SITE_NAME: {
             "class_name": "SiteBuilder",
             "show_how_to_buttons": False,
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site_dir(settings))},
+            # GX's filesystem store, writing the pages with their CDN URLs pointed at the site's
+            # own copies (docs_assets.py): the docs work without internet.
+            "store_backend": {"module_name": "tickcast.quality.docs_assets", "class_name": "OfflineSiteStoreBackend",
+                              "base_directory": str(site_dir(settings))},
             "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
         }
     }
@@ -154,6 +159,7 @@ def publish(settings: Settings, suites: Mapping[str, SuiteFile], entries: Sequen
             _store(context, entry)
         _prune(context, RESULTS_KEPT_PER_TABLE)
         context.build_data_docs(site_names=[SITE_NAME])
+        install_vendor(site_dir(settings))
         _remove_empty_dirs(results_dir(settings))
         _remove_empty_dirs(site_dir(settings) / "validations")
     return index_path(settings)

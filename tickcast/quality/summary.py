@@ -121,3 +121,95 @@ def summarize(results: pd.DataFrame) -> list[TableSummary]:
             ],
         ))
     return summaries
+
+
+@dataclass(frozen=True)
+class RecordedExpectation:
+    """One expectation's result in one run, as Delta ``quality_results`` holds it."""
+
+    expectation: str
+    rows_checked: int
+    rows_failed: int
+    success: bool
+
+    @property
+    def errored(self) -> bool:
+        """GX could not evaluate it (the job's log says why); its rows were let through."""
+        return not self.success and self.rows_failed == 0
+
+
+@dataclass(frozen=True)
+class LatestRun:
+    """The newest validation run of one (table, suite, layer): what it checked and found."""
+
+    table: str
+    suite: str
+    layer: str
+    run_id: str
+    validated_at: datetime
+    rows_checked: int
+    # Distinct rows failing at least one expectation.
+    rows_failed: int
+    expectations: list[RecordedExpectation]
+
+    @property
+    def passed(self) -> list[RecordedExpectation]:
+        return [e for e in self.expectations if e.success]
+
+    @property
+    def failed(self) -> list[RecordedExpectation]:
+        return [e for e in self.expectations if not e.success and not e.errored]
+
+    @property
+    def errored(self) -> list[RecordedExpectation]:
+        return [e for e in self.expectations if e.errored]
+
+
+_RUN_KEY = ["table_name", "suite", "layer"]
+
+
+def latest_runs(results: pd.DataFrame) -> list[LatestRun]:
+    """The newest run of every (table, suite, layer) in ``results`` (rows of Delta
+    ``quality_results``), by table, suite and layer; each run's expectations in the order
+    recorded."""
+    runs = results[results["expectation"] == ANY_EXPECTATION]
+    if runs.empty:
+        return []
+    newest = runs.sort_values("validated_at").groupby(_RUN_KEY, sort=True).tail(1)
+    found = []
+    for run in newest.sort_values(_RUN_KEY).itertuples(index=False):
+        checks = results[(results["table_name"] == run.table_name) & (results["suite"] == run.suite)
+                         & (results["layer"] == run.layer) & (results["run_id"] == run.run_id)
+                         # A re-run under the same id (a batch job run again) is another run.
+                         & (results["validated_at"] == run.validated_at)
+                         & (results["expectation"] != ANY_EXPECTATION)]
+        found.append(LatestRun(
+            table=str(run.table_name), suite=str(run.suite), layer=str(run.layer), run_id=str(run.run_id),
+            validated_at=run.validated_at.to_pydatetime().astimezone(UTC),
+            rows_checked=int(run.rows_checked), rows_failed=int(run.rows_failed),
+            expectations=[RecordedExpectation(str(c.expectation), int(c.rows_checked), int(c.rows_failed),
+                                              bool(c.success)) for c in checks.itertuples(index=False)],
+        ))
+    return found
+
+
+def read_latest_runs(settings: Settings) -> list[LatestRun] | None:
+    """The newest run of every (table, suite, layer) recorded in Delta ``quality_results``; None
+    while the table does not exist. Reads the small columns of every run's ``(any)`` row first,
+    then only the rows of the newest runs."""
+    import pyarrow.compute as pc
+
+    # Checked first: delta-rs creates the directory of a table it fails to open.
+    if not tables.is_delta_table(tables.table_path(settings, tables.QUALITY_RESULTS)):
+        return None
+    dataset = tables.dataset(settings, tables.QUALITY_RESULTS)
+    if dataset is None:
+        return None
+    runs = dataset.to_table(columns=[*_RUN_KEY, "run_id", "validated_at"],
+                            filter=pc.field("expectation") == ANY_EXPECTATION).to_pandas()
+    if runs.empty:
+        return []
+    newest = runs.sort_values("validated_at").groupby(_RUN_KEY).tail(1)
+    columns = tables.table_defs()[tables.QUALITY_RESULTS].column_names
+    rows = dataset.to_table(columns=columns, filter=pc.field("run_id").isin(newest["run_id"].unique().tolist()))
+    return latest_runs(rows.to_pandas())

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from tickcast.core.intervals import INTERVALS
+from tickcast.core.intervals import horizon_label
 from tickcast.models.networks import ARCHITECTURES
 from tickcast.models.registry import CHALLENGER, CHAMPION, RegistryError, pair_label, registered_name
 from tickcast.scoring.routes import EarningsCalendar
@@ -80,13 +80,6 @@ class DualModel:
     @property
     def bundles(self) -> tuple[ModelBundle, ModelBundle]:
         return self.lstm.bundle, self.transformer.bundle
-
-
-def horizon_label(interval: str, bars: int) -> str:
-    """How far ahead a prediction looks, e.g. ``1d`` or ``30m`` (``1h`` for 60 minutes)."""
-    if INTERVALS[interval].intraday:
-        return f"{bars // 60}h" if bars % 60 == 0 else f"{bars}m"
-    return f"{bars}d"
 
 
 def pair(lstm: DeployedModel, transformer: DeployedModel, calendar: EarningsCalendar | None = None) -> DualModel:

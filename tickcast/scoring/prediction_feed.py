@@ -1,6 +1,7 @@
-"""The Kafka ``predictions`` topic, consumed by one background thread per API process.
+"""The Kafka ``predictions`` topic, followed by one background thread per process that holds
+the latest predictions (``tickcast.scoring.live_predictions``: the API, the dashboard).
 
-Every API process must see every prediction, so the consumer joins no group: it has a group id
+Every such process must see every prediction, so the consumer joins no group: it has a group id
 of its own (librdkafka wants one) and ``assign``s every partition of the topic itself, never
 committing an offset. It starts at the end of the topic as it was *before* the online store is
 read once (``catch_up``): the scorer writes a prediction to the store before it publishes it, so
@@ -11,7 +12,8 @@ harmless.
 The thread hands raw payloads (contract JSON as bytes) over in batches through a bounded
 queue: when the receiver falls behind, the thread waits, and the broker keeps the rest.
 ``healthy`` says whether the topic is being followed; while it is not (connecting, the broker
-unreachable, the topic missing) the API polls the online store instead (``serving.live``).
+unreachable, the topic missing) the receiver polls the online store instead. Nothing starts on
+import: the thread and its consumer exist from ``start`` to ``stop``.
 """
 
 from __future__ import annotations
@@ -29,10 +31,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
 
-log = logging.getLogger("tickcast.serving.feed")
+log = logging.getLogger(__name__)
 # librdkafka's own log lines, through Python logging instead of stderr, at DEBUG: while the
 # broker is down it reports every reconnect; this module says once what matters.
-kafka_log = logging.getLogger("tickcast.serving.feed.librdkafka")
+kafka_log = logging.getLogger(f"{__name__}.librdkafka")
 
 
 class _LibrdkafkaLog:
@@ -67,12 +69,14 @@ class KafkaPredictionFeed:
     partitions are assigned; it returns the payloads to deliver first (the online store's rows).
     ``notify()`` is called (on the thread) after each batch is queued: it must be thread-safe
     (``loop.call_soon_threadsafe``). ``on_health(bool)`` is called on the thread when following
-    the topic starts or stops.
+    the topic starts or stops. ``client`` names the process in the consumer's group id
+    (``tickcast-<client>-<host>-<pid>-<random>``), for whoever lists the broker's consumers.
     """
 
     def __init__(self, settings: Settings, catch_up: Callable[[], list[bytes]], notify: Callable[[], None],
-                 on_health: Callable[[bool], None] | None = None):
+                 on_health: Callable[[bool], None] | None = None, client: str = "api"):
         self.topic = settings.topic_predictions
+        self.client = client
         self.bootstrap = settings.kafka_bootstrap_servers
         self.batches: queue.Queue[list[bytes]] = queue.Queue(QUEUE_BATCHES)
         self._client_config = settings.kafka_client_config()
@@ -110,7 +114,7 @@ class KafkaPredictionFeed:
         return {
             **self._client_config,
             # Unique per process, never committed: no group membership, no shared offsets.
-            "group.id": f"tickcast-api-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "group.id": f"tickcast-{self.client}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "latest",

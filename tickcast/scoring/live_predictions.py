@@ -1,22 +1,28 @@
-"""The latest prediction per symbol, held in memory and pushed to WebSocket subscribers.
+"""The latest prediction per symbol, held in memory and pushed to subscribers: the service the
+API (its hot reads and ``/ws/predictions``) and the dashboard share, free of any web framework.
 
 Where new predictions come from (``LivePredictions.start`` logs which):
 
 - the Kafka ``predictions`` topic, when the scorer publishes there (``scorer_publish_kafka``,
-  the default): a thread per process follows it (``serving.feed``) and hands the payloads to
-  the event loop in batches. The online store is read once at start and again after the
-  topic's end offsets are taken (so nothing published in between is missed), then only every
-  ``RESYNC_SECONDS`` as a safety net for predictions whose publishing failed;
-- the online store, polled every ``api_poll_seconds`` for rows written since the last poll:
-  when publishing to Kafka is off, and while the broker or the topic cannot be reached
-  (connecting at start, an outage), until it can.
+  the default): a thread per process follows it (``tickcast.scoring.prediction_feed``) and hands
+  the payloads to the event loop in batches. The online store is read once at start and again
+  after the topic's end offsets are taken (so nothing published in between is missed), then
+  only every ``RESYNC_SECONDS`` as a safety net for predictions whose publishing failed;
+- the online store, polled every ``poll_seconds`` for rows written since the last poll: when
+  publishing to Kafka is off, and while the broker or the topic cannot be reached (connecting
+  at start, an outage), until it can.
 
 Both go through ``ingest``: of two predictions of a symbol the one with the newer
 (``data_timestamp``, ``predicted_at``) is kept, whatever order they arrive in and however
-often, and a WebSocket subscriber gets one only when it differs from the one held in more than
-its ``predicted_at`` (the same prediction made again, or delivered twice, is not pushed).
+often, and a subscriber gets one only when it differs from the one held in more than its
+``predicted_at`` (the same prediction made again, or delivered twice, is not pushed).
 
-GET requests read the in-memory copy through ``LatestPredictions`` (no IO on the hot path).
+Readers: ``latest`` (symbol -> ``Entry``) is the current state, read on the event loop (no IO);
+a ``Subscriber`` gets each new ``Entry`` of its symbols (``subscribe``) or of every symbol
+(``subscribe_all``) on its asyncio queue. Each ``Entry`` carries what its staleness takes
+(``Entry.is_stale``, the rule of ``tickcast.core.predictions.is_stale``), computed at ingest.
+Nothing starts on import: ``start`` (on a running event loop) starts the poll and the feed,
+``stop`` ends them.
 """
 
 from __future__ import annotations
@@ -30,18 +36,17 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import orjson
-from starlette.websockets import WebSocket
+
+from tickcast.core.predictions import stale_after
+from tickcast.scoring.prediction_feed import KafkaPredictionFeed
 
 if TYPE_CHECKING:
-    from prometheus_client import Histogram
-
-    from serving.feed import KafkaPredictionFeed
     from tickcast.catalog.online import OnlineStore
     from tickcast.core.settings import Settings
 
-log = logging.getLogger("tickcast.serving.live")
+log = logging.getLogger(__name__)
 
-# A client that cannot keep up loses its oldest pending updates, never the server's memory.
+# A subscriber that cannot keep up loses its oldest pending updates, never the process's memory.
 CLIENT_QUEUE = 1000
 # While Kafka is followed, the online store is still read this often for rows the topic did not
 # bring (a publish that failed after the store write); each row held already costs a comparison.
@@ -62,6 +67,8 @@ class Entry:
 
     payload: bytes
     data_timestamp: float  # epoch seconds
+    # Seconds: stale_after(horizon), so that staleness costs a subtraction and a comparison.
+    stale_after: float
     model_name: str
     model_version: str
     symbol: str
@@ -70,41 +77,63 @@ class Entry:
     # The payload without the fields of IGNORED_IN_CHANGES: equal means the same prediction.
     content: bytes
 
+    def is_stale(self, now: float) -> bool:
+        """At ``now`` (epoch seconds): ``tickcast.core.predictions.is_stale`` of its prediction."""
+        return now - self.data_timestamp > self.stale_after
+
 
 def _entry(payload: str | bytes) -> Entry:
+    """An Entry of contract JSON; ValueError, KeyError or TypeError when it is not that."""
     raw = payload.encode() if isinstance(payload, str) else bytes(payload)
     parsed = orjson.loads(raw)
     data_ts = datetime.fromisoformat(parsed["data_timestamp"])
     predicted_at = datetime.fromisoformat(parsed["predicted_at"])
     content = orjson.dumps({k: v for k, v in parsed.items() if k not in IGNORED_IN_CHANGES})
-    return Entry(raw, data_ts.timestamp(), parsed["model_name"], parsed["model_version"], parsed["symbol"],
+    return Entry(raw, data_ts.timestamp(), stale_after(parsed["horizon"]).total_seconds(),
+                 parsed["model_name"], parsed["model_version"], parsed["symbol"],
                  ((data_ts - _EPOCH) // _MICROSECOND, (predicted_at - _EPOCH) // _MICROSECOND), content)
 
 
 @dataclass(eq=False)
 class Subscriber:
-    websocket: WebSocket
+    """One consumer of new predictions, whatever carries them on (a WebSocket, a dashboard).
+
+    ``LivePredictions.publish`` puts each new ``Entry`` of ``symbols`` - or of every symbol,
+    once ``LivePredictions.subscribe_all`` set ``every_symbol`` - on ``queue``; the consumer
+    awaits ``queue.get()`` on the event loop that runs ``LivePredictions``. When the queue is
+    full the oldest pending entry is dropped and counted in ``dropped`` (a consumer that sees
+    it grow can read ``LivePredictions.latest`` again). Pass a larger queue for many symbols:
+    ``Subscriber(queue=asyncio.Queue(10_000))`` holds a whole scoring cycle of a big watchlist.
+    """
+
     symbols: set[str] = field(default_factory=set)
-    queue: asyncio.Queue = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
+    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE))
+    # Set by LivePredictions.subscribe_all / unsubscribe_all, never by hand.
+    every_symbol: bool = field(default=False, init=False)
     dropped: int = 0
 
-    def offer(self, message: bytes) -> None:
+    def offer(self, entry: Entry) -> None:
         if self.queue.full():
             self.queue.get_nowait()
             self.dropped += 1
-        self.queue.put_nowait(message)
+        self.queue.put_nowait(entry)
 
 
 class LivePredictions:
-    def __init__(self, store: OnlineStore, poll_seconds: float, settings: Settings | None = None):
+    def __init__(self, store: OnlineStore, poll_seconds: float, settings: Settings | None = None,
+                 client: str = "api"):
         """``settings``: follow its Kafka ``predictions`` topic when ``scorer_publish_kafka`` is
-        on; without them (or with it off) the online store is polled."""
+        on; without them (or with it off) the online store is polled every ``poll_seconds``.
+        ``client`` names this process to the broker (``KafkaPredictionFeed``)."""
         self.store = store
         self.poll_seconds = poll_seconds
         self.settings = settings
-        # Updated in place, never replaced: LatestPredictions holds this very dict.
+        self.client = client
+        # Updated in place, never replaced: readers may hold this very dict.
         self.latest: dict[str, Entry] = {}
         self.subscribers: dict[str, set[Subscriber]] = {}
+        # Subscribers of every symbol (subscribe_all).
+        self.everyone: set[Subscriber] = set()
         self.clients: set[Subscriber] = set()
         self._since: str | None = None
         self._tasks: list[asyncio.Task] = []
@@ -164,12 +193,16 @@ class LivePredictions:
                 await asyncio.sleep(0)
 
     def publish(self, changed: list[Entry]) -> None:
+        """Offer each changed entry to the subscribers of its symbol and of every symbol."""
+        everyone = self.everyone
         for entry in changed:
+            for subscriber in everyone:
+                subscriber.offer(entry)
             listeners = self.subscribers.get(entry.symbol)
             if listeners:
-                message = b'{"type":"prediction_update","prediction":' + entry.payload + b"}"
                 for subscriber in listeners:
-                    subscriber.offer(message)
+                    if not subscriber.every_symbol:  # it had this one above
+                        subscriber.offer(entry)
 
     # -- the online store --------------------------------------------------------------------
 
@@ -224,22 +257,25 @@ class LivePredictions:
                     log.exception("applying predictions from Kafka failed")
 
     def _start_feed(self, loop: asyncio.AbstractEventLoop) -> None:
-        from serving.feed import KafkaPredictionFeed
-
         assert self.settings is not None
         ready = asyncio.Event()
-        self.feed = KafkaPredictionFeed(self.settings, catch_up=self._read_whole_store,
-                                        notify=lambda: loop.call_soon_threadsafe(ready.set))
+
+        def notify() -> None:  # on the feed's thread
+            loop.call_soon_threadsafe(ready.set)
+
+        self.feed = KafkaPredictionFeed(self.settings, catch_up=self._read_whole_store, notify=notify,
+                                        client=self.client)
         self._tasks.append(loop.create_task(self._drain(ready), name="live-predictions-kafka"))
         self.feed.start()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Read the store, then follow the topic or poll the store (call it on the event loop)."""
         loop = asyncio.get_running_loop()
         try:
             self.refresh()
-        except Exception:  # noqa: BLE001 - the API starts anyway; /healthz reports the store
+        except Exception:  # noqa: BLE001 - the process starts anyway; the poller keeps trying
             log.exception("reading the online store failed at start-up; the poller keeps trying")
         settings = self.settings
         if settings is not None and settings.scorer_publish_kafka:
@@ -268,12 +304,14 @@ class LivePredictions:
         if feed is not None:
             await asyncio.to_thread(feed.stop)
 
-    # -- subscriptions ----------------------------------------------------------------------
+    # -- subscriptions (on the event loop) ----------------------------------------------------
 
     def join(self, subscriber: Subscriber) -> None:
+        """Count a subscriber as a client (``clients``); ``leave`` undoes all it subscribed."""
         self.clients.add(subscriber)
 
     def leave(self, subscriber: Subscriber) -> None:
+        self.unsubscribe_all(subscriber)
         self.unsubscribe(subscriber, list(subscriber.symbols))
         self.clients.discard(subscriber)
 
@@ -291,45 +329,14 @@ class LivePredictions:
                 if not listeners:
                     del self.subscribers[symbol]
 
+    def subscribe_all(self, subscriber: Subscriber) -> None:
+        """Offer ``subscriber`` every symbol's new predictions (once each, whatever its
+        ``symbols``). Nothing is offered for what is held already: read ``latest`` right after
+        this call, on the loop, for that - no prediction falls between the two."""
+        subscriber.every_symbol = True
+        self.everyone.add(subscriber)
 
-def _with_freshness(payload: bytes, data_timestamp: float, now: float, extra: bytes = b"") -> bytes:
-    # The stored JSON ends with "}": append the request-time fields instead of re-encoding it.
-    return b"%s,\"data_freshness_sec\":%.3f%s}" % (payload[:-1], now - data_timestamp, extra)
-
-
-class LatestPredictions:
-    """The latest predictions as response bodies: all the hot path and the two latest-prediction
-    routes need, so that neither holds more of the app than this.
-
-    Every answered prediction's data age goes to ``freshness``.
-    """
-
-    def __init__(self, live: LivePredictions, freshness: Histogram):
-        self._latest = live.latest
-        self._observe = freshness.observe
-        # The dict's own method, not a Python one: the hot path asks this of every request.
-        self.has: Callable[[str], bool] = self._latest.__contains__
-
-    def latest_body(self, symbol: str, extra: bytes = b"") -> bytes | None:
-        """The latest prediction's JSON with its freshness (and ``extra`` fields); None when there is none."""
-        entry = self._latest.get(symbol)
-        if entry is None:
-            return None
-        now = time.time()
-        self._observe(max(now - entry.data_timestamp, 0.0))
-        return _with_freshness(entry.payload, entry.data_timestamp, now, extra)
-
-    def batch_body(self, wanted: list[str]) -> bytes:
-        """``{"count", "predictions", "missing"}`` for these symbols, in their order."""
-        now = time.time()
-        found, missing = [], []
-        latest = self._latest
-        for symbol in wanted:
-            entry = latest.get(symbol)
-            if entry is None:
-                missing.append(symbol)
-            else:
-                found.append(_with_freshness(entry.payload, entry.data_timestamp, now))
-                self._observe(max(now - entry.data_timestamp, 0.0))
-        return b'{"count":%d,"predictions":[%s],"missing":%s}' % (
-            len(found), b",".join(found), orjson.dumps(missing))
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        """Back to ``subscriber.symbols`` only."""
+        subscriber.every_symbol = False
+        self.everyone.discard(subscriber)
