@@ -6,6 +6,7 @@ the view, and a 420 px wide phone still sees the card."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -70,27 +71,34 @@ def test_the_symbol_page_draws_the_apis_numbers(browser, dashboard_over_models: 
                                                 scored: Scored) -> None:
     from selenium.webdriver.common.by import By
 
-    sign_in(browser, dashboard_over_models.url, next_path="/symbol/AAPL?interval=1d&range=1M")
-    # The link restored the view: the symbol, the interval and the range (22 of AAPL's 30 bars).
-    traces = _traces(browser, "AAPL", 22)
+    sign_in(browser, dashboard_over_models.url, next_path="/symbol/MSFT?interval=1d&range=1M")
+    # The link restored the view: the symbol, the interval and the range (22 of its 30 bars).
+    traces = _traces(browser, "MSFT", 22)
     checked = browser.execute_script(
         "return [...document.querySelectorAll('input[type=radio]:checked')].map(i => i.value)")
     assert set(checked) == {"1d", "1M"}
 
-    history = api.get("/api/v1/predictions/AAPL/history").json()["predictions"]
+    history = api.get("/api/v1/predictions/MSFT/history").json()["predictions"]
+    latest = api.get("/api/v1/predictions/MSFT").json()
     assert len(history) == 2
+    # Drawn: the stored predictions and the latest one, each once. (MSFT: the API tests of the
+    # shared state write newer AAPL predictions, never MSFT's.)
+    def instant(text: str) -> datetime:  # the history and the latest route spell UTC differently
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    drawn = list({(instant(p["data_timestamp"]), instant(p["predicted_at"])): p
+                  for p in [*history, latest]}.values())
     # The band is each prediction's quantiles (returns) as prices from the close it was made at.
-    closes = [p["predicted_price"] / (1 + p["predicted_return"]) for p in history]
+    closes = [p["predicted_price"] / (1 + p["predicted_return"]) for p in drawn]
     for name in ("p10", "p50", "p90"):
-        expected = sorted(c * (1 + p[name]) for c, p in zip(closes, history, strict=True))
+        expected = sorted(c * (1 + p[name]) for c, p in zip(closes, drawn, strict=True))
         assert sorted(traces[name]["y"]) == pytest.approx(expected), name
     # One marker per directional signal, at the bar it was made on.
     for signal in ("BUY", "SELL"):
-        made = [p for p in history if p["signal"] == signal]
+        made = [p for p in drawn if p["signal"] == signal]
         assert len(traces.get(signal, {}).get("y") or []) == len(made), signal
 
     # The card: the API's latest prediction, in its units, and stale (the data is from 2024).
-    latest = api.get("/api/v1/predictions/AAPL").json()
     assert latest["stale"] is True
     card = _text(browser, "prediction", "STALE")
     assert f"{latest['predicted_return'] * 100:+.2f}%" in card
@@ -104,7 +112,7 @@ def test_the_symbol_page_draws_the_apis_numbers(browser, dashboard_over_models: 
     table = _text(browser, "signal-history", "Realised")
     assert table.count("pending") == 2 or "no BUY or SELL signal" in table
     # The drivers are the API's explanation of the latest prediction.
-    explanation = api.get("/api/v1/explanations/AAPL").json()
+    explanation = api.get("/api/v1/explanations/MSFT").json()
     assert _text(browser, "drivers-text", explanation["text"][:40]).strip() == explanation["text"].strip()
     features = [row.find_elements(By.TAG_NAME, "td")[0].text
                 for row in browser.find_elements(By.CSS_SELECTOR, "#drivers-table tbody tr")]
@@ -113,14 +121,14 @@ def test_the_symbol_page_draws_the_apis_numbers(browser, dashboard_over_models: 
 
     # A control rewrites the URL, so the view can be shared.
     browser.find_element(By.CSS_SELECTOR, "#symbol-range input[value='3M']").click()
-    _traces(browser, "AAPL", 30)
-    assert browser.current_url.endswith("/symbol/AAPL?interval=1d&range=3M")
+    _traces(browser, "MSFT", 30)
+    assert browser.current_url.endswith("/symbol/MSFT?interval=1d&range=3M")
 
 
 def test_a_phone_sees_the_card(browser, dashboard_over_models: Dashboard) -> None:
     browser.set_window_size(420, 860)
-    sign_in(browser, dashboard_over_models.url, next_path="/symbol/MSFT")
-    _text(browser, "prediction", "MSFT")
+    sign_in(browser, dashboard_over_models.url, next_path="/symbol/AAPL")
+    _text(browser, "prediction", "AAPL")
     box = browser.execute_script("""
         const r = document.getElementById('prediction').getBoundingClientRect();
         return {left: r.left, right: r.right, top: r.top, width: window.innerWidth, height: window.innerHeight};

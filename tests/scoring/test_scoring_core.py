@@ -239,6 +239,17 @@ def test_loader_finds_nothing_in_an_empty_registry(settings: Settings):
     assert loader.aliases("1d") == {}
 
 
+def test_a_registry_that_cannot_be_read_is_not_an_empty_one(settings: Settings, monkeypatch) -> None:
+    from tickcast.core.errors import Unavailable
+    from tickcast.models.listing import registered_models
+    from tickcast.platform.processes import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    down = settings.model_copy(update={"mlflow_tracking_uri": f"http://127.0.0.1:{free_port()}"})
+    with pytest.raises(Unavailable, match="the model registry cannot be read"):
+        registered_models(ModelLoader(down), "1d")
+
+
 def test_loader_needs_both_architectures(settings: Settings, bundles):
     assert register_bundles(settings, {"lstm": bundles["lstm"]}) == {LSTM: "1"}
     loader = ModelLoader(settings)

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 import sqlite3
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from tickcast.auth.hashdb import HashDatabase
 
 SCOPES = ("read", "score", "admin")
 
@@ -129,46 +129,13 @@ def _row_to_key(row: tuple) -> ApiKey:
     )
 
 
-class ApiKeyStore:
-    """API keys in a SQLite file (WAL). Cheap to construct; one connection per thread."""
+class ApiKeyStore(HashDatabase):
+    """API keys in a SQLite file (``HashDatabase``: WAL, 0600, one connection per thread: verify()
+    runs on every request, and a reused connection leaves it one indexed lookup). Cheap to
+    construct."""
 
     def __init__(self, path: Path):
-        self.path = Path(path)
-        self._local = threading.local()
-
-    # --- connections ---------------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        # verify() runs on every request: reusing the thread's connection skips the open and
-        # the pragmas, leaving one indexed lookup.
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            self._local.conn = conn
-        return conn
-
-    def _ensure_file(self) -> None:
-        """Create the parent directory and an empty 0600 file, so SQLite (which keeps the
-        mode for its -wal and -shm files) never makes the hashes world-readable."""
-        if self.path.exists():
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return
-        os.close(fd)
-
-    def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        super().__init__(path, _SCHEMA)
 
     # --- operations ----------------------------------------------------------------------
 
@@ -180,10 +147,7 @@ class ApiKeyStore:
         parsed_scopes = parse_scopes(scopes)
         rate_limit = validate_rate_limit(rate_limit)
 
-        self._ensure_file()
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        def insert(conn: sqlite3.Connection) -> tuple[ApiKey, str]:
             taken = conn.execute(
                 "SELECT key_id FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
             ).fetchone()
@@ -203,12 +167,9 @@ class ApiKeyStore:
                 (key_id, name, hash_key(plaintext), ",".join(sorted(parsed_scopes)), rate_limit,
                  _iso(record.created_at)),
             )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return record, plaintext
+            return record, plaintext
+
+        return self._write(insert)
 
     def verify(self, presented: str) -> ApiKey | None:
         """The active key ``presented`` is, or None (malformed, unknown, wrong secret, revoked)."""
@@ -230,9 +191,8 @@ class ApiKeyStore:
         key = key.strip()
         if not self.path.exists():
             raise ApiKeyError(f"no API key {key!r}: there are no API keys yet")
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+
+        def mark_revoked(conn: sqlite3.Connection) -> tuple[ApiKey, datetime]:
             by_id = None
             if _KEY_ID_RE.fullmatch(key):
                 by_id = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key,)).fetchone()
@@ -250,11 +210,9 @@ class ApiKeyStore:
             found = _row_to_key(row)
             revoked_at = _now()
             conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (_iso(revoked_at), found.key_id))
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+            return found, revoked_at
+
+        found, revoked_at = self._write(mark_revoked)
         return ApiKey(key_id=found.key_id, name=found.name, scopes=found.scopes, rate_limit=found.rate_limit,
                       created_at=found.created_at, revoked_at=revoked_at)
 

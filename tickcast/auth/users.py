@@ -18,18 +18,17 @@ import secrets
 import sqlite3
 import tempfile
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 from pwdlib import PasswordHash
 from pwdlib.exceptions import PwdlibError
 
+from tickcast.auth.hashdb import HashDatabase
+
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 USERNAME_MAX_LENGTH = 64
 PASSWORD_MIN_LENGTH = 12
@@ -118,62 +117,16 @@ def _row_to_user(row: tuple) -> User:
     )
 
 
-class UserStore:
-    """Dashboard users in a SQLite file (WAL). Cheap to construct (touches no file); one
-    connection per thread. ``password_hash`` is pwdlib's recommended hasher unless given."""
+class UserStore(HashDatabase):
+    """Dashboard users in a SQLite file (``HashDatabase``: WAL, 0600, one connection per thread).
+    Cheap to construct (touches no file). ``password_hash`` is pwdlib's recommended hasher unless
+    given."""
 
     def __init__(self, path: Path, password_hash: PasswordHash | None = None):
-        self.path = Path(path)
+        super().__init__(path, _SCHEMA)
         self._hasher = password_hash or PasswordHash.recommended()
-        self._local = threading.local()
         self._dummy_lock = threading.Lock()
         self._dummy: str | None = None
-
-    # --- connections ---------------------------------------------------------------------
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            self._local.conn = conn
-        return conn
-
-    def _ensure_file(self) -> None:
-        """Create the parent directory and an empty 0600 file, so SQLite (which keeps the
-        mode for its -wal and -shm files) never makes the hashes world-readable."""
-        if self.path.exists():
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except FileExistsError:
-            return
-        os.close(fd)
-
-    def close(self) -> None:
-        """Close this thread's connection (others close when their thread ends)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
-
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """``work(conn)`` in one write transaction (BEGIN IMMEDIATE), creating the file first."""
-        self._ensure_file()
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
 
     def _dummy_hash(self) -> str:
         """A hash of a random password made by this store's hasher (so verifying against it

@@ -104,7 +104,8 @@ def dashboard(
         None, min=1, max=65535, help="TCP port (default: TICKCAST_DASHBOARD_PORT or 8050)"
     ),
 ) -> None:
-    """Serve the Dash dashboard (candles and latest prediction per symbol) with uvicorn."""
+    """Serve the analyst dashboard (Dash, behind a sign-in: watchlist, symbol pages, models, data quality,
+    pipeline, alerts) with uvicorn."""
     settings = load_settings()
 
     import uvicorn

@@ -97,7 +97,7 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
         url = f"http://{client_host(settings.api_host)}:{settings.api_port}/healthz"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "dashboard":
-        url = f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}/"
+        url = f"http://{client_host(settings.dashboard_host)}:{settings.dashboard_port}/healthz"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
     if name == "metrics":
         url = f"http://127.0.0.1:{settings.pipeline_metrics_port}/metrics"

@@ -98,6 +98,10 @@ def pair(lstm: DeployedModel, transformer: DeployedModel, calendar: EarningsCale
                      horizon=horizon_label(config.interval, config.labels.horizon), calendar=calendar)
 
 
+# What MLflow answers for a model that does not exist, and for an alias a model does not have.
+ALIAS_MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+
+
 class ModelLoader:
     """Registered versions, downloaded once and opened once per process."""
 
@@ -190,8 +194,12 @@ class ModelLoader:
             for alias in (CHAMPION, CHALLENGER):
                 try:
                     version = client.get_model_version_by_alias(name, alias)
-                except MlflowException:
-                    continue
+                except MlflowException as exc:
+                    # No such model, or no such alias on it: nothing registered there. Anything
+                    # else (the tracking server down) is the registry failing, not an answer.
+                    if exc.error_code in ALIAS_MISSING:
+                        continue
+                    raise
                 out.setdefault(name, {})[alias] = version
         return out
 
