@@ -52,6 +52,7 @@ def tickcast_dag_ids() -> set[str]:
 class AirflowUI:
     url: str
     password: str
+    settings: Settings
 
 
 def _log_tail(path: Path, lines: int = 60) -> str:
@@ -102,7 +103,7 @@ def airflow_ui(base_settings: Settings, tmp_path_factory: pytest.TempPathFactory
             return airflow.health(settings) is not None and password_file.exists()
 
         wait_until(ready, START, "Airflow's api-server to answer", interval=0.5, on_timeout=lambda: _log_tail(log_path))
-        yield AirflowUI(airflow.api_url(settings), json.loads(password_file.read_text())[ADMIN])
+        yield AirflowUI(airflow.api_url(settings), json.loads(password_file.read_text())[ADMIN], settings)
     finally:
         _stop_group(proc)
 
@@ -182,3 +183,15 @@ def test_a_wrong_password_is_refused(browser, airflow_ui: AirflowUI) -> None:
     browser.get(f"{airflow_ui.url}/dags")
     WebDriverWait(browser, WAIT).until(ec.url_contains("/auth/login"))
     assert _dag_links(browser, airflow_ui) == {}
+
+
+def test_the_dashboards_airflow_client_reads_the_real_api(airflow_ui: AirflowUI) -> None:
+    """What the dashboard's Pipeline page asks of Airflow (``AirflowApi``), asked of the real
+    api-server: it signs in with the generated password and lists every DAG, none run yet."""
+    api = airflow.AirflowApi(airflow_ui.settings)
+    try:
+        assert set(api.dag_ids()) == tickcast_dag_ids()
+        runs = api.recent_runs(5)
+        assert set(runs) == tickcast_dag_ids() and all(found == [] for found in runs.values())
+    finally:
+        api.close()

@@ -82,9 +82,22 @@ def _filter(driver, text: str) -> None:
 
 
 def test_every_symbol_is_listed_and_a_new_prediction_changes_its_row_in_place(browser, watchlist: Dashboard) -> None:
+    # Without a session: the sign-in form, and nothing of the data, even asked for directly.
+    browser.get(f"{watchlist.url}/?list=x")
+    assert "/login?next=" in browser.current_url and CHANGED not in browser.page_source
+    refused = browser.execute_async_script("""
+        const done = arguments[arguments.length - 1];
+        Promise.all(['/_dash-layout', '/stream/watchlist'].map(p => fetch(p).then(r => r.status))).then(done);
+    """)
+    assert refused == [401, 401]
+
     sign_in(browser, watchlist.url)
     _wait(browser, lambda d: d.execute_script(GRID_ROWS) == SYMBOLS, f"the grid never showed {SYMBOLS} rows")
     screenshot(browser, "watchlist")
+    # Everything the page loaded came from the dashboard itself: no CDN.
+    origins = browser.execute_script(
+        "return [...new Set(performance.getEntriesByType('resource').map(e => new URL(e.name).origin))]")
+    assert origins == [watchlist.url]
     loaded_at = browser.execute_script("return window.tickcastLive.loadedAt")
 
     before = browser.execute_script(ROW_DATA, CHANGED)

@@ -3,8 +3,8 @@
 The commands between ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->`` run in bash
 (``set -euo pipefail``) from a directory that looks like the repository to them (``.venv`` is this
 checkout's, ``var`` a fresh home), after ``tickcast up`` started every service on free ports. The
-README's ports (8000, 8050, 5000) become those ports: the only change made to its text. Airflow is
-left out (its DAG and UI tests cover it); the quickstart only names its URL.
+README's ports (8000, 8050, 5000) become those ports: the only change made to its text. Airflow and
+Prometheus are left out (their own tests cover them); the quickstart only names Airflow's URL.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def platform(tmp_path: Path):
         "TICKCAST_PROMETHEUS_PORT": str(ports["prometheus"]),
         "TICKCAST_PIPELINE_METRICS_PORT": str(ports["metrics"]),
         "TICKCAST_AIRFLOW_ENABLED": "false",
+        # Not part of the quickstart: no Prometheus of the platform's own (the exporter still runs).
+        "TICKCAST_PROMETHEUS_URL": f"http://127.0.0.1:{ports['prometheus']}",
     }
     tickcast = [str(REPO / ".venv" / "bin" / "tickcast")]
     try:
