@@ -243,8 +243,10 @@ def layout(data: DashboardData, range: str | None = None, **_: Any) -> Any:  # n
     charts = [
         html.Div([
             html.P(NOTES[chart.id], className="muted", id=f"{chart.id}-note"),
+            # A responsive graph takes its container's height: without one, a row of charts that
+            # loaded before its neighbours collapsed to a sliver.
             dcc.Graph(id=chart.id, figure=chart_figure(chart, None, *_span(state["range"]), "Loading…"),
-                      config={"displaylogo": False, "responsive": True}),
+                      config={"displaylogo": False, "responsive": True}, style={"height": "300px"}),
         ], className="chart")
         for chart in CHARTS
     ]
