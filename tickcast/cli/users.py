@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import sys
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
 from tickcast.cli.common import fail, load_settings
+
+if TYPE_CHECKING:
+    from tickcast.auth.users import User
 
 users_app = typer.Typer(
     help="Users of the analyst dashboard, who sign in with a user name and a password. Only "
@@ -146,19 +149,24 @@ def list_users(
     console.print(table)
 
 
-@users_app.command("disable")
-def disable(username: str = typer.Argument(..., help="The user's name (see `tickcast users list`).")) -> None:
-    """Refuse a user's sign-ins from now on (the user and their history are kept; enable undoes it)."""
+def _switch(username: str, enable: bool) -> tuple[User | None, User]:
+    """The user as it was, and as it is after enabling or disabling it; a clear exit otherwise."""
     from tickcast.auth.users import UserError
 
     store = _store()
     try:
         before = store.get(username)
-        user = store.disable(username)
+        return before, (store.enable if enable else store.disable)(username)
     except UserError as exc:
         _refuse(str(exc))
     except sqlite3.Error as exc:
         fail(f"user store {store.path}: {exc}")
+
+
+@users_app.command("disable")
+def disable(username: str = typer.Argument(..., help="The user's name (see `tickcast users list`).")) -> None:
+    """Refuse a user's sign-ins from now on (the user and their history are kept; enable undoes it)."""
+    before, user = _switch(username, enable=False)
     if before is not None and not before.active:
         typer.echo(
             f"Dashboard user '{user.username}' was already disabled (since {_when(user.disabled_at)} UTC)."
@@ -170,16 +178,7 @@ def disable(username: str = typer.Argument(..., help="The user's name (see `tick
 @users_app.command("enable")
 def enable(username: str = typer.Argument(..., help="The user's name (see `tickcast users list`).")) -> None:
     """Let a disabled user sign in again, with the password they had."""
-    from tickcast.auth.users import UserError
-
-    store = _store()
-    try:
-        before = store.get(username)
-        user = store.enable(username)
-    except UserError as exc:
-        _refuse(str(exc))
-    except sqlite3.Error as exc:
-        fail(f"user store {store.path}: {exc}")
+    before, user = _switch(username, enable=True)
     if before is not None and before.active:
         typer.echo(f"Dashboard user '{user.username}' is already active.")
     else:
