@@ -56,10 +56,15 @@ def base_close(predicted_price: float, predicted_return: float) -> float:
     return predicted_price / (1.0 + predicted_return) if predicted_return > -1.0 else float("nan")
 
 
+def quantile_price(close: float, quantile: float) -> float:
+    """A quantile of the forward return as a price, from the close the prediction was made at."""
+    return close * (1.0 + quantile)
+
+
 def quantile_prices(p: Prediction, quantiles: tuple[float, ...]) -> list[float]:
     """The quantiles (forward returns) as prices, from the close the prediction was made at."""
     close = base_close(p.predicted_price, p.predicted_return)
-    return [close * (1.0 + q) for q in quantiles]
+    return [quantile_price(close, q) for q in quantiles]
 
 
 def is_baseline(model_name: str) -> bool:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from dashboard.components import base_close
+from dashboard.components import base_close, quantile_price
 from dashboard.watchlists import WatchlistStore
 from tickcast.catalog.market import MarketStore
 from tickcast.core.intervals import horizon_interval, interval
@@ -61,8 +61,8 @@ def watchlist_row(prediction: dict[str, Any], closes: Closes | None, now: dateti
         "predicted_return": prediction["predicted_return"],
         "p10": prediction["p10"],
         "p90": prediction["p90"],
-        "p10_price": close * (1.0 + prediction["p10"]),
-        "p90_price": close * (1.0 + prediction["p90"]),
+        "p10_price": quantile_price(close, prediction["p10"]),
+        "p90_price": quantile_price(close, prediction["p90"]),
         "model": f"{prediction['model_name']} v{prediction['model_version']}",
         "route": prediction.get("route", "normal"),
         "horizon": prediction["horizon"],
