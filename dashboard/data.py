@@ -23,7 +23,7 @@ from dashboard.components import base_close, quantile_price
 from dashboard.watchlists import WatchlistStore
 from tickcast.catalog.market import MarketStore
 from tickcast.core.intervals import horizon_interval, interval
-from tickcast.core.predictions import Prediction, is_stale
+from tickcast.core.predictions import DEFAULT_ROUTE, Prediction, is_stale
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -64,10 +64,9 @@ def watchlist_row(prediction: dict[str, Any], closes: Closes | None, now: dateti
         "p10_price": quantile_price(close, prediction["p10"]),
         "p90_price": quantile_price(close, prediction["p90"]),
         "model": f"{prediction['model_name']} v{prediction['model_version']}",
-        "route": prediction.get("route", "normal"),
+        "route": prediction.get("route", DEFAULT_ROUTE),
         "horizon": prediction["horizon"],
         "data_timestamp": data_ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "age_sec": round((now - data_ts).total_seconds(), 1),
         "stale": is_stale(data_ts, prediction["horizon"], now),
     }
 
@@ -97,10 +96,6 @@ class DashboardData:
                     live.start()
                     self._live = live
         return self._live
-
-    async def stop(self) -> None:
-        if self._live is not None:
-            await self._live.stop()
 
     async def latest_payloads(self) -> list[dict[str, Any]]:
         live = await self.live()
