@@ -183,7 +183,7 @@ def login_page(next_path: str, error: str | None = None, username: str = "", sta
 
 
 class LoginThrottle:
-    """Failed sign-ins per user name and per client address, in fixed windows."""
+    """Failed sign-ins per user name and per client address, in a moving window."""
 
     def __init__(self, rate: str):
         from limits import parse, storage

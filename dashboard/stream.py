@@ -48,13 +48,15 @@ def install(server: FastAPI, data: DashboardData) -> None:
             return JSONResponse({"detail": f"at most {MAX_STREAMS} live views per dashboard process; "
                                            "close another tab"}, status_code=429)
         live = await data.live()
-        subscriber = Subscriber(queue=asyncio.Queue(QUEUE_SIZE))
-        live.join(subscriber)
-        live.subscribe_all(subscriber)
-        open_streams += 1
 
         async def events():
+            # Joined here, where the finally below is sure to run: a stream cancelled before its
+            # first step never enters its body, and a join made outside it would never be undone.
             nonlocal open_streams
+            subscriber = Subscriber(queue=asyncio.Queue(QUEUE_SIZE))
+            live.join(subscriber)
+            live.subscribe_all(subscriber)
+            open_streams += 1
             try:
                 while True:
                     first = await subscriber.queue.get()
