@@ -88,7 +88,7 @@ def main() -> int:
         log.info("echo scorer running: %d partition(s) of %s assigned", len(partitions), settings.topic_ticks)
 
     consumer = Consumer({
-        **settings.kafka_client_config(), "group.id": f"bench-echo-{uuid.uuid4().hex}",
+        **settings.kafka_client_config("scorer"), "group.id": f"bench-echo-{uuid.uuid4().hex}",
         "auto.offset.reset": "latest", "enable.auto.commit": False, "fetch.wait.max.ms": 10,
     })
     consumer.subscribe([settings.topic_ticks], on_assign=assigned)

@@ -19,7 +19,7 @@ for _var in ("TWILIO_REGION", "TWILIO_EDGE"):
 
 # The longest scopes (measured: each end-to-end file 1-4 minutes, the trained models, the DAG
 # runs) start first, so the two workers do not end with one of them running a long file alone.
-LONG_FIRST = ("e2e", "airflow_dags", "models")
+LONG_FIRST = ("e2e", "faults", "airflow_dags", "models")
 
 # Debian's Chromium and its driver (the `browser` tests: the dashboard, Airflow's UI).
 CHROMIUM = "/usr/bin/chromium"
@@ -45,8 +45,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
     directory: a directory's tests share session fixtures built once per worker (a trained
     model, a scored market), so they stay on one worker; the end-to-end tests share only the
     broker and are long, so each of their files is a scope of its own and the two workers take
-    them side by side. (``xdist_group`` marks would say the same, but xdist 3.8 cannot apply
-    them under pytest 9, whose node ids are no longer ``_nodeid``.)"""
+    them side by side, and so are the fault-injection tests' (each restarts real jobs). (``xdist_group``
+    marks would say the same, but xdist 3.8 cannot apply them under pytest 9, whose node ids
+    are no longer ``_nodeid``.)"""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
@@ -55,7 +56,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
             parts = path.split("/")
-            return parts[1] if len(parts) > 2 and parts[1] != "e2e" else path
+            return parts[1] if len(parts) > 2 and parts[1] not in ("e2e", "faults") else path
 
     return DirectoryScheduling(config, log)
 

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from pydantic import SecretStr
 from supervisor.options import ServerOptions
@@ -289,8 +289,10 @@ def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) 
     settings = _isolated(settings)
     try:
         assert control.up(settings, only=["kafka"], timeout=120) == ["kafka"]
-        admin = AdminClient(settings.kafka_client_config())
+        admin = AdminClient(settings.kafka_client_config("admin"))
         topics = admin.list_topics(timeout=10).topics
+        with pytest.raises(KafkaException):  # `up`'s broker takes no anonymous client
+            AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers}).list_topics(timeout=5)
         assert {settings.topic_ticks, settings.topic_predictions, settings.topic_alerts,
                 settings.topic_dead_letter} <= set(topics)
         assert len(topics[settings.topic_ticks].partitions) == settings.topic_partitions

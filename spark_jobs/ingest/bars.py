@@ -45,7 +45,7 @@ class BarsQuery:
         self.app_id = app_id(self.checkpoint, QUERY_NAME)
         self.gate = QualityGate(settings)
         # Failed audits, for the alert engine (a produce when the state changes, or each minute).
-        self.reporter = StateReporter(EventPublisher(settings), f"ingest:{QUERY_NAME}")
+        self.reporter = StateReporter(EventPublisher(settings, "ingest"), f"ingest:{QUERY_NAME}")
 
     def start(self) -> StreamingQuery:
         settings = self.settings

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog import tables
+from tickcast.core.faults import FaultPoint, fault_point
 from tickcast.core.intervals import INTERVALS
 
 log = logging.getLogger("tickcast.ingest")
@@ -150,6 +151,7 @@ def bars(job: BarsQuery, batch: Batch, ticks: DataFrame, interval: str) -> None:
         passed, failing = checked.split(partials)
         quarantine_failing(job, batch, failing, table)
     _merge_bars(job, batch, passed, table)
+    fault_point(FaultPoint.INGEST_BARS_AFTER_MERGE)
     partials.unpersist()
 
 
@@ -219,6 +221,7 @@ def features(job: BarsQuery, batch: Batch, interval: str, earliest: dict[str, da
     # Each interval's MERGE is its own transaction on the same table, so each needs its
     # own txn app id: Delta skips a second commit under the same (app id, version).
     _merge_features(job, good, interval, min(scope.values()), f"{job.app_id}-features-{interval}", batch.id)
+    fault_point(FaultPoint.INGEST_FEATURES_BEFORE_PUSH)
     if job.settings.feast_push_enabled and len(good_frame):
         from tickcast.catalog import featurestore
 

@@ -26,6 +26,8 @@ from spark_jobs.ingest.checkpoints import app_id, has_offsets
 from spark_jobs.ingest.watermarks import FeedWatermarks, advance
 from tickcast.catalog import tables
 from tickcast.catalog.events import EventPublisher, StateReporter
+from tickcast.core.faults import FaultPoint, fault_point
+from tickcast.core.kafka_auth import SPARK_GROUP_PREFIX
 from tickcast.core.settings import Settings
 
 if TYPE_CHECKING:
@@ -59,7 +61,7 @@ class TicksQuery:
         self.app_id = app_id(self.checkpoint, QUERY_NAME)
         self.watermarks = FeedWatermarks(self.checkpoint / "feed-watermarks")
         # Quarantine spikes, for the alert engine: a produce when the state changes (or each minute).
-        self.reporter = StateReporter(EventPublisher(settings), f"ingest:{QUERY_NAME}")
+        self.reporter = StateReporter(EventPublisher(settings, "ingest"), f"ingest:{QUERY_NAME}")
 
     def start(self, starting_offsets: str = "earliest", *, available_now: bool = False) -> StreamingQuery:
         """Start the query; ``available_now``: drain what the topic holds, then stop (benchmarks)."""
@@ -69,10 +71,12 @@ class TicksQuery:
 
         settings = self.settings
         reader = self.spark.readStream.format("kafka")
-        for key, value in settings.spark_kafka_options().items():
+        for key, value in settings.spark_kafka_options("ingest").items():
             reader = reader.option(key, value)
         source = (
             reader.option("subscribe", settings.topic_ticks)
+            # The group ids Spark makes up start with the prefix the ingest principal may use.
+            .option("groupIdPrefix", SPARK_GROUP_PREFIX)
             .option("startingOffsets", self._starting_offsets(starting_offsets))
             .option("maxOffsetsPerTrigger", str(settings.ingest_max_offsets_per_trigger))
             # Offsets gone from the topic (retention, a recreated topic) stop the query with an
@@ -104,7 +108,7 @@ class TicksQuery:
 
         topic = self.settings.topic_ticks
         # Kafka wants every partition named: one the tables never saw starts at its earliest (-2).
-        offsets = {str(p): resume[p] + 1 if p in resume else -2 for p in partitions(self.settings, topic)}
+        offsets = {str(p): resume[p] + 1 if p in resume else -2 for p in partitions(self.settings, topic, "ingest")}
         log.info("new checkpoint beside tables that hold ticks: starting %s after their last offsets %s",
                  topic, offsets)
         return json.dumps({topic: offsets})
@@ -147,6 +151,7 @@ class TicksQuery:
                     F.to_date("ts").alias("ts_date"),
                 )
                 tables.spark_append(ticks, self.settings, tables.TICKS, txn=(self.app_id, batch_id))
+                fault_point(FaultPoint.INGEST_TICKS_AFTER_APPEND)
                 mark = step("ticks", mark)
             if rejected:
                 quarantined = classified.where(F.col("reason").isNotNull()).select(
@@ -157,6 +162,7 @@ class TicksQuery:
                 mark = step("quarantine", mark)
         finally:
             classified.unpersist()
+        fault_point(FaultPoint.INGEST_TICKS_BEFORE_WATERMARKS)
         self.watermarks.save(batch_id, advance(before, fed))
         step("watermarks", mark)
         self._report_quarantine(stored, rejected)

@@ -460,7 +460,6 @@ def test_a_run_that_misses_its_deadline_makes_exactly_one_pipeline_event(setting
     # Ports of its own: the platform's Airflow may be running on this machine.
     settings = settings.model_copy(update={"airflow_port": _free_port()})
     env = {**_airflow_env(settings), "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(_free_port()),
            "TICKCAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "TICKCAST_TOPIC_ALERTS": topic}
     airflow.migrate(settings)
 
@@ -475,7 +474,8 @@ def test_a_run_that_misses_its_deadline_makes_exactly_one_pipeline_event(setting
     try:
         for component in ("api-server", "scheduler"):
             with (tmp_path / f"{component}.log").open("w") as out:
-                components.append(subprocess.Popen([str(airflow.airflow_executable()), component], env=env,
+                components.append(subprocess.Popen([str(airflow.airflow_executable()), component,
+                                                    *airflow.COMPONENT_ARGS.get(component, ())], env=env,
                                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True))
         give_up = time.monotonic() + 180
         while True:  # the executor's workers run tasks and callbacks through the api-server

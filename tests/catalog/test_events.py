@@ -41,7 +41,7 @@ def test_published_events_arrive_as_the_contract(base_settings, kafka_bootstrap)
     for future in admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)]).values():
         future.result(30)
     settings = base_settings.model_copy(update={"kafka_bootstrap_servers": kafka_bootstrap, "topic_alerts": topic})
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, "events")
     sent = PipelineEvent(kind="quality_failed", subject="ingest:bars", severity="critical", message="3 rows fail",
                          at=datetime(2026, 12, 4, 15, 0, tzinfo=UTC), details={"rows_failed": 3})
     publisher.report(sent)

@@ -135,7 +135,10 @@ def test_train_evaluates_exports_and_registers(env, trained, tmp_path):
         assert manifest["features"] == TINY["features"] and sorted(manifest["children"]) == SYMBOLS
         assert (local / "scaler.json").is_file() and (local / "parent.onnx").is_file()
 
-        from tickcast.models.bundle import ModelBundle
+        from tickcast.models.bundle import ModelBundle, bundle_digest
+
+        # The content hash the loaders check the bundle against, recorded when it was registered.
+        assert version.tags[registry.DIGEST_TAG] == bundle_digest(local)
 
         bundle = ModelBundle(local)
         probabilities, quantiles = bundle.predict(["S0001", "OTHER"], np.zeros((2, 5, 4)))

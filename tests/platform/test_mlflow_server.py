@@ -30,30 +30,41 @@ def _path(file_uri: str) -> Path:
 
 @pytest.mark.usefixtures("restore_mlflow_uris")
 def test_server_under_supervisord_shares_its_store_with_direct_clients(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlflow.tracking import MlflowClient
+    from pydantic import SecretStr
 
+    # Recorded, so the credentials configure_mlflow exports below are undone after the test.
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     settings = settings.model_copy(update={"mlflow_port": free_port()})
     url = tracking.server_url(settings)
-    over_http = settings.model_copy(update={"mlflow_tracking_uri": url})
     other = settings.model_copy(update={"home": tmp_path / "other-home"})
     pid = None
     try:
         # First start: creates and migrates the SQLite schema before listening.
         assert control.up(settings, only=["mlflow"], timeout=240) == ["mlflow"]
         assert ("MLflow", url) in control.urls(settings, ["mlflow"])
+        password_file = tracking.admin_password_file(settings)
+        assert ("MLflow login", f"admin; the password is in {password_file}") in control.urls(settings, ["mlflow"])
+        admin = ("admin", password_file.read_text().strip())
+        over_http = settings.model_copy(update={"mlflow_tracking_uri": url, "mlflow_tracking_username": admin[0],
+                                                "mlflow_tracking_password": SecretStr(admin[1])})
         by_name = {p.name: p for p in collect_status(settings).programs}
         assert by_name["mlflow"].state == "RUNNING"
         pid = by_name["mlflow"].pid
 
-        # The UI page, and a state-changing API call as the UI's own page makes it
-        # (Host and Origin both 127.0.0.1:port) pass mlflow's security middleware.
-        assert httpx.get(f"{url}/", timeout=10).status_code == 200
+        # The UI page (signed in: without a user it is 401), and a state-changing API call as
+        # the UI's own page makes it (Host and Origin both 127.0.0.1:port) pass mlflow's
+        # security middleware.
+        assert httpx.get(f"{url}/", timeout=10).status_code == 401
+        assert httpx.get(f"{url}/", auth=admin, timeout=10).status_code == 200
         created = httpx.post(
             f"{url}/ajax-api/2.0/mlflow/experiments/create",
             json={"name": "from-the-ui"},
             headers={"Origin": url},
+            auth=admin,
             timeout=10,
         )
         assert created.status_code == 200, created.text

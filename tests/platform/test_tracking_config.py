@@ -58,12 +58,61 @@ def test_server_command_serves_the_shared_store(settings: Settings) -> None:
     args = [a for a in command[2:] if a != "--no-serve-artifacts"]
     flags = dict(zip(args[::2], args[1::2], strict=True))
     assert flags == {
+        "--app-name": "basic-auth",
         "--backend-store-uri": settings.mlflow_backend_uri,
         "--default-artifact-root": settings.mlflow_artifact_root,
         "--host": "127.0.0.1",
         "--port": "5123",
         "--workers": "1",
     }
+
+
+def test_server_auth_is_prepared_closed_with_its_secrets_in_private_files(settings: Settings) -> None:
+    import configparser
+    import stat
+
+    assert tracking.server_environment(settings) == {  # before setup: no secret to hand over
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_AUTH_CONFIG_PATH": str(settings.mlflow_dir / "basic_auth.ini"),
+    }
+    assert tracking.prepare_server_auth(settings) is True
+    assert tracking.prepare_server_auth(settings) is False  # once: the password stays
+    password = tracking.admin_password_file(settings).read_text().strip()
+    assert tracking.admin_password_file(settings) == settings.home_dir / "auth" / "mlflow_admin_password"
+    assert len(password) >= 32
+    env = tracking.server_environment(settings)
+    assert env["MLFLOW_AUTH_ADMIN_PASSWORD"] == password
+    assert len(env["MLFLOW_FLASK_SERVER_SECRET_KEY"]) >= 32
+    config = configparser.ConfigParser()
+    config.read(env["MLFLOW_AUTH_CONFIG_PATH"])
+    assert dict(config["mlflow"]) == {
+        "default_permission": "NO_PERMISSIONS",
+        "database_uri": f"sqlite:///{settings.mlflow_dir}/basic_auth.db",
+        "admin_username": "admin",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access": "false",
+    }
+    for path in (tracking.admin_password_file(settings), tracking.auth_config_path(settings),
+                 settings.mlflow_dir / "flask_secret_key"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_remote_credentials_are_exported_to_mlflow_and_never_shown(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pydantic import SecretStr
+
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    tracking.export_credentials(settings)  # none configured: nothing exported
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ and "MLFLOW_TRACKING_PASSWORD" not in os.environ
+    remote = settings.model_copy(update={"mlflow_tracking_uri": "http://mlflow:5000",
+                                         "mlflow_tracking_username": "tickcast",
+                                         "mlflow_tracking_password": SecretStr("s3cret-remote-pass")})
+    assert "s3cret-remote-pass" not in repr(remote)
+    tracking.export_credentials(remote)
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "tickcast"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret-remote-pass"
 
 
 def test_server_command_allows_a_named_bind_host(settings: Settings) -> None:

@@ -14,17 +14,17 @@ import pytest
 
 from tickcast.core.settings import Settings
 from tickcast.models import registry as model_registry
-from tickcast.models.untrained import quick_bundles, register_bundles
+from tickcast.models.untrained import register_bundles
 from tickcast.scoring.models import ChampionWatcher, ModelLoader
 
-FEATURES = ["return_1d", "rsi_14"]
+FEATURES = ["return_1d", "rsi_14"]  # those of the `untrained_pair` fixture (tests/scoring/conftest.py)
 LENGTH = 3
 LSTM, TRANSFORMER = "tickcast-lstm-1d", "tickcast-transformer-1d"
 
 
-@pytest.fixture(scope="module")
-def bundles(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return quick_bundles(tmp_path_factory.mktemp("watched"), features=FEATURES, sequence_length=LENGTH)
+@pytest.fixture
+def bundles(untrained_pair: dict[str, Path]) -> dict[str, Path]:
+    return untrained_pair
 
 
 def _versions(dual) -> tuple[str, str]:
@@ -157,13 +157,18 @@ def test_a_champion_deleted_while_switching_keeps_the_current_pair(settings: Set
 
 
 def test_reports_serving_the_baseline_and_the_recovery_and_promotions(settings: Settings, bundles):
-    """The alert engine hears when a champion exists and cannot be loaded (the scorer serves
-    the momentum baseline), when it can again, and when a new champion takes over."""
+    """The alert engine hears when no champion exists (a warning) or one exists and cannot be
+    loaded (critical): either way the scorer serves the momentum baseline; and when it can
+    again, and when a new champion takes over."""
     reported = []
     loader = ModelLoader(settings)
     watcher = ChampionWatcher(loader, "1d", check_seconds=0, report=reported.append)
-    assert watcher.current() is None and reported == []  # no champion at all: the baseline by design
+    assert watcher.current() is None  # no champion at all: the baseline, announced
+    assert [(e.kind, e.status, e.severity, e.subject) for e in reported] == [
+        ("scorer_baseline", "firing", "warning", "scorer:1d")]
+    assert "no champion is registered for the 1d models; serving the momentum baseline" in reported[0].message
 
+    reported.clear()
     register_bundles(settings, bundles)
     source = loader.client().get_model_version(LSTM, "1").source
     moved = Path(url2pathname(urlparse(source).path))
@@ -187,3 +192,33 @@ def test_reports_serving_the_baseline_and_the_recovery_and_promotions(settings: 
     assert [(e.kind, e.status, e.severity) for e in reported] == [("model_promoted", "firing", "info"),
                                                                    ("model_promoted", "resolved", "info")]
     assert "replaces version 1+1" in reported[0].message
+
+
+def test_a_champion_that_fails_to_load_over_a_previous_one_is_reported(settings: Settings, bundles):
+    """A new champion whose bundle is not what was registered is refused, the previous pair
+    serves on, and the alert engine hears of it at every check until it has passed."""
+    reported = []
+    loader = ModelLoader(settings)
+    watcher = ChampionWatcher(loader, "1d", check_seconds=0, report=reported.append)
+    register_bundles(settings, bundles)
+    first = watcher.current()
+    assert first.model_version == "1+1" and reported == []
+
+    register_bundles(settings, bundles, champion=True)
+    source = loader.client().get_model_version(LSTM, "2").source
+    onnx = Path(url2pathname(urlparse(source).path)) / "parent.onnx"
+    original = onnx.read_bytes()
+    onnx.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))  # one byte changed in the store
+    assert watcher.current() is first
+    assert watcher.current() is first
+    assert [(e.kind, e.status, e.severity, e.subject) for e in reported] == [
+        ("model_load_failed", "firing", "critical", "scorer:1d")] * 2
+    assert reported[0].message.startswith(f"champion {LSTM}+{TRANSFORMER} version 2+2 could not be loaded")
+    assert "refusing to load it" in reported[0].message and reported[0].message.endswith("still serving version 1+1")
+    assert not (settings.models_cache_dir / LSTM / "2").exists()  # nothing unverified in the cache
+
+    onnx.write_bytes(original)
+    reported.clear()
+    assert watcher.current().model_version == "2+2"
+    assert [(e.kind, e.status) for e in reported] == [
+        ("model_load_failed", "resolved"), ("model_promoted", "firing"), ("model_promoted", "resolved")]

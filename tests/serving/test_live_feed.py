@@ -92,7 +92,7 @@ def test_a_prediction_on_the_topic_is_served_and_pushed(on_kafka: Settings, publ
         _started(client, "kafka")
         with client.websocket_connect("/ws/predictions") as ws:
             ws.send_json({"action": "subscribe", "symbols": ["KAF"]})
-            assert ws.receive_json() == {"type": "subscribed", "symbols": ["KAF"]}
+            assert ws.receive_json() == {"type": "subscribed", "symbols": ["KAF"], "count": 1}
             publisher.publish_rows(_rows(_prediction("KAF", T0, 123.0)))
             _wait(_served(client, "KAF", T0), "GET to serve the published prediction")
             update = ws.receive_json()

@@ -29,6 +29,7 @@ from tickcast.alerts.channels import Channel, PermanentError, TransientError, re
 from tickcast.alerts.policy import Clock, utc_now
 from tickcast.alerts.store import AlertStore, DeliveryUpdate
 from tickcast.core.events import PipelineEvent
+from tickcast.core.faults import FaultPoint, fault_point
 from tickcast.core.retry import RetryAfterOr
 
 if TYPE_CHECKING:
@@ -162,6 +163,7 @@ class Dispatcher:
             provider_id = retrying(channel.send, message, row["address"])
         except (TransientError, PermanentError) as exc:
             return self._dead(row, channel, str(exc))
+        fault_point(FaultPoint.ALERTS_AFTER_CHANNEL_SEND)
         self._record(DeliveryUpdate(row["id"], "sent", provider_id=provider_id))
         if channel.name in self._dead_channels:
             self._dead_channels.discard(channel.name)

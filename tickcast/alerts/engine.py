@@ -24,6 +24,7 @@ from tickcast.alerts.monitor import PipelineMonitor
 from tickcast.alerts.policy import Clock, utc_now
 from tickcast.alerts.store import AlertStore
 from tickcast.core.events import PipelineEvent
+from tickcast.core.faults import FaultPoint, fault_point
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -69,7 +70,7 @@ class AlertEngine:
         if any(reconciled.values()):
             log.info("reconciled the deliveries a previous run left open: %s", reconciled)
         consumer = Consumer({
-            **settings.kafka_client_config(), "group.id": settings.alerts_consumer_group,
+            **settings.kafka_client_config("alerts"), "group.id": settings.alerts_consumer_group,
             "enable.auto.commit": False, "auto.offset.reset": "latest", "enable.partition.eof": False,
             # A killed engine's partitions go to its restart after 10 s, not the default 45.
             "session.timeout.ms": 10_000,
@@ -99,6 +100,7 @@ class AlertEngine:
                     if made:
                         log.info("%d alert(s) queued", len(made))
                 if messages:
+                    fault_point(FaultPoint.ALERTS_AFTER_OUTBOX_WRITE)
                     # Only after the outbox is durable: a crash before this consumes the batch again.
                     consumer.commit(asynchronous=False)
                 self.dispatcher.dispatch_due()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from tickcast.core.events import PipelineEvent
 
 if TYPE_CHECKING:
+    from tickcast.core.kafka_auth import KafkaRole
     from tickcast.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,10 @@ class EventPublisher:
     """Reports never raise into the part that reports: a part must keep working while the broker
     is away (the failure is logged; the part reports again at its next check)."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, role: KafkaRole):
+        """``role``: the reporting part's Kafka principal (it must be allowed to write the topic)."""
         self.topic = settings.topic_alerts
-        self._config: dict[str, Any] = {**settings.kafka_client_config(), "enable.idempotence": True,
-                                        "linger.ms": 5, "message.timeout.ms": 30_000}
+        self._settings, self._role = settings, role
         self._producer: Any = None
         # Events the broker did not take (after the producer's own retries), for a caller that
         # must know (`tickcast alerts report`).
@@ -32,13 +33,16 @@ class EventPublisher:
     def report(self, event: PipelineEvent) -> None:
         from confluent_kafka import KafkaException, Producer
 
+        from tickcast.core.kafka_auth import KafkaCredentialsError
+
         try:
             if self._producer is None:
-                self._producer = Producer(self._config)
+                self._producer = Producer({**self._settings.kafka_client_config(self._role), "enable.idempotence": True,
+                                           "linger.ms": 5, "message.timeout.ms": 30_000})
             self._producer.produce(self.topic, key=event.incident_subject, value=event.model_dump_json(),
                                    on_delivery=self._on_delivery)
             self._producer.poll(0)
-        except (BufferError, KafkaException) as exc:
+        except (BufferError, KafkaException, KafkaCredentialsError) as exc:
             self.failed += 1
             log.error("could not report %s on %s to topic %s: %s", event.kind, event.subject, self.topic, exc)
 
@@ -66,6 +70,11 @@ class StateReporter:
         self.subject = subject
         self.repeat_seconds = repeat_seconds
         self._last: dict[str, tuple[bool, float]] = {}
+
+    def firing(self, kind: str) -> bool:
+        """Whether ``kind`` was last reported firing."""
+        last = self._last.get(kind)
+        return last is not None and last[0]
 
     def state(self, kind: str, firing: bool, message: str, *, severity: str = "warning",
               details: dict[str, Any] | None = None) -> None:

@@ -29,12 +29,14 @@ CREATE INDEX IF NOT EXISTS latest_predictions_by_time ON latest_predictions(pred
 class OnlineStore:
     """Latest prediction per symbol. Cheap to open; one connection per thread."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, timeout: float = 30.0):
         self.path = Path(path)
+        # Seconds to wait for a lock another connection holds before sqlite3.OperationalError.
+        self.timeout = timeout
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.executescript(_SCHEMA)

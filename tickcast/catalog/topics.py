@@ -15,6 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tickcast.core.kafka_auth import KafkaRole
 from tickcast.core.settings import REPO_ROOT, Settings
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,10 @@ def topic_specs(settings: Settings, path: Path = TOPICS_FILE) -> list[TopicSpec]
     return specs
 
 
-def _admin(settings: Settings):
+def _admin(settings: Settings, role: KafkaRole):
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(settings.kafka_client_config())
+    return AdminClient(settings.kafka_client_config(role))
 
 
 def _fatal_codes() -> set[int]:
@@ -161,7 +162,7 @@ def ensure_topics(settings: Settings, timeout: float = 60.0) -> dict[str, bool]:
     """
     specs = topic_specs(settings)
     deadline = time.monotonic() + timeout
-    admin = _admin(settings)
+    admin = _admin(settings, "admin")
     try:
         created = _create(admin, settings, specs, deadline)
         _wait_visible(admin, settings, specs, deadline)
@@ -190,9 +191,10 @@ def topic_message_count(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def partitions(settings: Settings, topic: str, timeout: float = 30.0) -> list[int]:
-    """The topic's partition numbers, as the broker has them now."""
-    meta = _admin(settings).list_topics(topic, timeout=timeout)
+def partitions(settings: Settings, topic: str, role: KafkaRole, timeout: float = 30.0) -> list[int]:
+    """The topic's partition numbers, as the broker has them now (asked as ``role``, which must
+    be allowed to describe it)."""
+    meta = _admin(settings, role).list_topics(topic, timeout=timeout)
     found = meta.topics.get(topic)
     if found is None or found.error is not None:
         raise TopicError(f"topic {topic!r} not found on {settings.kafka_bootstrap_servers}: "

@@ -36,6 +36,10 @@ app = typer.Typer(
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging")) -> None:
+    # Files TickCast writes (tables, stores, logs, reports) are its user's only: umask 077.
+    from tickcast.platform.permissions import restrict_process
+
+    restrict_process()
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

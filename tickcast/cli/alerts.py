@@ -210,7 +210,7 @@ def report_event(
         event = PipelineEvent.reported(kind, subject, status, message, severity=severity, details=details)
     except ValidationError as exc:
         fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in exc.errors()))
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, "events")
     publisher.report(event)
     if publisher.flush(30) or publisher.failed:
         fail(f"the event was not delivered to topic {settings.topic_alerts} on {settings.kafka_bootstrap_servers}")

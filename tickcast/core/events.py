@@ -22,7 +22,9 @@ PipelineEventKind = Literal[
     "kafka_lag",            # a consumer's lag grew past its bound
     "quarantine_spike",     # the share of quarantined records jumped
     "quality_failed",       # a Great Expectations audit failed
-    "scorer_baseline",      # the scorer serves the momentum baseline: the champion could not be loaded
+    "scorer_baseline",      # the scorer serves the momentum baseline: no champion yet, or it could not be loaded
+    "model_load_failed",    # a new champion could not be loaded (or failed its content hash): the previous one serves on
+    "online_store_unavailable",  # the scorer cannot write the online store (locked, disk full): served predictions age
     "model_promoted",
     "model_rolled_back",
     "delivery_dead",        # an alert could not be delivered after its last retry

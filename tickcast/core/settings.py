@@ -14,7 +14,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tickcast.core import kafka_auth
 from tickcast.core.intervals import IntervalName
+from tickcast.core.kafka_auth import KafkaRole
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,10 +38,17 @@ class Settings(BaseSettings):
 
     # Kafka
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    # How every client connects to an external cluster (kafka_embedded=false), as one principal.
+    # The embedded broker ignores these: see kafka_embedded_auth.
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: str | None = None
+    # The embedded broker takes SASL/SCRAM-SHA-512 logins only and authorizes by ACLs, one
+    # principal per part of the platform (tickcast/core/kafka_auth.py), their passwords generated
+    # at setup into kafka_credentials_path (mode 0600). False runs it PLAINTEXT and open to every
+    # local process: a private sandbox or the tests' throwaway broker, refused outside local mode.
+    kafka_embedded_auth: bool = True
     kafka_broker_port: int = 9092
     kafka_controller_port: int = 9093
     kafka_broker_heap: str = "1g"
@@ -60,6 +69,9 @@ class Settings(BaseSettings):
     spark_master: str = "local[*]"
     spark_shuffle_partitions: int = 4
     spark_driver_memory: str = "2g"
+    # The driver's RPC and block-manager ports listen here (Spark's default is every interface).
+    # A standalone cluster's workers must reach the driver: give them an address they can route to.
+    spark_driver_host: str = "127.0.0.1"
     ingest_trigger_seconds: float = 1.0
     ingest_max_offsets_per_trigger: int = 500_000
     # The ingest job (and its JVM) runs this much nicer than normal: it is throughput work, and
@@ -86,6 +98,11 @@ class Settings(BaseSettings):
     dashboard_host: str = "127.0.0.1"
     dashboard_port: int = 8050
     dashboard_refresh_seconds: float = 2.0
+    # A certificate and its key (PEM) make the API and the dashboard serve HTTPS. Outside local
+    # mode, binding either off loopback without them is refused: keys and sessions would cross
+    # the network in clear text.
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     # Host headers the dashboard answers (comma-separated; "*" for any): a request naming another
     # host is refused, so a DNS-rebinding page cannot read the dashboard through a victim's browser.
     dashboard_allowed_hosts: str = "127.0.0.1,localhost"
@@ -112,6 +129,35 @@ class Settings(BaseSettings):
     api_poll_seconds: float = Field(default=0.05, gt=0)
     # A verified key is trusted this long before it is looked up again (revocation delay).
     api_key_cache_seconds: float = Field(default=5.0, ge=0)
+    # Bounds against clients that hold resources (serving/bounds.py, tickcast/cli/serve.py). A
+    # larger body gets 413 before it is read (the largest real one, POST /score of 100 supplied
+    # sequences, is about 400 KB); the same bound covers the dashboard.
+    api_max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # Requests without a valid key, per client address: a flood of made-up keys costs a 429,
+    # not a key lookup each (the `limits` library's notation).
+    api_unauthenticated_rate_limit: str = "20/second"
+    # Per key, for routes that read files or run models (history, bars, explanations, scoring,
+    # models): their own budget, so they cannot use up the one of the cached GETs ...
+    api_expensive_rate_limit: str = "10/second"
+    # ... and at most this many at once per worker; more get 503 with Retry-After at once
+    # rather than queueing in the thread pool while the hot path waits for the GIL.
+    api_expensive_concurrency: int = Field(default=2, ge=1, le=64)
+    # WebSocket /ws/predictions: symbols one connection may follow, open connections per key
+    # (per worker), and commands per second per connection (more: closed with code 1008).
+    api_ws_max_symbols: int = Field(default=1000, ge=1)
+    api_ws_max_connections_per_key: int = Field(default=20, ge=1)
+    api_ws_command_rate_limit: str = "20/second"
+    # A WebSocket that authenticates by its first message has this long to send it.
+    api_ws_auth_timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # uvicorn's connection timeouts for the API and the dashboard, against slow-loris clients: an
+    # idle keep-alive connection is closed after `http_keep_alive_seconds`; the request line and
+    # headers must arrive within `http_header_timeout_seconds` of the connection (or of the
+    # previous request) and be at most `http_max_header_bytes`; a body must arrive whole within
+    # `http_body_timeout_seconds` of its headers (else 408).
+    http_keep_alive_seconds: int = Field(default=5, ge=1, le=3600)
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    http_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
 
     # The live scorer (`tickcast stream score`): the bar interval it scores, and how often it asks
     # MLflow for a new champion (a promotion is picked up without a restart).
@@ -134,6 +180,10 @@ class Settings(BaseSettings):
     live_rescore_per_cycle: int = Field(default=1000, ge=1)
     # The newest msg_ids kept in that checkpoint, to recognise duplicates across a restart.
     live_checkpoint_msg_ids: int = Field(default=100_000, ge=0)
+    # How long the live scorer waits for the online store's write lock (another process holding
+    # it) before it reports `online_store_unavailable`, keeps the rows and goes on scoring: a
+    # write retried every cycle, rather than a scoring loop stalled behind SQLite's 30 s.
+    live_store_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
 
     # Features: the stream recomputes a touched symbol's features from its trailing bars,
     # looked for within this many times TRAILING_BARS intervals before the touched bar.
@@ -266,6 +316,10 @@ class Settings(BaseSettings):
     mlflow_port: int = 5000
     # A remote tracking server (e.g. http://mlflow:5000): used instead of the local store.
     mlflow_tracking_uri: str | None = None
+    # Its basic-auth credentials, handed to mlflow as MLFLOW_TRACKING_USERNAME/PASSWORD (the
+    # local server's admin password is generated at setup instead: tracking.admin_password_file).
+    mlflow_tracking_username: str | None = Field(default=None, min_length=1, max_length=256)
+    mlflow_tracking_password: SecretStr | None = None
 
     # Metrics over time. `up` runs the pipeline exporter (`tickcast metrics serve`: each streaming
     # query's and the scorer's progress as Prometheus metrics) on loopback at pipeline_metrics_port,
@@ -299,19 +353,60 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.mode != "local" and self.kafka_sasl_mechanism:
-            if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
-                raise ValueError(
-                    "TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret "
-                    "outside local mode"
-                )
         if self.mode != "local":
+            self._refuse_open_kafka()
+            self._refuse_open_doors()
             for name in ("twilio_auth_token", "sendgrid_api_key", "alerts_webhook_secret", "fred_api_key",
                          "news_api_key", "earnings_api_key", "dashboard_session_secret"):
                 secret = getattr(self, name)
                 if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"TICKCAST_{name.upper()} is a placeholder; set a real secret outside local mode")
         return self
+
+    def _refuse_open_kafka(self) -> None:
+        """Outside local mode no Kafka client is anonymous, none logs in with a placeholder, and
+        nothing crosses the network in clear text."""
+        if self.kafka_embedded and not self.kafka_embedded_auth:
+            raise ValueError("TICKCAST_KAFKA_EMBEDDED_AUTH=false runs the embedded broker without authentication "
+                             "(PLAINTEXT, every local process may read and write every topic); outside local mode "
+                             "it must authenticate its clients")
+        if self.kafka_uses_embedded_auth:
+            return  # SCRAM with generated passwords, on a listener bound to 127.0.0.1
+        protocol = self.kafka_security_protocol.upper()
+        if protocol == "PLAINTEXT":
+            raise ValueError("TICKCAST_KAFKA_SECURITY_PROTOCOL=PLAINTEXT authenticates no client; outside local "
+                             "mode use SASL_SSL, SSL, or SASL_PLAINTEXT to a broker on loopback")
+        if protocol.startswith("SASL_"):
+            if not self.kafka_sasl_mechanism or not self.kafka_sasl_username:
+                raise ValueError(f"TICKCAST_KAFKA_SECURITY_PROTOCOL={protocol} needs TICKCAST_KAFKA_SASL_MECHANISM "
+                                 "and TICKCAST_KAFKA_SASL_USERNAME")
+            if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
+                raise ValueError("TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret outside local mode")
+        if protocol not in ("SSL", "SASL_SSL"):
+            remote = [host for host, _ in self.kafka_bootstrap_hosts if not is_loopback(host)]
+            if remote:
+                raise ValueError(f"TICKCAST_KAFKA_BOOTSTRAP_SERVERS names {', '.join(remote)}, off loopback, reached "
+                                 f"with {protocol}: passwords and data would cross the network in clear text; "
+                                 "use SASL_SSL or SSL")
+
+    def _refuse_open_doors(self) -> None:
+        """Production refuses what is only acceptable on a developer's own machine."""
+        if not self.api_auth_enabled:
+            raise ValueError("TICKCAST_API_AUTH_ENABLED=false is for a private local sandbox; "
+                             "outside local mode every data route needs an API key")
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("set both TICKCAST_TLS_CERTFILE and TICKCAST_TLS_KEYFILE, or neither")
+        for name in ("api_host", "dashboard_host"):
+            if not is_loopback(getattr(self, name)) and not self.tls_certfile:
+                raise ValueError(f"TICKCAST_{name.upper()}={getattr(self, name)} listens off loopback without TLS; "
+                                 "set TICKCAST_TLS_CERTFILE and TICKCAST_TLS_KEYFILE, or bind 127.0.0.1 "
+                                 "behind a TLS-terminating proxy")
+        # MLflow's and Airflow's servers are started without TLS of their own: off loopback they
+        # belong behind a proxy that terminates it.
+        for name in ("mlflow_host", "airflow_host"):
+            if not is_loopback(getattr(self, name)):
+                raise ValueError(f"TICKCAST_{name.upper()}={getattr(self, name)} listens off loopback without TLS; "
+                                 "bind 127.0.0.1 and put a TLS-terminating proxy in front")
 
     @property
     def home_dir(self) -> Path:
@@ -426,36 +521,90 @@ class Settings(BaseSettings):
     def spark_jars_dir(self) -> Path:
         return self.jars_dir / "spark"
 
-    def kafka_client_config(self) -> dict[str, str | int | float | bool]:
-        """librdkafka configuration shared by producers, consumers and admin clients."""
+    @property
+    def kafka_credentials_path(self) -> Path:
+        """The embedded broker's principals and their passwords (JSON, mode 0600)."""
+        return self.home_dir / "auth" / "kafka_credentials.json"
+
+    @property
+    def kafka_bootstrap_hosts(self) -> list[tuple[str, int | None]]:
+        """(host, port) of each bootstrap address."""
+        found: list[tuple[str, int | None]] = []
+        for entry in self.kafka_bootstrap_servers.split(","):
+            address = entry.strip().rsplit("://", 1)[-1]
+            if not address:
+                continue
+            host, sep, port = address.rpartition(":")
+            if not sep or not port.isdigit() or (":" in host and not host.startswith("[")):
+                found.append((address, None))  # no port, or a bare IPv6 address
+            else:
+                found.append((host, int(port)))
+        return found
+
+    @property
+    def kafka_uses_embedded_auth(self) -> bool:
+        """Whether clients log in to the embedded broker with per-role credentials: it runs with
+        authentication and the bootstrap names it (its loopback port). Any other bootstrap is an
+        external cluster, reached with kafka_security_protocol and kafka_sasl_*."""
+        hosts = self.kafka_bootstrap_hosts
+        return (self.kafka_embedded and self.kafka_embedded_auth and bool(hosts)
+                and all(is_loopback(host) and port == self.kafka_broker_port for host, port in hosts))
+
+    def _kafka_login(self, role: KafkaRole) -> tuple[str, str, str, str] | None:
+        """(protocol, mechanism, user, password) of ``role``; None for a connection without SASL."""
+        if self.kafka_uses_embedded_auth:
+            return ("SASL_PLAINTEXT", kafka_auth.SCRAM_MECHANISM, role,
+                    kafka_auth.read_password(self.kafka_credentials_path, role))
+        if self.kafka_sasl_mechanism:
+            return (self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username or "",
+                    self.kafka_sasl_password or "")
+        return None
+
+    def kafka_client_config(self, role: KafkaRole) -> dict[str, str | int | float | bool]:
+        """librdkafka configuration of producers, consumers and admin clients of ``role`` (the
+        principal whose ACLs apply on the embedded broker; an external cluster's one principal
+        serves every role). Reads the role's password from kafka_credentials_path."""
         config: dict[str, str | int | float | bool] = {
             "bootstrap.servers": self.kafka_bootstrap_servers,
             "security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
-            config["sasl.mechanism"] = self.kafka_sasl_mechanism
-            config["sasl.username"] = self.kafka_sasl_username or ""
-            config["sasl.password"] = self.kafka_sasl_password or ""
+        login = self._kafka_login(role)
+        if login is not None:
+            config["security.protocol"], config["sasl.mechanism"], config["sasl.username"], \
+                config["sasl.password"] = login
         return config
 
-    def spark_kafka_options(self) -> dict[str, str]:
+    def spark_kafka_options(self, role: KafkaRole) -> dict[str, str]:
         """The same connection, spelled for Spark's Kafka source."""
         options = {
             "kafka.bootstrap.servers": self.kafka_bootstrap_servers,
             "kafka.security.protocol": self.kafka_security_protocol,
         }
-        if self.kafka_sasl_mechanism:
-            options["kafka.sasl.mechanism"] = self.kafka_sasl_mechanism
+        login = self._kafka_login(role)
+        if login is not None:
+            protocol, mechanism, user, password = login
+            options["kafka.security.protocol"] = protocol
+            options["kafka.sasl.mechanism"] = mechanism
             module = (
                 "org.apache.kafka.common.security.plain.PlainLoginModule"
-                if self.kafka_sasl_mechanism == "PLAIN"
+                if mechanism == "PLAIN"
                 else "org.apache.kafka.common.security.scram.ScramLoginModule"
             )
-            options["kafka.sasl.jaas.config"] = (
-                f'{module} required username="{self.kafka_sasl_username}" '
-                f'password="{self.kafka_sasl_password}";'
-            )
+            # Spark redacts sasl.jaas.config in what it logs (KafkaRedactionUtil).
+            options["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
         return options
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address (or ``localhost``) only this machine can reach."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a name other than localhost may resolve anywhere
+        return False
 
 
 class SettingsError(ValueError):

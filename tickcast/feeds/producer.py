@@ -87,9 +87,12 @@ class TickProducer:
     ) -> None:
         self.topic = topic or settings.topic_ticks
         self.connect_timeout = connect_timeout
-        config: dict[str, Any] = dict(settings.kafka_client_config())
         if bootstrap_servers:
-            config["bootstrap.servers"] = bootstrap_servers
+            # Before the login is chosen: another bootstrap may not be the embedded broker.
+            settings = settings.model_copy(update={"kafka_bootstrap_servers": bootstrap_servers})
+        self._settings = settings
+        # The login (security protocol, SASL) is added by connect().
+        config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap_servers}
         config.update(DEFAULT_PRODUCER_CONFIG)
         # How long a tick waits for the broker (an outage, a leader election), buffered and
         # retried by librdkafka, before it is reported failed: loudly, and counted.
@@ -113,8 +116,15 @@ class TickProducer:
         """Create the producer and check, within a bounded wait, that the topic exists."""
         from confluent_kafka import KafkaError, KafkaException, Producer
 
+        from tickcast.core.kafka_auth import KafkaCredentialsError
+
         try:
-            self._producer = Producer(self._config)
+            # As the feed's principal: on the embedded broker it may write `ticks` and nothing else.
+            login = self._settings.kafka_client_config("feed")
+        except KafkaCredentialsError as exc:
+            raise FeedError(str(exc)) from None
+        try:
+            self._producer = Producer({**login, **self._config})
         except KafkaException as exc:
             raise FeedError(f"invalid Kafka producer configuration: {exc}") from exc
         try:
@@ -123,7 +133,9 @@ class TickProducer:
             self._producer = None
             raise FeedError(
                 f"cannot reach the Kafka broker at {self.bootstrap_servers} within "
-                f"{self.connect_timeout:g}s (is it running? `make up` starts it)"
+                f"{self.connect_timeout:g}s ("
+                + (f"last error: {self._last_error}" if self._last_error else "is it running? `make up` starts it")
+                + ")"
             ) from exc
         topic_md = metadata.topics.get(self.topic)
         if topic_md is None or topic_md.error is not None:

@@ -18,6 +18,7 @@ ONNX Runtime runs them with the CUDA provider when one is available and the CPU 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -44,6 +45,25 @@ CPU = "CPUExecutionProvider"
 
 class BundleError(RuntimeError):
     """A bundle directory that is missing parts or does not fit the input it is given."""
+
+
+class BundleIntegrityError(BundleError):
+    """A bundle whose files are not those its registered version recorded (a corrupt copy, or
+    an artifact changed after registration): it is never loaded."""
+
+
+def bundle_digest(directory: Path | str) -> str:
+    """The bundle's content hash: SHA-256 over the lines ``<sha256 of a file>  <its path
+    relative to the bundle>`` (sha256sum's format) sorted by path, so any changed, added,
+    removed or renamed file changes it."""
+    root = Path(directory)
+    files: dict[str, str] = {}
+    for path in root.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fh:
+                files[path.relative_to(root).as_posix()] = hashlib.file_digest(fh, "sha256").hexdigest()
+    listing = "".join(f"{files[name]}  {name}\n" for name in sorted(files))
+    return hashlib.sha256(listing.encode()).hexdigest()
 
 
 def execution_providers(available: list[str] | None = None) -> list[str]:

@@ -235,7 +235,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
     import mlflow
 
     from tickcast.models import tracking
-    from tickcast.models.bundle import write_bundle
+    from tickcast.models.bundle import bundle_digest, write_bundle
 
     say = say or log.info
     check_index(settings, config)  # before an MLflow run is opened for it
@@ -267,6 +267,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
                     bundle = write_bundle(Path(tmp) / f"bundle_{arch}", arch=arch, config=config, scaler=scaler,
                                           parent=parent, children=children, fingerprint=result.fingerprint,
                                           earnings=earnings_model)
+                    digest = bundle_digest(bundle)  # of the files as written, before they travel
                     mlflow.log_artifacts(str(bundle), artifact_path=f"bundle_{arch}")
                 name = registry.registered_name(arch, config.interval)
                 figures = result.metrics.get(f"{arch}_{variant}", {})
@@ -275,7 +276,7 @@ def run(settings: Settings, config: ExperimentConfig, output: Path, *, register:
                         "variant": variant, "folds_fingerprint": result.fingerprint,
                         **{f"metric.{k}": str(v) for k, v in figures.items() if v is not None}}
                 version = registry.register(client, name=name, source=f"{active.info.artifact_uri}/bundle_{arch}",
-                                            run_id=run_id, tags=tags,
+                                            run_id=run_id, tags=tags, digest=digest,
                                             description=f"{arch} {variant} models of experiment {config.name}")
                 outcome.versions[name] = version.version
                 say(f"registered {name} version {version.version} (alias challenger)")

@@ -22,6 +22,9 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
 DECISION_TAG = "promotion_decision"
+# A version's bundle content hash (``bundle.bundle_digest`` of what was logged), recorded at
+# registration and checked by every loader before it opens the bundle.
+DIGEST_TAG = "bundle_sha256"
 # A metric a predictor cannot have (IC of a constant forecast) counts as no skill at all.
 NO_SKILL = {"ic": 0.0, "rank_ic": 0.0}
 
@@ -111,8 +114,11 @@ def _exists(mlflow_client, name: str) -> bool:
 
 
 def register(mlflow_client, *, name: str, source: str, run_id: str, tags: dict[str, str],
-             description: str = ""):
-    """A new version of ``name`` from ``source`` (an artifact directory), aliased challenger."""
+             description: str = "", digest: str | None = None):
+    """A new version of ``name`` from ``source`` (an artifact directory), aliased challenger;
+    ``digest``: the bundle's content hash, recorded on the version (``DIGEST_TAG``)."""
+    if digest is not None:
+        tags = {**tags, DIGEST_TAG: digest}
     if not _exists(mlflow_client, name):
         mlflow_client.create_registered_model(
             name, description="TickCast model; aliases: champion (serving), challenger (latest trained)")

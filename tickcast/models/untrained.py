@@ -59,6 +59,7 @@ def register_bundles(settings: Settings, bundles: dict[str, Path], *, interval: 
     import mlflow
 
     from tickcast.models import registry, tracking
+    from tickcast.models.bundle import bundle_digest
 
     tracking.configure_mlflow(settings)
     experiment = tracking.experiment(settings, "tickcast-test-bundles")
@@ -71,7 +72,7 @@ def register_bundles(settings: Settings, bundles: dict[str, Path], *, interval: 
             tags = {"architecture": arch, "interval": interval, "variant": "child",
                     **{f"metric.{k}": str(v) for k, v in (metrics or {}).items()}}
             version = registry.register(client, name=name, source=f"{active.info.artifact_uri}/bundle_{arch}",
-                                        run_id=active.info.run_id, tags=tags)
+                                        run_id=active.info.run_id, tags=tags, digest=bundle_digest(directory))
             if champion:
                 registry.make_champion(client, name, version.version, None)
             versions[name] = str(version.version)

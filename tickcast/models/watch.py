@@ -209,7 +209,7 @@ def _tell(settings: Settings, model_name: str, model_version: str, drifted: list
     from tickcast.catalog.events import EventPublisher
     from tickcast.core.events import PipelineEvent
 
-    publisher = EventPublisher(settings)
+    publisher = EventPublisher(settings, "events")
     try:
         worst = {d.feature: round(d.psi, 3) for d in drifts if d.drifted}
         publisher.report(PipelineEvent.reported(

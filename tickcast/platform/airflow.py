@@ -28,6 +28,9 @@ DAGS_FOLDER = AIRFLOW_PROJECT / "dags"
 # The components `airflow standalone` would run, each a program of its own under supervisord
 # (named airflow-<component>): restarted on its own, logged on its own.
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# Airflow's log server binds every interface (and has no setting for it); every component runs
+# on this machine and writes its task logs where the api-server reads them, so none is needed.
+COMPONENT_ARGS = {"scheduler": ("--skip-serve-logs",), "triggerer": ("--skip-serve-logs",)}
 # Where SimpleAuthManager writes the admin's generated password (under AIRFLOW_HOME).
 PASSWORD_FILE = "simple_auth_manager_passwords.json.generated"
 
@@ -84,8 +87,6 @@ def environment(settings: Settings) -> dict[str, str]:
         "AIRFLOW__API__HOST": settings.airflow_host,
         "AIRFLOW__API__PORT": str(settings.airflow_port),
         "AIRFLOW__API__BASE_URL": url,
-        # The log server the workers run: on loopback like every other port of the platform.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "8793",
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
         # The DAG files find the platform's environment and its CLI here.
         "TICKCAST_PYTHON": str(REPO_ROOT / ".venv" / "bin" / "python"),
@@ -127,7 +128,8 @@ def exec_component(settings: Settings, component: str) -> None:
         raise ValueError(f"unknown Airflow component {component!r}; one of {', '.join(COMPONENTS)}")
     migrate(settings)
     executable = str(airflow_executable())
-    os.execve(executable, [executable, component], {**os.environ, **environment(settings)})
+    os.execve(executable, [executable, component, *COMPONENT_ARGS.get(component, ())],
+              {**os.environ, **environment(settings)})
 
 
 def cli_output(settings: Settings, args: list[str], timeout: float = 120.0) -> subprocess.CompletedProcess:

@@ -1,12 +1,24 @@
 """The embedded single-node Apache Kafka broker (KRaft, combined broker+controller).
 
 Runs Kafka's own jars (resolved by Maven) on the machine's Java. ``broker_command``
-returns the argv a process manager runs; ``format_storage`` prepares the log dir once.
+returns the argv a process manager runs; ``prepare`` writes its configuration and formats the
+log dir once.
+
+With authentication (the default, TICKCAST_KAFKA_EMBEDDED_AUTH) both listeners are on loopback
+and take SASL only: the client listener SCRAM-SHA-512, its users (one per role,
+``tickcast.core.kafka_auth``) bootstrapped into the metadata when the storage is formatted; the
+KRaft controller listener PLAIN with one static user, since SCRAM users live in the metadata
+the controller itself serves (and an open controller port would let any local process bootstrap
+an admin client against it, KIP-919). ``StandardAuthorizer`` denies whatever no ACL allows;
+``broker_auth`` grants each role its ACLs. Passwords reach the JVM through files readable by
+the owner only, never its command line.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import shutil
 import subprocess
 import uuid
@@ -15,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tickcast.core import kafka_auth
 from tickcast.core.settings import Settings
 from tickcast.platform.processes import free_port, stop_process, wait_for_port
 
@@ -66,6 +79,15 @@ class BrokerLayout:
         return f"127.0.0.1:{self.port}"
 
 
+def for_layout(settings: Settings, layout: BrokerLayout, auth: bool = True) -> Settings:
+    """``settings`` whose clients talk to the embedded broker of ``layout`` (logging in with
+    their roles' credentials when ``auth``)."""
+    return settings.model_copy(update={
+        "kafka_bootstrap_servers": layout.bootstrap, "kafka_broker_port": layout.port,
+        "kafka_controller_port": layout.controller_port, "kafka_embedded": True, "kafka_embedded_auth": auth,
+    })
+
+
 def layout_for(settings: Settings, root: Path | None = None, port: int | None = None,
                controller_port: int | None = None) -> BrokerLayout:
     return BrokerLayout(
@@ -75,17 +97,47 @@ def layout_for(settings: Settings, root: Path | None = None, port: int | None = 
     )
 
 
-def server_properties(layout: BrokerLayout, partitions: int) -> str:
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
+def _listeners(layout: BrokerLayout, credentials: dict[str, str] | None) -> list[str]:
+    if credentials is None:
+        return [
             f"listeners=PLAINTEXT://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
             f"advertised.listeners=PLAINTEXT://127.0.0.1:{layout.port}",
             "controller.listener.names=CONTROLLER",
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        ]
+    admin, controller = credentials["admin"], credentials[kafka_auth.CONTROLLER_USER]
+    user = kafka_auth.CONTROLLER_USER
+    return [
+        f"listeners=BROKER://127.0.0.1:{layout.port},CONTROLLER://127.0.0.1:{layout.controller_port}",
+        f"advertised.listeners=BROKER://127.0.0.1:{layout.port}",
+        "controller.listener.names=CONTROLLER",
+        "inter.broker.listener.name=BROKER",
+        "listener.security.protocol.map=CONTROLLER:SASL_PLAINTEXT,BROKER:SASL_PLAINTEXT",
+        # The controller listener: PLAIN, one static user (the broker's side logs in as it too).
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+        f'required username="{user}" password="{controller}" user_{user}="{controller}";',
+        # The client listener: SCRAM only; the broker's own (inter-broker) logins are the admin's.
+        f"sasl.mechanism.inter.broker.protocol={kafka_auth.SCRAM_MECHANISM}",
+        f"listener.name.broker.sasl.enabled.mechanisms={kafka_auth.SCRAM_MECHANISM}",
+        f"listener.name.broker.{kafka_auth.SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+        f'org.apache.kafka.common.security.scram.ScramLoginModule required username="admin" password="{admin}";',
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        f"super.users=User:admin;User:{user}",
+    ]
+
+
+def server_properties(layout: BrokerLayout, partitions: int, credentials: dict[str, str] | None = None) -> str:
+    """The broker's configuration; with ``credentials`` ({user: password}), authenticated."""
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
+            *_listeners(layout, credentials),
             f"log.dirs={layout.log_dir}",
             f"num.partitions={partitions}",
             "offsets.topic.replication.factor=1",
@@ -117,25 +169,68 @@ def _classpath(settings: Settings) -> str:
     return f"{jars_dir}/*"
 
 
-def prepare(settings: Settings, layout: BrokerLayout) -> None:
-    """Write config and format the KRaft storage directory (only the first time)."""
+class BrokerError(RuntimeError):
+    """The embedded broker cannot be prepared as configured."""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (it may hold passwords), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def _fingerprint(credentials: dict[str, str]) -> str:
+    # The admin's password is in the storage's bootstrap metadata: it cannot change afterwards.
+    return hashlib.sha256(credentials["admin"].encode()).hexdigest()
+
+
+def prepare(settings: Settings, layout: BrokerLayout, auth: bool | None = None) -> None:
+    """Write config and format the KRaft storage directory (only the first time).
+
+    ``auth`` (default: TICKCAST_KAFKA_EMBEDDED_AUTH) formats the storage with every role's SCRAM
+    user, their passwords from the credentials file (generated when missing)."""
+    auth = settings.kafka_embedded_auth if auth is None else auth
     layout.root.mkdir(parents=True, exist_ok=True)
-    layout.config_file.write_text(server_properties(layout, settings.topic_partitions))
+    credentials = kafka_auth.ensure_credentials(settings.kafka_credentials_path) if auth else None
+    _write_private(layout.config_file, server_properties(layout, settings.topic_partitions, credentials))
     layout.log4j_file.write_text(LOG4J2_CONFIG)
+    formatted_with = layout.root / "admin-credential.sha256"
     if (layout.log_dir / "meta.properties").exists():
+        if credentials is not None and (not formatted_with.exists()
+                                        or formatted_with.read_text().strip() != _fingerprint(credentials)):
+            raise BrokerError(
+                f"the Kafka storage in {layout.log_dir} was formatted "
+                f"{'without authentication' if not formatted_with.exists() else 'with other credentials'} than "
+                f"{settings.kafka_credentials_path} holds: restore that file, or remove {layout.root} to format it "
+                "again (the topics' messages are lost), or set TICKCAST_KAFKA_EMBEDDED_AUTH=false (local mode only)")
         return
     cluster_id = uuid.uuid4().hex[:22]
     log.info("formatting Kafka storage in %s", layout.log_dir)
-    subprocess.run(
-        [
-            _java(), "-cp", _classpath(settings),
-            f"-Dlog4j2.configurationFile={layout.log4j_file}",
-            "kafka.tools.StorageTool", "format", "--ignore-formatted",
-            "-t", cluster_id, "-c", str(layout.config_file),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    command = [
+        _java(), "-cp", _classpath(settings),
+        f"-Dlog4j2.configurationFile={layout.log4j_file}",
+        "kafka.tools.StorageTool", "format", "--ignore-formatted",
+        "-t", cluster_id, "-c", str(layout.config_file),
+    ]
+    scram = layout.root / ".format-arguments"
+    try:
+        if credentials is not None:
+            # The java launcher reads arguments from an @file: the passwords stay off the command line.
+            users = [name for name in credentials if name != kafka_auth.CONTROLLER_USER]
+            _write_private(scram, "".join(
+                f"--add-scram\n{kafka_auth.SCRAM_MECHANISM}=[name={name},iterations={kafka_auth.SCRAM_ITERATIONS},"
+                f"password={credentials[name]}]\n" for name in users))
+            command.append(f"@{scram}")
+        # Its output lists the SCRAM records it wrote: captured, never logged.
+        subprocess.run(command, check=True, capture_output=True)
+    finally:
+        scram.unlink(missing_ok=True)
+    if credentials is not None:
+        formatted_with.write_text(_fingerprint(credentials) + "\n")
 
 
 def broker_command(settings: Settings, layout: BrokerLayout) -> list[str]:
@@ -150,16 +245,24 @@ def broker_command(settings: Settings, layout: BrokerLayout) -> list[str]:
 
 
 @contextmanager
-def running_broker(settings: Settings, root: Path) -> Iterator[str]:
-    """Start a real single-node KRaft broker on free ports; yield its bootstrap address."""
+def running_broker(settings: Settings, root: Path, auth: bool = False) -> Iterator[str]:
+    """Start a real single-node KRaft broker on free ports; yield its bootstrap address.
+
+    Without ``auth``, PLAINTEXT and open (the tests' shared broker). With it, as `up` runs it:
+    SCRAM users from ``settings``' credentials file, every role's ACLs granted before it is
+    yielded (the clients of ``settings`` with that bootstrap and broker port log in)."""
     layout = layout_for(settings, root=root, port=free_port(), controller_port=free_port())
-    prepare(settings, layout)
+    prepare(settings, layout, auth=auth)
     log_file = (root / "broker.log").open("w")
     proc = subprocess.Popen(
         broker_command(settings, layout), stdout=log_file, stderr=subprocess.STDOUT
     )
     try:
         wait_for_port(layout.port, timeout=90, proc=proc)
+        if auth:
+            from tickcast.platform import broker_auth
+
+            broker_auth.ensure_access(for_layout(settings, layout), timeout=90)
         yield layout.bootstrap
     finally:
         stop_process(proc)

@@ -16,6 +16,7 @@ from tickcast.catalog import tables
 from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
+from tickcast.platform.permissions import secure_home
 from tickcast.platform.processes import client_host
 from tickcast.platform.supervisor import (
     PROGRAM_ORDER,
@@ -42,6 +43,7 @@ def setup(settings: Settings) -> None:
     from tickcast.platform.jars import ensure_jars
 
     ensure_jars(settings)
+    secure_home(settings.home_dir)
     for path in (
         settings.home_dir, tables.delta_dir(settings), settings.checkpoint_dir, settings.run_dir,
         settings.log_dir, settings.online_store_path.parent,
@@ -50,6 +52,11 @@ def setup(settings: Settings) -> None:
     if tracking.is_local(settings):
         # SQLite creates the database file but not its directory.
         settings.mlflow_dir.mkdir(exist_ok=True)
+    if settings.kafka_embedded and settings.kafka_embedded_auth:
+        from tickcast.core.kafka_auth import ensure_credentials
+
+        # Before the broker's storage is formatted: its SCRAM users are made from this file.
+        ensure_credentials(settings.kafka_credentials_path)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -241,6 +248,10 @@ def up(
         # be signed in to; `tickcast users create` adds the real ones.
         if ensure_initial_user(UserStore(settings.dashboard_users_path), settings.dashboard_admin_password_file):
             _say(console, f"dashboard user admin created; its password is in {settings.dashboard_admin_password_file}")
+    if "mlflow" in configured:
+        # Before the supervisor's config, which hands the server its secrets.
+        if tracking.prepare_server_auth(settings):
+            _say(console, f"MLflow user admin created; its password is in {tracking.admin_password_file(settings)}")
     if "prometheus" in configured:
         from tickcast.platform import prometheus
 
@@ -265,6 +276,11 @@ def up(
     elif (needs_kafka and "kafka" in configured
           and supervisor.processes()["kafka"]["statename"] != "RUNNING"):
         raise PlatformError("kafka is not running; start it too (drop --only, or add --only kafka)")
+    if needs_kafka and "kafka" in configured and settings.kafka_uses_embedded_auth:
+        from tickcast.platform import broker_auth
+
+        _say(console, "granting each Kafka principal its ACLs")
+        broker_auth.ensure_access(settings, timeout=max(deadline - time.monotonic(), 5.0))
     if needs_kafka:
         _say(console, f"creating topics on {settings.kafka_bootstrap_servers}")
         remaining = max(deadline - time.monotonic(), 5.0)
@@ -314,6 +330,7 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
         rows.append(("Prometheus", prometheus.base_url(settings)))
     if "mlflow" in names:
         rows.append(("MLflow", tracking.server_url(settings)))
+        rows.append(("MLflow login", f"admin; the password is in {tracking.admin_password_file(settings)}"))
     elif not tracking.is_local(settings):
         rows.append(("MLflow", str(settings.mlflow_tracking_uri)))
     if "airflow-api-server" in names:
@@ -321,7 +338,9 @@ def urls(settings: Settings, names: Sequence[str]) -> list[tuple[str, str]]:
 
         rows.append(("Airflow", airflow.api_url(settings)))
         rows.append(("Airflow login", f"admin; the password is in {airflow.password_file(settings)}"))
-    rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers))
+    rows.append(("Kafka bootstrap", settings.kafka_bootstrap_servers + (
+        f" (SASL/SCRAM-SHA-512; each principal's password in {settings.kafka_credentials_path})"
+        if settings.kafka_uses_embedded_auth else "")))
     rows.append(("Logs", str(settings.log_dir)))
     return rows
 

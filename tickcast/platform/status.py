@@ -106,7 +106,7 @@ def topic_watermarks(settings: Settings, topics: list[str], timeout: float = 5.0
 
     consumer = Consumer(
         {
-            **settings.kafka_client_config(),
+            **settings.kafka_client_config("monitor"),
             # Required by the client; never joins: no subscribe, no commits.
             "group.id": "tickcast-status",
             "enable.auto.commit": False,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from tickcast.core.settings import Settings
+from tickcast.platform.permissions import PRIVATE_UMASK
 
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
@@ -117,7 +118,7 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
                 # mlflow imports for ~15 s before uvicorn listens; the health probe
                 # (not startsecs) is what waits for that.
                 startsecs=5,
-                environment=tracking.server_environment(),
+                environment=tracking.server_environment(settings),
             )
         )
     result += [
@@ -238,6 +239,8 @@ def render_config(
         f"directory={home}",
         f"childlogdir={_escape(str(settings.log_dir))}",
         "identifier=tickcast",
+        # Every program writes under the home as its owner only (tickcast.platform.permissions).
+        f"umask={PRIVATE_UMASK:03o}",
         "loglevel=info",
         "",
         "[rpcinterface:supervisor]",

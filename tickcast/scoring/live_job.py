@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sqlite3
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,6 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tickcast.catalog import tables
+from tickcast.core import kafka_auth
+from tickcast.core.faults import FaultPoint, fault_point
 from tickcast.core.intervals import INTERVALS
 
 if TYPE_CHECKING:
@@ -39,7 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tickcast.scoring.live")
 
-CONSUMER_GROUP = "tickcast-live-scorer"
+CONSUMER_GROUP = kafka_auth.SCORER_GROUP
 MAX_MESSAGES_PER_CYCLE = 200_000
 
 
@@ -133,7 +136,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     import numpy as np
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
-    from tickcast.catalog.events import EventPublisher
+    from tickcast.catalog.events import EventPublisher, StateReporter
     from tickcast.catalog.online import OnlineStore
     from tickcast.catalog.progress import ProgressFile, progress_path
     from tickcast.core.predictions import frame_payloads
@@ -145,13 +148,19 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000,
                         rescore_per_cycle=settings.live_rescore_per_cycle)
     future_us = settings.future_tolerance_seconds * 1_000_000
-    store = OnlineStore(settings.online_store_path)
+    store = OnlineStore(settings.online_store_path, timeout=settings.live_store_timeout_seconds)
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
     history = HistoryWriter(settings)
-    events = EventPublisher(settings)
+    events = EventPublisher(settings, "scorer")
     champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds,
                                 report=events.report)
     index = settings.market_index_symbol
+    # The online store's health, for the alert engine: a write that fails (the file locked by
+    # another process, a full disk) must not stop the scoring, nor pass unnoticed.
+    store_health = StateReporter(events, "scorer")
+    # Per symbol, the newest row the online store has not taken yet (a failed write), with the
+    # data time it is of: written with the next cycle's rows, so none is dropped.
+    unstored: dict[str, tuple[str, str, str, str]] = {}
 
     def load_into(target: LiveMarket) -> LiveMarket:
         started = time.monotonic()
@@ -196,9 +205,12 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
 
     consumer = Consumer({
         # Without a checkpoint, the newest tick: the open bars start from the stream's in Delta.
-        **settings.kafka_client_config(), "group.id": CONSUMER_GROUP, "auto.offset.reset": "latest",
+        **settings.kafka_client_config("scorer"), "group.id": CONSUMER_GROUP, "auto.offset.reset": "latest",
         # Offsets are committed with each checkpoint, never ahead of it.
         "enable.auto.commit": False, "fetch.wait.max.ms": 10,
+        # A killed scorer's partitions go to its restart after 10 s, not the default 45 (no
+        # prediction is made meanwhile).
+        "session.timeout.ms": 10_000,
     })
     consumer.subscribe([topic], on_assign=seek_to_checkpoint)
 
@@ -209,6 +221,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     def save_checkpoint() -> None:
         from confluent_kafka import TopicPartition
 
+        fault_point(FaultPoint.SCORER_BEFORE_CHECKPOINT)
         saved.save(topic, market.checkpoint(settings.live_checkpoint_msg_ids), positions)
         if positions:
             consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in positions.items()], asynchronous=True)
@@ -225,10 +238,34 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         })
         window.update(ticks=0, cycles=0, predictions=0, busy=0.0, since=time.monotonic())
 
+    def to_store(rows: list[tuple[str, str, str, str]]) -> None:
+        """``rows`` and those a failed write kept into the online store; on failure they are kept
+        for the next try and ``online_store_unavailable`` is reported (again each minute)."""
+        for row in rows:
+            kept = unstored.get(row[0])
+            if kept is None or kept[1] <= row[1]:
+                unstored[row[0]] = row
+        if not unstored:
+            return
+        try:
+            store.upsert_rows(list(unstored.values()))
+        except (sqlite3.Error, OSError) as exc:
+            log.error("online store %s not written (%d symbol(s) kept for the next try): %s", store.path,
+                      len(unstored), exc)
+            store_health.state("online_store_unavailable", True,
+                               f"the scorer cannot write the online store: {exc}; served predictions are aging",
+                               severity="critical", details={"symbols_waiting": len(unstored), "error": str(exc)})
+            return
+        if store_health.firing("online_store_unavailable"):
+            log.info("online store written again (%d symbol(s))", len(unstored))
+            store_health.state("online_store_unavailable", False, "the scorer writes the online store again")
+        unstored.clear()
+
     def publish(frame: pd.DataFrame) -> None:
         """To the online store (served and pushed), the `predictions` topic and the history."""
         rows = frame_payloads(frame)  # the same JSON for the store and the topic
-        store.upsert_rows(rows)
+        to_store(rows)
+        fault_point(FaultPoint.SCORER_AFTER_STORE_WRITE)
         if publisher is not None:
             try:
                 publisher.publish_rows(rows)
@@ -290,6 +327,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                     log.info("%d symbol(s) not scored, e.g. %s", len(skipped),
                              "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
                 if len(frame):
+                    fault_point(FaultPoint.SCORER_AFTER_SCORE)
                     publish(frame)
                     scored += len(frame)
                     window["predictions"] += len(frame)
@@ -302,6 +340,8 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                 # promotion, or a champion that can be loaded again, is seen and reported before
                 # the next tick.
                 champions.current()
+                if unstored:  # what a failed write kept, tried again while there is time
+                    to_store([])
             now = time.monotonic()
             if now >= next_flush:
                 history.flush()

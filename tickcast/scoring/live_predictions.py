@@ -42,6 +42,7 @@ from tickcast.scoring.prediction_feed import KafkaPredictionFeed
 
 if TYPE_CHECKING:
     from tickcast.catalog.online import OnlineStore
+    from tickcast.core.kafka_auth import KafkaRole
     from tickcast.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -121,10 +122,11 @@ class Subscriber:
 
 class LivePredictions:
     def __init__(self, store: OnlineStore, poll_seconds: float, settings: Settings | None = None,
-                 client: str = "api"):
+                 client: KafkaRole = "api"):
         """``settings``: follow its Kafka ``predictions`` topic when ``scorer_publish_kafka`` is
         on; without them (or with it off) the online store is polled every ``poll_seconds``.
-        ``client`` names this process to the broker (``KafkaPredictionFeed``)."""
+        ``client``: the Kafka principal this process reads as, which names it to the broker
+        (``KafkaPredictionFeed``)."""
         self.store = store
         self.poll_seconds = poll_seconds
         self.settings = settings

@@ -2,15 +2,19 @@
 
 A prediction needs both architectures of one interval (``tickcast-lstm-<interval>`` and
 ``tickcast-transformer-<interval>``). Their registered versions are downloaded once into
-``$TICKCAST_HOME/models/<name>/<version>`` and opened with ONNX Runtime. ``ChampionWatcher``
+``$TICKCAST_HOME/models/<name>/<version>`` and opened with ONNX Runtime, each only once its
+files match the content hash recorded on the version at registration (a cached copy that does
+not is discarded and downloaded again; a download that does not is refused). ``ChampionWatcher``
 asks the registry at most every ``scorer_reload_seconds`` whether ``champion`` moved and
-swaps the pair without a restart; a version that fails to load leaves the old pair serving.
+swaps the pair without a restart; a version that fails to load leaves the old pair serving,
+and says so as a pipeline event, as it does whenever the scorer serves the baseline.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import secrets
 import shutil
 import tempfile
 import threading
@@ -98,6 +102,16 @@ def pair(lstm: DeployedModel, transformer: DeployedModel, calendar: EarningsCale
                      horizon=horizon_label(config.interval, config.labels.horizon), calendar=calendar)
 
 
+def _discard(directory: Path) -> None:
+    """Out of the cache at once (renamed, so no reader opens it meanwhile), then deleted."""
+    doomed = directory.with_name(f".{directory.name}-discarded-{secrets.token_hex(4)}")
+    try:
+        directory.rename(doomed)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 # What MLflow answers for a model that does not exist, and for an alias a model does not have.
 ALIAS_MISSING = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
 
@@ -112,6 +126,8 @@ class ModelLoader:
         self._lock = threading.Lock()
         self._client = None
         self.calendar = EarningsCalendar(settings)
+        # Versions registered without a content hash that were warned about (once each).
+        self._unverified: set[tuple[str, str]] = set()
 
     def client(self):
         if self._client is None:
@@ -141,33 +157,66 @@ class ModelLoader:
                 return self._opened[key]
         from tickcast.models.bundle import ModelBundle
 
-        directory = self._download(name, str(version))
+        directory = self._fetch(name, str(version))
         deployed = DeployedModel(name, str(version), ModelBundle(directory, threads=self.threads))
         with self._lock:
             self._opened[key] = deployed
         log.info("loaded %s version %s (%s)", name, version, ", ".join(deployed.bundle.active_providers))
         return deployed
 
-    def _download(self, name: str, version: str) -> Path:
+    def _fetch(self, name: str, version: str) -> Path:
+        """The version's bundle in the cache, its files checked against the content hash its
+        registration recorded: a cached copy that differs is discarded and downloaded again;
+        a download that differs raises ``BundleIntegrityError``."""
+        from tickcast.models.bundle import MANIFEST, bundle_digest
+        from tickcast.models.registry import DIGEST_TAG
+
+        registered = self.client().get_model_version(name, version)
+        expected = (registered.tags or {}).get(DIGEST_TAG)
+        if expected is None and (name, version) not in self._unverified:
+            self._unverified.add((name, version))
+            log.warning("%s version %s was registered without a content hash (before bundles were "
+                        "verified): it is loaded unverified; register it again to have it checked", name, version)
+        target = self.settings.models_cache_dir / name / version
+        if (target / MANIFEST).is_file():
+            if expected is None or bundle_digest(target) == expected:
+                return target
+            log.warning("the cached bundle of %s version %s does not match its registered content hash; "
+                        "discarding it and downloading the version again", name, version)
+            _discard(target)
+        elif target.exists():  # not a bundle (a copy left half made): nothing to trust in it
+            _discard(target)
+        return self._download(name, version, registered.source, expected)
+
+    def _download(self, name: str, version: str, source: str, expected: str | None) -> Path:
         import mlflow
 
+        from tickcast.models.bundle import MANIFEST, BundleIntegrityError, bundle_digest
+
         target = self.settings.models_cache_dir / name / version
-        if (target / "manifest.json").is_file():
-            return target
-        source = self.client().get_model_version(name, version).source
         target.parent.mkdir(parents=True, exist_ok=True)
-        # Download beside the target and rename: a reader never sees half a bundle.
+        # Download beside the target, check, and rename: a reader never sees half a bundle, and
+        # the cache never holds one that failed its check.
         staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=target.parent))
         try:
             mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(staging))
             inner = [p for p in staging.iterdir()]
             root = inner[0] if len(inner) == 1 and inner[0].is_dir() else staging
+            if expected is not None and (found := bundle_digest(root)) != expected:
+                raise BundleIntegrityError(
+                    f"{name} version {version} is not the bundle that was registered: its artifacts "
+                    f"({source}) hash to {found[:16]}..., the version recorded {expected[:16]}...; refusing "
+                    "to load it (register a new version from a trusted run)")
             root.rename(target)
         except OSError as exc:
             # Another process finished the same download first (a directory renamed onto a
             # non-empty one fails with ENOTEMPTY, onto a file with EEXIST): use its copy.
-            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (target / "manifest.json").is_file():
+            if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY) or not (target / MANIFEST).is_file():
                 raise
+            if expected is not None and bundle_digest(target) != expected:
+                raise BundleIntegrityError(
+                    f"{name} version {version}: the copy in {target} does not match the registered content hash"
+                ) from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return target
@@ -209,6 +258,11 @@ class ChampionWatcher:
 
     ``current()`` is cheap between checks; a check costs two registry lookups, and a new
     champion is downloaded and opened before it replaces the old one.
+
+    Never silent about what it serves instead of the champion: at every check that leaves it
+    without one it reports ``scorer_baseline`` (warning while no champion is registered,
+    critical when one is and cannot be loaded), and while a new champion cannot be loaded over
+    a previous one that serves on, ``model_load_failed``; each is resolved once it has passed.
     """
 
     def __init__(self, loader: ModelLoader, interval: str, check_seconds: float,
@@ -216,13 +270,15 @@ class ChampionWatcher:
         self.loader = loader
         self.interval = interval
         self.check_seconds = check_seconds
-        # Where the watcher says that it serves the baseline for want of a loadable champion,
-        # and that a new champion took over (the alert engine's pipeline events).
+        # Where the watcher says that it serves the baseline, that a new champion could not be
+        # loaded, and that a new champion took over (the alert engine's pipeline events).
         self.report = report
         self._current: DualModel | None = None
         self._checked = -float("inf")
         self._lock = threading.Lock()
         self._on_baseline = False
+        self._baseline_severity: str | None = None
+        self._load_failing = False
 
     def current(self) -> DualModel | None:
         if time.monotonic() - self._checked >= self.check_seconds:
@@ -232,46 +288,88 @@ class ChampionWatcher:
     def refresh(self) -> DualModel | None:
         with self._lock:
             self._checked = time.monotonic()
+            now = self._current
             try:
                 wanted = tuple(
                     self.loader.version_of(registered_name(arch, self.interval), CHAMPION)
                     for arch in ARCHITECTURES
                 )
-                now = self._current
-                if None in wanted:
-                    if now is not None:
-                        log.warning("champion alias gone for %s models; keeping %s v%s", self.interval,
-                                    now.model_name, now.model_version)
-                    return now
-                if now is not None and (now.lstm.version, now.transformer.version) == wanted:
-                    return now
-                lstm_version, transformer_version = wanted
-                assert lstm_version is not None and transformer_version is not None
-                fresh = self.loader.dual(self.interval, lstm_version, transformer_version)
-                if fresh is None:  # the version went away between the two lookups
-                    return now
-                self._current = fresh
-                log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
-                if self._on_baseline:
-                    self._on_baseline = False
-                    self._event("scorer_baseline", "resolved", "warning",
-                                f"scoring with {fresh.model_name} version {fresh.model_version} again")
-                if now is not None:
-                    message = (f"champion {fresh.model_name} version {fresh.model_version} replaces version "
-                               f"{now.model_version}")
-                    older = any(int(new) < int(old) for new, old in (
-                        (fresh.lstm.version, now.lstm.version), (fresh.transformer.version, now.transformer.version)))
-                    kind = "model_rolled_back" if older else "model_promoted"
-                    # A moment, not a state: the incident opens and closes at once.
-                    self._event(kind, "firing", "warning" if older else "info", message)
-                    self._event(kind, "resolved", "warning" if older else "info", message)
             except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop scoring
                 log.warning("could not check the champion models (%s); keeping the current ones", exc)
-                if self._current is None:
-                    self._on_baseline = True
-                    self._event("scorer_baseline", "firing", "critical",
-                                f"the champion models could not be loaded ({exc}); serving the momentum baseline")
-            return self._current
+                if now is None:
+                    self._baseline(f"the champion models could not be loaded ({exc}); serving the momentum baseline")
+                return now
+            if None in wanted:
+                if now is not None:
+                    log.warning("champion alias gone for %s models; keeping %s v%s", self.interval,
+                                now.model_name, now.model_version)
+                else:
+                    self._baseline(f"no champion is registered for the {self.interval} models; serving the "
+                                   "momentum baseline until one is promoted", severity="warning")
+                self._load_recovered()
+                return now
+            if now is not None and (now.lstm.version, now.transformer.version) == wanted:
+                self._load_recovered()
+                return now
+            lstm_version, transformer_version = wanted
+            assert lstm_version is not None and transformer_version is not None
+            try:
+                fresh = self.loader.dual(self.interval, lstm_version, transformer_version)
+            except Exception as exc:  # noqa: BLE001 - a bad version must not stop scoring
+                self._load_failed(pair_label(lstm_version, transformer_version), exc)
+                return now
+            if fresh is None:  # the version went away between the two lookups
+                return now
+            self._current = fresh
+            log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
+            self._load_recovered()
+            if self._on_baseline:
+                self._on_baseline = False
+                self._event("scorer_baseline", "resolved", "warning",
+                            f"scoring with {fresh.model_name} version {fresh.model_version} again")
+            if now is not None:
+                message = (f"champion {fresh.model_name} version {fresh.model_version} replaces version "
+                           f"{now.model_version}")
+                older = any(int(new) < int(old) for new, old in (
+                    (fresh.lstm.version, now.lstm.version), (fresh.transformer.version, now.transformer.version)))
+                kind = "model_rolled_back" if older else "model_promoted"
+                # A moment, not a state: the incident opens and closes at once.
+                self._event(kind, "firing", "warning" if older else "info", message)
+                self._event(kind, "resolved", "warning" if older else "info", message)
+            return fresh
+
+    def _baseline(self, message: str, severity: str = "critical") -> None:
+        """No champion serves: the momentum baseline does, and the alert engine hears of it (at
+        every check, so it hears after a restart of either side; the log says it once)."""
+        said = self._on_baseline and self._baseline_severity == severity
+        log.log(logging.DEBUG if said else logging.WARNING, "%s", message)
+        self._on_baseline, self._baseline_severity = True, severity
+        self._event("scorer_baseline", "firing", severity, message)
+
+    def _load_failed(self, versions: str, exc: Exception) -> None:
+        from tickcast.models.bundle import BundleIntegrityError
+
+        names = pair_label(*(registered_name(arch, self.interval) for arch in ARCHITECTURES))
+        now = self._current
+        if now is None:
+            self._baseline(f"the champion models could not be loaded ({names} version {versions}: {exc}); "
+                           "serving the momentum baseline")
+            return
+        message = (f"champion {names} version {versions} could not be loaded ({exc}); still serving "
+                   f"version {now.model_version}")
+        log.warning("%s; keeping the current ones", message)
+        self._load_failing = True
+        # A bundle that is not what was registered is tampering or corruption, not a hiccup.
+        severity = "critical" if isinstance(exc, BundleIntegrityError) else "warning"
+        self._event("model_load_failed", "firing", severity, message)
+
+    def _load_recovered(self) -> None:
+        if self._load_failing:
+            self._load_failing = False
+            now = self._current
+            self._event("model_load_failed", "resolved", "warning",
+                        f"serving the champion {now.model_name} version {now.model_version}" if now is not None
+                        else "no new champion to load")
 
     def _event(self, kind: str, status: str, severity: str, message: str) -> None:
         if self.report is None:

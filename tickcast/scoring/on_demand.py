@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from tickcast.core.errors import InvalidInput, ModelNotFound, NotFound
+from tickcast.core.errors import InvalidInput, ModelNotFound, NotFound, Unavailable
 
 if TYPE_CHECKING:
     from tickcast.core.predictions import Prediction
@@ -63,6 +63,7 @@ class OnDemandScorer:
 
     def dual(self, interval: str, model_version: str = CHAMPION_PAIR) -> DualModel:
         """The pair named by ``model_version``: an alias for both, or ``<lstm>+<transformer>``."""
+        from tickcast.models.bundle import BundleIntegrityError
         from tickcast.models.registry import RegistryError
 
         refs = model_version.split("+") if "+" in model_version else [model_version, model_version]
@@ -70,6 +71,9 @@ class OnDemandScorer:
             dual = self.loader.dual(interval, *refs)
         except RegistryError as exc:
             raise InvalidInput(("model_version",), str(exc)) from None
+        except BundleIntegrityError as exc:
+            # Not the caller's fault, and nothing to serve until a trusted version is registered.
+            raise Unavailable(str(exc)) from None
         if dual is None:
             what = "no champion" if model_version == CHAMPION_PAIR else f"no model version '{model_version}'"
             raise ModelNotFound(f"{what} for interval {interval}: train and promote models first "

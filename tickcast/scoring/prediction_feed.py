@@ -28,7 +28,10 @@ import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from tickcast.core import kafka_auth
+
 if TYPE_CHECKING:
+    from tickcast.core.kafka_auth import KafkaRole
     from tickcast.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,17 +72,18 @@ class KafkaPredictionFeed:
     partitions are assigned; it returns the payloads to deliver first (the online store's rows).
     ``notify()`` is called (on the thread) after each batch is queued: it must be thread-safe
     (``loop.call_soon_threadsafe``). ``on_health(bool)`` is called on the thread when following
-    the topic starts or stops. ``client`` names the process in the consumer's group id
-    (``tickcast-<client>-<host>-<pid>-<random>``), for whoever lists the broker's consumers.
+    the topic starts or stops. ``client`` is the Kafka principal the process reads as (``api`` or
+    ``dashboard``) and names it in the consumer's group id (``tickcast-<client>-<host>-<pid>-<random>``),
+    for whoever lists the broker's consumers.
     """
 
     def __init__(self, settings: Settings, catch_up: Callable[[], list[bytes]], notify: Callable[[], None],
-                 on_health: Callable[[bool], None] | None = None, client: str = "api"):
+                 on_health: Callable[[bool], None] | None = None, client: KafkaRole = "api"):
         self.topic = settings.topic_predictions
         self.client = client
         self.bootstrap = settings.kafka_bootstrap_servers
         self.batches: queue.Queue[list[bytes]] = queue.Queue(QUEUE_BATCHES)
-        self._client_config = settings.kafka_client_config()
+        self._settings = settings
         self._catch_up = catch_up
         self._notify = notify
         self._on_health = on_health
@@ -112,9 +116,10 @@ class KafkaPredictionFeed:
 
     def _config(self) -> dict[str, Any]:
         return {
-            **self._client_config,
+            **self._login(),
             # Unique per process, never committed: no group membership, no shared offsets.
-            "group.id": f"tickcast-{self.client}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+            "group.id": f"{kafka_auth.prediction_feed_group_prefix(self.client)}{socket.gethostname()}-{os.getpid()}-"
+                        f"{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "latest",
@@ -123,6 +128,13 @@ class KafkaPredictionFeed:
             "error_cb": self._on_error,
             "logger": _LibrdkafkaLog(),
         }
+
+    def _login(self) -> dict[str, Any]:
+        # On the thread: missing credentials are an unavailable topic (the store is polled), not a crash.
+        try:
+            return self._settings.kafka_client_config(self.client)
+        except kafka_auth.KafkaCredentialsError as exc:
+            raise Unavailable(str(exc)) from None
 
     def _on_error(self, error) -> None:
         from confluent_kafka import KafkaError

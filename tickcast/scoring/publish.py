@@ -22,14 +22,19 @@ class PredictionPublisher:
     def __init__(self, settings: Settings, flush_seconds: float = 30.0):
         self.topic = settings.topic_predictions
         self.flush_seconds = flush_seconds
-        self._config: dict[str, Any] = {
-            **settings.kafka_client_config(),
-            "enable.idempotence": True,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-        }
+        self._settings = settings
         self._producer: Any = None
         self._failures: list[str] = []
+
+    def _config(self) -> dict[str, Any]:
+        """Made when first needed: missing credentials fail a publish, not the scorer's start."""
+        from tickcast.core.kafka_auth import KafkaCredentialsError
+
+        try:
+            login = self._settings.kafka_client_config("scorer")
+        except KafkaCredentialsError as exc:
+            raise PublishError(str(exc)) from None
+        return {**login, "enable.idempotence": True, "linger.ms": 5, "compression.type": "lz4"}
 
     def _on_delivery(self, err, msg) -> None:
         from confluent_kafka import KafkaError
@@ -48,7 +53,7 @@ class PredictionPublisher:
         if not rows:
             return 0
         if self._producer is None:
-            self._producer = Producer(self._config)
+            self._producer = Producer(self._config())
         self._failures = []
         for symbol, _data_ts, _predicted_at, payload in rows:
             while True:
