@@ -10,7 +10,7 @@ XDIST ?= -n 2 --dist loadscope
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-live bench-soak bench-alerts bench-dashboard clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-api-abuse bench-live bench-soak bench-alerts bench-dashboard clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ bench-inference: bootstrap ## ONNX scoring of 5,000 symbols with both models; tr
 
 bench-api: bootstrap bench/node_modules ## API latency and throughput (GET one / 5,000, WebSocket push)
 	$(VENV)/bin/python bench/api.py
+
+bench-api-abuse: bootstrap ## GET one under a WebSocket flood, 100 /history/s and 500 idle sockets from one key; 2 MB POST
+	$(VENV)/bin/python bench/api_abuse.py
 
 bench-live: bootstrap ## One live-scorer cycle for 5,000 symbols, step by step
 	$(VENV)/bin/python bench/live.py

@@ -382,6 +382,8 @@ def main() -> None:
     # The API measured here serves the store this bench writes: polling it, never following the
     # predictions topic of a broker that may be running on this machine.
     env.update(TICKCAST_HOME=str(home), TICKCAST_SCORER_PUBLISH_KAFKA="false")
+    # Its WebSocket clients (up to 10,000) share one key: lift the per-key connection bound.
+    env.update(TICKCAST_API_WS_MAX_CONNECTIONS_PER_KEY="1000000")
     log_path = scratch / "server.log"
     log_file = log_path.open("w")
     server = subprocess.Popen([TICKCAST, "serve", "api", "--port", str(port)], env=env, cwd=REPO,

@@ -5,7 +5,8 @@ and a WebSocket push of every new prediction.
 the settings it loaded. The routes are in ``serving.routes`` (one module per resource), the
 work behind them in the services of ``tickcast`` (``tickcast.scoring.on_demand``,
 ``tickcast.models.listing``, ``tickcast.catalog``); this module wires them together: the
-shared objects on ``app.state``, the error handlers and the two ASGI layers in front.
+shared objects on ``app.state``, the error handlers and the three ASGI layers in front (request
+metrics, the body's bounds of ``serving.bounds``, the hot path).
 
 The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
 the latest predictions, kept current from the Kafka ``predictions`` topic (or, as a fallback,
@@ -16,12 +17,14 @@ file IO or model work are plain ``def``, which FastAPI runs in its thread pool.
 
 from __future__ import annotations
 
+import gc
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
+from serving.bounds import BodyLimit, ExpensiveSlots
 from serving.docs import install_docs
 from serving.errors import install_error_handlers
 from serving.hot import HotReads
@@ -59,6 +62,10 @@ ROUTERS = (predictions.router, scoring.router, explanations.router, models.route
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     app.state.live.start()
+    # Everything built so far (modules, the app, the latest predictions) lives as long as the
+    # process: out of the collector's way, a full collection triggered by the garbage of an
+    # expensive request (history's thousands of rows) no longer scans it, on the event loop's time.
+    gc.freeze()
     yield
     await app.state.live.stop()
     if getattr(app.state, "alert_store", None) is not None:
@@ -106,6 +113,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.state.loader = loader
     app.state.scorer = OnDemandScorer(settings, loader)
+    app.state.expensive = ExpensiveSlots(settings.api_expensive_concurrency)
+    app.state.sockets = ws.OpenSockets(settings, app.state.guard)
 
     install_error_handlers(app)
     install_docs(app)
@@ -114,5 +123,7 @@ def create_app(settings: Settings) -> FastAPI:
     # The last added is the outermost: metrics see what the hot path answers too.
     app.add_middleware(HotReads, latest=app.state.latest, guard=app.state.guard, prefix=API_PREFIX,
                        routes={route.path: route for route in predictions.router.routes})
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes,
+                       timeout_seconds=settings.http_body_timeout_seconds)
     app.add_middleware(RequestMetrics, registry=registry, excluded=frozenset({"/metrics"}))
     return app

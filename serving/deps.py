@@ -6,11 +6,13 @@ They take the connection rather than the Request so that the WebSocket route can
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Path, Security
+from fastapi import Depends, HTTPException, Path, Security
 from starlette.requests import HTTPConnection
 
+from serving.bounds import ExpensiveSlots
 from serving.latest import LatestPredictions
 from serving.metrics import ServingMetrics
 from serving.security import Authorized, Guard
@@ -66,6 +68,37 @@ MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 
 ReadKey = Annotated[ApiKey, Security(Authorized("read"))]
 ScoreKey = Annotated[ApiKey, Security(Authorized("score"))]
+
+
+async def _expensive_slot(connection: HTTPConnection) -> AsyncIterator[None]:
+    slots: ExpensiveSlots = connection.app.state.expensive
+    if not slots.try_enter():
+        raise HTTPException(503, f"this server is already running {slots.limit} expensive requests (history, bars, "
+                            "explanations, scoring, models); retry in 1 s", headers={"Retry-After": "1"})
+    try:
+        yield
+    finally:
+        slots.leave()
+
+
+# The key (checked, charged to its budget for expensive routes), then a free slot; in that
+# order, so a request without a valid key never holds a slot.
+_ExpensiveSlot = Annotated[None, Depends(_expensive_slot)]
+
+
+async def _expensive_read(key: Annotated[ApiKey, Security(Authorized("read", expensive=True))],
+                          _slot: _ExpensiveSlot) -> ApiKey:
+    return key
+
+
+async def _expensive_score(key: Annotated[ApiKey, Security(Authorized("score", expensive=True))],
+                           _slot: _ExpensiveSlot) -> ApiKey:
+    return key
+
+
+# For the plain-def routes that read files or run models (serving.bounds).
+ExpensiveReadKey = Annotated[ApiKey, Depends(_expensive_read)]
+ExpensiveScoreKey = Annotated[ApiKey, Depends(_expensive_score)]
 
 SymbolPath = Annotated[
     str,

@@ -36,5 +36,5 @@ def parse_symbols(symbols: str) -> list[str]:
 def rate_limited_response(exc: RateLimited) -> JSONResponse:
     return JSONResponse(
         status_code=429, headers={"Retry-After": str(exc.retry_after)},
-        content={"detail": f"rate limit of {exc.limit} reached for this API key; retry in {exc.retry_after} s"},
+        content={"detail": f"rate limit of {exc.limit} reached for {exc.who}; retry in {exc.retry_after} s"},
     )

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from tickcast.alerts.rules import RuleSpec
 from tickcast.catalog.market import Bar
@@ -88,6 +88,19 @@ class ValidationErrorResponse(BaseModel):
 
 
 SymbolStr = Annotated[str, StringConstraints(pattern=SYMBOL_PATTERN)]
+
+
+def _in_utc(value: datetime) -> datetime:
+    # Python's datetime ends at year 1 and 9999 in its own zone: 0001-01-01T00:00+14:00 is
+    # before year 1 in UTC, and every later comparison or conversion of it raises OverflowError.
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("out of range: in UTC the time must fall between 0001-01-01 and 9999-12-31") from None
+
+
+# Every time a client sends (query or body), as an aware UTC datetime; naive means UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(_in_utc)]
 MAX_BATCH_SYMBOLS = 5000
 MAX_SUPPLIED_SEQUENCES = 1000
 
@@ -108,7 +121,7 @@ class SuppliedSequence(BaseModel):
         "feature the models take (GET /api/v1/models lists them); null = missing",
     )
     close: float = Field(gt=0, allow_inf_nan=False, description="The latest price, for predicted_price")
-    data_timestamp: datetime | None = Field(None, description="Time of the newest data; default now")
+    data_timestamp: UtcDatetime | None = Field(None, description="Time of the newest data; default now")
 
 
 class ScoreRequest(BaseModel):

@@ -1,10 +1,13 @@
 """API keys and per-key rate limits.
 
-A key arrives in the ``X-API-Key`` header (or, for WebSocket clients that cannot set
-headers, the ``api_key`` query parameter). Verified keys are remembered for
-``api_key_cache_seconds`` so the hot path does not hit SQLite on every request; a revoked
-key stops working within that delay. Limits use the ``limits`` library's fixed windows,
-in memory per process or in Redis when workers share counters.
+A key arrives in the ``X-API-Key`` header (WebSocket clients have more ways:
+``serving/routes/ws.py``). Verified keys are remembered for ``api_key_cache_seconds`` so the hot
+path does not hit SQLite on every request; a revoked key stops working within that delay.
+Limits use the ``limits`` library's fixed windows, in memory per process or in Redis when
+workers share counters: per key (``api_rate_limit`` or the key's own), per key for the
+expensive routes (``api_expensive_rate_limit``), and per client address for requests without a
+valid key (``api_unauthenticated_rate_limit``): guessing keys soon costs a 429 (a valid key from the
+same address is still looked up and served).
 """
 
 from __future__ import annotations
@@ -30,9 +33,13 @@ ANONYMOUS = ApiKey(key_id="anonymous", name="anonymous", scopes=frozenset({"read
 
 
 class RateLimited(Exception):
-    def __init__(self, limit: str, retry_after: int):
+    def __init__(self, limit: str, retry_after: int, who: str = "this API key"):
         self.limit = limit
         self.retry_after = retry_after
+        self.who = who
+
+
+UNAUTHENTICATED = "requests without a valid API key from this address"
 
 
 @dataclass
@@ -56,11 +63,30 @@ class Guard:
 
         self._limiter = FixedWindowRateLimiter(self._storage)
         self._default = parse(settings.api_rate_limit)
+        self._unauthenticated = parse(settings.api_unauthenticated_rate_limit)
+        self._expensive = parse(settings.api_expensive_rate_limit)
         self._parsed: dict[str, object] = {}
 
-    def authenticate(self, presented: str | None) -> ApiKey:
+    def authenticate(self, presented: str | None, client: str | None = None) -> ApiKey:
+        """The key ``presented`` is; a 401 when it is missing or invalid. Given the ``client``
+        address, a failure is also charged to that address (429 once its limit is used up);
+        without it (``serving.hot``, which hands failures on to the routes) nothing is charged."""
         if not self.enabled:
             return ANONYMOUS
+        try:
+            return self._authenticate(presented, client)
+        except HTTPException:
+            if client is not None:
+                self._hit(self._unauthenticated, f"unauthenticated:{client}", UNAUTHENTICATED)
+            raise
+
+    def verify_now(self, presented: str) -> ApiKey | None:
+        """The key as the store has it now, past the cache (open WebSockets re-check theirs)."""
+        key = self.store.verify(presented.strip())
+        self._cache[presented.strip()] = _Cached(key, time.monotonic() + self.cache_seconds)
+        return key
+
+    def _authenticate(self, presented: str | None, client: str | None) -> ApiKey:
         if not presented:
             raise HTTPException(
                 status.HTTP_401_UNAUTHORIZED,
@@ -97,9 +123,19 @@ class Guard:
         if key.rate_limit:
             limit = self._parsed.get(key.rate_limit) or self._parsed.setdefault(key.rate_limit, parse(key.rate_limit))
         identity = key.key_id if key is not ANONYMOUS else f"anonymous:{client}"
+        self._hit(limit, identity)
+
+    def charge_expensive(self, key: ApiKey, client: str | None = None) -> None:
+        """Count one request to an expensive route against the key's budget for those (instead of
+        its budget for the cheap reads); RateLimited when it is used up."""
+        identity = key.key_id if key is not ANONYMOUS else f"anonymous:{client}"
+        self._hit(self._expensive, f"expensive:{identity}", "the expensive routes (history, bars, "
+                  "explanations, scoring, models) with this API key")
+
+    def _hit(self, limit, identity: str, who: str = "this API key") -> None:
         if not self._limiter.hit(limit, identity):
             reset = self._limiter.get_window_stats(limit, identity).reset_time
-            raise RateLimited(str(limit), max(1, math.ceil(reset - time.time())))
+            raise RateLimited(str(limit), max(1, math.ceil(reset - time.time())), who)
 
 
 class Authorized(APIKeyHeader):
@@ -111,16 +147,21 @@ class Authorized(APIKeyHeader):
     that cost more than the route. OpenAPI documents it as the ``ApiKey`` scheme.
     """
 
-    def __init__(self, required_scope: str):
+    def __init__(self, required_scope: str, expensive: bool = False):
         super().__init__(
             name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey",
             description="An API key from `tickcast apikey create --name NAME --scopes read,score`",
         )
         self.required_scope = required_scope
+        self.expensive = expensive
 
     async def __call__(self, request: Request) -> ApiKey:  # type: ignore[override]
         guard: Guard = request.app.state.guard
-        key = guard.authenticate(request.headers.get(API_KEY_HEADER))
+        client = request.client.host if request.client else ""
+        key = guard.authenticate(request.headers.get(API_KEY_HEADER), client)
         guard.authorize(key, self.required_scope)
-        guard.charge(key, request.client.host if request.client else None)
+        if self.expensive:
+            guard.charge_expensive(key, client)
+        else:
+            guard.charge(key, client)
         return key

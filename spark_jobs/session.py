@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 from tickcast.core.settings import Settings
+from tickcast.platform.permissions import PRIVATE_UMASK
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -45,6 +46,9 @@ def build_spark(
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.driver.memory": settings.spark_driver_memory,
+        # Hadoop's file systems (Delta tables, checkpoints) apply their own umask, 022 by default,
+        # not the process's: without this every table file would be readable by anyone.
+        "spark.hadoop.fs.permissions.umask-mode": f"{PRIVATE_UMASK:03o}",
         "spark.driver.host": settings.spark_driver_host,
         "spark.driver.bindAddress": settings.spark_driver_host,
         "spark.driver.extraJavaOptions": "-Duser.timezone=UTC",

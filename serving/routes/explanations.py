@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from serving.deps import LiveDep, ReadKey, ScorerDep, StoreDep, SymbolPath
+from serving.deps import ExpensiveReadKey, LiveDep, ScorerDep, StoreDep, SymbolPath
 from serving.errors import located
 from serving.routes import NOT_FOUND, v1_router
 from serving.schemas import AttributionOut, ExplanationResponse
@@ -15,7 +15,7 @@ router = v1_router("predictions")
 @router.get("/explanations/{symbol}", response_model=ExplanationResponse, responses=NOT_FOUND,
             summary="What drives a symbol's latest prediction (per-feature attributions)")
 def explanation(symbol: SymbolPath, store: StoreDep, live: LiveDep, scorer: ScorerDep,
-                _key: ReadKey) -> ExplanationResponse:
+                _key: ExpensiveReadKey) -> ExplanationResponse:
     entry = live.latest.get(symbol)
     if entry is None:
         raise store.missing_prediction(symbol)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Query
 
-from serving.deps import LiveDep, LoaderDep, ReadKey, SettingsDep
+from serving.deps import ExpensiveReadKey, LiveDep, LoaderDep, SettingsDep
 from serving.routes import v1_router
 from serving.schemas import (
     ErrorResponse,
@@ -24,7 +24,7 @@ router = v1_router("models")
 @router.get("/models", response_model=ModelsResponse, summary="Champion and challenger models",
             responses={503: {"model": ErrorResponse, "description": "The model registry cannot be read"}})
 def models(
-    settings: SettingsDep, loader: LoaderDep, live: LiveDep, _key: ReadKey,
+    settings: SettingsDep, loader: LoaderDep, live: LiveDep, _key: ExpensiveReadKey,
     interval: Annotated[IntervalName | None, Query(description="Default: the scorer's")] = None,
 ) -> ModelsResponse:
     interval = interval or settings.scorer_interval
@@ -39,7 +39,7 @@ def models(
                         "data, its confidence, its realised IC and hit rate against its predecessor's and the "
                         "momentum baseline's, and the rollback rule's state.")
 def monitoring(
-    settings: SettingsDep, _key: ReadKey,
+    settings: SettingsDep, _key: ExpensiveReadKey,
     interval: Annotated[IntervalName | None, Query(description="Default: the scorer's")] = None,
 ) -> MonitoringResponse:
     from tickcast.models.watch import latest_checks

@@ -8,14 +8,13 @@ the other cases are answered: errors, ``include_features``. History reads Delta,
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 import orjson
 from fastapi import Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from serving.deps import LatestDep, ReadKey, SettingsDep, StoreDep, SymbolPath
+from serving.deps import ExpensiveReadKey, LatestDep, ReadKey, SettingsDep, StoreDep, SymbolPath
 from serving.errors import located
 from serving.inputs import parse_symbols
 from serving.routes import NOT_FOUND, v1_router
@@ -24,6 +23,7 @@ from serving.schemas import (
     PredictionHistoryResponse,
     PredictionResponse,
     PredictionsBatchResponse,
+    UtcDatetime,
 )
 from tickcast.catalog import featurestore, predictions
 
@@ -63,13 +63,16 @@ async def get_predictions(
 @router.get("/predictions/{symbol}/history", response_model=PredictionHistoryResponse, responses=NOT_FOUND,
             summary="Past predictions of a symbol, from Delta")
 def history(
-    symbol: SymbolPath, store: StoreDep, settings: SettingsDep, _key: ReadKey,
-    start: Annotated[datetime | None, Query(description="From this predicted_at (UTC if no zone)")] = None,
-    end: Annotated[datetime | None, Query(description="Up to this predicted_at (inclusive)")] = None,
+    symbol: SymbolPath, store: StoreDep, settings: SettingsDep, _key: ExpensiveReadKey,
+    start: Annotated[UtcDatetime | None, Query(description="From this predicted_at (UTC if no zone)")] = None,
+    end: Annotated[UtcDatetime | None, Query(description="Up to this predicted_at (inclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY, description="At most this many, the newest")] = 1000,
-) -> PredictionHistoryResponse:
+) -> Response:
     with located("query"):
         found = predictions.history(settings, symbol, start, end, limit)
     if not found:
         store.require_known(symbol)
-    return PredictionHistoryResponse(symbol=symbol, count=len(found), predictions=found)
+    # Serialized here, in the thread pool: FastAPI would serialize a returned model on the event
+    # loop, where thousands of predictions would hold up the hot path for milliseconds.
+    body = PredictionHistoryResponse(symbol=symbol, count=len(found), predictions=found).model_dump_json()
+    return Response(body, media_type="application/json")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from serving.deps import ScoreKey, ScorerDep
+from serving.deps import ExpensiveScoreKey, ScorerDep
 from serving.errors import located
 from serving.routes import NOT_FOUND, v1_router
 from serving.schemas import ScoreRequest, ScoreResponse
@@ -12,7 +12,7 @@ router = v1_router("scoring")
 
 @router.post("/score", response_model=ScoreResponse, responses=NOT_FOUND,
              summary="Score symbols (stored features) or supplied feature sequences now")
-def score(request: ScoreRequest, scorer: ScorerDep, _key: ScoreKey) -> ScoreResponse:
+def score(request: ScoreRequest, scorer: ScorerDep, _key: ExpensiveScoreKey) -> ScoreResponse:
     with located("body"):
         if request.symbols is not None:
             scored = scorer.score_symbols(request.symbols, request.interval, request.model_version)

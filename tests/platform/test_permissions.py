@@ -54,3 +54,11 @@ def test_the_cli_writes_files_for_its_owner_only(settings: Settings, tmp_path: P
     assert written, "the command wrote nothing under the home"
     assert {str(p.relative_to(settings.home_dir)): oct(_mode(p) & 0o077) for p in written} == \
         {str(p.relative_to(settings.home_dir)): "0o0" for p in written}
+
+
+def test_spark_writes_tables_and_checkpoints_for_their_owner_only(spark, tmp_path: Path) -> None:
+    """Hadoop's file systems apply a umask of their own (022 unless told), not the process's."""
+    table = tmp_path / "table"
+    spark.range(3).write.format("delta").save(str(table))
+    written = {str(p.relative_to(table)): oct(_mode(p)) for p in table.rglob("*")}
+    assert written and {mode for mode in written.values()} <= {"0o600", "0o700"}, written

@@ -19,7 +19,9 @@ MODEL_NAME = "tickcast-lstm-1d+tickcast-transformer-1d"
 
 @pytest.fixture(scope="module")
 def api(scored: Scored):
-    with TestClient(create_app(scored.settings)) as client:
+    # Many expensive requests a second from one key: their own budget is tested in test_bounds.py.
+    with TestClient(create_app(scored.settings.model_copy(update={"api_expensive_rate_limit": "100000/second"}))) \
+            as client:
         yield client
 
 
@@ -280,7 +282,7 @@ def _write_prediction(scored: Scored, symbol: str, at: datetime) -> None:
 def test_websocket_pushes_updates_of_subscribed_symbols(api: TestClient, scored: Scored) -> None:
     with api.websocket_connect("/ws/predictions", headers=_as(scored, "reader")) as ws:
         ws.send_json({"action": "subscribe", "symbols": ["AAPL", "WSNEW"]})
-        assert ws.receive_json() == {"type": "subscribed", "symbols": ["AAPL", "WSNEW"]}
+        assert ws.receive_json() == {"type": "subscribed", "symbols": ["AAPL", "WSNEW"], "count": 2}
         snapshot = ws.receive_json()  # the current prediction comes first
         assert snapshot["type"] == "prediction_update" and snapshot["prediction"]["symbol"] == "AAPL"
         assert snapshot["prediction"]["model_version"] == "1+1"
@@ -290,7 +292,7 @@ def test_websocket_pushes_updates_of_subscribed_symbols(api: TestClient, scored:
         assert update["type"] == "prediction_update" and update["prediction"]["symbol"] == "WSNEW"
 
         ws.send_json({"action": "unsubscribe", "symbols": ["WSNEW"]})
-        assert ws.receive_json() == {"type": "unsubscribed", "symbols": ["AAPL"]}
+        assert ws.receive_json() == {"type": "unsubscribed", "symbols": ["WSNEW"], "count": 1}
         # An update of the unsubscribed symbol is not sent; the next message is AAPL's.
         _write_prediction(scored, "WSNEW", datetime.now(UTC) + timedelta(seconds=1))
         _write_prediction(scored, "AAPL", datetime.now(UTC) + timedelta(seconds=2))
@@ -307,7 +309,7 @@ def test_websocket_answers_bad_messages_with_an_error_and_stays_open(api: TestCl
         error = ws.receive_json()
         assert error["type"] == "error" and error["status"] == 422 and error["detail"]
         ws.send_json({"action": "subscribe", "symbols": []})
-        assert ws.receive_json() == {"type": "subscribed", "symbols": []}
+        assert ws.receive_json() == {"type": "subscribed", "symbols": [], "count": 0}
 
 
 def test_websocket_needs_a_valid_key(api: TestClient, scored: Scored) -> None:
@@ -315,6 +317,8 @@ def test_websocket_needs_a_valid_key(api: TestClient, scored: Scored) -> None:
 
     for kwargs, status in (({}, 401), ({"headers": {"X-API-Key": "nonsense"}}, 401)):
         with api.websocket_connect("/ws/predictions", **kwargs) as ws:
+            if not kwargs:  # no key: the first message must be one
+                ws.send_json({"action": "subscribe", "symbols": ["MSFT"]})
             error = ws.receive_json()
             assert error == {"type": "error", "status": status, "detail": error["detail"]}
             with pytest.raises(WebSocketDisconnect) as closed:

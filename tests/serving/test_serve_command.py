@@ -20,8 +20,9 @@ COUNTER = 'http_requests_total{handler="/api/v1/predictions/{symbol}",method="GE
 
 
 @contextmanager
-def serving(market: Market, api_key: str, tmp_path: Path, *args: str, **env: str) -> Iterator[httpx.Client]:
-    """`tickcast serve api` in a child process, and a client of it."""
+def serving(market: Market, api_key: str, tmp_path: Path, *args: str, verify: str | bool = True,
+            **env: str) -> Iterator[httpx.Client]:
+    """`tickcast serve api` in a child process, and a client of it (over HTTPS when TLS is set)."""
     port = free_port()
     env = {**{k: v for k, v in os.environ.items() if k != "TICKCAST_API_WORKERS"},
            "TICKCAST_HOME": str(market.settings.home_dir), **env}
@@ -34,7 +35,8 @@ def serving(market: Market, api_key: str, tmp_path: Path, *args: str, **env: str
         wait_for_port(port, timeout=120, proc=proc)
         # The parent binds the port before the workers have built their apps; an early
         # request waits in the listen backlog, hence the long timeout (not a speed check).
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120,
+        scheme = "https" if env.get("TICKCAST_TLS_CERTFILE") else "http"
+        with httpx.Client(base_url=f"{scheme}://127.0.0.1:{port}", timeout=120, verify=verify,
                           headers={"X-API-Key": api_key}) as client:
             yield client
     finally:
@@ -84,3 +86,24 @@ def test_serve_reports_a_bad_setting_in_one_line(monkeypatch) -> None:
         "error: invalid setting TICKCAST_API_WORKERS: Input should be a valid integer, "
         "unable to parse string as an integer"
     ]
+
+
+def test_serve_api_over_https_with_the_configured_certificate(market: Market, api_keys: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    """TICKCAST_TLS_CERTFILE/KEYFILE: the API speaks only TLS, with that certificate."""
+    import ssl
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    with serving(market, api_keys["reader"], tmp_path, verify=ssl.create_default_context(cafile=str(cert)),
+                 TICKCAST_TLS_CERTFILE=str(cert), TICKCAST_TLS_KEYFILE=str(key)) as client:
+        assert client.get("/api/v1/predictions/AAPL").json()["symbol"] == "AAPL"
+        port = client.base_url.port
+        # Plain HTTP on the same port gets no answer from the app.
+        try:
+            plain = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code
+        except httpx.HTTPError:
+            plain = None
+        assert plain != 200

@@ -30,6 +30,8 @@ _NAME_RE = re.compile(rf"[A-Za-z0-9_.-]{{1,{NAME_MAX_LENGTH}}}")
 _KEY_ID_RE = re.compile(rf"[0-9a-f]{{{KEY_ID_LENGTH}}}")
 # token_urlsafe(32) gives 43 chars; the bound only keeps absurd header values from being hashed.
 _KEY_RE = re.compile(rf"{KEY_PREFIX}([0-9a-f]{{{KEY_ID_LENGTH}}})_[A-Za-z0-9_-]{{16,128}}")
+# A key, or any start of one, inside free text (a URL, a log line): from the id on, whatever follows.
+_KEY_IN_TEXT_RE = re.compile(rf"{KEY_PREFIX}([0-9a-fA-F]{{{KEY_ID_LENGTH}}})_[A-Za-z0-9_-]*", re.IGNORECASE)
 
 _SCHEMA = (
     """
@@ -72,6 +74,14 @@ class ApiKey:
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+
+def redact_keys(text: str) -> str:
+    """``text`` with every API key replaced by ``<api key ID>``: the public key id stays, to tell
+    which key it was, and neither the secret nor the key's own shape remains."""
+    if KEY_PREFIX not in text.lower():
+        return text
+    return _KEY_IN_TEXT_RE.sub(lambda m: f"<api key {m.group(1).lower()}>", text)
 
 
 def hash_key(key: str) -> str:

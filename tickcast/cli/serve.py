@@ -83,6 +83,7 @@ def api(
     import uvicorn
 
     from serving.app import create_app
+    from tickcast.cli.httpserver import server_options
 
     _run(uvicorn.Config(
         functools.partial(create_app, settings),
@@ -92,6 +93,7 @@ def api(
         workers=settings.api_workers,
         proxy_headers=True,
         access_log=settings.api_access_log,
+        **server_options(settings),
     ))
 
 
@@ -111,12 +113,14 @@ def dashboard(
     import uvicorn
 
     from dashboard.app import asgi_app
+    from tickcast.cli.httpserver import server_options
 
     _run(uvicorn.Config(
         functools.partial(asgi_app, settings),
         factory=True,
         host=host or settings.dashboard_host,
         port=port or settings.dashboard_port,
+        **server_options(settings),
     ))
 
 

@@ -444,7 +444,21 @@ class Settings(BaseSettings):
 
     @property
     def alerts_link_base(self) -> str:
-        return self.alerts_dashboard_url or f"http://{self.dashboard_host}:{self.dashboard_port}"
+        return self.alerts_dashboard_url or self.dashboard_url
+
+    @property
+    def http_scheme(self) -> str:
+        """How the API and the dashboard are reached: https once a certificate is configured."""
+        return "https" if self.tls_certfile else "http"
+
+    @property
+    def api_url(self) -> str:
+        """Where a client on this machine reaches the API (a wildcard bind via loopback)."""
+        return f"{self.http_scheme}://{client_host(self.api_host)}:{self.api_port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"{self.http_scheme}://{client_host(self.dashboard_host)}:{self.dashboard_port}"
 
     @property
     def api_keys_path(self) -> Path:
@@ -593,6 +607,11 @@ class Settings(BaseSettings):
             # Spark redacts sasl.jaas.config in what it logs (KafkaRedactionUtil).
             options["kafka.sasl.jaas.config"] = f'{module} required username="{user}" password="{password}";'
         return options
+
+
+def client_host(host: str) -> str:
+    """Where a client reaches a server bound to ``host`` (a wildcard bind is reached on loopback)."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
 def is_loopback(host: str) -> bool:

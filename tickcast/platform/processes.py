@@ -12,13 +12,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+# Re-exported: the platform's code and the tests reach servers through it.
+from tickcast.core.settings import client_host  # noqa: F401
+
 # The CLI of the environment running this Python (tests and benchmarks start it as a child).
 TICKCAST = str(Path(sys.executable).parent / "tickcast")
-
-
-def client_host(host: str) -> str:
-    """Where a client reaches a server bound to ``host`` (a wildcard bind is reached on loopback)."""
-    return "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
 
 
 def free_port() -> int:

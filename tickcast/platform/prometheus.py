@@ -67,7 +67,9 @@ def scrape_config(settings: Settings) -> dict[str, Any]:
                    "evaluation_interval": f"{interval:g}s"},
         "scrape_configs": [
             {"job_name": "pipeline", "static_configs": [{"targets": [exporter_target(settings)]}]},
-            {"job_name": "api", "metrics_path": "/metrics",
+            {"job_name": "api", "metrics_path": "/metrics", "scheme": settings.http_scheme,
+             # The API on this machine, maybe behind a self-signed certificate.
+             **({"tls_config": {"insecure_skip_verify": True}} if settings.tls_certfile else {}),
              "static_configs": [{"targets": [f"{client_host(settings.api_host)}:{settings.api_port}"]}]},
             {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{settings.prometheus_port}"]}]},
         ],
