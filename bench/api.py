@@ -149,6 +149,8 @@ def prediction_frame(symbols: list[str], predicted_at, data_timestamp):
     import numpy as np
     import pandas as pd
 
+    from tickcast.core.predictions import DEFAULT_ROUTE
+
     rng = np.random.default_rng(len(symbols))
     n = len(symbols)
     ret = rng.normal(0, 0.01, n)
@@ -161,6 +163,7 @@ def prediction_frame(symbols: list[str], predicted_at, data_timestamp):
         "prob_down": down, "signal": np.where(ret > 0.005, "BUY", np.where(ret < -0.005, "SELL", "HOLD")),
         "confidence": rng.uniform(0.5, 1.0, n), "model_name": "tickcast-lstm-1d+tickcast-transformer-1d",
         "model_version": "1+1", "data_timestamp": pd.Timestamp(data_timestamp), "predicted_at": pd.Timestamp(predicted_at),
+        "route": DEFAULT_ROUTE,
     })
 
 

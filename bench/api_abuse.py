@@ -236,14 +236,13 @@ def _prepare(home: Path) -> str:
     from tickcast.auth.apikeys import ApiKeyStore
     from tickcast.catalog import tables
     from tickcast.catalog.online import OnlineStore
-    from tickcast.core.predictions import DEFAULT_ROUTE, frame_to_arrow
+    from tickcast.core.predictions import frame_to_arrow
     from tickcast.core.settings import Settings
 
     settings = Settings(home=home)
     _, key = ApiKeyStore(settings.api_keys_path).create("abuser", ["read"], rate_limit="1000000/second")
     def frame(at: pd.Timestamp) -> pd.DataFrame:
-        # bench/api.py's frame, with the contract's route (added to the contract after it).
-        return prediction_frame(symbols, at, at - pd.Timedelta(minutes=1)).assign(route=DEFAULT_ROUTE)
+        return prediction_frame(symbols, at, at - pd.Timedelta(minutes=1))
 
     symbols = [f"S{i:04d}" for i in range(1, SYMBOLS + 1)]
     now = pd.Timestamp.now(tz="UTC")

@@ -115,7 +115,7 @@ def test_environment_round_trips_every_setting(
         update={
             "kafka_sasl_mechanism": "PLAIN",
             "kafka_sasl_username": "svc",
-            "kafka_sasl_password": 'p%w,d"x=1',
+            "kafka_sasl_password": SecretStr('p%w,d"x=1'),
             "topic_partitions": 9,
             "ingest_trigger_seconds": 2.5,
             "demo_feed_enabled": False,

@@ -337,6 +337,8 @@ def test_gather_stops_waiting_for_a_registry_that_does_not_answer(settings: Sett
 
 def test_an_unreachable_mlflow_server_is_a_message_not_an_empty_registry(settings: Settings,
                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow  # noqa: F401 - imported here, not inside the page's 20 s budget (slow on a loaded machine)
+
     from tickcast.platform.processes import free_port
     from tickcast.scoring.models import ModelLoader
 

@@ -148,6 +148,19 @@ def test_a_rebuild_copies_nothing_twice(site: Settings) -> None:
     assert docs_assets.install_vendor(site_dir(site)) == 0
 
 
+def test_the_copies_are_private_like_the_rest_of_the_home(tmp_path: Path) -> None:
+    """npm installs its files 0644; their copies under the home are created as new files."""
+    import os
+
+    old = os.umask(0o077)
+    try:
+        assert docs_assets.install_vendor(tmp_path / "site") > 0
+    finally:
+        os.umask(old)
+    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "site").rglob("*") if p.is_file()}
+    assert modes == {"0o600"}
+
+
 def test_without_the_npm_files_the_cdn_urls_stay_and_the_fix_is_named(tmp_path: Path, monkeypatch,
                                                                     caplog) -> None:
     """Not installed: a page that works online beats one that works nowhere."""

@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     kafka_security_protocol: str = "PLAINTEXT"
     kafka_sasl_mechanism: str | None = None
     kafka_sasl_username: str | None = None
-    kafka_sasl_password: str | None = None
+    kafka_sasl_password: SecretStr | None = None
     # The embedded broker takes SASL/SCRAM-SHA-512 logins only and authorizes by ACLs, one
     # principal per part of the platform (tickcast/core/kafka_auth.py), their passwords generated
     # at setup into kafka_credentials_path (mode 0600). False runs it PLAINTEXT and open to every
@@ -380,7 +380,7 @@ class Settings(BaseSettings):
             if not self.kafka_sasl_mechanism or not self.kafka_sasl_username:
                 raise ValueError(f"TICKCAST_KAFKA_SECURITY_PROTOCOL={protocol} needs TICKCAST_KAFKA_SASL_MECHANISM "
                                  "and TICKCAST_KAFKA_SASL_USERNAME")
-            if (self.kafka_sasl_password or "").lower() in PLACEHOLDER_SECRETS:
+            if self._secret("kafka_sasl_password").lower() in PLACEHOLDER_SECRETS:
                 raise ValueError("TICKCAST_KAFKA_SASL_PASSWORD is a placeholder; set a real secret outside local mode")
         if protocol not in ("SSL", "SASL_SSL"):
             remote = [host for host, _ in self.kafka_bootstrap_hosts if not is_loopback(host)]
@@ -388,6 +388,10 @@ class Settings(BaseSettings):
                 raise ValueError(f"TICKCAST_KAFKA_BOOTSTRAP_SERVERS names {', '.join(remote)}, off loopback, reached "
                                  f"with {protocol}: passwords and data would cross the network in clear text; "
                                  "use SASL_SSL or SSL")
+
+    def _secret(self, name: str) -> str:
+        secret = getattr(self, name)
+        return secret.get_secret_value() if secret is not None else ""
 
     def _refuse_open_doors(self) -> None:
         """Production refuses what is only acceptable on a developer's own machine."""
@@ -571,7 +575,7 @@ class Settings(BaseSettings):
                     kafka_auth.read_password(self.kafka_credentials_path, role))
         if self.kafka_sasl_mechanism:
             return (self.kafka_security_protocol, self.kafka_sasl_mechanism, self.kafka_sasl_username or "",
-                    self.kafka_sasl_password or "")
+                    self._secret("kafka_sasl_password"))
         return None
 
     def kafka_client_config(self, role: KafkaRole) -> dict[str, str | int | float | bool]:

@@ -126,7 +126,9 @@ def install_vendor(site: Path) -> int:
         if target.is_file() and (target.stat().st_size, int(target.stat().st_mtime)) == (stat.st_size, int(stat.st_mtime)):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(source, target)
+        # The content and the time (the check above), not npm's mode bits: the home stays private.
+        shutil.copyfile(source, target)
+        os.utime(target, (stat.st_atime, stat.st_mtime))
         copied += 1
     return copied
 
