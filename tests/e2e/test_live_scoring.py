@@ -12,11 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from deltalake import DeltaTable
 from fastapi.testclient import TestClient
 
 from serving.app import create_app
+from tests.invariants import topic_messages
 from tickcast.auth.apikeys import ApiKeyStore
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
@@ -31,19 +32,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 DAILY_FILE = Path(__file__).resolve().parents[1] / "data" / "daily_sample.csv"
 FEATURES = ["return_1d", "return_5d", "rsi_14", "volatility_5d"]
 LENGTH = 3
-
-
-def _published(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    messages, idle = [], 0
-    while idle < 5:
-        batch = consumer.consume(500, timeout=1.0)
-        idle = idle + 1 if not batch else 0
-        messages += [json.loads(m.value()) for m in batch if m.error() is None]
-    consumer.close()
-    return messages
 
 
 def _tick(symbol: str, price: float, msg_id: str, volume: float = 100.0) -> tuple[bytes, pd.Timestamp]:
@@ -142,7 +130,7 @@ def test_live_scorer_scores_each_tick_with_the_champion_and_reloads_on_promotion
     assert "live scorer stopped" in scorer.log_tail()
     log = scorer.log_path.read_text()
     assert "reload from Delta failed" not in log
-    published = [m for m in _published(e2e.bootstrap, settings.topic_predictions) if m["symbol"] == "RPLY"]
+    published = [m for m in topic_messages(e2e.bootstrap, settings.topic_predictions, idle_polls=5) if m["symbol"] == "RPLY"]
     assert {m["model_version"] for m in published} >= {"1+1", "2+2"}
     history = delta_rows(settings, "predictions").to_pandas().query("symbol == 'RPLY'")
     assert len(history) == len(published)

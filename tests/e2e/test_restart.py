@@ -11,22 +11,20 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
-import pyarrow as pa
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
+from tests.invariants import assert_bars_are_a_refold, delta_frame, topic_records
 from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.catalog.topics import topic_message_count
-from tickcast.core.bars import BAR_FIELDS, BAR_FOLD, TIE_BREAK_COLUMN, TIME_COLUMN
-from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
+from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.platform.processes import TICKCAST, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -281,67 +279,6 @@ class Injector(threading.Thread):
         assert not self.errors, self.errors
 
 
-def _topic_records(bootstrap: str, topic: str) -> dict[tuple[int, int], str | None]:
-    """Every record of the topic: its Kafka position -> its msg_id (None when it has none)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
-    try:
-        meta = consumer.list_topics(topic, timeout=10)
-        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-                for p in meta.topics[topic].partitions}
-        consumer.assign([TopicPartition(topic, p, low) for p, (low, high) in ends.items() if high > low])
-        records: dict[tuple[int, int], str | None] = {}
-        wanted = sum(high - low for low, high in ends.values())
-        deadline = time.monotonic() + 120
-        while len(records) < wanted and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, timeout=1):
-                if msg.error() is not None:
-                    continue
-                try:
-                    value = json.loads(msg.value())
-                except ValueError:
-                    value = None
-                msg_id = value.get("msg_id") if isinstance(value, dict) else None
-                records[(msg.partition(), msg.offset())] = msg_id if isinstance(msg_id, str) else None
-        assert len(records) == wanted, f"read {len(records)} of {wanted} records back"
-        return records
-    finally:
-        consumer.close()
-
-
-def _frame(settings, table: str, columns: list[str]) -> pd.DataFrame:
-    """A Delta table's columns as pandas, timestamps as epoch microseconds."""
-    rows = delta_rows(settings, table, columns)
-    assert rows is not None, table
-    for i, name in enumerate(rows.column_names):
-        if pa.types.is_timestamp(rows.schema.field(name).type):
-            micros = rows.column(name).cast(pa.timestamp("us", tz="UTC")).cast(pa.int64())
-            rows = rows.set_column(i, name, micros)
-    return rows.to_pandas()
-
-
-def _refold(ticks: pd.DataFrame, interval: str) -> pd.DataFrame:
-    """The bars of ``interval`` folded from all of ``ticks`` at once by ``BAR_FOLD``: per (symbol,
-    window), first/last by (event time, msg_id), max, min, sum, count."""
-    windowed = ticks.assign(window_start=INTERVALS[interval].floor_us(ticks[TIME_COLUMN]))
-    groups = windowed.sort_values([TIME_COLUMN, TIE_BREAK_COLUMN]).groupby(["symbol", "window_start"])
-    folded = {}
-    for field in BAR_FOLD:
-        if field.partial == "count":
-            folded[field.name] = groups.size()
-        else:
-            folded[field.name] = getattr(groups[field.of], field.partial)()
-    return pd.DataFrame(folded).reset_index()
-
-
-def _tied_prices(ticks: pd.DataFrame, interval: str, at: str) -> pd.Series:
-    """Per (symbol, window), the prices of its ticks at its first (``at="min"``) or last
-    (``"max"``) event time."""
-    windowed = ticks.assign(window_start=INTERVALS[interval].floor_us(ticks[TIME_COLUMN]))
-    edge = windowed.groupby(["symbol", "window_start"])[TIME_COLUMN].transform(at)
-    return windowed[windowed[TIME_COLUMN] == edge].groupby(["symbol", "window_start"])["price"].agg(frozenset)
-
-
 # Four Spark starts of the ticks query one after the other, three of the bars query beside them:
 # a few minutes on a quiet machine, more than the suite's 900 s per test when the machine is busy.
 @pytest.mark.timeout(1500)
@@ -415,9 +352,9 @@ def test_each_query_sigkilled_at_committed_and_uncommitted_points_stays_exactly_
     print("missed:", ticks_query.missed + bars_query.missed)
 
     # Exactly once, by Kafka position: every record of the topic is one row of ticks or quarantine.
-    records = _topic_records(e2e.bootstrap, e2e.topic)
-    ticks = _frame(settings, "ticks", ["msg_id", "symbol", "ts", "price", "volume", "kafka_partition", "kafka_offset"])
-    quarantine = _frame(settings, "quarantine", ["reason", "stage", "msg_id", "kafka_partition", "kafka_offset"])
+    records = topic_records(e2e.bootstrap, e2e.topic)
+    ticks = delta_frame(settings, "ticks", ["msg_id", "symbol", "ts", "price", "volume", "kafka_partition", "kafka_offset"])
+    quarantine = delta_frame(settings, "quarantine", ["reason", "stage", "msg_id", "kafka_partition", "kafka_offset"])
     assert set(quarantine["stage"]) == {"ingest"}, quarantine["stage"].value_counts().to_dict()
     positions = pd.concat([ticks[["kafka_partition", "kafka_offset"]], quarantine[["kafka_partition", "kafka_offset"]]])
     assert not positions.duplicated().any(), positions[positions.duplicated(keep=False)]
@@ -444,23 +381,4 @@ def test_each_query_sigkilled_at_committed_and_uncommitted_points_stays_exactly_
     assert quarantine.loc[~quarantine["msg_id"].isin(stored_ids), "msg_id"].dropna().is_unique
 
     # Replay determinism: the bars are a batch re-fold of the stored ticks.
-    for interval in INTERVAL_NAMES:
-        table = tables.bars(interval)
-        bars = _frame(settings, table, ["symbol", "window_start", *BAR_FIELDS]).set_index(["symbol", "window_start"])
-        folded = _refold(ticks, interval).set_index(["symbol", "window_start"])
-        assert sorted(bars.index) == sorted(folded.index), table
-        bars = bars.loc[folded.index]
-        for name in ("high", "low", "trades", "open_ts", "close_ts"):
-            assert (bars[name] == folded[name]).all(), (table, name, bars[bars[name] != folded[name]])
-        assert bars["volume"].to_numpy() == pytest.approx(folded["volume"].to_numpy(), rel=1e-12), table
-        # Open and close are the fold's picks; where several ticks share the bar's first (last)
-        # event time and reached the bars query in different micro-batches, the fold across
-        # batches keeps the earlier batch's open and takes the later batch's close
-        # (tickcast.core.bars), so any of their prices is the fold's answer.
-        for name, edge in (("open", "min"), ("close", "max")):
-            tied = _tied_prices(ticks, interval, edge).loc[folded.index]
-            exact = bars[name] == folded[name]
-            among_tied = pd.Series([price in prices for price, prices in zip(bars[name], tied, strict=True)],
-                                   index=bars.index)
-            assert (exact | among_tied).all(), (table, name, bars[~(exact | among_tied)])
-            print(f"{table} {name}: {int((~exact).sum())} of {len(bars)} bars decided among tied ticks")
+    assert_bars_are_a_refold(settings, ticks)

@@ -6,34 +6,23 @@ from __future__ import annotations
 
 import signal
 import sys
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from tickcast.alerts.store import AlertStore
 from tickcast.core.faults import FaultPoint
-from tickcast.core.predictions import FRAME_COLUMNS
 from tickcast.platform.processes import wait_until
 from tickcast.scoring.publish import PredictionPublisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "alerts"))
 from standins import ACCOUNT, TwilioStandIn, standin_server  # noqa: E402 - the stand-ins live beside the alert tests
 
+from tests.e2e.test_alerts_engine import predictions  # noqa: E402 - one frame for both engine tests
+
 pytestmark = pytest.mark.slow
 PHONE = "+15551234567"
-
-
-def prediction(signal_is: str, confidence: float, minute: int) -> pd.DataFrame:
-    at = datetime(2026, 12, 4, 15, minute, tzinfo=UTC)
-    row = {"symbol": "S0001", "horizon": "1m", "predicted_return": 0.012, "predicted_price": 101.2,
-           "p10": -0.01, "p50": 0.012, "p90": 0.03, "prob_up": confidence, "prob_neutral": 1 - confidence,
-           "prob_down": 0.0, "signal": signal_is, "confidence": confidence, "model_name": "lstm+transformer",
-           "model_version": "1+1", "route": "normal", "data_timestamp": pd.Timestamp(at),
-           "predicted_at": pd.Timestamp(at + timedelta(seconds=1))}
-    return pd.DataFrame([row])[list(FRAME_COLUMNS)]
 
 
 @pytest.fixture
@@ -72,10 +61,10 @@ def test_engine_killed_at_a_point_sends_the_alert_exactly_once(fault_home, stand
     # the restart reads the killed batch again from the group's offset and evaluates it twice.
     fault = f"{point.value}:kill:after=2" if point is FaultPoint.ALERTS_AFTER_OUTBOX_WRITE else f"{point.value}:kill"
     engine = _engine(home, fault=fault)
-    publisher.publish(prediction("HOLD", 0.55, 0))
+    publisher.publish(predictions("HOLD", 0.55, 0))
     wait_until(lambda: _committed(home) == 1, timeout=60, interval=0.3, what="the first batch committed",
                on_timeout=engine.log_tail)
-    publisher.publish(prediction("BUY", 0.72, 1))
+    publisher.publish(predictions("BUY", 0.72, 1))
     assert engine.wait_dead(60, f"the engine to die at {point.value}") == -signal.SIGKILL, engine.log_tail()
     store = AlertStore(home.settings.alerts_db_url)
     try:

@@ -18,10 +18,9 @@ import pandas as pd
 import pytest
 from confluent_kafka import Producer
 
-from tests.e2e.test_restart import _frame, _refold, _tied_prices, _topic_records
+from tests.invariants import assert_bars_are_a_refold, delta_frame, topic_records
 from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_count, delta_rows
-from tickcast.core.bars import BAR_FIELDS
 from tickcast.core.faults import FaultPoint
 from tickcast.core.intervals import INTERVAL_NAMES
 from tickcast.platform.processes import wait_until
@@ -89,12 +88,12 @@ def test_ingest_killed_at_each_point_in_turn_stays_exactly_once(fault_home):
     job.stop()
 
     # Exactly once by Kafka position; by msg_id, only a duplicate's copy is in both tables.
-    records = _topic_records(home.bootstrap, home.topics["ticks"])
+    records = topic_records(home.bootstrap, home.topics["ticks"])
     assert len(records) == produced
-    ticks = _frame(settings, tables.TICKS, ["msg_id", "symbol", "ts", "price", "volume", "kafka_partition",
-                                            "kafka_offset"])
-    quarantine = _frame(settings, tables.QUARANTINE, ["reason", "stage", "msg_id", "kafka_partition",
-                                                      "kafka_offset"])
+    ticks = delta_frame(settings, tables.TICKS,
+                        ["msg_id", "symbol", "ts", "price", "volume", "kafka_partition", "kafka_offset"])
+    quarantine = delta_frame(settings, tables.QUARANTINE,
+                             ["reason", "stage", "msg_id", "kafka_partition", "kafka_offset"])
     positions = pd.concat([ticks[["kafka_partition", "kafka_offset"]], quarantine[["kafka_partition", "kafka_offset"]]])
     assert not positions.duplicated().any(), positions[positions.duplicated(keep=False)]
     assert set(map(tuple, positions.to_numpy().tolist())) == set(records)
@@ -105,17 +104,4 @@ def test_ingest_killed_at_each_point_in_turn_stays_exactly_once(fault_home):
     assert set(quarantine.loc[quarantine["reason"] == "duplicate_msg_id", "msg_id"]) <= set(ticks["msg_id"])
 
     # The bars are a re-fold of the stored ticks.
-    for interval in INTERVAL_NAMES:
-        table = tables.bars(interval)
-        bars = _frame(settings, table, ["symbol", "window_start", *BAR_FIELDS]).set_index(["symbol", "window_start"])
-        folded = _refold(ticks, interval).set_index(["symbol", "window_start"])
-        assert sorted(bars.index) == sorted(folded.index), table
-        bars = bars.loc[folded.index]
-        for name in ("high", "low", "trades", "open_ts", "close_ts"):
-            assert (bars[name] == folded[name]).all(), (table, name, bars[bars[name] != folded[name]])
-        assert bars["volume"].to_numpy() == pytest.approx(folded["volume"].to_numpy(), rel=1e-12), table
-        for name, edge in (("open", "min"), ("close", "max")):
-            tied = _tied_prices(ticks, interval, edge).loc[folded.index]
-            exact = bars[name] == folded[name]
-            among_tied = pd.Series([p in prices for p, prices in zip(bars[name], tied, strict=True)], index=bars.index)
-            assert (exact | among_tied).all(), (table, name, bars[~(exact | among_tied)])
+    assert_bars_are_a_refold(settings, ticks)

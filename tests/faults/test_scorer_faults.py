@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer
 
+from tests.invariants import topic_messages
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.core.faults import FaultPoint
@@ -63,19 +64,6 @@ def _checkpoint(settings) -> dict:
         return {}
 
 
-def _published(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    messages, idle = [], 0
-    while idle < 3:
-        batch = consumer.consume(500, timeout=1.0)
-        idle = idle + 1 if not batch else 0
-        messages += [json.loads(m.value()) for m in batch if m.error() is None]
-    consumer.close()
-    return messages
-
-
 def read_from_the_start(home) -> None:
     """The scorer's consumer group at offset 0 of the fresh topic: its first start (without a
     checkpoint, it reads from the group's offset, else the newest) counts every tick sent."""
@@ -104,7 +92,7 @@ def check_invariants(home, feed: Feed) -> None:
     store = OnlineStore(settings.online_store_path)
     served = {s: pd.Timestamp(store.get(s).data_timestamp) for s in SYMBOLS}
     assert served == newest
-    published = pd.DataFrame(_published(home.bootstrap, settings.topic_predictions))
+    published = pd.DataFrame(topic_messages(home.bootstrap, settings.topic_predictions))
     published = published[published["symbol"].isin(SYMBOLS)]
     on_kafka = pd.to_datetime(published["data_timestamp"], utc=True).groupby(published["symbol"]).max()
     assert on_kafka.to_dict() == newest
@@ -211,7 +199,7 @@ def test_a_locked_online_store_is_reported_and_caught_up_once_unlocked(fault_hom
         newest = feed.sent[SYMBOLS[0]][-1][2]
         # Scored and published all the same, only not served: nothing waits behind the lock.
         wait_until(lambda: any(pd.Timestamp(p["data_timestamp"]) >= newest and p["symbol"] == SYMBOLS[0]
-                               for p in _published(home.bootstrap, home.topics["predictions"])),
+                               for p in topic_messages(home.bootstrap, home.topics["predictions"])),
                    timeout=60, interval=0.5, what="the newest prediction on Kafka while locked",
                    on_timeout=scorer.log_tail)
         assert scorer.alive, scorer.log_tail()

@@ -117,8 +117,9 @@ def test_a_client_without_credentials_cannot_move_champion(server: Settings, mon
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     with pytest.raises(MlflowException, match="401|not authenticated|Unauthorized"):
-        MlflowClient(tracking_uri=tracking.server_url(server)).set_registered_model_alias(
-            MODEL, registry.CHAMPION, target)
+        # The registry named too: another test in this process may have set mlflow's global one.
+        url = tracking.server_url(server)
+        MlflowClient(tracking_uri=url, registry_uri=url).set_registered_model_alias(MODEL, registry.CHAMPION, target)
     assert _champion(server) == before
 
 
