@@ -4,9 +4,7 @@ platform is closed to everyone but its owner (issue 18's acceptance).
 One platform per module (`up` takes minutes); the tests only read from it, except the quickstart,
 which adds what it says (a key, an alert rule).
 
-The README's quickstart, run as written on a fresh platform.
-
-The commands between ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->`` run in bash
+The quickstart: the commands between ``<!-- quickstart:begin -->`` and ``<!-- quickstart:end -->`` run in bash
 (``set -euo pipefail``) from a directory that looks like the repository to them (``.venv`` is this
 checkout's, ``var`` a fresh home), after ``tickcast up`` started every service on free ports. The
 README's ports (8000, 8050, 5000) become those ports: the only change made to its text. Airflow and
