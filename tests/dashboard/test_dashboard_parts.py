@@ -202,6 +202,20 @@ def test_another_host_header_is_refused(client: TestClient) -> None:
     assert client.get("/login", headers={"Host": "localhost:8050"}).status_code == 200
 
 
+def test_the_served_dashboard_refuses_a_body_over_the_bound_before_signing_in(settings: Settings) -> None:
+    """As `tickcast serve dashboard` builds it: a 2 MB sign-in form gets 413 and is never parsed."""
+    from dashboard.app import asgi_app
+    from tickcast.cli.httpserver import body_bounded
+
+    add_analyst(settings)
+    with TestClient(body_bounded(asgi_app, settings), base_url="http://127.0.0.1") as served:
+        refused = served.post("/login", content=b"username=" + b"a" * 2_000_000,
+                              headers={"content-type": "application/x-www-form-urlencoded"})
+        assert refused.status_code == 413
+        assert "at most 1,048,576 bytes" in refused.json()["detail"]
+        assert served.post("/login", data={"username": ANALYST, "password": PASSWORD}).status_code == 200
+
+
 def test_building_the_app_reads_and_creates_nothing(settings: Settings) -> None:
     from pydantic import SecretStr
 

@@ -13,7 +13,8 @@ point for that, ``Config(http=<protocol class>)``:
 - more than ``http_max_header_bytes`` of them get 431 and the connection is closed.
 
 ``BoundedWebSocketsProtocol`` shortens the wait for a closed WebSocket's reply. The body's bounds
-are the application's (``serving.bounds.BodyLimit``). ``log_config`` is uvicorn's
+are ``serving.bounds.BodyLimit``: the API adds it itself, ``body_bounded`` puts it in front of
+the dashboard (which may not import the API's package). ``log_config`` is uvicorn's
 own dictConfig with ``tickcast.auth.logredact.RedactingFilter`` on every handler, the root's (the
 application's loggers) included.
 """
@@ -24,6 +25,7 @@ import asyncio
 import copy
 import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from uvicorn.config import LOGGING_CONFIG
@@ -31,6 +33,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from tickcast.core.settings import Settings
 
 _REDACT = "tickcast.auth.logredact.RedactingFilter"
@@ -126,6 +130,15 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "ssl_certfile": str(settings.tls_certfile) if settings.tls_certfile else None,
         "ssl_keyfile": str(settings.tls_keyfile) if settings.tls_keyfile else None,
     }
+
+
+def body_bounded(factory: Callable[[Settings], ASGIApp], settings: Settings) -> ASGIApp:
+    """The app ``factory`` makes, behind the API's body bounds (413 over ``api_max_body_bytes``,
+    408 for a trickled body): a uvicorn factory, for a server whose app does not add them."""
+    from serving.bounds import BodyLimit
+
+    return BodyLimit(factory(settings), max_bytes=settings.api_max_body_bytes,
+                     timeout_seconds=settings.http_body_timeout_seconds)
 
 
 def log_config() -> dict[str, Any]:

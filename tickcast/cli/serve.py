@@ -113,10 +113,10 @@ def dashboard(
     import uvicorn
 
     from dashboard.app import asgi_app
-    from tickcast.cli.httpserver import server_options
+    from tickcast.cli.httpserver import body_bounded, server_options
 
     _run(uvicorn.Config(
-        functools.partial(asgi_app, settings),
+        functools.partial(body_bounded, asgi_app, settings),
         factory=True,
         host=host or settings.dashboard_host,
         port=port or settings.dashboard_port,
