@@ -11,8 +11,9 @@ metrics, the body's bounds of ``serving.bounds``, the hot path).
 The hot routes (one or many latest predictions) are ``async`` and read an in-memory copy of
 the latest predictions, kept current from the Kafka ``predictions`` topic (or, as a fallback,
 by polling the online store; ``tickcast.scoring.live_predictions``); they send the stored JSON
-as it is, with the freshness and the staleness appended (``serving.latest``). Routes that do
-file IO or model work are plain ``def``, which FastAPI runs in its thread pool.
+as it is, with the freshness and the staleness appended (``serving.latest``). History and bars
+read Delta in a small pool of processes (``serving.offload``); the other routes that do file IO
+or model work are plain ``def``, which FastAPI runs in its thread pool.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from serving.errors import install_error_handlers
 from serving.hot import HotReads
 from serving.latest import LatestPredictions
 from serving.metrics import RequestMetrics, ServingMetrics
+from serving.offload import OffloadPool
 from serving.routes import (
     API_PREFIX,
     alerts,
@@ -62,11 +64,13 @@ ROUTERS = (predictions.router, scoring.router, explanations.router, models.route
 @asynccontextmanager
 async def _lifespan(app: FastAPI):
     app.state.live.start()
+    await app.state.offload.start()
     # Everything built so far (modules, the app, the latest predictions) lives as long as the
     # process: out of the collector's way, a full collection triggered by the garbage of an
     # expensive request (history's thousands of rows) no longer scans it, on the event loop's time.
     gc.freeze()
     yield
+    await app.state.offload.stop()
     await app.state.live.stop()
     if getattr(app.state, "alert_store", None) is not None:
         app.state.alert_store.close()
@@ -114,6 +118,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.loader = loader
     app.state.scorer = OnDemandScorer(settings, loader)
     app.state.expensive = ExpensiveSlots(settings.api_expensive_concurrency)
+    app.state.offload = OffloadPool(settings)
     app.state.sockets = ws.OpenSockets(settings, app.state.guard)
 
     install_error_handlers(app)

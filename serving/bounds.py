@@ -8,9 +8,10 @@ so the rest of a refused body is never read. The body is read here, then handed 
 FastAPI parses only what passed. The connection-level bounds (idle, header time and size) are
 uvicorn's (``tickcast/cli/serve.py``).
 
-``ExpensiveSlots`` caps how many file-reading or model-running requests a worker runs at once: each
-runs in the thread pool and holds the GIL part of the time, so an unbounded number of them
-would queue there and slow the hot path (``serving.hot``) that shares the process.
+``ExpensiveSlots`` caps how many file-reading or model-running requests a worker runs at once:
+history and bars run in the app's pool of processes (``serving.offload``, one process per slot),
+the others in the thread pool, where they hold the GIL part of the time; an unbounded number of
+them would queue there and slow the hot path (``serving.hot``) that shares the process.
 """
 
 from __future__ import annotations

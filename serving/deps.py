@@ -15,6 +15,7 @@ from starlette.requests import HTTPConnection
 from serving.bounds import ExpensiveSlots
 from serving.latest import LatestPredictions
 from serving.metrics import ServingMetrics
+from serving.offload import OffloadPool
 from serving.security import Authorized, Guard
 from tickcast.auth.apikeys import ApiKey
 from tickcast.catalog.market import MarketStore
@@ -57,6 +58,10 @@ async def get_metrics(connection: HTTPConnection) -> ServingMetrics:
     return connection.app.state.metrics
 
 
+async def get_offload(connection: HTTPConnection) -> OffloadPool:
+    return connection.app.state.offload
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 StoreDep = Annotated[MarketStore, Depends(get_store)]
 LiveDep = Annotated[LivePredictions, Depends(get_live)]
@@ -65,6 +70,7 @@ GuardDep = Annotated[Guard, Depends(get_guard)]
 LoaderDep = Annotated[ModelLoader, Depends(get_loader)]
 ScorerDep = Annotated[OnDemandScorer, Depends(get_scorer)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+OffloadDep = Annotated[OffloadPool, Depends(get_offload)]
 
 ReadKey = Annotated[ApiKey, Security(Authorized("read"))]
 ScoreKey = Annotated[ApiKey, Security(Authorized("score"))]

@@ -24,6 +24,11 @@ from tickcast.core.errors import Conflict, InvalidInput, ModelNotFound, NotFound
 
 log = logging.getLogger("tickcast.serving")
 
+# When a client may ask again after a 503: a store that is away (locked by another process, a
+# registry or Redis restarting) is usually back within seconds, and a client that retries at
+# once only adds to the load.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
+
 
 @contextmanager
 def located(source: str) -> Iterator[None]:
@@ -81,7 +86,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Unavailable)
     async def unavailable(_request: Request, exc: Unavailable) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": exc.message})
+        return JSONResponse(status_code=503, content={"detail": exc.message},
+                            headers={"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
 
     @app.exception_handler(RateLimited)
     async def rate_limited(_request: Request, exc: RateLimited) -> JSONResponse:

@@ -8,11 +8,18 @@ workers share counters: per key (``api_rate_limit`` or the key's own), per key f
 expensive routes (``api_expensive_rate_limit``), and per client address for requests without a
 valid key (``api_unauthenticated_rate_limit``): guessing keys soon costs a 429 (a valid key from the
 same address is still looked up and served).
+
+A shared storage (Redis) that fails or does not answer within ``api_rate_limit_storage_timeout_seconds``
+is not a reason to fail a request: the limits go on in this process's memory (each worker then
+allows the whole limit), ``rate_limit_storage_unavailable`` is reported, and a thread pings the
+storage every ``api_rate_limit_storage_retry_seconds`` until it answers and is used again.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -25,6 +32,8 @@ from tickcast.auth.apikeys import ApiKey, ApiKeyStore
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
 # With auth turned off every caller is this key, limited by the default rate.
@@ -42,6 +51,99 @@ class RateLimited(Exception):
 UNAUTHENTICATED = "requests without a valid API key from this address"
 
 
+class Counters:
+    """Fixed windows in the configured storage, or in this process's memory while a shared one
+    cannot be reached (see the module docstring)."""
+
+    KIND = "rate_limit_storage_unavailable"
+
+    def __init__(self, settings: Settings):
+        from limits import storage
+        from limits.strategies import FixedWindowRateLimiter
+
+        self._settings = settings
+        self._local = FixedWindowRateLimiter(storage.MemoryStorage())
+        self._shared = None
+        self._storage = None
+        uri = settings.api_rate_limit_storage
+        if uri.split(":", 1)[0] != "memory":
+            self._storage = storage.storage_from_string(uri, wrap_exceptions=True, **self._redis_options(uri))
+            self._shared = FixedWindowRateLimiter(self._storage)
+        # Set while the shared storage is down; the pinging thread clears it.
+        self._down: threading.Event = threading.Event()
+        self._reporter = None
+
+    def _redis_options(self, uri: str) -> dict:
+        """A bound on each connect and reply, and no retries (redis-py's default retries thrice
+        with backoffs of seconds): a request waits at most the timeout once, then memory serves."""
+        from limits.storage import RedisStorage
+
+        if uri.split(":", 1)[0] not in RedisStorage.STORAGE_SCHEME:
+            return {}
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        timeout = self._settings.api_rate_limit_storage_timeout_seconds
+        return {"socket_timeout": timeout, "socket_connect_timeout": timeout, "retry": Retry(NoBackoff(), 0)}
+
+    @property
+    def shared(self) -> bool:
+        """Whether the counters are the shared storage's now (False: memory, or a fallback)."""
+        return self._shared is not None and not self._down.is_set()
+
+    def hit(self, limit, identity: str) -> tuple[bool, float]:
+        """(within the limit, when its window resets as epoch seconds), counting one hit."""
+        from limits.errors import StorageError
+
+        if self.shared:
+            try:
+                if self._shared.hit(limit, identity):
+                    return True, 0.0
+                return False, self._shared.get_window_stats(limit, identity).reset_time
+            except StorageError as exc:
+                self._fall_back(exc.storage_error)
+        if self._local.hit(limit, identity):
+            return True, 0.0
+        return False, self._local.get_window_stats(limit, identity).reset_time
+
+    def _fall_back(self, error: Exception) -> None:
+        if self._down.is_set():
+            return
+        self._down.set()
+        log.error("rate-limit storage %s unavailable (%s: %s): limits are counted per process until it "
+                  "answers again", self._where(), error.__class__.__name__, error)
+        threading.Thread(target=self._wait_for_storage, args=(f"{error.__class__.__name__}: {error}",),
+                         name="rate-limit-storage", daemon=True).start()
+
+    def _where(self) -> str:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self._settings.api_rate_limit_storage)
+        return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"  # no password
+
+    def _wait_for_storage(self, error: str) -> None:
+        """Report the fallback (again each minute while it lasts), ping the storage until it
+        answers, then use it again and report that."""
+        retry = self._settings.api_rate_limit_storage_retry_seconds
+        message = (f"the API's rate-limit storage {self._where()} cannot be reached ({error}): limits are "
+                   "counted per process, so each API worker allows the whole limit")
+        while True:
+            self._report(True, message, {"storage": self._where(), "error": error})
+            time.sleep(retry)
+            if self._storage is not None and self._storage.check():
+                break
+        self._down.clear()
+        log.info("rate-limit storage %s answers again: limits are shared again", self._where())
+        self._report(False, f"the API's rate-limit storage {self._where()} is used again", {"storage": self._where()})
+
+    def _report(self, firing: bool, message: str, details: dict) -> None:
+        from tickcast.catalog.events import EventPublisher, StateReporter
+
+        if self._reporter is None:
+            self._reporter = StateReporter(EventPublisher(self._settings, "api"), "api")
+        self._reporter.state(self.KIND, firing, message, severity="warning", details=details)
+
+
 @dataclass
 class _Cached:
     key: ApiKey | None
@@ -52,16 +154,13 @@ class Guard:
     """Who is calling (``authenticate``), may they (``authorize``), and how often (``charge``)."""
 
     def __init__(self, settings: Settings):
-        from limits import parse, storage
+        from limits import parse
 
         self.enabled = settings.api_auth_enabled
         self.store = ApiKeyStore(settings.api_keys_path)
         self.cache_seconds = settings.api_key_cache_seconds
         self._cache: dict[str, _Cached] = {}
-        self._storage = storage.storage_from_string(settings.api_rate_limit_storage)
-        from limits.strategies import FixedWindowRateLimiter
-
-        self._limiter = FixedWindowRateLimiter(self._storage)
+        self.counters = Counters(settings)
         self._default = parse(settings.api_rate_limit)
         self._unauthenticated = parse(settings.api_unauthenticated_rate_limit)
         self._expensive = parse(settings.api_expensive_rate_limit)
@@ -133,8 +232,8 @@ class Guard:
                   "explanations, scoring, models) with this API key")
 
     def _hit(self, limit, identity: str, who: str = "this API key") -> None:
-        if not self._limiter.hit(limit, identity):
-            reset = self._limiter.get_window_stats(limit, identity).reset_time
+        allowed, reset = self.counters.hit(limit, identity)
+        if not allowed:
             raise RateLimited(str(limit), max(1, math.ceil(reset - time.time())), who)
 
 

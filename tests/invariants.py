@@ -1,21 +1,25 @@
 """The pipeline's invariants, checked after a restart or an injected fault (tests/e2e,
-tests/faults): every record of a topic by its position, a Delta table as pandas, and the bars
-as a re-fold of the stored ticks."""
+tests/faults): every record of a topic by its position, a Delta table as pandas, the bars
+as a re-fold of the stored ticks, and the stream's features as the batch backfill's."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
 import pytest
+from chispa import assert_approx_df_equality
 from confluent_kafka import Consumer, TopicPartition
 
 from tickcast.catalog import tables
-from tickcast.catalog.tables import delta_rows
+from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.core.bars import BAR_FIELDS, BAR_FOLD, TIE_BREAK_COLUMN, TIME_COLUMN
+from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 
 
@@ -102,6 +106,28 @@ def assert_bars_are_a_refold(settings, ticks: pd.DataFrame) -> None:
             among_tied = pd.Series([price in prices for price, prices in zip(bars[name], tied, strict=True)],
                                    index=bars.index)
             assert (exact | among_tied).all(), (table, name, bars[~(exact | among_tied)])
+
+
+FEATURE_KEYS = ["symbol", "interval", "window_start", "window_end"]
+
+
+def assert_features_equal_the_backfill(spark, settings, backfill: Callable[[], Any]):
+    """Stream/batch parity: the ``features`` table as the stream left it (one row per stored bar)
+    equals what ``backfill`` (`tickcast features backfill`) recomputes from the stored bars, to
+    1e-9. Call it once the stream stopped between batches; returns the stream's features (Spark)."""
+    from deltalake import DeltaTable
+
+    path = tables.table_path(settings, tables.FEATURES)
+    stream_version = DeltaTable(path).version()
+    assert delta_count(settings, tables.FEATURES) == sum(delta_count(settings, tables.bars(i)) for i in INTERVAL_NAMES)
+    backfill()
+    columns = [*FEATURE_KEYS, *FEATURE_NAMES, "feature_set_version"]
+    streamed = spark.read.format("delta").option("versionAsOf", stream_version).load(path).select(*columns)
+    batch = spark.read.format("delta").load(path).select(*columns)
+    assert streamed.count() == batch.count()
+    assert_approx_df_equality(streamed.orderBy(*FEATURE_KEYS), batch.orderBy(*FEATURE_KEYS), precision=1e-9,
+                              ignore_nullable=True)
+    return streamed
 
 
 def topic_messages(bootstrap: str, topic: str, idle_polls: int = 3) -> list[dict]:

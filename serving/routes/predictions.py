@@ -2,8 +2,8 @@
 
 The two latest-prediction GETs are ``async`` and read the in-memory copy; most requests for
 them never get here (``serving.hot`` answers them with the same bytes), so these are where
-the other cases are answered: errors, ``include_features``. History reads Delta, a plain
-``def`` that FastAPI runs in its thread pool.
+the other cases are answered: errors, ``include_features``. History reads Delta in a process
+of the app's pool (``serving.offload``), which hands back the JSON.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import orjson
 from fastapi import Query, Response
 from fastapi.concurrency import run_in_threadpool
 
-from serving.deps import ExpensiveReadKey, LatestDep, ReadKey, SettingsDep, StoreDep, SymbolPath
+from serving.deps import ExpensiveReadKey, LatestDep, OffloadDep, ReadKey, SettingsDep, StoreDep, SymbolPath
 from serving.errors import located
 from serving.inputs import parse_symbols
+from serving.offload import history_body
 from serving.routes import NOT_FOUND, v1_router
 from serving.schemas import (
     MAX_BATCH_SYMBOLS,
@@ -25,7 +26,7 @@ from serving.schemas import (
     PredictionsBatchResponse,
     UtcDatetime,
 )
-from tickcast.catalog import featurestore, predictions
+from tickcast.catalog import featurestore
 
 MAX_HISTORY = 10_000
 
@@ -62,17 +63,14 @@ async def get_predictions(
 
 @router.get("/predictions/{symbol}/history", response_model=PredictionHistoryResponse, responses=NOT_FOUND,
             summary="Past predictions of a symbol, from Delta")
-def history(
-    symbol: SymbolPath, store: StoreDep, settings: SettingsDep, _key: ExpensiveReadKey,
+async def history(
+    symbol: SymbolPath, store: StoreDep, work: OffloadDep, _key: ExpensiveReadKey,
     start: Annotated[UtcDatetime | None, Query(description="From this predicted_at (UTC if no zone)")] = None,
     end: Annotated[UtcDatetime | None, Query(description="Up to this predicted_at (inclusive)")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_HISTORY, description="At most this many, the newest")] = 1000,
 ) -> Response:
     with located("query"):
-        found = predictions.history(settings, symbol, start, end, limit)
-    if not found:
-        store.require_known(symbol)
-    # Serialized here, in the thread pool: FastAPI would serialize a returned model on the event
-    # loop, where thousands of predictions would hold up the hot path for milliseconds.
-    body = PredictionHistoryResponse(symbol=symbol, count=len(found), predictions=found).model_dump_json()
+        count, body = await work.run(history_body, symbol, start, end, limit)
+    if not count:
+        await run_in_threadpool(store.require_known, symbol)
     return Response(body, media_type="application/json")

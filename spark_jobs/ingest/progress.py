@@ -6,6 +6,7 @@ import json
 import logging
 
 from tickcast.catalog.progress import ProgressFile
+from tickcast.core.faults import FaultPoint, fault_point
 
 log = logging.getLogger("tickcast.ingest")
 
@@ -28,6 +29,7 @@ def progress_listener(progress: ProgressFile, unnamed: str = "unnamed"):
 
         def onQueryIdle(self, event):
             progress.heartbeat(names.get(str(event.id), unnamed), event.timestamp)
+            fault_point(FaultPoint.INGEST_QUERY_IDLE)
 
         def onQueryTerminated(self, event):
             if event.exception:

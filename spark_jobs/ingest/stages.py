@@ -223,9 +223,25 @@ def features(job: BarsQuery, batch: Batch, interval: str, earliest: dict[str, da
     _merge_features(job, good, interval, min(scope.values()), f"{job.app_id}-features-{interval}", batch.id)
     fault_point(FaultPoint.INGEST_FEATURES_BEFORE_PUSH)
     if job.settings.feast_push_enabled and len(good_frame):
-        from tickcast.catalog import featurestore
+        push_features(job, good_frame)
 
-        featurestore.push_online(job.settings, good_frame)
+
+def push_features(job: BarsQuery, frame: pd.DataFrame) -> None:
+    """The rows to the online store. One that cannot be written (Redis down) does not stop the
+    stream: the rows are in Delta already, the store keeps them for its next push, and
+    ``feature_push_failed`` is reported until a push goes through."""
+    from tickcast.catalog import featurestore
+
+    try:
+        featurestore.push_online(job.settings, frame)
+    except featurestore.OnlineStoreUnavailable as exc:
+        log.error("features not pushed online: %s", exc)
+        job.reporter.state("feature_push_failed", True, f"{exc}; the online features are aging",
+                           severity="critical", details={"waiting": exc.waiting})
+        return
+    if job.reporter.firing("feature_push_failed"):
+        log.info("features pushed online again")
+        job.reporter.state("feature_push_failed", False, "the stream pushes features online again")
 
 
 def _refresh_scope(job: BarsQuery, history: DataFrame, touched: dict[str, datetime]) -> dict[str, datetime]:

@@ -118,6 +118,7 @@ class TicksQuery:
 
         from spark_jobs import transforms as T
 
+        fault_point(FaultPoint.INGEST_TICKS_BATCH_START)
         started = time.monotonic()
         steps: dict[str, float] = {}
 

@@ -249,8 +249,13 @@ def test_charts_from_the_platforms_prometheus(settings: Settings, tmp_path: Path
                    on_timeout=lambda: f"last seen {seen}")
         _figures, notes, _start, _end = asyncio.run(pipeline.read_charts(client, "1h", 1))
         assert notes[3] == f"{pipeline.NOTES['pipeline-scorer-cycle']} Latest: scorer 35 ms."
-        # It scrapes the API too: nothing listens there in this test.
-        [up] = client.query_range('up{job="api"}', datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC), 1)
+        # It scrapes the API too: nothing listens there in this test. Each target has its own
+        # scrape schedule, so the API's first scrape may come after the exporter's.
+        def api_scraped() -> list:
+            return client.query_range('up{job="api"}', datetime.now(UTC) - timedelta(minutes=1), datetime.now(UTC), 1)
+
+        wait_until(lambda: bool(api_scraped()), 60, "Prometheus to scrape the API's target", interval=0.5)
+        [up] = api_scraped()
         assert set(up.values) == {0.0}
 
 

@@ -91,7 +91,11 @@ def test_repo_config_follows_settings(fs_settings: Settings) -> None:
         fs_settings.model_copy(update={"feast_online_store": "redis", "feast_redis_connection": "10.0.0.9:6380,db=2"})
     )
     assert redis.online_store.type == "redis"
-    assert redis.online_store.connection_string == "10.0.0.9:6380,db=2"
+    # Bounded by default (a paused Redis must not hang a push or a read), unless the string says.
+    assert redis.online_store.connection_string == "10.0.0.9:6380,db=2,socket_timeout=2,socket_connect_timeout=2"
+    own = featurestore.repo_config(fs_settings.model_copy(update={
+        "feast_online_store": "redis", "feast_redis_connection": "10.0.0.9:6380,socket_timeout=0.5"}))
+    assert own.online_store.connection_string == "10.0.0.9:6380,socket_timeout=0.5,socket_connect_timeout=2"
     assert redis.offline_store.type == "feature_repo.delta_offline_store.DeltaOfflineStore"
     assert redis.offline_store.snapshot_path == str(fs_settings.feast_dir / "snapshots")
 

@@ -5,6 +5,7 @@ how the platform's parts tell the alert engine what happened to them. Key = the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,9 @@ class EventPublisher:
         self.topic = settings.topic_alerts
         self._settings, self._role = settings, role
         self._producer: Any = None
+        # Parts report from more than one thread (the scorer's loop and its champion check):
+        # one producer between them.
+        self._creating = threading.Lock()
         # Events the broker did not take (after the producer's own retries), for a caller that
         # must know (`tickcast alerts report`).
         self.failed = 0
@@ -36,9 +40,11 @@ class EventPublisher:
         from tickcast.core.kafka_auth import KafkaCredentialsError
 
         try:
-            if self._producer is None:
-                self._producer = Producer({**self._settings.kafka_client_config(self._role), "enable.idempotence": True,
-                                           "linger.ms": 5, "message.timeout.ms": 30_000})
+            with self._creating:
+                if self._producer is None:
+                    self._producer = Producer({**self._settings.kafka_client_config(self._role),
+                                               "enable.idempotence": True, "linger.ms": 5,
+                                               "message.timeout.ms": 30_000})
             self._producer.produce(self.topic, key=event.incident_subject, value=event.model_dump_json(),
                                    on_delivery=self._on_delivery)
             self._producer.poll(0)

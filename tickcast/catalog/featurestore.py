@@ -22,6 +22,12 @@ re-computes an older bar must not replace a newer bar online (SQLite would let i
 ``push_online`` keeps, per process, the newest ``window_end`` online for each key (read from
 the store the first time a key is seen) and pushes a row only if it is not older.
 
+An online store that cannot be written (Redis down or not answering within
+``feast_redis_timeout_seconds``, SQLite locked) fails a push with ``OnlineStoreUnavailable``; the
+rows it had are kept (the newest per key) and go with the process's next push, so the store
+catches up as soon as it answers. A restarted process has forgotten them: ``tickcast features
+materialize`` loads the closed bars from the offline store.
+
 Point-in-time correctness comes from Feast's join on ``window_end``: a training row with
 label time t gets, for its (symbol, interval), the row with the latest ``window_end <= t``
 (ties broken by ``computed_at``), or nulls if no bar had closed by t.
@@ -69,6 +75,24 @@ class FeatureStoreError(RuntimeError):
     """A request the feature store cannot serve as asked (missing table, bad arguments)."""
 
 
+class OnlineStoreUnavailable(Unavailable):
+    """The online store cannot be written or read now; ``waiting`` rows (one per key) are kept
+    for the next push."""
+
+    def __init__(self, message: str, waiting: int = 0):
+        super().__init__(message)
+        self.waiting = waiting
+
+
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What an online store that is away raises (not a bug of the caller's)."""
+    import sqlite3
+
+    from redis.exceptions import RedisError
+
+    return (RedisError, sqlite3.OperationalError, OSError)
+
+
 @dataclass
 class _Handle:
     """What this process keeps per feature-store configuration."""
@@ -81,6 +105,8 @@ class _Handle:
     # interval -> (monotonic time fetched, FeatureService): turning the registry's proto into
     # a FeatureService costs more than a one-entity online read.
     services: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    # The newest row per key of the pushes that failed: they go with the next push.
+    unpushed: Any = None
 
     def service(self, interval: str):
         from feature_repo.definitions import service_name
@@ -123,7 +149,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         # one, i.e. every update of a still-open bar; push_online orders writes instead.
         online: dict[str, Any] = {
             "type": "redis",
-            "connection_string": settings.feast_redis_connection,
+            "connection_string": _bounded(settings.feast_redis_connection, settings.feast_redis_timeout_seconds),
             "skip_dedup": True,
         }
     else:
@@ -141,6 +167,14 @@ def repo_config(settings: Settings) -> RepoConfig:
         entity_key_serialization_version=3,
         repo_path=FEATURE_REPO_DIR,
     )
+
+
+def _bounded(connection: str, seconds: float) -> str:
+    """Feast's Redis connection string with socket timeouts, unless it sets its own: redis-py
+    waits forever by default, so a paused Redis would hang a push or a read."""
+    params = {part.split("=", 1)[0].strip() for part in connection.split(",") if "=" in part}
+    extra = [f"{name}={seconds:g}" for name in ("socket_timeout", "socket_connect_timeout") if name not in params]
+    return ",".join([connection, *extra])
 
 
 def _handle(settings: Settings) -> _Handle:
@@ -275,20 +309,32 @@ def push_online(settings: Settings, frame: pd.DataFrame) -> int:
     rows["window_end"] = _utc(rows["window_end"])
     rows["window_start"] = _utc(rows["window_start"])
     rows["computed_at"] = _utc(rows["computed_at"])
-    rows = rows.sort_values(["window_end", "computed_at"], na_position="first", kind="stable")
-    rows = rows.drop_duplicates(["symbol", "interval"], keep="last")
 
     handle = _handle(settings)
     with handle.lock:
         _ensure_applied(handle, settings)
-        rows = _not_older_than_online(handle, rows)
-        if rows.empty:
-            return 0
-        handle.store.push(PUSH_SOURCE_NAME, rows.reset_index(drop=True), to=PushMode.ONLINE)
-        ends = _epoch_seconds(rows["window_end"])
-        for key, end in zip(zip(rows["symbol"], rows["interval"], strict=True), ends, strict=True):
+        if handle.unpushed is not None:
+            rows = pd.concat([handle.unpushed, rows], ignore_index=True)
+        rows = _newest_per_key(rows)
+        try:
+            pushed = _not_older_than_online(handle, rows)
+            if not pushed.empty:
+                handle.store.push(PUSH_SOURCE_NAME, pushed.reset_index(drop=True), to=PushMode.ONLINE)
+        except _store_errors() as exc:
+            handle.unpushed = rows
+            raise OnlineStoreUnavailable(
+                f"the online store cannot be written ({exc.__class__.__name__}: {exc}); the newest features of "
+                f"{len(rows)} (symbol, interval) are kept for the next push", waiting=len(rows)) from exc
+        handle.unpushed = None
+        ends = _epoch_seconds(pushed["window_end"])
+        for key, end in zip(zip(pushed["symbol"], pushed["interval"], strict=True), ends, strict=True):
             handle.online_ends[key] = end
-    return len(rows)
+    return len(pushed)
+
+
+def _newest_per_key(rows: pd.DataFrame) -> pd.DataFrame:
+    rows = rows.sort_values(["window_end", "computed_at"], na_position="first", kind="stable")
+    return rows.drop_duplicates(["symbol", "interval"], keep="last")
 
 
 def _not_older_than_online(handle: _Handle, rows: pd.DataFrame) -> pd.DataFrame:

@@ -13,6 +13,18 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
 
+    def __reduce__(self):
+        # Rebuilt from its attributes, not from its constructor's arguments (subclasses take
+        # others): the API's pool of processes (serving/offload.py) sends these back whole.
+        return _rebuild, (type(self), self.message, self.__dict__)
+
+
+def _rebuild(kind: type[ServiceError], message: str, state: dict) -> ServiceError:
+    error = kind.__new__(kind)
+    ServiceError.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class NotFound(ServiceError):
     """Nothing to show: a prediction not made yet, a model version that does not exist."""

@@ -25,6 +25,9 @@ PipelineEventKind = Literal[
     "scorer_baseline",      # the scorer serves the momentum baseline: no champion yet, or it could not be loaded
     "model_load_failed",    # a new champion could not be loaded (or failed its content hash): the previous one serves on
     "online_store_unavailable",  # the scorer cannot write the online store (locked, disk full): served predictions age
+    "model_registry_unavailable",  # the scorer cannot ask MLflow for its champion (down, not answering): it serves what it has
+    "feature_push_failed",  # the stream cannot push features to the Feast online store (Redis down): online features age
+    "rate_limit_storage_unavailable",  # the API's shared rate-limit counters (Redis) cannot be reached: limits per process
     "model_promoted",
     "model_rolled_back",
     "delivery_dead",        # an alert could not be delivered after its last retry

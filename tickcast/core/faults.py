@@ -34,6 +34,9 @@ ENV_VAR = "TICKCAST_FAULT"
 
 
 class FaultPoint(StrEnum):
+    # spark_jobs/ingest/ticks.py: a batch planned (offsets/N in the checkpoint), nothing of it
+    # written (no Delta commit, no feed watermarks): its restart replays the same offsets.
+    INGEST_TICKS_BATCH_START = "ingest.ticks.batch_start"
     # spark_jobs/ingest/ticks.py: the batch's ticks appended to Delta, its quarantine append,
     # commit and feed watermarks not yet (and no bar folded from them).
     INGEST_TICKS_AFTER_APPEND = "ingest.ticks.after_append"
@@ -43,6 +46,9 @@ class FaultPoint(StrEnum):
     INGEST_BARS_AFTER_MERGE = "ingest.bars.after_merge"
     # spark_jobs/ingest/stages.py: an interval's features MERGEd into Delta, not yet pushed to Feast.
     INGEST_FEATURES_BEFORE_PUSH = "ingest.features.before_push"
+    # spark_jobs/ingest/progress.py: the process's query caught up and idle (Spark's idle event),
+    # its last batch committed (commits/N) and the next not planned: the committed point.
+    INGEST_QUERY_IDLE = "ingest.query_idle"
     # tickcast/scoring/live_job.py: a cycle scored, nothing of it published.
     SCORER_AFTER_SCORE = "scorer.after_score"
     # tickcast/scoring/live_job.py: predictions in the online store, not yet on Kafka.

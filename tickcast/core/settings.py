@@ -123,6 +123,12 @@ class Settings(BaseSettings):
     api_rate_limit: str = "100/second"
     # Where the counters live: memory:// per process, or redis://host:port shared by workers.
     api_rate_limit_storage: str = "memory://"
+    # A shared storage (Redis) that does not answer within this bound (connect or reply) is
+    # taken as down: the limits fall back to per-process counters rather than holding a request
+    # (the check runs on the event loop) or failing it; `rate_limit_storage_unavailable` fires.
+    api_rate_limit_storage_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    # While it is down, it is pinged this often (off the request path) and used again once it answers.
+    api_rate_limit_storage_retry_seconds: float = Field(default=5.0, gt=0, le=600)
     # How often the API polls the online store for new predictions (GET cache, WebSocket) when it
     # does not follow the Kafka `predictions` topic: publishing there is off
     # (TICKCAST_SCORER_PUBLISH_KAFKA=false), or the broker or topic cannot be reached.
@@ -219,6 +225,10 @@ class Settings(BaseSettings):
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
     # Feast's Redis connection string: "host:port[,db=N][,password=...]".
     feast_redis_connection: str = "127.0.0.1:6379"
+    # Each Redis connect and reply of the online store within this bound (unless the connection
+    # string sets socket_timeout/socket_connect_timeout): a paused Redis fails a push or a read
+    # instead of hanging the stream's batch or an API request.
+    feast_redis_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
     # The stream pushes each micro-batch's features to the online store.
     feast_push_enabled: bool = True
 
@@ -320,6 +330,12 @@ class Settings(BaseSettings):
     # local server's admin password is generated at setup instead: tracking.admin_password_file).
     mlflow_tracking_username: str | None = Field(default=None, min_length=1, max_length=256)
     mlflow_tracking_password: SecretStr | None = None
+    # Bounds on each HTTP request to a tracking server (mlflow's MLFLOW_HTTP_REQUEST_TIMEOUT and
+    # _MAX_RETRIES, whose defaults, 120 s and 7 backed-off retries, let a server that accepts and
+    # never answers hold a caller for a quarter of an hour): the scorer's champion check ends,
+    # reports and is tried again instead.
+    mlflow_http_timeout_seconds: int = Field(default=10, ge=1, le=600)
+    mlflow_http_max_retries: int = Field(default=2, ge=0, le=10)
 
     # Metrics over time. `up` runs the pipeline exporter (`tickcast metrics serve`: each streaming
     # query's and the scorer's progress as Prometheus metrics) on loopback at pipeline_metrics_port,

@@ -87,6 +87,12 @@ def export_credentials(settings: Settings) -> None:
         os.environ["MLFLOW_TRACKING_PASSWORD"] = settings.mlflow_tracking_password.get_secret_value()
 
 
+def export_http_bounds(settings: Settings) -> None:
+    """Bound each request to a tracking server: mlflow reads these at every request."""
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_http_timeout_seconds)
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_max_retries)
+
+
 def configure_mlflow(settings: Settings) -> str:
     """Point this process's mlflow at the configured store; returns the tracking URI."""
     # A tqdm bar per downloaded artifact clutters command output (they are small files).
@@ -96,6 +102,7 @@ def configure_mlflow(settings: Settings) -> str:
     if is_local(settings):
         prepare_local_store(settings)
     export_credentials(settings)
+    export_http_bounds(settings)
     uri = settings.tracking_uri
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -122,6 +129,7 @@ def experiment(settings: Settings, name: str) -> Experiment:
     if local:
         prepare_local_store(settings)
     export_credentials(settings)
+    export_http_bounds(settings)
     client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
     found = client.get_experiment_by_name(name)
     if found is not None:

@@ -20,6 +20,7 @@ import hashlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -244,26 +245,72 @@ def broker_command(settings: Settings, layout: BrokerLayout) -> list[str]:
     ]
 
 
+class BrokerProcess:
+    """The embedded broker as a child process of this one, which can be killed, paused and
+    started again on the same ports and log dir, as a supervisor restarts it (the fault tests
+    do it by hand). A context manager: started on entry, stopped on exit.
+
+    Without ``auth``, PLAINTEXT and open (the tests' brokers). With it, as `up` runs it: SCRAM
+    users from ``settings``' credentials file, every role's ACLs granted before ``start``
+    returns (the clients of ``settings`` with that bootstrap and broker port log in)."""
+
+    def __init__(self, settings: Settings, root: Path, auth: bool = False):
+        self.settings = settings
+        self.auth = auth
+        self.layout = layout_for(settings, root=root, port=free_port(), controller_port=free_port())
+        self.log_path = root / "broker.log"
+        self.proc: subprocess.Popen | None = None
+        prepare(settings, self.layout, auth=auth)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.layout.bootstrap
+
+    def start(self, timeout: float = 90) -> BrokerProcess:
+        with self.log_path.open("a") as log_file:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(broker_command(self.settings, self.layout), stdout=log_file,
+                                         stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.layout.port, timeout=timeout, proc=self.proc)
+            if self.auth:
+                from tickcast.platform import broker_auth
+
+                broker_auth.ensure_access(for_layout(self.settings, self.layout), timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, the log recovered at the next start."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=60)
+
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open and nothing answers (a hung or swapped-out broker)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()  # a paused broker cannot act on SIGTERM
+            stop_process(self.proc)
+
+    def __enter__(self) -> BrokerProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+
 @contextmanager
 def running_broker(settings: Settings, root: Path, auth: bool = False) -> Iterator[str]:
-    """Start a real single-node KRaft broker on free ports; yield its bootstrap address.
-
-    Without ``auth``, PLAINTEXT and open (the tests' shared broker). With it, as `up` runs it:
-    SCRAM users from ``settings``' credentials file, every role's ACLs granted before it is
-    yielded (the clients of ``settings`` with that bootstrap and broker port log in)."""
-    layout = layout_for(settings, root=root, port=free_port(), controller_port=free_port())
-    prepare(settings, layout, auth=auth)
-    log_file = (root / "broker.log").open("w")
-    proc = subprocess.Popen(
-        broker_command(settings, layout), stdout=log_file, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_for_port(layout.port, timeout=90, proc=proc)
-        if auth:
-            from tickcast.platform import broker_auth
-
-            broker_auth.ensure_access(for_layout(settings, layout), timeout=90)
-        yield layout.bootstrap
-    finally:
-        stop_process(proc)
-        log_file.close()
+    """Start a real single-node KRaft broker on free ports; yield its bootstrap address
+    (``BrokerProcess``, for a broker to kill and restart)."""
+    with BrokerProcess(settings, root, auth=auth) as broker:
+        yield broker.bootstrap

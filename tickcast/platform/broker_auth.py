@@ -8,7 +8,8 @@ feed       write ``ticks``
 ingest     read ``ticks`` (Spark's consumer groups, by prefix); write ``alerts`` (its
            pipeline events)
 scorer     read ``ticks`` (its group); write ``predictions`` and ``alerts``
-api        read ``predictions`` (one never-committed group per process, by prefix)
+api        read ``predictions`` (one never-committed group per process, by prefix); write
+           ``alerts`` (its pipeline events: a rate-limit storage it cannot reach)
 dashboard  the same, under its own prefix
 alerts     read ``predictions`` and ``alerts`` (the engine's group)
 events     write ``alerts`` (``tickcast alerts report``, the monitor DAG)
@@ -64,6 +65,7 @@ def grants(settings: Settings) -> list[Grant]:
         Grant("scorer", "topic", alerts, "WRITE"),
         Grant("api", "topic", predictions, "READ"),
         Grant("api", "group", feed_prefix("api"), "READ", prefixed=True),
+        Grant("api", "topic", alerts, "WRITE"),
         Grant("dashboard", "topic", predictions, "READ"),
         Grant("dashboard", "group", feed_prefix("dashboard"), "READ", prefixed=True),
         Grant("alerts", "topic", predictions, "READ"),

@@ -152,8 +152,10 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
     history = HistoryWriter(settings)
     events = EventPublisher(settings, "scorer")
+    # Checks of the registry on a thread of their own: one that does not answer (each request
+    # bounded by mlflow_http_timeout_seconds) is reported and never stalls a cycle.
     champions = ChampionWatcher(ModelLoader(settings), interval, settings.scorer_reload_seconds,
-                                report=events.report)
+                                report=events.report, background=True)
     index = settings.market_index_symbol
     # The online store's health, for the alert engine: a write that fails (the file locked by
     # another process, a full disk) must not stop the scoring, nor pass unnoticed.
@@ -211,6 +213,9 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
         # A killed scorer's partitions go to its restart after 10 s, not the default 45 (no
         # prediction is made meanwhile).
         "session.timeout.ms": 10_000,
+        # The client's own errors (the broker gone: _TRANSPORT, _ALL_BROKERS_DOWN) in the scorer's
+        # log; librdkafka retries by itself and the loop goes on as soon as the broker is back.
+        "error_cb": lambda error: log.warning("kafka: %s", error),
     })
     consumer.subscribe([topic], on_assign=seek_to_checkpoint)
 
@@ -285,7 +290,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
                      "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]))
 
     load_into(market)
-    dual = champions.current()
+    dual = champions.start()
     log.info("live scorer running: kafka %s topic %s, %s bars, %s", settings.kafka_bootstrap_servers,
              settings.topic_ticks, interval,
              f"{dual.model_name} version {dual.model_version}" if dual else "momentum baseline (no champion)")

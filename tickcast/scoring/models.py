@@ -7,7 +7,10 @@ files match the content hash recorded on the version at registration (a cached c
 not is discarded and downloaded again; a download that does not is refused). ``ChampionWatcher``
 asks the registry at most every ``scorer_reload_seconds`` whether ``champion`` moved and
 swaps the pair without a restart; a version that fails to load leaves the old pair serving,
-and says so as a pipeline event, as it does whenever the scorer serves the baseline.
+and says so as a pipeline event, as it does whenever the scorer serves the baseline. The live
+scorer runs its checks on a thread of their own (``background``): a registry that accepts and
+never answers holds that thread (each request bounded by ``mlflow_http_timeout_seconds``), never
+the scoring loop, and is reported as ``model_registry_unavailable``.
 """
 
 from __future__ import annotations
@@ -147,8 +150,13 @@ class ModelLoader:
             if ref.isdigit():
                 return str(client.get_model_version(name, ref).version)
             return str(client.get_model_version_by_alias(name, ref).version)
-        except MlflowException:
-            return None
+        except MlflowException as exc:
+            # No such model, version or alias: None. Anything else (the tracking server down or
+            # not answering, which mlflow raises as MlflowException too) is no answer at all: a
+            # registry that cannot be asked must not read as one without a champion.
+            if exc.error_code in ALIAS_MISSING:
+                return None
+            raise
 
     def load(self, name: str, version: str) -> DeployedModel:
         key = (name, str(version))
@@ -262,43 +270,122 @@ class ChampionWatcher:
     Never silent about what it serves instead of the champion: at every check that leaves it
     without one it reports ``scorer_baseline`` (warning while no champion is registered,
     critical when one is and cannot be loaded), and while a new champion cannot be loaded over
-    a previous one that serves on, ``model_load_failed``; each is resolved once it has passed.
+    a previous one that serves on, ``model_load_failed``; while the registry cannot be asked
+    (down, or a check left unanswered for ``stall_seconds``), ``model_registry_unavailable``; each
+    is resolved once it has passed.
+
+    With ``background``, a due check runs on a thread of its own and ``current()`` answers at
+    once with the pair held (the previous champion, or None for the baseline): the live scorer's
+    loop never waits on the registry. Without it, ``current()`` checks inline (one-off callers).
     """
 
     def __init__(self, loader: ModelLoader, interval: str, check_seconds: float,
-                 report: Callable[[PipelineEvent], None] | None = None):
+                 report: Callable[[PipelineEvent], None] | None = None, background: bool = False,
+                 stall_seconds: float | None = None):
         self.loader = loader
         self.interval = interval
         self.check_seconds = check_seconds
         # Where the watcher says that it serves the baseline, that a new champion could not be
         # loaded, and that a new champion took over (the alert engine's pipeline events).
         self.report = report
+        self.background = background
+        # A check waiting this long for the registry's answer is reported (the registry not
+        # answering) before mlflow's own bounds (timeout x attempts, with backoff) end it.
+        self.stall_seconds = (loader.settings.mlflow_http_timeout_seconds if stall_seconds is None
+                              else stall_seconds)
         self._current: DualModel | None = None
         self._checked = -float("inf")
         self._lock = threading.Lock()
+        # Held while the served pair and the reported state change together, so a report from
+        # the scoring loop (a stalled check) and one from the check's thread keep their order.
+        self._state = threading.RLock()
+        self._checking: threading.Thread | None = None
+        # Since when the running check waits for the registry's answer (not while it imports
+        # mlflow or downloads a bundle); None when it does not.
+        self._asking_since: float | None = None
+        self._stall_reported = False
         self._on_baseline = False
         self._baseline_severity: str | None = None
         self._load_failing = False
+        self._registry_down = False
 
     def current(self) -> DualModel | None:
         if time.monotonic() - self._checked >= self.check_seconds:
-            self.refresh()
+            if self.background:
+                self._check_in_background()
+            else:
+                self.refresh()
+        if self.background:
+            self._report_stall()
         return self._current
+
+    def start(self) -> DualModel | None:
+        """The first check, waited for unless the registry leaves it unanswered for
+        ``stall_seconds``: then scoring starts with what there is (the baseline), and says so
+        while the check goes on."""
+        if not self.background:
+            return self.refresh()
+        check = self._check_in_background()
+        while check.is_alive() and not self._stalled():
+            check.join(0.05)
+        self._report_stall()
+        return self._current
+
+    def _stalled(self) -> bool:
+        asking = self._asking_since
+        return asking is not None and time.monotonic() - asking >= self.stall_seconds
+
+    def _check_in_background(self) -> threading.Thread:
+        if self._checking is None or not self._checking.is_alive():
+            # Not started again at every call while it runs; refresh() stamps it again.
+            self._checked = time.monotonic()
+            self._stall_reported = False
+            self._checking = threading.Thread(target=self._refresh_on_thread, name="champion-check", daemon=True)
+            self._checking.start()
+        return self._checking
+
+    def _refresh_on_thread(self) -> None:
+        try:
+            self.refresh()
+        except Exception:  # noqa: BLE001 - a failed check must not end the checks; the next one runs
+            log.exception("the champion check failed; trying again at the next check")
+
+    def _report_stall(self) -> None:
+        check = self._checking
+        if check is None or self._stall_reported or not check.is_alive() or not self._stalled():
+            return
+        waited = time.monotonic() - (self._asking_since or 0.0)
+        with self._state:
+            if not check.is_alive():  # it finished meanwhile, and reported its own outcome
+                return
+            self._stall_reported = True
+            self._registry_unavailable(f"the model registry has not answered the champion check for {waited:.0f}s")
+            if self._current is None:
+                self._baseline(f"the model registry has not answered the champion check for {waited:.0f}s; "
+                               "serving the momentum baseline until it does")
 
     def refresh(self) -> DualModel | None:
         with self._lock:
             self._checked = time.monotonic()
             now = self._current
             try:
+                self.loader.client()  # mlflow imported and configured before the wait is timed
+                self._asking_since = time.monotonic()
                 wanted = tuple(
                     self.loader.version_of(registered_name(arch, self.interval), CHAMPION)
                     for arch in ARCHITECTURES
                 )
             except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop scoring
                 log.warning("could not check the champion models (%s); keeping the current ones", exc)
-                if now is None:
-                    self._baseline(f"the champion models could not be loaded ({exc}); serving the momentum baseline")
+                with self._state:
+                    self._registry_unavailable(f"the model registry could not be asked for the champion ({exc})")
+                    if now is None:
+                        self._baseline(f"the champion models could not be loaded ({exc}); serving the momentum "
+                                       "baseline")
                 return now
+            finally:
+                self._asking_since = None
+            self._registry_answered()
             if None in wanted:
                 if now is not None:
                     log.warning("champion alias gone for %s models; keeping %s v%s", self.interval,
@@ -320,13 +407,14 @@ class ChampionWatcher:
                 return now
             if fresh is None:  # the version went away between the two lookups
                 return now
-            self._current = fresh
-            log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
-            self._load_recovered()
-            if self._on_baseline:
-                self._on_baseline = False
-                self._event("scorer_baseline", "resolved", "warning",
-                            f"scoring with {fresh.model_name} version {fresh.model_version} again")
+            with self._state:
+                self._current = fresh
+                log.info("scoring with %s version %s", fresh.model_name, fresh.model_version)
+                self._load_recovered()
+                if self._on_baseline:
+                    self._on_baseline = False
+                    self._event("scorer_baseline", "resolved", "warning",
+                                f"scoring with {fresh.model_name} version {fresh.model_version} again")
             if now is not None:
                 message = (f"champion {fresh.model_name} version {fresh.model_version} replaces version "
                            f"{now.model_version}")
@@ -341,10 +429,30 @@ class ChampionWatcher:
     def _baseline(self, message: str, severity: str = "critical") -> None:
         """No champion serves: the momentum baseline does, and the alert engine hears of it (at
         every check, so it hears after a restart of either side; the log says it once)."""
-        said = self._on_baseline and self._baseline_severity == severity
-        log.log(logging.DEBUG if said else logging.WARNING, "%s", message)
-        self._on_baseline, self._baseline_severity = True, severity
-        self._event("scorer_baseline", "firing", severity, message)
+        with self._state:
+            said = self._on_baseline and self._baseline_severity == severity
+            log.log(logging.DEBUG if said else logging.WARNING, "%s", message)
+            self._on_baseline, self._baseline_severity = True, severity
+            self._event("scorer_baseline", "firing", severity, message)
+
+    def _registry_unavailable(self, message: str) -> None:
+        """Reported at every failed (or stalled) check: the pair held serves on meanwhile."""
+        with self._state:
+            if not self._registry_down:
+                log.warning("%s; a promotion is not seen until it answers", message)
+            self._registry_down = True
+            now = self._current
+            serving = (f"serving {now.model_name} version {now.model_version} meanwhile" if now is not None
+                       else "serving the momentum baseline meanwhile")
+            self._event("model_registry_unavailable", "firing", "warning", f"{message}; {serving}")
+
+    def _registry_answered(self) -> None:
+        with self._state:
+            if self._registry_down:
+                self._registry_down = False
+                log.info("the model registry answers the champion check again")
+                self._event("model_registry_unavailable", "resolved", "warning",
+                            "the model registry answers the champion check again")
 
     def _load_failed(self, versions: str, exc: Exception) -> None:
         from tickcast.models.bundle import BundleIntegrityError

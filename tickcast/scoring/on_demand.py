@@ -63,6 +63,8 @@ class OnDemandScorer:
 
     def dual(self, interval: str, model_version: str = CHAMPION_PAIR) -> DualModel:
         """The pair named by ``model_version``: an alias for both, or ``<lstm>+<transformer>``."""
+        from mlflow.exceptions import MlflowException
+
         from tickcast.models.bundle import BundleIntegrityError
         from tickcast.models.registry import RegistryError
 
@@ -74,6 +76,8 @@ class OnDemandScorer:
         except BundleIntegrityError as exc:
             # Not the caller's fault, and nothing to serve until a trusted version is registered.
             raise Unavailable(str(exc)) from None
+        except MlflowException as exc:  # the registry down or not answering (within its bounds)
+            raise Unavailable(f"the model registry cannot be asked for the models: {exc}") from None
         if dual is None:
             what = "no champion" if model_version == CHAMPION_PAIR else f"no model version '{model_version}'"
             raise ModelNotFound(f"{what} for interval {interval}: train and promote models first "
