@@ -214,11 +214,13 @@ def _role(args: argparse.Namespace) -> None:
 # --- the run ------------------------------------------------------------------------------------
 
 
-def _spawn(role: str, port: int, key: str, args: argparse.Namespace, duration: float) -> subprocess.Popen:
+def _spawn(role: str, port: int, key: str, args: argparse.Namespace, duration: float,
+           niceness: int = 0) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, __file__, "--role", role, "--port", str(port), "--key", key,
                              "--duration", str(duration), "--rate", str(args.rate),
                              "--history-rate", str(args.history_rate), "--idle", str(args.idle),
-                             "--ws-connections", str(args.ws_connections)], stdout=subprocess.PIPE, text=True)
+                             "--ws-connections", str(args.ws_connections)], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
 
 
 def _collect(proc: subprocess.Popen) -> dict:
@@ -263,6 +265,11 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=500)
     parser.add_argument("--ws-connections", type=int, default=10)
     parser.add_argument("--loads", default="ws-flood,history,idle", help="which abuse loads to run (diagnosis)")
+    # The abusers stand for clients on other hosts: on a 2-core machine their own CPU (thousands
+    # of handshakes and sockets a second) would otherwise be taken from the server they abuse.
+    # The measuring process is never lowered. 0 runs them at the server's priority.
+    parser.add_argument("--loads-niceness", type=int, default=10,
+                        help="nice value added to the abuse load processes (default 10; 0: the server's priority)")
     parser.add_argument("--set", action="append", default=[], metavar="TICKCAST_NAME=VALUE",
                         help="a setting for the server (diagnosis; the defaults otherwise)")
     parser.add_argument("--role", choices=["measure", "ws-flood", "history", "idle"])
@@ -304,7 +311,8 @@ def main() -> None:
         time.sleep(defaults.http_keep_alive_seconds + 1)  # the baseline's sockets gone
         print("abuse ...", flush=True)
         ramp = 2.0
-        loads = {role: _spawn(role, port, key, args, args.duration + ramp) for role in args.loads.split(",")}
+        loads = {role: _spawn(role, port, key, args, args.duration + ramp, args.loads_niceness)
+                 for role in args.loads.split(",")}
         time.sleep(ramp)
         abused = _collect(_spawn("measure", port, key, args, args.duration))
         load_results = {role: _collect(proc) for role, proc in loads.items()}
@@ -325,6 +333,7 @@ def main() -> None:
                        "ws_command_rate_limit": defaults.api_ws_command_rate_limit,
                        "ws_max_connections_per_key": defaults.api_ws_max_connections_per_key,
                        "history_rows": HISTORY_ROWS, "server_settings": args.set,
+                       "loads_niceness": args.loads_niceness,
                        # Other work on the machine while this ran (1-minute load average at the end).
                        "load_average_1m": os.getloadavg()[0]},
         "machine": describe_machine(java=False),
@@ -342,7 +351,8 @@ def _ms(value: float | None) -> str:
 def _print(r: dict) -> None:
     c = r["conditions"]
     print(f"\nAPI under abuse from one key: GET /api/v1/predictions/S0001 at {c['measured_rate']:g}/s "
-          f"for {c['duration_s']:g} s (separate process, 4 keep-alive connections, latency from the scheduled send)")
+          f"for {c['duration_s']:g} s (separate process, 4 keep-alive connections, latency from the scheduled send; "
+          f"abuse load processes at nice +{c.get('loads_niceness', 0)})")
     print(f"{'run':<10} {'requests':>9} {'statuses':<22} {'p50':>10} {'p95':>10} {'p99':>10} {'max':>10}")
     for name in ("baseline", "abused"):
         m = r[name]
