@@ -142,3 +142,23 @@ def topic_messages(bootstrap: str, topic: str, idle_polls: int = 3) -> list[dict
         messages += [json.loads(m.value()) for m in batch if m.error() is None]
     consumer.close()
     return messages
+
+
+class Events:
+    """The pipeline events on a topic, read as they come."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
+                                  "auto.offset.reset": "earliest"})
+        self.consumer.subscribe([topic])
+        self.seen: list = []
+
+    def of(self, kind: str) -> list[str]:
+        """The statuses of ``kind``'s events so far, in order."""
+        from tickcast.catalog.events import parse_event
+
+        self.seen += [parse_event(m.value()) for m in self.consumer.consume(100, timeout=0.5) if m.error() is None]
+        return [e.status for e in self.seen if e.kind == kind]
+
+    def close(self) -> None:
+        self.consumer.close()

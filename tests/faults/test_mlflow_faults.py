@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from tests.faults.standins import HangingServer
-from tests.faults.test_scorer_faults import FAST, SYMBOLS, Events, Feed, read_from_the_start
-from tests.invariants import topic_messages
+from tests.faults.test_scorer_faults import FAST, SYMBOLS, Feed, read_from_the_start
+from tests.invariants import Events, topic_messages
 from tickcast.core.settings import Settings
 from tickcast.models.momentum import MODEL_NAME as BASELINE
 from tickcast.platform.processes import free_port, wait_until

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 from fastapi.testclient import TestClient
 
 from tests.faults.conftest import create_topics
+from tests.invariants import Events
 from tickcast.core.settings import Settings
 from tickcast.platform.processes import free_port, stop_process, wait_for_port, wait_until
 
@@ -73,25 +74,6 @@ def redis_server(tmp_path: Path):
     server = RedisServer(workdir).start()
     yield server
     server.stop()
-
-
-class Events:
-    """The pipeline events on a topic, read as they come."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                                  "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([topic])
-        self.seen: list = []
-
-    def of(self, kind: str) -> list[str]:
-        from tickcast.catalog.events import parse_event
-
-        self.seen += [parse_event(m.value()) for m in self.consumer.consume(100, timeout=0.5) if m.error() is None]
-        return [e.status for e in self.seen if e.kind == kind]
-
-    def close(self) -> None:
-        self.consumer.close()
 
 
 # --- the API's rate limits -----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from tests.invariants import topic_messages
+from tests.invariants import Events, topic_messages
 from tickcast.catalog import tables
 from tickcast.catalog.online import OnlineStore
 from tickcast.core.faults import FaultPoint
@@ -148,23 +148,6 @@ print("locked", flush=True)
 sys.stdin.read()
 conn.execute("ROLLBACK")
 """
-
-
-class Events:
-    """The pipeline events on a topic, read as they come."""
-
-    def __init__(self, bootstrap: str, topic: str):
-        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"check-{topic}",
-                                  "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([topic])
-        self.seen: list = []
-
-    def of(self, kind: str) -> list[str]:
-        """The statuses of ``kind``'s events so far, in order."""
-        from tickcast.catalog.events import parse_event
-
-        self.seen += [parse_event(m.value()) for m in self.consumer.consume(100, timeout=0.5) if m.error() is None]
-        return [e.status for e in self.seen if e.kind == kind]
 
 
 def test_a_locked_online_store_is_reported_and_caught_up_once_unlocked(fault_home):
