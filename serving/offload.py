@@ -44,23 +44,14 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-class _Worker:
-    """What a pool process keeps between jobs (the Delta tables stay open)."""
-
-    def __init__(self, settings: Settings):
-        from tickcast.catalog.market import MarketStore
-
-        self.settings = settings
-        self.store: MarketStore = MarketStore(settings)
+# What a pool process keeps between jobs (the Delta tables stay open).
+_store: MarketStore | None = None
 
 
-_worker: _Worker | None = None
-
-
-def _state() -> _Worker:
-    if _worker is None:
+def _state() -> MarketStore:
+    if _store is None:
         raise RuntimeError("a job of serving.offload runs in an OffloadPool process")
-    return _worker
+    return _store
 
 
 def _ready() -> None:
@@ -68,11 +59,13 @@ def _ready() -> None:
 
 
 def _start_worker(settings: Settings, niceness: int) -> None:
-    global _worker
+    global _store
+    from tickcast.catalog.market import MarketStore
+
     # Ctrl-C reaches the whole process group; the API stops its pool itself, in its lifespan.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(niceness)
-    _worker = _Worker(settings)
+    _store = MarketStore(settings)
 
 
 class OffloadPool:
@@ -127,6 +120,6 @@ def history_body(symbol: str, start: datetime | None, end: datetime | None, limi
 
 
 def bars_body(symbol: str, interval: IntervalName, limit: int) -> tuple[int, bytes]:
-    bars = _state().store.bars.bars(symbol, interval, limit)
+    bars = _state().bars.bars(symbol, interval, limit)
     body = BarsResponse(symbol=symbol, interval=interval, count=len(bars), bars=bars).model_dump_json()
     return len(bars), body.encode()
