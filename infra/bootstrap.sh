@@ -9,10 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'bootstrap: error: %s\n' "$*" >&2; exit 1; }
 
-# Debian packages: chromium + chromium-driver for the browser tests, redis-server
-# for the scale-out online store, prometheus for the metrics over time (`tickcast up` runs
+# Debian packages: chromium + chromium-driver for the browser tests, redis-server and postgresql
+# for the cluster profile (run by `tickcast up` itself, like prometheus), prometheus for the metrics over time (`tickcast up` runs
 # /usr/bin/prometheus itself, on loopback; the package's own service is not used).
-packages=(chromium chromium-driver redis-server prometheus)
+packages=(chromium chromium-driver redis-server prometheus postgresql)
 missing=()
 for pkg in "${packages[@]}"; do
     # dpkg -s also succeeds for removed packages whose config files remain.

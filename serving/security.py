@@ -65,7 +65,7 @@ class Counters:
         self._local = FixedWindowRateLimiter(storage.MemoryStorage())
         self._shared = None
         self._storage = None
-        uri = settings.api_rate_limit_storage
+        uri = settings.rate_limit_storage_uri
         if uri.split(":", 1)[0] != "memory":
             self._storage = storage.storage_from_string(uri, wrap_exceptions=True, **self._redis_options(uri))
             self._shared = FixedWindowRateLimiter(self._storage)
@@ -118,7 +118,7 @@ class Counters:
     def _where(self) -> str:
         from urllib.parse import urlsplit
 
-        parts = urlsplit(self._settings.api_rate_limit_storage)
+        parts = urlsplit(self._settings.rate_limit_storage_uri)
         return f"{parts.scheme}://{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"  # no password
 
     def _wait_for_storage(self, error: str) -> None:

@@ -9,7 +9,7 @@ feature_store.yaml`` is only for the ``feast`` CLI against the default home):
 
 - registry: ``settings.feast_dir/registry.db`` (a file registry);
 - online store: SQLite at ``settings.feast_dir/online.db``, or Redis at
-  ``settings.feast_redis_connection`` when ``settings.feast_online_store == "redis"``;
+  ``settings.feast_redis_connection_string`` when ``settings.feast_online_store == "redis"``;
 - offline store: Feast's file store, given a Parquet snapshot of the Delta table's current
   version (kept in ``settings.feast_dir/snapshots``; ``feature_repo/delta_offline_store.py``
   says why the stock one cannot read an upserted table).
@@ -124,7 +124,7 @@ _HANDLES_LOCK = threading.Lock()
 
 def _key(settings: Settings) -> tuple:
     online = (
-        ("redis", settings.feast_redis_connection)
+        ("redis", settings.feast_redis_connection_string)
         if settings.feast_online_store == "redis"
         else ("sqlite", str(settings.feast_dir / "online.db"))
     )
@@ -149,7 +149,7 @@ def repo_config(settings: Settings) -> RepoConfig:
         # one, i.e. every update of a still-open bar; push_online orders writes instead.
         online: dict[str, Any] = {
             "type": "redis",
-            "connection_string": _bounded(settings.feast_redis_connection, settings.feast_redis_timeout_seconds),
+            "connection_string": _bounded(settings.feast_redis_connection_string, settings.feast_redis_timeout_seconds),
             "skip_dedup": True,
         }
     else:

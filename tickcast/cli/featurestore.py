@@ -53,7 +53,8 @@ def _symbols(raw: str) -> list[str]:
 
 def _store_description(settings) -> str:
     if settings.feast_online_store == "redis":
-        return f"redis {settings.feast_redis_connection}"
+        # host:port only: the rest of the connection string may carry the password.
+        return f"redis {settings.feast_redis_connection_string.split(',')[0]}"
     return f"sqlite {settings.feast_dir / 'online.db'}"
 
 

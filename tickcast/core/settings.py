@@ -9,7 +9,7 @@ CLI runs in ``feature_repo/``, the platform from the root: both see the same hom
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,6 +30,13 @@ class Settings(BaseSettings):
     )
 
     mode: Literal["local", "production"] = "local"
+    # What `up` runs. "single": one process of each engine (one Kafka node, Spark local[*], SQLite
+    # stores). "cluster": the same code on distributed engines, all started on this machine to
+    # prove the path: three KRaft nodes (replication factor 3, min.insync.replicas 2), a Spark
+    # standalone master and workers, PostgreSQL for every database and Redis for the online
+    # stores and the API's shared counters. A profile only changes defaults
+    # (tickcast/core/profiles.py): a setting given in the environment still wins.
+    profile: Literal["single", "cluster"] = "single"
     home: Path = Field(default=Path("var"), description="Data and state root")
     jars_dir: Path = Field(
         default=REPO_ROOT / ".cache" / "jars",
@@ -51,13 +58,18 @@ class Settings(BaseSettings):
     kafka_embedded_auth: bool = True
     kafka_broker_port: int = 9092
     kafka_controller_port: int = 9093
+    # Embedded KRaft nodes, each a broker and a controller: node i (from 0) listens on
+    # kafka_broker_port + 2i for clients and kafka_controller_port + 2i for the quorum.
+    kafka_nodes: int = Field(default=1, ge=1, le=9)
     kafka_broker_heap: str = "1g"
     topic_ticks: str = "ticks"
     topic_predictions: str = "predictions"
     topic_alerts: str = "alerts"
     topic_dead_letter: str = "ticks.dead-letter"
     topic_partitions: int = 4
-    topic_replication_factor: int = 1
+    topic_replication_factor: int = Field(default=1, ge=1)
+    # A write acknowledged by all (acks=all) is on at least this many replicas.
+    topic_min_insync_replicas: int = Field(default=1, ge=1)
     # False when kafka_bootstrap_servers points at an external cluster: `up` then skips the embedded broker.
     kafka_embedded: bool = True
 
@@ -67,6 +79,18 @@ class Settings(BaseSettings):
 
     # Spark
     spark_master: str = "local[*]"
+    # With spark_workers > 0 `up` runs a Spark standalone cluster from the jars in the pyspark
+    # wheel: a master on loopback at spark_master_port (its web UI at spark_master_webui_port)
+    # and this many workers, each offering spark_worker_cores cores and spark_worker_memory.
+    # Each application takes at most spark_cores_max cores, so the streaming queries and the
+    # batch jobs run side by side, with executors of spark_executor_memory.
+    spark_workers: int = Field(default=0, ge=0, le=16)
+    spark_master_port: int = 7077
+    spark_master_webui_port: int = 8181
+    spark_worker_cores: int = Field(default=2, ge=1)
+    spark_worker_memory: str = "2g"
+    spark_cores_max: int = Field(default=1, ge=1)
+    spark_executor_memory: str = "1g"
     spark_shuffle_partitions: int = 4
     spark_driver_memory: str = "2g"
     # The driver's RPC and block-manager ports listen here (Spark's default is every interface).
@@ -119,10 +143,14 @@ class Settings(BaseSettings):
     store_symbols_cache_seconds: float = Field(default=5.0, ge=0)
     # API keys are required on every data route; off only for a private local sandbox.
     api_auth_enabled: bool = True
+    # Another database for the API keys (SQLAlchemy URL, e.g. PostgreSQL); unset, the embedded
+    # PostgreSQL (postgres_embedded), else a SQLite file under the home.
+    api_keys_database_url: SecretStr | None = None
     # Requests per key (the `limits` library's notation), unless the key sets its own.
     api_rate_limit: str = "100/second"
-    # Where the counters live: memory:// per process, or redis://host:port shared by workers.
-    api_rate_limit_storage: str = "memory://"
+    # Where the counters live: memory:// per process, or redis://host:port shared by workers;
+    # unset, the embedded Redis when there is one (redis_embedded), else memory://.
+    api_rate_limit_storage: str | None = None
     # A shared storage (Redis) that does not answer within this bound (connect or reply) is
     # taken as down: the limits fall back to per-process counters rather than holding a request
     # (the check runs on the event loop) or failing it; `rate_limit_storage_unavailable` fires.
@@ -221,10 +249,30 @@ class Settings(BaseSettings):
     airflow_parallelism: int = Field(default=4, ge=1, le=64)
     airflow_database_url: SecretStr | None = None
 
+    # PostgreSQL (Debian's package) run by `up`: one server for MLflow's backend store, the alert
+    # engine's database, Airflow's metadata and the API keys, each a database of its own. It
+    # takes connections on a unix socket in a directory only the owner can enter (no TCP
+    # listener), so it needs no password. A *_database_url setting still names another server.
+    postgres_embedded: bool = False
+    postgres_port: int = 5433
+
+    # Redis (Debian's package) run by `up` on loopback at redis_port, with a password generated
+    # at setup (redis_password_path). It serves every Redis consumer left without an address of
+    # its own: the Feast online store (feast_online_store=redis), the API's rate-limit counters
+    # and the latest predictions (predictions_store=redis).
+    redis_embedded: bool = False
+    redis_port: int = 6390
+    # Where the scorer keeps the latest prediction per symbol for the API: a SQLite file under
+    # the home (one machine), or Redis, which several API workers and hosts share.
+    predictions_store: Literal["sqlite", "redis"] = "sqlite"
+    # Another Redis for the predictions (redis://[:password@]host:port/db); unset, the embedded one.
+    predictions_redis_url: SecretStr | None = None
+
     # Feature store (Feast): SQLite online store by default, Redis by configuration.
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
-    # Feast's Redis connection string: "host:port[,db=N][,password=...]".
-    feast_redis_connection: str = "127.0.0.1:6379"
+    # Feast's Redis connection string: "host:port[,db=N][,password=...]"; unset, the embedded
+    # Redis (redis_embedded), else 127.0.0.1:6379.
+    feast_redis_connection: str | None = None
     # Each Redis connect and reply of the online store within this bound (unless the connection
     # string sets socket_timeout/socket_connect_timeout): a paused Redis fails a push or a read
     # instead of hanging the stream's batch or an API request.
@@ -367,6 +415,23 @@ class Settings(BaseSettings):
         home = home.expanduser()
         return (home if home.is_absolute() else REPO_ROOT / home).resolve()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_defaults(cls, data: object) -> object:
+        from tickcast.core.profiles import apply_profile
+
+        return apply_profile(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _check_replication(self) -> Settings:
+        if self.kafka_embedded and self.topic_replication_factor > self.kafka_nodes:
+            raise ValueError(f"TICKCAST_TOPIC_REPLICATION_FACTOR={self.topic_replication_factor} needs as many Kafka "
+                             f"nodes; the embedded cluster has TICKCAST_KAFKA_NODES={self.kafka_nodes}")
+        if self.topic_min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(f"TICKCAST_TOPIC_MIN_INSYNC_REPLICAS={self.topic_min_insync_replicas} is more than the "
+                             f"replication factor ({self.topic_replication_factor}): no write could be acknowledged")
+        return self
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.mode != "local":
@@ -460,7 +525,78 @@ class Settings(BaseSettings):
 
     @property
     def alerts_db_url(self) -> str:
-        return self.alerts_database_url or f"sqlite:///{self.home_dir / 'alerts' / 'alerts.sqlite'}"
+        if self.alerts_database_url:
+            return self.alerts_database_url
+        if self.postgres_embedded:
+            return self.postgres_url("alerts")
+        return f"sqlite:///{self.home_dir / 'alerts' / 'alerts.sqlite'}"
+
+    @property
+    def postgres_data_dir(self) -> Path:
+        return self.home_dir / "postgres"
+
+    @property
+    def postgres_socket_dir(self) -> Path:
+        """The embedded PostgreSQL's socket directory (mode 0700): under the run directory, or
+        under /tmp when that path would pass the 107 bytes a unix socket's path may have."""
+        socket_dir = self.run_dir / "postgres"
+        if len(str(socket_dir / f".s.PGSQL.{self.postgres_port}.lock")) > 100:
+            import hashlib
+
+            digest = hashlib.sha1(str(self.home_dir).encode()).hexdigest()[:16]
+            socket_dir = Path("/tmp") / f"tickcast-pg-{digest}"
+        return socket_dir
+
+    # The embedded server's one role, a superuser that owns every database.
+    POSTGRES_USER: ClassVar[str] = "tickcast"
+    # Each database of the embedded server, by its user.
+    POSTGRES_DATABASES: ClassVar[tuple[str, ...]] = ("mlflow", "alerts", "airflow", "auth")
+
+    def postgres_url(self, database: str, driver: str = "psycopg") -> str:
+        """SQLAlchemy URL of ``database`` on the embedded PostgreSQL (over its unix socket)."""
+        return (f"postgresql+{driver}://{self.POSTGRES_USER}@/{database}"
+                f"?host={self.postgres_socket_dir}&port={self.postgres_port}")
+
+    @property
+    def redis_password_path(self) -> Path:
+        """The embedded Redis's password (mode 0600), generated at setup."""
+        return self.home_dir / "auth" / "redis_password"
+
+    def embedded_redis_url(self, db: int = 0) -> str:
+        """redis:// URL of the embedded Redis, database ``db``. Reads the password file."""
+        from urllib.parse import quote
+
+        password = self.redis_password_path.read_text().strip()
+        return f"redis://:{quote(password, safe='')}@127.0.0.1:{self.redis_port}/{db}"
+
+    @property
+    def feast_redis_connection_string(self) -> str:
+        """Feast's Redis connection string: the setting, else the embedded Redis (database 0)."""
+        if self.feast_redis_connection:
+            return self.feast_redis_connection
+        if self.redis_embedded:
+            password = self.redis_password_path.read_text().strip()
+            return f"127.0.0.1:{self.redis_port},db=0,password={password}"
+        return "127.0.0.1:6379"
+
+    @property
+    def rate_limit_storage_uri(self) -> str:
+        """The API's rate-limit counters: the setting, else the embedded Redis (database 1), else memory://."""
+        if self.api_rate_limit_storage:
+            return self.api_rate_limit_storage
+        return self.embedded_redis_url(1) if self.redis_embedded else "memory://"
+
+    @property
+    def predictions_redis(self) -> str:
+        """The Redis of the latest predictions (predictions_store=redis): the setting, else the embedded one (database 2)."""
+        if self.predictions_redis_url is not None:
+            return self.predictions_redis_url.get_secret_value()
+        return self.embedded_redis_url(2)
+
+    @property
+    def kafka_node_ports(self) -> list[tuple[int, int]]:
+        """(client port, controller port) of each embedded Kafka node."""
+        return [(self.kafka_broker_port + 2 * i, self.kafka_controller_port + 2 * i) for i in range(self.kafka_nodes)]
 
     @property
     def alerts_link_base(self) -> str:
@@ -482,8 +618,17 @@ class Settings(BaseSettings):
 
     @property
     def api_keys_path(self) -> Path:
-        """API keys (SHA-256 hashes only) and their scopes."""
+        """API keys (SHA-256 hashes only) and their scopes, in SQLite (no PostgreSQL)."""
         return self.home_dir / "auth" / "api_keys.sqlite"
+
+    @property
+    def api_keys_db_url(self) -> str:
+        """Where the API keys are: the embedded PostgreSQL's ``auth`` database, else the SQLite file."""
+        if self.api_keys_database_url:
+            return self.api_keys_database_url.get_secret_value()
+        if self.postgres_embedded:
+            return self.postgres_url("auth")
+        return f"sqlite:///{self.api_keys_path}"
 
     @property
     def dashboard_users_path(self) -> Path:
@@ -537,6 +682,8 @@ class Settings(BaseSettings):
 
     @property
     def mlflow_backend_uri(self) -> str:
+        if self.postgres_embedded:
+            return self.postgres_url("mlflow")
         return f"sqlite:///{self.mlflow_dir}/mlflow.db"
 
     @property
@@ -581,8 +728,9 @@ class Settings(BaseSettings):
         authentication and the bootstrap names it (its loopback port). Any other bootstrap is an
         external cluster, reached with kafka_security_protocol and kafka_sasl_*."""
         hosts = self.kafka_bootstrap_hosts
+        client_ports = {port for port, _ in self.kafka_node_ports}
         return (self.kafka_embedded and self.kafka_embedded_auth and bool(hosts)
-                and all(is_loopback(host) and port == self.kafka_broker_port for host, port in hosts))
+                and all(is_loopback(host) and port in client_ports for host, port in hosts))
 
     def _kafka_login(self, role: KafkaRole) -> tuple[str, str, str, str] | None:
         """(protocol, mechanism, user, password) of ``role``; None for a connection without SASL."""
