@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from dashboard.components import fmt_age
-from tickcast.platform import exporter
+from tickcast.platform.panels import CHARTS, Chart
 
 if TYPE_CHECKING:
     import dash
@@ -45,46 +44,8 @@ RUNS_PER_DAG = 5
 DAG_RUNS_REFRESH_SECONDS = 30
 
 
-@dataclass(frozen=True)
-class Chart:
-    """One chart: the PromQL that draws it and what its numbers are."""
-
-    id: str
-    title: str
-    unit: str
-    metric: str
-    # Each point sums up its step: the mean of a rate or a duration, the worst of a lag.
-    over_time: str
-    matcher: str = ""
-    # The labels naming a series in the legend, in order.
-    labels: tuple[str, ...] = ("query",)
-
-    def query(self, window_seconds: int) -> str:
-        selector = f"{self.metric}{{{self.matcher}}}" if self.matcher else self.metric
-        return f"{self.over_time}({selector}[{window_seconds}s])"
-
-
-CHARTS = (
-    Chart("pipeline-input-rate", "Input rate", "rows/s", exporter.INPUT_RATE, "avg_over_time"),
-    Chart("pipeline-processing-rate", "Processing rate", "rows/s", exporter.PROCESSING_RATE, "avg_over_time"),
-    Chart("pipeline-batch-duration", "Batch duration", "s", exporter.BATCH_DURATION, "avg_over_time",
-          f'query!="{exporter.SCORER}"'),
-    Chart("pipeline-scorer-cycle", "Scorer cycle time", "s", exporter.BATCH_DURATION, "avg_over_time",
-          f'query="{exporter.SCORER}"'),
-    Chart("pipeline-kafka-lag", "Kafka lag", "messages", exporter.KAFKA_LAG, "max_over_time",
-          labels=("query", "topic")),
-    Chart("pipeline-delta-lag", "Delta lag", "commits", exporter.DELTA_LAG, "max_over_time",
-          labels=("query", "table")),
-)
-NOTES = {
-    "pipeline-input-rate": "Rows per second arriving in each query's batches (the scorer: ticks read).",
-    "pipeline-processing-rate": "Rows per second each query's batches processed (the scorer: predictions made).",
-    "pipeline-batch-duration": "Seconds each micro-batch took, mean over each point's interval.",
-    "pipeline-scorer-cycle": "Seconds the live scorer spends per cycle (fold, score, publish), mean per interval.",
-    "pipeline-kafka-lag": "Messages written to the topic that the query had not read yet, worst per interval.",
-    "pipeline-delta-lag": "Commits of the Delta table read as a stream that the query had not reached, worst per "
-                          "interval.",
-}
+# The charts' PromQL is shared with the Grafana dashboard of infra/grafana/ (one definition).
+NOTES = {chart.id: chart.description for chart in CHARTS}
 
 
 def view(range_: str | None) -> dict[str, str]:

@@ -4,17 +4,24 @@ pipeline events at every check - ``firing`` while it lasts, ``resolved`` otherwi
 engine's incidents open once and close once whatever the monitor remembers across restarts.
 
 A part that never wrote progress is not reported: it is not part of this platform (yet).
+
+With ``alerts_from_prometheus`` each check also reports the alerts of Prometheus' rules
+(``tickcast.alerts.prometheus_alerts``), under the same rule: firing while they fire, resolved after.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 
 from tickcast.alerts.policy import Clock, utc_now
+from tickcast.alerts.prometheus_alerts import PrometheusAlerts, PrometheusUnreachable
 from tickcast.catalog.progress import last_seen, read_progress
 from tickcast.core.events import PipelineEvent
 from tickcast.core.settings import Settings
+
+log = logging.getLogger("tickcast.alerts.monitor")
 
 # The parts watched, and the setting of each one's trigger (how long a batch should take).
 WATCHED: dict[str, str | None] = {"ticks": "ingest_trigger_seconds", "bars": "bars_trigger_seconds", "scorer": None}
@@ -84,10 +91,13 @@ def kafka_behind(progress: dict) -> int | None:
 
 
 class PipelineMonitor:
-    def __init__(self, settings: Settings, report: Callable[[PipelineEvent], None], *, clock: Clock = utc_now):
+    def __init__(self, settings: Settings, report: Callable[[PipelineEvent], None], *, clock: Clock = utc_now,
+                 prometheus: PrometheusAlerts | None = None):
         self.settings = settings
         self.report = report
         self.clock = clock
+        self.prometheus = prometheus if prometheus is not None else prometheus_for(settings)
+        self._prometheus_down: str | None = None
         self._next: datetime | None = None
 
     def check_if_due(self) -> int:
@@ -97,7 +107,33 @@ class PipelineMonitor:
         if self._next is not None and now < self._next:
             return 0
         self._next = now + timedelta(seconds=self.settings.alerts_monitor_seconds)
-        events = check(self.settings, now)
+        events = check(self.settings, now) + self._prometheus_events(now)
         for event in events:
             self.report(event)
         return len(events)
+
+    def _prometheus_events(self, now: datetime) -> list[PipelineEvent]:
+        """The alerts of Prometheus' rules; none while it does not answer (unknown is not resolved),
+        which is said once when it stops answering and once when it is back."""
+        if self.prometheus is None:
+            return []
+        try:
+            events = self.prometheus.events(now)
+        except PrometheusUnreachable as exc:
+            if self._prometheus_down is None:
+                log.warning("cannot read Prometheus' alerts: %s", exc)
+            self._prometheus_down = str(exc)
+            return []
+        if self._prometheus_down is not None:
+            log.info("Prometheus' alerts readable again")
+            self._prometheus_down = None
+        return events
+
+
+def prometheus_for(settings: Settings) -> PrometheusAlerts | None:
+    """The reader of Prometheus' alerts the settings ask for (``alerts_from_prometheus``)."""
+    if not settings.alerts_from_prometheus:
+        return None
+    return PrometheusAlerts(settings.prometheus_base_url, timeout=settings.alerts_prometheus_timeout_seconds,
+                            lookback_seconds=settings.alerts_prometheus_lookback_seconds,
+                            prefix=settings.alerts_prometheus_alert_prefix)

@@ -37,5 +37,23 @@ def config_command() -> None:
     typer.echo(yaml.safe_dump(prometheus.scrape_config(load_settings()), sort_keys=False), nl=False)
 
 
+@metrics_app.command("grafana")
+def grafana_command(
+    check: bool = typer.Option(False, "--check", help="Only check that the files are up to date (exit 1 if not)."),
+) -> None:
+    """Write the Grafana dashboards of infra/grafana/ from the charts the Dash pipeline page draws
+    (tickcast/platform/panels.py), so that both show the same PromQL."""
+    from tickcast.platform import grafana
+
+    if check:
+        stale = grafana.stale()
+        if stale:
+            fail(f"out of date (run `tickcast metrics grafana`): {', '.join(str(p) for p in stale)}")
+        typer.echo(f"up to date: {grafana.GRAFANA_DIR}")
+        return
+    for path in grafana.write():
+        typer.echo(f"wrote {path}")
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(metrics_app, name="metrics")

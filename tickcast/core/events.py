@@ -35,6 +35,7 @@ PipelineEventKind = Literal[
     "airflow_task_failed",  # a task failed after its last retry (its DAG's next successful run resolves it)
     "airflow_deadline_missed",  # a DAG run not finished within its deadline (Airflow's Deadline Alert)
     "drift",
+    "prometheus_alert",     # an alerting rule of Prometheus fires (infra/prometheus/alerts.yml; subject: alert and labels)
 ]
 PIPELINE_EVENT_KINDS: tuple[str, ...] = get_args(PipelineEventKind)
 

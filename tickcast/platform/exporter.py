@@ -19,6 +19,8 @@ What each gauge holds, per ``query`` (the name in the progress file):
 - the Kafka lag per topic (messages written that the last batch had not reached) and the Delta
   lag per table read as a stream (commits);
 - the age of its last report, always, so a stopped query shows as growing age.
+- for the Spark queries, their trigger interval from the settings (what a batch duration is judged
+  against).
 
 A query whose last report is older than ``alerts_stall_seconds`` (the pipeline monitor's bound)
 shows only that age: its last numbers are not repeated as if they were current. One that only
@@ -47,6 +49,7 @@ BATCH_DURATION = "tickcast_stream_batch_duration_seconds"
 KAFKA_LAG = "tickcast_stream_kafka_lag_messages"
 DELTA_LAG = "tickcast_stream_delta_lag_commits"
 PROGRESS_AGE = "tickcast_stream_last_progress_age_seconds"
+TRIGGER = "tickcast_stream_trigger_seconds"
 KAFKA_REACHABLE = "tickcast_pipeline_kafka_reachable"
 # The live scorer's name in the progress files: its batch duration is its cycle time.
 SCORER = "scorer"
@@ -58,6 +61,7 @@ HELP = {
     KAFKA_LAG: "Messages in the topic that the query's last batch had not reached",
     DELTA_LAG: "Commits of the Delta table read as a stream that the query's last batch had not reached",
     PROGRESS_AGE: "Seconds since the query last reported progress (a batch or an idle heartbeat)",
+    TRIGGER: "The query's trigger interval from the settings: how long a batch should take at most",
     KAFKA_REACHABLE: "1 when the exporter could read the topics' offsets at this scrape (Kafka lag needs them)",
 }
 
@@ -75,10 +79,10 @@ def _batch_seen(progress: dict[str, Any]) -> datetime | None:
 
 
 def samples(progress: dict[str, dict[str, Any]], watermarks: Watermarks | None, versions: dict[str, int | None],
-            now: datetime, stall_seconds: float) -> list[Sample]:
+            now: datetime, stall_seconds: float, triggers: dict[str, float] | None = None) -> list[Sample]:
     """The gauges' values for every query in ``progress`` (``{name: progress}``, as read from the
-    progress files), given the topics' watermarks (None when Kafka could not be read) and the
-    current version of each Delta table read as a stream."""
+    progress files), given the topics' watermarks (None when Kafka could not be read), the
+    current version of each Delta table read as a stream and each query's trigger interval."""
     found: list[Sample] = []
     for name, reported in sorted(progress.items()):
         labels = {"query": name}
@@ -89,6 +93,9 @@ def samples(progress: dict[str, dict[str, Any]], watermarks: Watermarks | None, 
         found.append(Sample(PROGRESS_AGE, labels, age))
         if age > stall_seconds:
             continue
+        # Beside the batch duration, so that a rule compares the two without knowing the settings.
+        if triggers and name in triggers:
+            found.append(Sample(TRIGGER, labels, triggers[name]))
         status = query_status(name, reported, watermarks, now=now.timestamp(), versions=versions)
         batch = _batch_seen(reported)
         if batch is not None and (now - batch).total_seconds() <= stall_seconds:
@@ -130,6 +137,13 @@ def kafka_watermarks(settings: Settings, topics: list[str]) -> Watermarks:
     return topic_watermarks(settings, topics, timeout=2.0)
 
 
+def triggers(settings: Settings) -> dict[str, float]:
+    """Each query's trigger interval, as the pipeline monitor judges a batch late against it."""
+    from tickcast.alerts.monitor import WATCHED
+
+    return {name: float(getattr(settings, setting)) for name, setting in WATCHED.items() if setting}
+
+
 class PipelineCollector:
     """A prometheus_client collector: reads the progress files (and Kafka, Delta) when scraped."""
 
@@ -163,7 +177,8 @@ class PipelineCollector:
             except Exception as exc:  # noqa: BLE001 - one unreadable table costs its lag only
                 log.warning("cannot read the version of Delta table %s: %s", table, exc)
                 versions[table] = None
-        found += samples(progress, marks, versions, self.clock(), self.settings.alerts_stall_seconds)
+        found += samples(progress, marks, versions, self.clock(), self.settings.alerts_stall_seconds,
+                         triggers(self.settings))
         families: dict[str, Any] = {}
         for sample in found:
             family = families.get(sample.name)

@@ -52,9 +52,13 @@ def _stamp(pom: Path) -> str:
 
 
 def ensure_jars(settings: Settings, force: bool = False) -> dict[str, Path]:
-    """Fetch broker and Spark jars unless the cache already matches the poms."""
+    """Fetch the broker's, Spark's and the JMX exporter agent's jars unless the cache already
+    matches the poms."""
     results = {}
-    for kind, target in (("broker", settings.broker_jars_dir), ("spark", settings.spark_jars_dir)):
+    from tickcast.platform import jmx
+
+    for kind, target in (("broker", settings.broker_jars_dir), ("spark", settings.spark_jars_dir),
+                         ("jmx-agent", jmx.agent_dir(settings))):
         pom = MAVEN_DIR / kind / "pom.xml"
         stamp_file = target / ".pom"
         if not force and stamp_file.exists() and stamp_file.read_text() == _stamp(pom):

@@ -5,7 +5,10 @@ The binary is Debian's ``prometheus`` package (``infra/bootstrap.sh`` installs i
 systemd here, so the platform runs it itself, as program ``prometheus`` under supervisord: on
 loopback only, its TSDB under ``$TICKCAST_HOME/prometheus``, retention bounded in time and in
 size. It scrapes every component that serves ``/metrics``: the pipeline exporter
-(``tickcast.platform.exporter``), the API, and itself. With ``prometheus_url`` set, a Prometheus
+(``tickcast.platform.exporter``: the streaming queries, the scorer, the alert engine), the API,
+itself, and in the cluster profile each Kafka node's JVM (``tickcast.platform.jmx``) and the Spark
+master and workers (``tickcast.platform.spark_metrics``); it evaluates the recording and alerting
+rules of ``infra/prometheus/``. With ``prometheus_url`` set, a Prometheus
 of the operator's own is read instead and none is run.
 """
 
@@ -17,13 +20,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tickcast.core.settings import Settings
+from tickcast.core.settings import REPO_ROOT, Settings
 from tickcast.platform.processes import client_host
 
 # Where Debian's package puts it; a fixed path, not a PATH lookup, so that supervisord's config
 # comes out the same whoever runs `up`.
 PROMETHEUS_BINARY = Path("/usr/bin/prometheus")
 LOOPBACK = "127.0.0.1"
+# The rules every Prometheus of the platform evaluates; their alerts reach the alert engine
+# through its pipeline monitor (tickcast.alerts.prometheus_alerts).
+RULES_DIR = REPO_ROOT / "infra" / "prometheus"
+RULE_FILES = ("recording.yml", "alerts.yml")
 
 
 class PrometheusError(RuntimeError):
@@ -40,9 +47,7 @@ def is_local(settings: Settings) -> bool:
 
 
 def base_url(settings: Settings) -> str:
-    if settings.prometheus_url:
-        return settings.prometheus_url.rstrip("/")
-    return f"http://{LOOPBACK}:{settings.prometheus_port}"
+    return settings.prometheus_base_url
 
 
 def data_dir(settings: Settings) -> Path:
@@ -57,14 +62,40 @@ def exporter_target(settings: Settings) -> str:
     return f"{LOOPBACK}:{settings.pipeline_metrics_port}"
 
 
+def rule_files() -> list[str]:
+    """The recording and alerting rules Prometheus evaluates (``infra/prometheus/``)."""
+    return [str(RULES_DIR / name) for name in RULE_FILES]
+
+
+def _spark_jobs(settings: Settings) -> list[dict[str, Any]]:
+    """The Spark standalone cluster's daemons `up` runs, through Spark's own Prometheus servlet."""
+    if settings.spark_workers == 0:
+        return []
+    from tickcast.platform import spark_cluster, spark_metrics
+
+    layout = spark_cluster.layout_for(settings)
+    return [
+        {"job_name": "spark-master", "metrics_path": spark_metrics.MASTER_SCRAPE_PATH,
+         "static_configs": [{"targets": [f"{LOOPBACK}:{layout.webui_port}"]}]},
+        {"job_name": "spark-worker", "metrics_path": spark_metrics.SCRAPE_PATH,
+         "static_configs": [{"targets": [f"{LOOPBACK}:{port}" for port in layout.worker_webui_ports]}]},
+    ]
+
+
 def scrape_config(settings: Settings) -> dict[str, Any]:
-    """Prometheus' configuration: every component of the platform that serves /metrics."""
+    """Prometheus' configuration: every component of the platform that serves /metrics, and the
+    rules of ``infra/prometheus/``. The alert engine has no endpoint of its own: its progress,
+    like every streaming part's, reaches Prometheus through the pipeline exporter."""
+    from tickcast.platform import jmx
+
     interval = settings.prometheus_scrape_seconds
     # A scrape may not outlast its interval; 10 s is Prometheus' own default timeout.
     timeout = min(interval, 10.0)
+    kafka = jmx.targets(settings)
     return {
         "global": {"scrape_interval": f"{interval:g}s", "scrape_timeout": f"{timeout:g}s",
                    "evaluation_interval": f"{interval:g}s"},
+        "rule_files": rule_files(),
         "scrape_configs": [
             {"job_name": "pipeline", "static_configs": [{"targets": [exporter_target(settings)]}]},
             {"job_name": "api", "metrics_path": "/metrics", "scheme": settings.http_scheme,
@@ -72,6 +103,9 @@ def scrape_config(settings: Settings) -> dict[str, Any]:
              **({"tls_config": {"insecure_skip_verify": True}} if settings.tls_certfile else {}),
              "static_configs": [{"targets": [f"{client_host(settings.api_host)}:{settings.api_port}"]}]},
             {"job_name": "prometheus", "static_configs": [{"targets": [f"{LOOPBACK}:{settings.prometheus_port}"]}]},
+            # Each embedded Kafka node's JVM, through the JMX exporter agent (tickcast.platform.jmx).
+            *([{"job_name": "kafka", "static_configs": [{"targets": kafka}]}] if kafka else []),
+            *_spark_jobs(settings),
         ],
     }
 
