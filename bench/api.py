@@ -352,7 +352,7 @@ def main() -> None:
     import pandas as pd
 
     from tickcast.auth.apikeys import ApiKeyStore
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import open_online_store
     from tickcast.core.settings import Settings
     from tickcast.platform.processes import TICKCAST, free_port, stop_process, wait_for_port
 
@@ -370,7 +370,7 @@ def main() -> None:
     _, key = ApiKeyStore(settings.api_keys_path).create("bench", ["read", "score"], rate_limit="10000000/second")
     symbols = [f"S{i:04d}" for i in range(1, SYMBOLS + 1)]
     now = pd.Timestamp.now(tz="UTC")
-    store = OnlineStore(settings.online_store_path)
+    store = open_online_store(settings)
     store.upsert_frame(prediction_frame(symbols, now, now - pd.Timedelta(minutes=1)))
     script = scratch / "paced.js"
     script.write_text(PACED_JS)

@@ -237,7 +237,7 @@ def _prepare(home: Path) -> str:
 
     from tickcast.auth.apikeys import ApiKeyStore
     from tickcast.catalog import tables
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import open_online_store
     from tickcast.core.predictions import frame_to_arrow
     from tickcast.core.settings import Settings
 
@@ -248,7 +248,7 @@ def _prepare(home: Path) -> str:
 
     symbols = [f"S{i:04d}" for i in range(1, SYMBOLS + 1)]
     now = pd.Timestamp.now(tz="UTC")
-    OnlineStore(settings.online_store_path).upsert_frame(frame(now))
+    open_online_store(settings).upsert_frame(frame(now))
     per_symbol = HISTORY_ROWS // SYMBOLS
     frames = [frame(now - pd.Timedelta(minutes=per_symbol - step)) for step in range(per_symbol)]
     history = pd.concat(frames, ignore_index=True)

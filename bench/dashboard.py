@@ -166,7 +166,7 @@ def main() -> int:
     from selenium.webdriver.support.ui import WebDriverWait
 
     from tickcast.auth.users import UserStore
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import open_online_store
     from tickcast.catalog.topics import ensure_topics
     from tickcast.core.settings import Settings
     from tickcast.platform.broker import running_broker
@@ -181,7 +181,7 @@ def main() -> int:
         with running_broker(Settings(home=home), root / "kafka") as bootstrap:
             settings = Settings(home=home, kafka_bootstrap_servers=bootstrap)
             ensure_topics(settings, timeout=60)
-            store = OnlineStore(settings.online_store_path)
+            store = open_online_store(settings)
             start = datetime.now(UTC) - timedelta(minutes=5)
             store.upsert_rows(prediction_rows(symbols, start, seed=1))
             UserStore(settings.dashboard_users_path).create("bench", PASSWORD)

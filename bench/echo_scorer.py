@@ -69,14 +69,14 @@ def main() -> int:
 
     from confluent_kafka import Consumer, KafkaError
 
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import open_online_store
     from tickcast.core.predictions import frame_payloads
     from tickcast.core.settings import load_settings
     from tickcast.scoring.live_job import MAX_MESSAGES_PER_CYCLE, HistoryWriter
     from tickcast.scoring.publish import PredictionPublisher, PublishError
 
     settings = load_settings()
-    store = OnlineStore(settings.online_store_path)
+    store = open_online_store(settings)
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
     history = HistoryWriter(settings)
     stopping = threading.Event()

@@ -294,12 +294,12 @@ def seed_store(settings, symbols: list[str]) -> None:
     import pandas as pd
     from api import prediction_frame
 
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import open_online_store
 
     day_ago = pd.Timestamp.now(tz="UTC") - pd.Timedelta(days=1)
     frame = prediction_frame(symbols, day_ago, day_ago)
     frame["model_name"], frame["model_version"] = "bench-seed", "0"
-    OnlineStore(settings.online_store_path).upsert_frame(frame)
+    open_online_store(settings).upsert_frame(frame)
 
 
 def weekdays_back(last: date, count: int) -> date:

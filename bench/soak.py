@@ -80,9 +80,9 @@ class Sampler:
 
         import httpx
 
-        from tickcast.catalog.online import OnlineStore
+        from tickcast.catalog.online import open_online_store
 
-        symbols = OnlineStore(self.settings.online_store_path).symbols()
+        symbols = open_online_store(self.settings).symbols()
         if not symbols:
             return
         with httpx.Client(base_url=self.base_url, headers={"X-API-Key": self.key}, timeout=30) as client:

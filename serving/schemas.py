@@ -70,6 +70,8 @@ class HealthResponse(BaseModel):
         "works but has no data yet; ok otherwise"
     )
     components: dict[str, ComponentOut]
+    worker: int = Field(description="The pid of the process that answered: with several API workers behind "
+                        "one port, which one (its log lines and metrics carry the same pid)")
 
 
 class ErrorResponse(BaseModel):

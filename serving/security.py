@@ -2,7 +2,9 @@
 
 A key arrives in the ``X-API-Key`` header (WebSocket clients have more ways:
 ``serving/routes/ws.py``). Verified keys are remembered for ``api_key_cache_seconds`` so the hot
-path does not hit SQLite on every request; a revoked key stops working within that delay.
+path does not hit the key store (SQLite or PostgreSQL) on every request; a revoked key stops
+working within that delay. A store that cannot be reached (PostgreSQL restarting) costs a key
+not in the cache a 503 that says so, never a 500; open WebSockets keep their verified keys.
 Limits use the ``limits`` library's fixed windows, in memory per process or in Redis when
 workers share counters: per key (``api_rate_limit`` or the key's own), per key for the
 expensive routes (``api_expensive_rate_limit``), and per client address for requests without a
@@ -28,7 +30,7 @@ from fastapi import HTTPException, status
 from fastapi.security import APIKeyHeader
 from starlette.requests import Request
 
-from tickcast.auth.apikeys import ApiKey, ApiKeyStore
+from tickcast.auth.apikeys import ApiKey, ApiKeyStore, StoreUnavailable
 
 if TYPE_CHECKING:
     from tickcast.core.settings import Settings
@@ -157,7 +159,7 @@ class Guard:
         from limits import parse
 
         self.enabled = settings.api_auth_enabled
-        self.store = ApiKeyStore(settings.api_keys_path)
+        self.store = ApiKeyStore.from_settings(settings)
         self.cache_seconds = settings.api_key_cache_seconds
         self._cache: dict[str, _Cached] = {}
         self.counters = Counters(settings)
@@ -174,14 +176,21 @@ class Guard:
             return ANONYMOUS
         try:
             return self._authenticate(presented, client)
-        except HTTPException:
-            if client is not None:
+        except HTTPException as exc:
+            # A key the store could not check (503) is no guess at a key.
+            if client is not None and exc.status_code == status.HTTP_401_UNAUTHORIZED:
                 self._hit(self._unauthenticated, f"unauthenticated:{client}", UNAUTHENTICATED)
             raise
 
     def verify_now(self, presented: str) -> ApiKey | None:
-        """The key as the store has it now, past the cache (open WebSockets re-check theirs)."""
-        key = self.store.verify(presented.strip())
+        """The key as the store has it now, past the cache (open WebSockets re-check theirs);
+        while the store cannot be reached, the key as last verified."""
+        try:
+            key = self.store.verify(presented.strip())
+        except StoreUnavailable as exc:
+            log.warning("API keys not re-checked: %s", exc)
+            cached = self._cache.get(presented.strip())
+            return cached.key if cached else None
         self._cache[presented.strip()] = _Cached(key, time.monotonic() + self.cache_seconds)
         return key
 
@@ -197,7 +206,7 @@ class Guard:
         now = time.monotonic()
         cached = self._cache.get(presented)
         if cached is None or cached.until < now:
-            cached = _Cached(self.store.verify(presented), now + self.cache_seconds)
+            cached = _Cached(self._verify(presented), now + self.cache_seconds)
             if len(self._cache) > 10_000:  # a flood of made-up keys must not grow memory
                 self._cache.clear()
             self._cache[presented] = cached
@@ -205,6 +214,17 @@ class Guard:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid or revoked API key",
                                 headers={"WWW-Authenticate": "ApiKey"})
         return cached.key
+
+    def _verify(self, presented: str) -> ApiKey | None:
+        try:
+            return self.store.verify(presented)
+        except StoreUnavailable as exc:
+            log.warning("API key not verified: %s", exc)
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                "the API-key store cannot be reached right now, so the key cannot be verified; retry shortly",
+                headers={"Retry-After": "2"},
+            ) from None
 
     @staticmethod
     def authorize(key: ApiKey, scope: str) -> None:

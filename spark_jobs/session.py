@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import TYPE_CHECKING
 
 from tickcast.core.settings import Settings
@@ -25,6 +26,23 @@ def spark_jar_paths(settings: Settings) -> list[str]:
     return [str(j) for j in jars] + [str(extensions_jar(settings))]
 
 
+def standalone_conf(settings: Settings) -> dict[str, str]:
+    """What an application on a standalone cluster (``spark://``) adds to the local conf.
+
+    The executors run on the workers, not in the driver's JVM: they take this environment's
+    Python (the same packages, ``tickcast`` among them), fetch ``spark.jars`` (Kafka, Delta, our
+    operators) from the driver's file server, and reach the driver at ``spark_driver_host``. The
+    tables and checkpoints are plain paths under ``$TICKCAST_HOME``, which every executor must
+    see at the same path: true of one machine; on several, the home (or ``delta_dir`` and
+    ``checkpoint_dir``) belongs on a shared filesystem or an object store."""
+    return {
+        # Each application a share of the cluster, so the streaming queries and a batch job fit side by side.
+        "spark.cores.max": str(settings.spark_cores_max),
+        "spark.executor.memory": settings.spark_executor_memory,
+        "spark.pyspark.python": sys.executable,
+    }
+
+
 def build_spark(
     settings: Settings,
     app_name: str,
@@ -35,7 +53,7 @@ def build_spark(
 ) -> SparkSession:
     from pyspark.sql import SparkSession
 
-    os.environ.setdefault("PYSPARK_PYTHON", os.sys.executable)  # type: ignore[attr-defined]
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     local_dir = settings.home_dir / "spark-tmp"
     local_dir.mkdir(parents=True, exist_ok=True)
     conf = {
@@ -70,8 +88,11 @@ def build_spark(
         # pure scheduling overhead for every snapshot of every micro-batch.
         "spark.databricks.delta.snapshotPartitions": str(shuffle_partitions or settings.spark_shuffle_partitions),
     }
+    master = master or settings.spark_master
+    if master.startswith("spark://"):
+        conf.update(standalone_conf(settings))
     conf.update(extra_conf or {})
-    builder = SparkSession.builder.appName(app_name).master(master or settings.spark_master)
+    builder = SparkSession.builder.appName(app_name).master(master)
     for key, value in conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

@@ -68,7 +68,9 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def base_settings(session_home: Path) -> Settings:
-    settings = Settings(home=session_home, spark_master="local[2]", spark_shuffle_partitions=2)
+    # No Prometheus' alerts in the alert engines of the tests: the machine's own Prometheus may run.
+    settings = Settings(home=session_home, spark_master="local[2]", spark_shuffle_partitions=2,
+                        alerts_from_prometheus=False)
     ensure_jars(settings)
     return settings
 

@@ -34,7 +34,15 @@ def test_topic_specs_follow_settings_and_json(settings: Settings) -> None:
     assert specs["alerts"].partitions == 1
     assert specs["dead-letter"].name == "ticks.dead-letter"
     assert {s.replication for s in specs.values()} == {1}
-    assert specs["alerts"].config == {"retention.ms": "2592000000"}
+    assert specs["alerts"].config == {"min.insync.replicas": "1", "retention.ms": "2592000000"}
+
+
+def test_topic_specs_replicate_as_the_cluster_profile_says(settings: Settings) -> None:
+    settings = settings.model_copy(update={"kafka_nodes": 3, "topic_replication_factor": 3,
+                                           "topic_min_insync_replicas": 2})
+    specs = topic_specs(settings)
+
+    assert {(s.replication, s.config["min.insync.replicas"]) for s in specs} == {(3, "2")}
 
 
 def test_ensure_topics_creates_then_is_idempotent(settings: Settings, kafka_bootstrap: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Response
 from fastapi.responses import PlainTextResponse, RedirectResponse
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -31,7 +33,7 @@ def healthz(store: StoreDep, response: Response) -> HealthResponse:
     status = "error" if "error" in states else "empty" if "empty" in states else "ok"
     if status == "error":
         response.status_code = 503
-    return HealthResponse(status=status, components=components)
+    return HealthResponse(status=status, components=components, worker=os.getpid())
 
 
 @router.get("/", include_in_schema=False)

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import signal
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,53 +22,15 @@ from fastapi.testclient import TestClient
 from tests.faults.conftest import create_topics
 from tests.invariants import Events
 from tickcast.core.settings import Settings
-from tickcast.platform.processes import free_port, stop_process, wait_for_port, wait_until
-
-
-class RedisServer:
-    """Debian's redis-server on one loopback port, no persistence: paused, killed, started again."""
-
-    def __init__(self, workdir: Path):
-        self.binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(self.binary).exists():
-            pytest.fail("redis-server not installed (apt-get install redis-server)")
-        self.port = free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> RedisServer:
-        with (self.workdir / "redis.log").open("a") as log:
-            self.proc = subprocess.Popen(
-                [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                 "--dir", str(self.workdir)], stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, timeout=30, proc=self.proc)
-        return self
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()  # SIGKILL ends a stopped process too
-        self.proc.wait(timeout=30)
-
-    def client(self):
-        import redis
-
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGCONT)
-            stop_process(self.proc)
+from tickcast.platform.processes import wait_until
+from tickcast.platform.redis_server import RedisProcess
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path):
     workdir = tmp_path / "redis"
     workdir.mkdir()
-    server = RedisServer(workdir).start()
+    server = RedisProcess(workdir).start()
     yield server
     server.stop()
 
@@ -80,7 +39,7 @@ def redis_server(tmp_path: Path):
 
 
 def test_the_api_limits_per_process_while_redis_is_down_and_shares_again_once_back(
-        settings: Settings, kafka_bootstrap: str, redis_server: RedisServer, caplog) -> None:
+        settings: Settings, kafka_bootstrap: str, redis_server: RedisProcess, caplog) -> None:
     from serving.app import create_app
     from tickcast.auth.apikeys import ApiKeyStore
 
@@ -142,7 +101,7 @@ def test_the_api_limits_per_process_while_redis_is_down_and_shares_again_once_ba
 
 @pytest.mark.slow  # Feast's import, and redis-py's own retries (with backoff) of a refused connection
 def test_a_push_to_a_dead_online_store_is_kept_and_caught_up_once_it_is_back(
-        tables_home: Settings, redis_server: RedisServer) -> None:
+        tables_home: Settings, redis_server: RedisProcess) -> None:
     """push_online with Redis killed: OnlineStoreUnavailable within the bound, the rows kept; the
     next push once Redis is back writes them with its own."""
     from serving.app import create_app
@@ -246,7 +205,7 @@ def _online_equals_offline(settings: Settings) -> bool:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_stream_keeps_storing_while_redis_is_down_and_catches_the_features_up(
-        fault_home, redis_server: RedisServer) -> None:
+        fault_home, redis_server: RedisProcess) -> None:
     from tickcast.catalog import tables
     from tickcast.catalog.tables import delta_count
 
@@ -295,3 +254,58 @@ def test_the_stream_keeps_storing_while_redis_is_down_and_catches_the_features_u
     events.close()
     job.stop()
     assert job.proc.returncode == 0, job.log_tail()
+
+
+# --- the latest predictions ----------------------------------------------------------------------
+
+
+@pytest.mark.slow  # the scorer's start (its Delta state, the baseline) and a pause of a few cycles
+def test_the_scorer_keeps_scoring_while_the_predictions_redis_is_paused_and_catches_up(
+        fault_home, redis_server: RedisProcess) -> None:
+    """predictions_store=redis, Redis paused under the scorer: each write fails within its
+    timeout, the scorer goes on scoring and publishing, reports `online_store_unavailable`, and
+    writes the newest prediction of each symbol once Redis answers again."""
+    from tests.faults.test_scorer_faults import FAST, SYMBOLS, Feed, read_from_the_start
+    from tests.invariants import topic_messages
+    from tickcast.catalog.online import PredictionStoreUnavailable, RedisOnlineStore
+
+    home = fault_home()
+    feed = Feed(home.bootstrap, home.topics["ticks"])
+    read_from_the_start(home)
+    events = Events(home.bootstrap, home.topics["alerts"])
+    url = redis_server.url(2)
+    scorer = home.job("stream", "score", log_name="scorer", TICKCAST_PREDICTIONS_STORE="redis",
+                      TICKCAST_PREDICTIONS_REDIS_URL=url, **FAST)
+    store = RedisOnlineStore(url, timeout=5)
+
+    def serves(symbol: str, ts: pd.Timestamp) -> bool:
+        return (found := store.get(symbol)) is not None and pd.Timestamp(found.data_timestamp) >= ts
+
+    feed.round()
+    wait_until(lambda: all(serves(s, feed.sent[s][-1][2]) for s in SYMBOLS), timeout=120, interval=0.3,
+               what="the scorer serving from Redis", on_timeout=scorer.log_tail)
+    redis_server.pause()
+    try:
+        feed.round()
+        wait_until(lambda: "firing" in events.of("online_store_unavailable"), timeout=60, interval=0.2,
+                   what="online_store_unavailable reported", on_timeout=scorer.log_tail)
+        feed.round()
+        newest = feed.sent[SYMBOLS[0]][-1][2]
+        # Scored and published all the same: nothing waits on Redis for longer than its timeout.
+        wait_until(lambda: any(pd.Timestamp(p["data_timestamp"]) >= newest and p["symbol"] == SYMBOLS[0]
+                               for p in topic_messages(home.bootstrap, home.topics["predictions"])),
+                   timeout=60, interval=0.5, what="the newest prediction on Kafka while Redis is paused",
+                   on_timeout=scorer.log_tail)
+        assert scorer.alive, scorer.log_tail()
+        with pytest.raises(PredictionStoreUnavailable):
+            RedisOnlineStore(url, timeout=0.2).get(SYMBOLS[0])
+    finally:
+        redis_server.resume()
+    wait_until(lambda: all(serves(s, feed.sent[s][-1][2]) for s in SYMBOLS), timeout=60, interval=0.3,
+               what="the kept predictions written once Redis answers", on_timeout=scorer.log_tail)
+    wait_until(lambda: events.of("online_store_unavailable")[-1] == "resolved", timeout=30, interval=0.2,
+               what="online_store_unavailable resolved", on_timeout=scorer.log_tail)
+    assert f"online store redis://127.0.0.1:{redis_server.port}/2 not written" in scorer.log_since_start()
+    events.close()
+    scorer.stop()
+    assert scorer.proc.returncode == 0, scorer.log_tail()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,25 +32,13 @@ def fs_settings(settings: Settings, empty_features_table: Path) -> Settings:
 @pytest.fixture(scope="session")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     """A real redis-server (Debian's) on a free port, no persistence."""
-    from tickcast.platform.processes import free_port, stop_process, wait_for_port
+    from tickcast.platform.redis_server import RedisProcess
 
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.fail("redis-server not installed (apt-get install redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    log = (workdir / "redis.log").open("w")
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=log, stderr=subprocess.STDOUT,
-    )
+    server = RedisProcess(tmp_path_factory.mktemp("redis")).start()
     try:
-        wait_for_port(port, timeout=30, proc=proc)
-        yield port
+        yield server.port
     finally:
-        stop_process(proc)
-        log.close()
+        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "redis"])

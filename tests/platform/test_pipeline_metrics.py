@@ -328,3 +328,16 @@ def test_delta_versions_are_read_without_creating_anything(settings: Settings) -
     for i in range(3):
         write_deltalake(table_path(settings, "ticks"), pa.table({"n": [i]}), mode="append")
     assert exporter.delta_version(settings, "ticks") == 2
+
+
+def test_each_spark_query_shows_its_trigger_beside_its_batch_duration(settings: Settings) -> None:
+    settings = settings.model_copy(update={"ingest_trigger_seconds": 2.0, "bars_trigger_seconds": 7.0})
+    assert exporter.triggers(settings) == {"ticks": 2.0, "bars": 7.0}
+    progress = {"ticks": ticks_progress(NOW - timedelta(seconds=3)), "bars": bars_progress(NOW - timedelta(minutes=10)),
+                "scorer": scorer_progress(NOW - timedelta(seconds=2))}
+    found = _by_key(exporter.samples(progress, WATERMARKS, {}, NOW, stall_seconds=60,
+                                     triggers=exporter.triggers(settings)))
+    assert found[(exporter.TRIGGER, ("query", "ticks"))] == 2.0
+    # Stopped: its age only. The scorer has no trigger.
+    assert (exporter.TRIGGER, ("query", "bars")) not in found
+    assert not any(key[0] == exporter.TRIGGER and key[1] == ("query", "scorer") for key in found)

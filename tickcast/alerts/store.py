@@ -98,10 +98,15 @@ def migrate(engine: Engine) -> None:
 
 def make_engine(url: str) -> Engine:
     from sqlalchemy import create_engine, event
+    from sqlalchemy.engine import make_url
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=True)
+    # pool_pre_ping: a connection the server dropped (PostgreSQL restarted) is replaced before use,
+    # so the first write after a restart succeeds. A server that does not answer fails a connect
+    # within 10 s instead of hanging the engine (an explicit connect_timeout in the URL wins).
+    connect_args = {"connect_timeout": 10} if make_url(url).get_backend_name() == "postgresql" else {}
+    engine = create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(connection: Any, _record: Any) -> None:

@@ -1,4 +1,5 @@
-"""API keys for the scoring API: a SQLite file of SHA-256 hashes, never the keys themselves.
+"""API keys for the scoring API: SHA-256 hashes, never the keys themselves, in a SQLite file
+(one machine) or PostgreSQL (several API hosts; ``settings.api_keys_db_url``).
 
 A key looks like ``tck_<key_id>_<secret>``. The key id (12 hex chars) is public: it
 is what ``tickcast apikey list`` prints and what ``revoke`` takes. The plaintext key is
@@ -12,13 +13,21 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tickcast.auth.hashdb import HashDatabase
+from tickcast.auth.hashdb import SqlHashDatabase, StoreUnavailable
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from tickcast.core.settings import Settings
+
+__all__ = ["SCOPES", "ApiKey", "ApiKeyError", "ApiKeyStore", "StoreUnavailable", "hash_key", "parse_scopes",
+           "redact_keys", "validate_rate_limit"]
 
 SCOPES = ("read", "score", "admin")
 
@@ -139,13 +148,21 @@ def _row_to_key(row: tuple) -> ApiKey:
     )
 
 
-class ApiKeyStore(HashDatabase):
-    """API keys in a SQLite file (``HashDatabase``: WAL, 0600, one connection per thread: verify()
-    runs on every request, and a reused connection leaves it one indexed lookup). Cheap to
-    construct."""
+class ApiKeyStore(SqlHashDatabase):
+    """API keys in a SQLite file (``path``) or behind a SQLAlchemy URL (``url``, e.g. PostgreSQL):
+    the same rows and answers either way (``SqlHashDatabase``: pooled connections, a SQLite file
+    0600 in WAL mode). verify() is one indexed lookup on a pooled connection; the API caches its
+    answers. Cheap to construct. ``StoreUnavailable`` when the database cannot be reached."""
 
-    def __init__(self, path: Path):
-        super().__init__(path, _SCHEMA)
+    def __init__(self, path: Path | None = None, *, url: str | None = None):
+        if (path is None) == (url is None):
+            raise TypeError("ApiKeyStore takes a SQLite file path or a url, not both")
+        super().__init__(url if url is not None else f"sqlite:///{Path(path).absolute()}", _SCHEMA)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ApiKeyStore:
+        """The store the configuration names (``settings.api_keys_db_url``)."""
+        return cls(url=settings.api_keys_db_url)
 
     # --- operations ----------------------------------------------------------------------
 
@@ -157,40 +174,52 @@ class ApiKeyStore(HashDatabase):
         parsed_scopes = parse_scopes(scopes)
         rate_limit = validate_rate_limit(rate_limit)
 
-        def insert(conn: sqlite3.Connection) -> tuple[ApiKey, str]:
+        def insert(conn: Connection) -> tuple[ApiKey, str]:
             taken = conn.execute(
-                "SELECT key_id FROM api_keys WHERE name = ? AND revoked_at IS NULL", (name,)
+                text("SELECT key_id FROM api_keys WHERE name = :name AND revoked_at IS NULL"), {"name": name}
             ).fetchone()
             if taken:
                 raise ApiKeyError(f"an active key named {name!r} already exists (key id {taken[0]}); "
                                   "revoke it first or pick another name")
             while True:
                 key_id = secrets.token_hex(KEY_ID_LENGTH // 2)
-                if not conn.execute("SELECT 1 FROM api_keys WHERE key_id = ?", (key_id,)).fetchone():
+                if not conn.execute(text("SELECT 1 FROM api_keys WHERE key_id = :id"), {"id": key_id}).fetchone():
                     break
             plaintext = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
             record = ApiKey(key_id=key_id, name=name, scopes=parsed_scopes, rate_limit=rate_limit,
                             created_at=_now(), revoked_at=None)
             conn.execute(
-                "INSERT INTO api_keys(key_id, name, key_hash, scopes, rate_limit, created_at, revoked_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, NULL)",
-                (key_id, name, hash_key(plaintext), ",".join(sorted(parsed_scopes)), rate_limit,
-                 _iso(record.created_at)),
+                text("INSERT INTO api_keys(key_id, name, key_hash, scopes, rate_limit, created_at, revoked_at) "
+                     "VALUES (:key_id, :name, :key_hash, :scopes, :rate_limit, :created_at, NULL)"),
+                {"key_id": key_id, "name": name, "key_hash": hash_key(plaintext),
+                 "scopes": ",".join(sorted(parsed_scopes)), "rate_limit": rate_limit,
+                 "created_at": _iso(record.created_at)},
             )
             return record, plaintext
 
-        return self._write(insert)
+        from sqlalchemy import text
+        from sqlalchemy.exc import IntegrityError
+
+        try:
+            return self._write(insert)
+        except IntegrityError:
+            # PostgreSQL's read committed lets two creates of one name pass the check above; the
+            # unique index stops the second.
+            raise ApiKeyError(f"an active key named {name!r} already exists; revoke it first or pick "
+                              "another name") from None
 
     def verify(self, presented: str) -> ApiKey | None:
         """The active key ``presented`` is, or None (malformed, unknown, wrong secret, revoked)."""
         if not isinstance(presented, str):
             return None
         match = _KEY_RE.fullmatch(presented)
-        if match is None or not self.path.exists():
+        if match is None or not self.exists():
             return None
-        row = self._connection().execute(
-            f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_id = ?", (match.group(1),)
-        ).fetchone()
+        from sqlalchemy import text
+
+        row = self._read(lambda conn: conn.execute(
+            text(f"SELECT {_COLUMNS}, key_hash FROM api_keys WHERE key_id = :id"), {"id": match.group(1)}
+        ).fetchone())
         if row is None or not hmac.compare_digest(row[-1], hash_key(presented)):
             return None
         key = _row_to_key(row[:-1])
@@ -199,17 +228,19 @@ class ApiKeyStore(HashDatabase):
     def revoke(self, key: str) -> ApiKey:
         """Revoke by key id, or else by the name of an active key; returns the revoked record."""
         key = key.strip()
-        if not self.path.exists():
+        if not self.exists():
             raise ApiKeyError(f"no API key {key!r}: there are no API keys yet")
+        from sqlalchemy import text
 
-        def mark_revoked(conn: sqlite3.Connection) -> tuple[ApiKey, datetime]:
+        def mark_revoked(conn: Connection) -> tuple[ApiKey, datetime]:
             by_id = None
             if _KEY_ID_RE.fullmatch(key):
-                by_id = conn.execute(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = ?", (key,)).fetchone()
+                by_id = conn.execute(text(f"SELECT {_COLUMNS} FROM api_keys WHERE key_id = :key"),
+                                     {"key": key}).fetchone()
             # An active key wins over a revoked one, so a name that happens to look like a key id
             # can still be revoked once the key with that id is gone.
             row = by_id if by_id is not None and by_id[-1] is None else conn.execute(
-                f"SELECT {_COLUMNS} FROM api_keys WHERE name = ? AND revoked_at IS NULL", (key,)
+                text(f"SELECT {_COLUMNS} FROM api_keys WHERE name = :key AND revoked_at IS NULL"), {"key": key}
             ).fetchone()
             if row is None and by_id is not None:
                 gone = _row_to_key(by_id)
@@ -219,7 +250,11 @@ class ApiKeyStore(HashDatabase):
                 raise ApiKeyError(f"no active API key with id or name {key!r} (see `tickcast apikey list`)")
             found = _row_to_key(row)
             revoked_at = _now()
-            conn.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ?", (_iso(revoked_at), found.key_id))
+            # Only while still active: of two concurrent revokes (PostgreSQL), one revokes it.
+            done = conn.execute(text("UPDATE api_keys SET revoked_at = :at WHERE key_id = :id AND revoked_at IS NULL"),
+                                {"at": _iso(revoked_at), "id": found.key_id})
+            if done.rowcount != 1:
+                raise ApiKeyError(f"API key {found.key_id} ({found.name}) was revoked meanwhile")
             return found, revoked_at
 
         found, revoked_at = self._write(mark_revoked)
@@ -229,9 +264,10 @@ class ApiKeyStore(HashDatabase):
     # Last in the class: the name shadows the builtin for annotations that follow it.
     def list(self) -> list[ApiKey]:
         """Every key, revoked ones included, oldest first."""
-        if not self.path.exists():
+        if not self.exists():
             return []
-        rows = self._connection().execute(
-            f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, rowid"
-        ).fetchall()
-        return [_row_to_key(row) for row in rows]
+        from sqlalchemy import text
+
+        rows = self._read(lambda conn: conn.execute(
+            text(f"SELECT {_COLUMNS} FROM api_keys ORDER BY created_at, key_id")).fetchall())
+        return [_row_to_key(tuple(row)) for row in rows]

@@ -1,6 +1,6 @@
 """The read side shared by the API and the dashboard.
 
-Latest predictions come from the online store (SQLite, written by the predictor); bars come
+Latest predictions come from the online store (SQLite or Redis, written by the scorer); bars come
 from the Delta tables ``bars_1d`` and ``bars_1m`` written by Spark, read here with delta-rs
 (``deltalake``) so that serving needs no JVM. Everything is opened lazily: building a store
 touches no file, and a table that does not exist yet reads as empty.
@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from tickcast.catalog import tables
-from tickcast.catalog.online import OnlineStore
+from tickcast.catalog.online import open_online_store
 from tickcast.core.errors import NotFound, UnknownSymbol
 from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
 from tickcast.core.predictions import Prediction
@@ -223,7 +223,7 @@ class MarketStore:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.online = OnlineStore(settings.online_store_path)
+        self.online = open_online_store(settings)
         self.bars = BarStore(settings)
 
     def latest_prediction(self, symbol: str) -> Prediction | None:
@@ -261,14 +261,12 @@ class MarketStore:
     def health(self) -> dict[str, ComponentHealth]:
         checks: dict[str, ComponentHealth] = {}
         try:
-            if not self.online.path.exists():
-                checks["online_store"] = ComponentHealth("empty", "no predictions written yet")
-            else:
-                count = len(self.online.symbols())
-                plural = "" if count == 1 else "s"
-                checks["online_store"] = ComponentHealth(
-                    "ok" if count else "empty", f"{count} symbol{plural} with a prediction"
-                )
+            count = len(self.online.symbols())
+            plural = "" if count == 1 else "s"
+            checks["online_store"] = (
+                ComponentHealth("ok", f"{count} symbol{plural} with a prediction") if count
+                else ComponentHealth("empty", "no predictions written yet")
+            )
         except Exception as exc:  # noqa: BLE001 - reported, not raised: this is the health check
             checks["online_store"] = ComponentHealth("error", f"unreadable: {exc}")
 

@@ -2,7 +2,9 @@
 
 The json maps a logical topic to the ``Settings`` field holding its real name, so a
 deployment can rename topics without touching code. ``partitions: null`` means
-``settings.topic_partitions``.
+``settings.topic_partitions``; the replication factor is ``settings.topic_replication_factor``
+and ``min.insync.replicas`` ``settings.topic_min_insync_replicas`` unless the entry sets them
+(with the producers' acks=all, a write is acknowledged once that many replicas have it).
 """
 
 from __future__ import annotations
@@ -39,13 +41,15 @@ class TopicSpec:
 def topic_specs(settings: Settings, path: Path = TOPICS_FILE) -> list[TopicSpec]:
     specs = []
     for key, entry in json.loads(path.read_text()).items():
+        replication = entry.get("replication") or settings.topic_replication_factor
+        config = {"min.insync.replicas": str(min(settings.topic_min_insync_replicas, replication))}
         specs.append(
             TopicSpec(
                 key=key,
                 name=getattr(settings, entry["setting"]),
                 partitions=entry.get("partitions") or settings.topic_partitions,
-                replication=entry.get("replication") or settings.topic_replication_factor,
-                config={k: str(v) for k, v in (entry.get("config") or {}).items()},
+                replication=replication,
+                config=config | {k: str(v) for k, v in (entry.get("config") or {}).items()},
             )
         )
     return specs

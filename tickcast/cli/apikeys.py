@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import sys
 
 import typer
@@ -13,7 +12,8 @@ from tickcast.cli.common import fail, load_settings
 apikey_app = typer.Typer(
     help="API keys for the scoring API. Clients send the key in the X-API-Key header "
     "(e.g. curl -H 'X-API-Key: tck_...'). Only SHA-256 hashes are stored, under "
-    "$TICKCAST_HOME/auth/: a key is shown once, when it is created.",
+    "$TICKCAST_HOME/auth/ (or the database TICKCAST_API_KEYS_DATABASE_URL names, or the embedded "
+    "PostgreSQL's): a key is shown once, when it is created.",
     no_args_is_help=True,
 )
 
@@ -21,7 +21,7 @@ apikey_app = typer.Typer(
 def _store():
     from tickcast.auth.apikeys import ApiKeyStore
 
-    return ApiKeyStore(load_settings().api_keys_path)
+    return ApiKeyStore.from_settings(load_settings())
 
 
 def _when(at) -> str:
@@ -48,15 +48,15 @@ def create(
 
     The key cannot be shown again: store it now. A lost key is revoked and replaced.
     """
-    from tickcast.auth.apikeys import ApiKeyError
+    from tickcast.auth.apikeys import ApiKeyError, StoreUnavailable
 
     store = _store()
     try:
         record, plaintext = store.create(name, scopes, rate_limit)
     except ApiKeyError as exc:
         fail(str(exc))
-    except sqlite3.Error as exc:
-        fail(f"API key store {store.path}: {exc}")
+    except StoreUnavailable as exc:
+        fail(str(exc))
     typer.echo(
         f"Created API key {record.key_id} '{record.name}' (scopes: {', '.join(sorted(record.scopes))}; "
         f"rate limit: {record.rate_limit or 'server default'}).\n"
@@ -74,11 +74,13 @@ def list_keys(
 
     Keys themselves are never shown: only their hashes are stored.
     """
+    from tickcast.auth.apikeys import StoreUnavailable
+
     store = _store()
     try:
         keys = store.list()
-    except sqlite3.Error as exc:
-        fail(f"API key store {store.path}: {exc}")
+    except StoreUnavailable as exc:
+        fail(str(exc))
     if as_json:
         typer.echo(json.dumps([{
             "key_id": k.key_id, "name": k.name, "scopes": sorted(k.scopes), "rate_limit": k.rate_limit,
@@ -108,15 +110,15 @@ def revoke(
     key: str = typer.Argument(..., help="The key id (from `tickcast apikey list`) or the name of an active key."),
 ) -> None:
     """Revoke a key: the API refuses it once its key cache expires (TICKCAST_API_KEY_CACHE_SECONDS)."""
-    from tickcast.auth.apikeys import ApiKeyError
+    from tickcast.auth.apikeys import ApiKeyError, StoreUnavailable
 
     store = _store()
     try:
         record = store.revoke(key)
     except ApiKeyError as exc:
         fail(str(exc))
-    except sqlite3.Error as exc:
-        fail(f"API key store {store.path}: {exc}")
+    except StoreUnavailable as exc:
+        fail(str(exc))
     typer.echo(f"Revoked API key {record.key_id} '{record.name}'.")
 
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -13,6 +14,12 @@ from rich.table import Table
 
 from tickcast.cli.common import load_settings
 from tickcast.core.settings import Settings
+
+if TYPE_CHECKING:
+    from tickcast.platform.broker import BrokerNodeStatus
+    from tickcast.platform.postgres import PostgresStatus
+    from tickcast.platform.redis_server import RedisStatus
+    from tickcast.platform.spark_cluster import SparkClusterStatus
 
 # soft_wrap: long paths and log lines stay on one line (greppable, copyable).
 err_console = Console(stderr=True, soft_wrap=True)
@@ -165,6 +172,19 @@ def status_cmd(
         programs.add_row(p.name, f"[{style}]{p.state}[/]", str(p.pid or "-"),
                          _duration(p.uptime_seconds), info)
     console.print(programs)
+    if status.kafka_nodes:
+        console.print(_kafka_table(status.kafka_nodes))
+    if status.kafka_nodes_error:
+        console.print(f"[yellow]Kafka nodes unreachable:[/] {status.kafka_nodes_error}", highlight=False)
+    if status.redis is not None:
+        console.print(_redis_line(status.redis), highlight=False)
+    if status.postgres is not None:
+        console.print(_postgres_line(status.postgres), highlight=False)
+    if status.spark is not None:
+        console.print(_spark_line(status.spark), highlight=False)
+        console.print(_spark_table(status.spark))
+    if status.spark_error:
+        console.print(f"[yellow]Spark master unreachable:[/] {status.spark_error}", highlight=False)
     if not status.queries:
         console.print("No streaming progress reported yet.")
         return
@@ -186,6 +206,51 @@ def status_cmd(
     console.print(queries)
     if status.kafka_error:
         console.print(f"[yellow]Kafka unreachable, lag unknown:[/] {status.kafka_error}", highlight=False)
+
+
+def _spark_line(spark: SparkClusterStatus) -> str:
+    apps = f"; applications {', '.join(spark.active_apps)}" if spark.active_apps else "; no application"
+    return f"Spark master {spark.url}: {spark.status}, cores {spark.cores_used}/{spark.cores} used{apps}"
+
+
+def _spark_table(spark: SparkClusterStatus) -> Table:
+    table = Table(title="Spark workers", title_justify="left")
+    for column in ("worker", "state", "cores used", "memory used", "web UI"):
+        # Ids and addresses whole, folded if need be: they are what one greps the logs for.
+        table.add_column(column, overflow="fold")
+    for w in spark.workers:
+        style = "green" if w.state == "ALIVE" else "red"
+        table.add_row(w.id, f"[{style}]{w.state}[/]", f"{w.cores_used}/{w.cores}",
+                      f"{w.memory_used_mb:,}/{w.memory_mb:,} MiB", w.webui)
+    return table
+
+
+def _kafka_table(nodes: list[BrokerNodeStatus]) -> Table:
+    table = Table(title="Kafka nodes", title_justify="left")
+    for column in ("node", "port", "state", "leads (ticks)", "under-replicated"):
+        table.add_column(column)
+    for node in nodes:
+        state = "[green]alive[/]" if node.alive else "[red]not registered[/]"
+        table.add_row(str(node.node_id), str(node.port), state, ", ".join(map(str, node.leads)) or "-",
+                      f"[{'red' if node.under_replicated else 'green'}]{node.under_replicated}[/]")
+    return table
+
+
+def _postgres_line(postgres: PostgresStatus) -> str:
+    if postgres.error:
+        return f"[yellow]PostgreSQL unreachable:[/] {postgres.error}"
+    databases = ", ".join(f"{name} ({size / 2**20:,.1f} MiB, {postgres.connections.get(name, 0)} conn.)"
+                          for name, size in postgres.databases.items()) or "none"
+    used = sum(postgres.connections.values())
+    return f"PostgreSQL {postgres.version}: {used}/{postgres.max_connections} connections; databases {databases}"
+
+
+def _redis_line(redis: RedisStatus) -> str:
+    if redis.error:
+        return f"[yellow]Redis unreachable:[/] {redis.error}"
+    bound = f" of {redis.maxmemory / 2**20:,.0f} MiB" if redis.maxmemory else ""
+    keys = ", ".join(f"db{db}: {count:,}" for db, count in redis.keys.items()) or "none"
+    return f"Redis {redis.version}: {(redis.used_memory or 0) / 2**20:,.1f} MiB used{bound}; keys {keys}"
 
 
 def topics_create() -> None:

@@ -80,8 +80,9 @@ class Settings(BaseSettings):
     # Spark
     spark_master: str = "local[*]"
     # With spark_workers > 0 `up` runs a Spark standalone cluster from the jars in the pyspark
-    # wheel: a master on loopback at spark_master_port (its web UI at spark_master_webui_port)
-    # and this many workers, each offering spark_worker_cores cores and spark_worker_memory.
+    # wheel: a master on loopback at spark_master_port (its web UI at spark_master_webui_port,
+    # worker i's at spark_master_webui_port + i) and this many workers, each offering
+    # spark_worker_cores cores and spark_worker_memory.
     # Each application takes at most spark_cores_max cores, so the streaming queries and the
     # batch jobs run side by side, with executors of spark_executor_memory.
     spark_workers: int = Field(default=0, ge=0, le=16)
@@ -262,11 +263,17 @@ class Settings(BaseSettings):
     # and the latest predictions (predictions_store=redis).
     redis_embedded: bool = False
     redis_port: int = 6390
+    # The embedded Redis's memory bound. At the bound it refuses writes (noeviction) rather than
+    # drop a key: every key it holds (rate-limit counters, predictions, features) must stay.
+    redis_maxmemory_mb: int = Field(default=256, ge=16)
     # Where the scorer keeps the latest prediction per symbol for the API: a SQLite file under
     # the home (one machine), or Redis, which several API workers and hosts share.
     predictions_store: Literal["sqlite", "redis"] = "sqlite"
     # Another Redis for the predictions (redis://[:password@]host:port/db); unset, the embedded one.
     predictions_redis_url: SecretStr | None = None
+    # Each connect and reply of that Redis within this bound: a paused Redis fails a read (the API
+    # answers 503, its in-memory copy keeps serving) or a write (the scorer keeps the rows).
+    predictions_redis_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
 
     # Feature store (Feast): SQLite online store by default, Redis by configuration.
     feast_online_store: Literal["sqlite", "redis"] = "sqlite"
@@ -318,6 +325,15 @@ class Settings(BaseSettings):
     # `quarantine_spike`.
     alerts_quarantine_share: float = Field(default=0.05, gt=0, le=1)
     alerts_quarantine_min_records: int = Field(default=100, ge=1)
+    # The monitor also turns the alerts firing in Prometheus (the rules of infra/prometheus/) into
+    # pipeline events, each check, and resolves those that fired within the look-back and stopped.
+    # Each read of Prometheus' API is bounded by the timeout; an unreachable Prometheus resolves nothing.
+    alerts_from_prometheus: bool = True
+    # Only the alerts whose name starts with this ("": all): a Prometheus of the operator's own
+    # (prometheus_url) may hold alerts of other systems.
+    alerts_prometheus_alert_prefix: str = "Tickcast"
+    alerts_prometheus_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    alerts_prometheus_lookback_seconds: float = Field(default=3600.0, ge=60)
 
     # The `retrain` DAG (weekly, and when the monitor asks): this experiment config (a path
     # relative to the project root, or absolute) is evaluated walk-forward, trained, registered
@@ -399,6 +415,10 @@ class Settings(BaseSettings):
     prometheus_retention_days: int = Field(default=15, ge=1)
     prometheus_retention_mb: int = Field(default=1024, ge=64)
     prometheus_url: str | None = None
+    # Kafka's JVM metrics: with a port, each embedded node `up` runs carries the Prometheus JMX
+    # exporter as a Java agent serving /metrics on loopback at this port + node id - 1 (0: none).
+    # Off in the single profile: the agent takes a fixed port, and a taken port stops the JVM.
+    kafka_jmx_exporter_port: int = Field(default=0, ge=0, le=65535)
 
     # Demo feed that `tickcast up` runs (synthetic ticks) so a fresh platform shows live data.
     demo_feed_enabled: bool = True
@@ -549,8 +569,8 @@ class Settings(BaseSettings):
 
     # The embedded server's one role, a superuser that owns every database.
     POSTGRES_USER: ClassVar[str] = "tickcast"
-    # Each database of the embedded server, by its user.
-    POSTGRES_DATABASES: ClassVar[tuple[str, ...]] = ("mlflow", "alerts", "airflow", "auth")
+    # Each database of the embedded server, by its user (mlflow_auth: the MLflow server's users).
+    POSTGRES_DATABASES: ClassVar[tuple[str, ...]] = ("mlflow", "mlflow_auth", "alerts", "airflow", "auth")
 
     def postgres_url(self, database: str, driver: str = "psycopg") -> str:
         """SQLAlchemy URL of ``database`` on the embedded PostgreSQL (over its unix socket)."""
@@ -603,6 +623,13 @@ class Settings(BaseSettings):
         return self.alerts_dashboard_url or self.dashboard_url
 
     @property
+    def prometheus_base_url(self) -> str:
+        """Where Prometheus answers: the operator's (``prometheus_url``) or the platform's, on loopback."""
+        if self.prometheus_url:
+            return self.prometheus_url.rstrip("/")
+        return f"http://127.0.0.1:{self.prometheus_port}"
+
+    @property
     def http_scheme(self) -> str:
         """How the API and the dashboard are reached: https once a certificate is configured."""
         return "https" if self.tls_certfile else "http"
@@ -618,7 +645,8 @@ class Settings(BaseSettings):
 
     @property
     def api_keys_path(self) -> Path:
-        """API keys (SHA-256 hashes only) and their scopes, in SQLite (no PostgreSQL)."""
+        """API keys (SHA-256 hashes only) and their scopes, in SQLite: ``api_keys_db_url`` unless
+        that names PostgreSQL."""
         return self.home_dir / "auth" / "api_keys.sqlite"
 
     @property
@@ -761,6 +789,13 @@ class Settings(BaseSettings):
         options = {
             "kafka.bootstrap.servers": self.kafka_bootstrap_servers,
             "kafka.security.protocol": self.kafka_security_protocol,
+            # A partition's leader gone (its node killed, then fenced): Spark's admin client asks
+            # the leader it cached until default.api.timeout.ms (60 s) passes (KAFKA-20673, fixed
+            # after the kafka-clients Spark ships); bounded lower, Spark retries the offsets
+            # lookup with a new client, which finds the new leader. The admin client needs the
+            # request timeout no longer than that.
+            "kafka.request.timeout.ms": "10000",
+            "kafka.default.api.timeout.ms": "15000",
         }
         login = self._kafka_login(role)
         if login is not None:

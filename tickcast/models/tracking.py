@@ -1,8 +1,9 @@
 """MLflow tracking: one store shared by the platform's MLflow server and the commands.
 
-Locally, commands (train, evaluate, ...) open the SQLite store under
-``$TICKCAST_HOME/mlflow`` directly, and the server that ``tickcast up`` runs serves
-the very same database and artifact directory. Commands therefore work whether or
+Locally, commands (train, evaluate, ...) open the store directly (the SQLite file under
+``$TICKCAST_HOME/mlflow``, or the embedded PostgreSQL's ``mlflow`` database when
+``postgres_embedded``), and the server that ``tickcast up`` runs serves the very same
+database and artifact directory. Commands therefore work whether or
 not the server runs, and its UI shows everything they logged. The server does not
 proxy artifacts (``--no-serve-artifacts``): artifact locations stay plain
 ``file://`` URIs that a direct client resolves on its own.
@@ -49,7 +50,8 @@ _AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 
 def is_local(settings: Settings) -> bool:
-    """True when tracking goes to the SQLite store under $TICKCAST_HOME (no remote server)."""
+    """True when tracking goes to the store of this platform (SQLite under $TICKCAST_HOME, or
+    the embedded PostgreSQL), not to a remote server."""
     return not settings.mlflow_tracking_uri
 
 
@@ -71,11 +73,19 @@ def prepare_local_store(settings: Settings) -> None:
     """
     settings.mlflow_dir.mkdir(parents=True, exist_ok=True)
     (settings.mlflow_dir / "artifacts").mkdir(exist_ok=True)
-    if (settings.mlflow_dir / "mlflow.db").exists():
+    uri = settings.mlflow_backend_uri
+    # A server database always exists: whether its tables do is only known by asking, once per
+    # process (opening the store checks its schema, a second or so).
+    if uri in _prepared or (uri.startswith("sqlite:") and (settings.mlflow_dir / "mlflow.db").exists()):
         return
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    SqlAlchemyStore(settings.mlflow_backend_uri, settings.mlflow_artifact_root)
+    SqlAlchemyStore(uri, settings.mlflow_artifact_root)
+    _prepared.add(uri)
+
+
+# Backend URIs whose store this process has opened (prepare_local_store).
+_prepared: set[str] = set()
 
 
 def export_credentials(settings: Settings) -> None:
@@ -204,8 +214,31 @@ def auth_config_path(settings: Settings) -> Path:
 
 
 def auth_database_uri(settings: Settings) -> str:
-    """The basic-auth app's users and permissions, beside the tracking store."""
+    """The basic-auth app's users and permissions, beside the tracking store: a SQLite file, or
+    a database of their own on the embedded PostgreSQL (their migrations would clash with the
+    tracking store's in one database)."""
+    if settings.postgres_embedded:
+        return settings.postgres_url("mlflow_auth")
     return f"sqlite:///{settings.mlflow_dir}/basic_auth.db"
+
+
+def _auth_store_exists(settings: Settings) -> bool:
+    """Whether the basic-auth app has made its tables (and so maybe its admin)."""
+    if not settings.postgres_embedded:
+        return (settings.mlflow_dir / "basic_auth.db").exists()
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.exc import OperationalError
+
+    engine = create_engine(auth_database_uri(settings), connect_args={"connect_timeout": 5})
+    try:
+        with engine.connect() as connection:
+            return inspect(connection).has_table("users")
+    except OperationalError:
+        # Not running yet (`up` writes this before it starts PostgreSQL): a fresh platform, or
+        # the admin keeps its password until the password file is removed again with it running.
+        return False
+    finally:
+        engine.dispose()
 
 
 def admin_password_file(settings: Settings) -> Path:
@@ -267,7 +300,7 @@ def prepare_server_auth(settings: Settings) -> bool:
     password = secrets.token_urlsafe(24)
     # On disk first: an admin is never left with a password nobody has.
     _write_private(password_file, password + "\n")
-    if (settings.mlflow_dir / "basic_auth.db").exists():
+    if _auth_store_exists(settings):
         try:
             _set_admin_password(settings, password)
         except BaseException:

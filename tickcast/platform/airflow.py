@@ -66,7 +66,18 @@ def password_file(settings: Settings) -> Path:
 def database_url(settings: Settings) -> str:
     if settings.airflow_database_url is not None:
         return settings.airflow_database_url.get_secret_value()
+    if settings.postgres_embedded and _has_async_postgres_driver():
+        # psycopg2: the driver Airflow's own environment has (and Airflow tests with). Airflow
+        # derives its async engine's URL from it (asyncpg).
+        return settings.postgres_url("airflow", driver="psycopg2")
     return f"sqlite:///{settings.airflow_dir / 'airflow.db'}"
+
+
+def _has_async_postgres_driver() -> bool:
+    """Whether Airflow's environment has asyncpg: Airflow 3 opens an async engine beside the
+    other and will not start on PostgreSQL without it, so its metadata stays in SQLite until the
+    environment has it (airflow/pyproject.toml)."""
+    return any((airflow_bin().parent / "lib").glob("python*/site-packages/asyncpg-*.dist-info"))
 
 
 def environment(settings: Settings) -> dict[str, str]:

@@ -1,8 +1,13 @@
-"""The embedded single-node Apache Kafka broker (KRaft, combined broker+controller).
+"""The embedded Apache Kafka broker (KRaft, combined broker+controller): one node, or a
+cluster of ``kafka_nodes`` of them (the cluster profile).
 
 Runs Kafka's own jars (resolved by Maven) on the machine's Java. ``broker_command``
 returns the argv a process manager runs; ``prepare`` writes its configuration and formats the
-log dir once.
+log dir once. A cluster is the same node N times (``cluster_layouts``): node ids 1..N, each on its
+own ports (``Settings.kafka_node_ports``) and directory, every node a voter of the controller
+quorum, every storage formatted with one cluster id (kept in a file beside the nodes, so a node
+formatted later joins the same cluster). One node keeps the layout it always had
+(``$TICKCAST_HOME/kafka``); a cluster's nodes live in ``$TICKCAST_HOME/kafka/node-<i>``.
 
 With authentication (the default, TICKCAST_KAFKA_EMBEDDED_AUTH) both listeners are on loopback
 and take SASL only: the client listener SCRAM-SHA-512, its users (one per role,
@@ -16,21 +21,26 @@ the owner only, never its command line.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tickcast.core import kafka_auth
+from tickcast.core.kafka_auth import KafkaRole
 from tickcast.core.settings import Settings
-from tickcast.platform.processes import free_port, stop_process, wait_for_port
+from tickcast.platform import jmx
+from tickcast.platform.processes import free_port, free_port_block, stop_process, wait_for_port
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +67,33 @@ Configuration:
 """
 
 
+# The supervisor program of a single node; a cluster's nodes are ``kafka-<node id>``.
+PROGRAM = "kafka"
+
+
 @dataclass(frozen=True)
 class BrokerLayout:
     root: Path
     port: int
     controller_port: int
+    node_id: int = 1
+    # The controller port of every node of the cluster, node id 1 first; () for a single node.
+    quorum: tuple[int, ...] = ()
+    # Where the cluster id lives: one file for every node of a cluster (None: beside this node).
+    cluster_dir: Path | None = None
+
+    @property
+    def nodes(self) -> int:
+        return len(self.quorum) or 1
+
+    @property
+    def voters(self) -> str:
+        ports = self.quorum or (self.controller_port,)
+        return ",".join(f"{i}@127.0.0.1:{port}" for i, port in enumerate(ports, start=1))
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return (self.cluster_dir or self.root) / "cluster-id"
 
     @property
     def config_file(self) -> Path:
@@ -87,6 +119,40 @@ def for_layout(settings: Settings, layout: BrokerLayout, auth: bool = True) -> S
         "kafka_bootstrap_servers": layout.bootstrap, "kafka_broker_port": layout.port,
         "kafka_controller_port": layout.controller_port, "kafka_embedded": True, "kafka_embedded_auth": auth,
     })
+
+
+def cluster_layouts(settings: Settings, root: Path | None = None) -> list[BrokerLayout]:
+    """Every embedded node of ``settings`` (``kafka_nodes``), on ``settings.kafka_node_ports``."""
+    root = root or settings.home_dir / "kafka"
+    if settings.kafka_nodes == 1:
+        return [layout_for(settings, root=root)]
+    ports = settings.kafka_node_ports
+    quorum = tuple(controller for _, controller in ports)
+    return [BrokerLayout(root=root / f"node-{i + 1}", port=port, controller_port=controller, node_id=i + 1,
+                         quorum=quorum, cluster_dir=root)
+            for i, (port, controller) in enumerate(ports)]
+
+
+def program_name(settings: Settings, layout: BrokerLayout) -> str:
+    """The supervisor program running the node: ``kafka`` alone, ``kafka-<id>`` in a cluster."""
+    return PROGRAM if settings.kafka_nodes == 1 else f"{PROGRAM}-{layout.node_id}"
+
+
+def program_names(settings: Settings) -> list[str]:
+    return [program_name(settings, layout) for layout in cluster_layouts(settings)]
+
+
+def program_layout(settings: Settings, name: str) -> BrokerLayout:
+    """The node the supervisor program ``name`` runs."""
+    for layout in cluster_layouts(settings):
+        if program_name(settings, layout) == name:
+            return layout
+    raise KeyError(f"no Kafka node runs as {name!r} with TICKCAST_KAFKA_NODES={settings.kafka_nodes}")
+
+
+def is_program(name: str) -> bool:
+    """Whether a supervisor program is an embedded Kafka node (of one node or of a cluster)."""
+    return name == PROGRAM or (name.startswith(f"{PROGRAM}-") and name.removeprefix(f"{PROGRAM}-").isdigit())
 
 
 def layout_for(settings: Settings, root: Path | None = None, port: int | None = None,
@@ -131,22 +197,29 @@ def _listeners(layout: BrokerLayout, credentials: dict[str, str] | None) -> list
     ]
 
 
-def server_properties(layout: BrokerLayout, partitions: int, credentials: dict[str, str] | None = None) -> str:
-    """The broker's configuration; with ``credentials`` ({user: password}), authenticated."""
+def server_properties(layout: BrokerLayout, partitions: int, credentials: dict[str, str] | None = None,
+                      replication: int = 1, min_insync: int = 1) -> str:
+    """The node's configuration; with ``credentials`` ({user: password}), authenticated.
+    ``replication`` and ``min_insync`` are the defaults of topics created without them."""
+    # Kafka's internal topics (consumer offsets, transactions, share groups): on three nodes
+    # where there are three, acknowledged by two, so one node down stops no commit.
+    internal_rf, internal_isr = min(3, layout.nodes), min(2, layout.nodes)
     return "\n".join(
         [
             "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@127.0.0.1:{layout.controller_port}",
+            f"node.id={layout.node_id}",
+            f"controller.quorum.voters={layout.voters}",
             *_listeners(layout, credentials),
             f"log.dirs={layout.log_dir}",
             f"num.partitions={partitions}",
-            "offsets.topic.replication.factor=1",
+            f"default.replication.factor={replication}",
+            f"min.insync.replicas={min_insync}",
+            f"offsets.topic.replication.factor={internal_rf}",
             "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
+            f"transaction.state.log.replication.factor={internal_rf}",
+            f"transaction.state.log.min.isr={internal_isr}",
+            f"share.coordinator.state.topic.replication.factor={internal_rf}",
+            f"share.coordinator.state.topic.min.isr={internal_isr}",
             "group.initial.rebalance.delay.ms=0",
             "auto.create.topics.enable=false",
             "log.retention.hours=168",
@@ -197,7 +270,9 @@ def prepare(settings: Settings, layout: BrokerLayout, auth: bool | None = None) 
     auth = settings.kafka_embedded_auth if auth is None else auth
     layout.root.mkdir(parents=True, exist_ok=True)
     credentials = kafka_auth.ensure_credentials(settings.kafka_credentials_path) if auth else None
-    _write_private(layout.config_file, server_properties(layout, settings.topic_partitions, credentials))
+    _write_private(layout.config_file, server_properties(
+        layout, settings.topic_partitions, credentials, replication=settings.topic_replication_factor,
+        min_insync=settings.topic_min_insync_replicas))
     layout.log4j_file.write_text(LOG4J2_CONFIG)
     formatted_with = layout.root / "admin-credential.sha256"
     if (layout.log_dir / "meta.properties").exists():
@@ -209,8 +284,8 @@ def prepare(settings: Settings, layout: BrokerLayout, auth: bool | None = None) 
                 f"{settings.kafka_credentials_path} holds: restore that file, or remove {layout.root} to format it "
                 "again (the topics' messages are lost), or set TICKCAST_KAFKA_EMBEDDED_AUTH=false (local mode only)")
         return
-    cluster_id = uuid.uuid4().hex[:22]
-    log.info("formatting Kafka storage in %s", layout.log_dir)
+    cluster_id = _cluster_id(layout)
+    log.info("formatting Kafka storage in %s (cluster %s, node %d)", layout.log_dir, cluster_id, layout.node_id)
     command = [
         _java(), "-cp", _classpath(settings),
         f"-Dlog4j2.configurationFile={layout.log4j_file}",
@@ -234,12 +309,100 @@ def prepare(settings: Settings, layout: BrokerLayout, auth: bool | None = None) 
         formatted_with.write_text(_fingerprint(credentials) + "\n")
 
 
+def _cluster_id(layout: BrokerLayout) -> str:
+    """The cluster's id, made once: every node formatted with another would be refused by the quorum."""
+    path = layout.cluster_id_file
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Kafka's own format: a type-4 UUID in URL-safe base64 without padding (22 characters).
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    path.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def prepare_cluster(settings: Settings, auth: bool | None = None, root: Path | None = None) -> list[BrokerLayout]:
+    """``prepare`` every node of ``settings``; returns their layouts."""
+    layouts = cluster_layouts(settings, root)
+    for layout in layouts:
+        prepare(settings, layout, auth=auth)
+    return layouts
+
+
+def registered_brokers(settings: Settings, role: KafkaRole = "admin", timeout: float = 10.0) -> list[int]:
+    """The ids of the brokers the cluster has registered, as ``role`` sees them (describing the
+    cluster needs no ACL)."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config(role))
+    try:
+        description = admin.describe_cluster(request_timeout=timeout).result(timeout + 1)
+        return sorted(node.id for node in description.nodes)
+    finally:
+        del admin  # a client left to the garbage collector keeps reconnecting to a broker that may be gone
+
+
+def wait_registered(settings: Settings, timeout: float = 60.0) -> list[int]:
+    """Wait until every node of ``settings`` is a registered broker of the cluster; their ids.
+    ``BrokerError`` with what was seen when ``timeout`` passes."""
+    from confluent_kafka import KafkaException
+
+    deadline = time.monotonic() + timeout
+    seen: list[int] | str = []
+    while True:
+        try:
+            seen = registered_brokers(settings, timeout=min(10.0, max(deadline - time.monotonic(), 1.0)))
+            if len(seen) >= settings.kafka_nodes:
+                return seen
+        except KafkaException as exc:
+            seen = str(exc)
+        if time.monotonic() > deadline:
+            raise BrokerError(f"the Kafka cluster at {settings.kafka_bootstrap_servers} has not registered its "
+                              f"{settings.kafka_nodes} brokers within {timeout:.0f}s (registered: {seen})")
+        time.sleep(0.5)
+
+
+@dataclass(frozen=True)
+class BrokerNodeStatus:
+    node_id: int
+    port: int
+    # In the cluster's metadata now: registered and not fenced (a killed or paused node drops out
+    # once its controller session lapses).
+    alive: bool
+    # The partitions of the ticks topic it leads, and how many of those have a replica out of sync
+    # (Kafka's UnderReplicatedPartitions, counted by the leader).
+    leads: tuple[int, ...]
+    under_replicated: int
+
+
+def node_statuses(settings: Settings, timeout: float = 5.0) -> list[BrokerNodeStatus]:
+    """Each embedded node as the cluster's metadata has it (asked as ``monitor``, which may describe
+    the ticks topic); ``KafkaException`` when no node answers."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient(settings.kafka_client_config("monitor"))
+    try:
+        metadata = admin.list_topics(settings.topic_ticks, timeout=timeout)
+    finally:
+        del admin
+    found = metadata.topics.get(settings.topic_ticks)
+    partitions = {} if found is None or found.error is not None else found.partitions
+    result = []
+    for layout in cluster_layouts(settings):
+        led = sorted(number for number, partition in partitions.items() if partition.leader == layout.node_id)
+        lagging = sum(1 for number in led if len(partitions[number].isrs) < len(partitions[number].replicas))
+        result.append(BrokerNodeStatus(node_id=layout.node_id, port=layout.port, alive=layout.node_id in metadata.brokers,
+                                       leads=tuple(led), under_replicated=lagging))
+    return result
+
+
 def broker_command(settings: Settings, layout: BrokerLayout) -> list[str]:
     return [
         _java(),
         "-Xms256m", f"-Xmx{settings.kafka_broker_heap}",
         "-XX:+UseG1GC", "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile={layout.log4j_file}",
+        *jmx.agent_options(settings, layout.node_id, layout.port),
         "-cp", _classpath(settings),
         "kafka.Kafka", str(layout.config_file),
     ]
@@ -314,3 +477,120 @@ def running_broker(settings: Settings, root: Path, auth: bool = False) -> Iterat
     (``BrokerProcess``, for a broker to kill and restart)."""
     with BrokerProcess(settings, root, auth=auth) as broker:
         yield broker.bootstrap
+
+
+class ClusterProcess:
+    """The embedded cluster (``nodes`` KRaft nodes) as child processes of this one, each of which
+    can be killed, paused, resumed and restarted on its ports and log dir, as the supervisor
+    restarts a node (the fault tests do it by hand). A context manager: started on entry (every
+    node registered, and with ``auth`` every role's ACLs granted), stopped on exit.
+
+    Its ports follow ``Settings.kafka_node_ports`` from a free block, so ``settings`` (the
+    clients' settings) is the configuration `up` would run with those ports: node ids 1..N,
+    topics replicated to min(3, N) with min(2, N) in sync."""
+
+    def __init__(self, settings: Settings, root: Path, nodes: int = 3, auth: bool = True):
+        base = free_port_block(2 * nodes)
+        settings = settings.model_copy(update={
+            "kafka_nodes": nodes, "kafka_broker_port": base, "kafka_controller_port": base + 1,
+            "kafka_embedded": True, "kafka_embedded_auth": auth,
+            "topic_replication_factor": min(3, nodes), "topic_min_insync_replicas": min(2, nodes),
+            # Its nodes are the settings' own: an agent would take the platform's fixed metrics ports.
+            "kafka_jmx_exporter_port": 0,
+        })
+        ports = [port for port, _ in settings.kafka_node_ports]
+        self.settings = settings.model_copy(update={
+            "kafka_bootstrap_servers": ",".join(f"127.0.0.1:{port}" for port in ports)})
+        self.auth = auth
+        self.layouts = {layout.node_id: layout for layout in prepare_cluster(self.settings, auth=auth, root=root)}
+        self.procs: dict[int, subprocess.Popen] = {}
+
+    @property
+    def bootstrap(self) -> str:
+        return self.settings.kafka_bootstrap_servers
+
+    def log_path(self, node: int) -> Path:
+        return self.layouts[node].root / "broker.log"
+
+    def _spawn(self, node: int) -> None:
+        with self.log_path(node).open("a") as log_file:  # the child keeps its own descriptor
+            self.procs[node] = subprocess.Popen(broker_command(self.settings, self.layouts[node]), stdout=log_file,
+                                                stderr=subprocess.STDOUT)
+
+    def start_node(self, node: int, timeout: float = 90) -> None:
+        self._spawn(node)
+        wait_for_port(self.layouts[node].port, timeout=timeout, proc=self.procs[node])
+
+    def start(self, timeout: float = 120) -> ClusterProcess:
+        try:
+            # All at once: a node waits for a quorum of voters before it serves.
+            for node in self.layouts:
+                self._spawn(node)
+            for node, layout in self.layouts.items():
+                wait_for_port(layout.port, timeout=timeout, proc=self.procs[node])
+            wait_registered(self.settings, timeout=timeout)
+            if self.auth:
+                from tickcast.platform import broker_auth
+
+                broker_auth.ensure_access(self.settings, timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def alive(self, node: int) -> bool:
+        proc = self.procs.get(node)
+        return proc is not None and proc.poll() is None
+
+    def kill(self, node: int) -> None:
+        """SIGKILL one node: no clean shutdown, its log recovered at its next start."""
+        self.procs[node].kill()
+        self.procs[node].wait(timeout=60)
+
+    def pause(self, node: int) -> None:
+        """SIGSTOP one node: its connections stay open and nothing answers."""
+        self.procs[node].send_signal(signal.SIGSTOP)
+
+    def resume(self, node: int) -> None:
+        self.procs[node].send_signal(signal.SIGCONT)
+
+    def restart(self, node: int, timeout: float = 90) -> None:
+        """Start a node again on its ports and log dir (killed first if it still runs)."""
+        if self.alive(node):
+            self.kill(node)
+        self.start_node(node, timeout=timeout)
+
+    def _partitions(self, topic: str, timeout: float = 10.0) -> dict[int, Any]:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient(self.settings.kafka_client_config("admin"))
+        try:
+            found = admin.list_topics(topic, timeout=timeout).topics.get(topic)
+        finally:
+            del admin
+        if found is None or found.error is not None:
+            raise BrokerError(f"topic {topic!r} not found: {None if found is None else found.error}")
+        return dict(found.partitions)
+
+    def partition_leaders(self, topic: str) -> dict[int, int]:
+        """{partition: the node id leading it (-1: none)} as the cluster has it now."""
+        return {number: partition.leader for number, partition in self._partitions(topic).items()}
+
+    def under_replicated(self, topic: str) -> int:
+        """The topic's partitions with a replica out of the in-sync set."""
+        return sum(1 for p in self._partitions(topic).values() if len(p.isrs) < len(p.replicas))
+
+    def leader_of(self, topic: str, partition: int) -> int:
+        return self.partition_leaders(topic)[partition]
+
+    def stop(self) -> None:
+        for node, proc in self.procs.items():
+            if proc.poll() is None:
+                self.resume(node)  # a paused node cannot act on SIGTERM
+                stop_process(proc)
+
+    def __enter__(self) -> ClusterProcess:
+        return self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

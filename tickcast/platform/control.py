@@ -16,6 +16,7 @@ from tickcast.catalog import tables
 from tickcast.catalog.progress import progress_path, read_progress
 from tickcast.core.settings import Settings
 from tickcast.models import tracking
+from tickcast.platform import broker, jmx
 from tickcast.platform.permissions import secure_home
 from tickcast.platform.processes import client_host
 from tickcast.platform.supervisor import (
@@ -57,6 +58,17 @@ def setup(settings: Settings) -> None:
 
         # Before the broker's storage is formatted: its SCRAM users are made from this file.
         ensure_credentials(settings.kafka_credentials_path)
+    if settings.postgres_embedded:
+        from tickcast.platform import postgres
+
+        # initdb once (seconds); the socket's directory 0700, the server's only access control.
+        if not postgres.missing_binary_message():
+            postgres.prepare(postgres.Layout.for_settings(settings))
+    if settings.redis_embedded:
+        from tickcast.platform import redis_server
+
+        # Before anything reads the embedded Redis's URLs (they carry it).
+        redis_server.ensure_password(settings.redis_password_path)
 
 
 def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -66,12 +78,23 @@ def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def _ports(settings: Settings, name: str) -> list[tuple[int, str]]:
+    if name.startswith("spark-"):
+        from tickcast.platform import spark_cluster
+
+        cluster = spark_cluster.layout_for(settings)
+        if name == spark_cluster.MASTER_PROGRAM:
+            return [(cluster.port, "TICKCAST_SPARK_MASTER_PORT"), (cluster.webui_port, "TICKCAST_SPARK_MASTER_WEBUI_PORT")]
+        index = int(name.removeprefix(spark_cluster.WORKER_PROGRAM_PREFIX))
+        # The workers' web UIs follow the master's.
+        return [(cluster.worker_webui_ports[index - 1], "TICKCAST_SPARK_MASTER_WEBUI_PORT")]
+    if broker.is_program(name):
+        # A cluster's node i on kafka_broker_port + 2i and kafka_controller_port + 2i.
+        node = broker.program_layout(settings, name)
+        return [(node.port, "TICKCAST_KAFKA_BROKER_PORT"), (node.controller_port, "TICKCAST_KAFKA_CONTROLLER_PORT"),
+                *jmx.ports(settings, node.node_id)]
     return {
-        "kafka": [
-            (settings.kafka_broker_port, "TICKCAST_KAFKA_BROKER_PORT"),
-            (settings.kafka_controller_port, "TICKCAST_KAFKA_CONTROLLER_PORT"),
-        ],
         "mlflow": [(settings.mlflow_port, "TICKCAST_MLFLOW_PORT")],
+        "redis": [(settings.redis_port, "TICKCAST_REDIS_PORT")],
         "api": [(settings.api_port, "TICKCAST_API_PORT")],
         "dashboard": [(settings.dashboard_port, "TICKCAST_DASHBOARD_PORT")],
         "airflow-api-server": [(settings.airflow_port, "TICKCAST_AIRFLOW_PORT")],
@@ -95,9 +118,21 @@ def probe(settings: Settings, name: str, info: dict[str, Any]) -> str | None:
     state = info["statename"]
     if state != "RUNNING":
         return f"process {state.lower()}"
-    if name == "kafka":
-        port = settings.kafka_broker_port
+    if broker.is_program(name):
+        port = broker.program_layout(settings, name).port
         return None if port_open("127.0.0.1", port) else f"port {port} not open yet"
+    if name == "postgres":
+        from tickcast.platform import postgres
+
+        return postgres.not_ready(postgres.Layout.for_settings(settings))
+    if name == "redis":
+        from tickcast.platform import redis_server
+
+        return redis_server.ping(settings)
+    if name.startswith("spark-"):
+        from tickcast.platform import spark_cluster
+
+        return spark_cluster.probe(spark_cluster.layout_for(settings), name)
     if name == "mlflow":
         url = f"{tracking.server_url(settings)}/health"
         return None if _http_ok(url) else f"GET {url} not 200 yet"
@@ -209,6 +244,18 @@ def _start(settings: Settings, supervisor: Supervisor, name: str, console: Conso
         missing = prometheus.missing_binary_message()
         if missing:
             raise PlatformError(f"cannot start prometheus: {missing}")
+    if name == "postgres":
+        from tickcast.platform import postgres
+
+        missing = postgres.missing_binary_message()
+        if missing:
+            raise PlatformError(f"cannot start postgres: {missing}")
+    if name == "redis":
+        from tickcast.platform import redis_server
+
+        missing = redis_server.missing_binary_message()
+        if missing:
+            raise PlatformError(f"cannot start redis: {missing}")
     for port, variable in _ports(settings, name):
         if port_open("127.0.0.1", port):
             raise PlatformError(
@@ -230,7 +277,6 @@ def up(
     ``only`` limits the programs started (and waited for). Returns the program names.
     """
     from tickcast.catalog.topics import ensure_topics
-    from tickcast.platform import broker
 
     console = console or Console(stderr=True, soft_wrap=True)
     # The health probes poll over HTTP; httpx would log every poll at INFO.
@@ -240,8 +286,10 @@ def up(
     setup(settings)
     selected, configured = _select(settings, only)
 
-    if "kafka" in selected:
-        broker.prepare(settings, broker.layout_for(settings))
+    kafka_nodes = [name for name in configured if broker.is_program(name)]
+    kafka_selected = [name for name in selected if broker.is_program(name)]
+    for name in kafka_selected:
+        broker.prepare(settings, broker.program_layout(settings, name))
     if "dashboard" in selected:
         from tickcast.auth.users import UserStore, ensure_initial_user
 
@@ -258,6 +306,10 @@ def up(
 
         prometheus.write_scrape_config(settings)
         prometheus.data_dir(settings).mkdir(parents=True, exist_ok=True)
+    if "redis" in configured:
+        from tickcast.platform import redis_server
+
+        redis_server.write_config(settings)
     write_config(settings)
     supervisor = Supervisor(settings)
     if supervisor.is_running():
@@ -269,15 +321,40 @@ def up(
         _say(console, f"starting supervisord (socket {supervisor.paths.socket})")
         supervisor.start_daemon()
 
-    needs_kafka = any(name in selected for name in ("kafka", "ingest", "scorer", "alerts", "feed"))
-    if "kafka" in selected:
-        _say(console, "starting the Kafka broker")
-        _start(settings, supervisor, "kafka", console)
-        wait_healthy(settings, supervisor, ["kafka"], deadline, console)
-    elif (needs_kafka and "kafka" in configured
-          and supervisor.processes()["kafka"]["statename"] != "RUNNING"):
-        raise PlatformError("kafka is not running; start it too (drop --only, or add --only kafka)")
-    if needs_kafka and "kafka" in configured and settings.kafka_uses_embedded_auth:
+    if "postgres" in selected:
+        from tickcast.platform import postgres
+
+        # Before MLflow, the alert engine, Airflow and the API, which keep their state in it.
+        _say(console, "starting PostgreSQL")
+        _start(settings, supervisor, "postgres", console)
+        wait_healthy(settings, supervisor, ["postgres"], deadline, console)
+        made = postgres.ensure_databases(postgres.Layout.for_settings(settings), settings.POSTGRES_DATABASES)
+        console.print(f"    databases {', '.join(settings.POSTGRES_DATABASES)}"
+                      + (f" (created {', '.join(made)})" if made else " (all existed)"), highlight=False)
+    if "redis" in selected:
+        # Before the parts that keep their state in it, so that none starts on an outage.
+        _say(console, "starting Redis")
+        _start(settings, supervisor, "redis", console)
+        wait_healthy(settings, supervisor, ["redis"], deadline, console)
+    needs_kafka = bool(kafka_selected) or any(name in selected for name in ("ingest", "scorer", "alerts", "feed"))
+    if kafka_selected:
+        _say(console, "starting the Kafka broker" if len(kafka_nodes) == 1 else
+             f"starting the Kafka nodes {', '.join(kafka_selected)}")
+        for name in kafka_selected:
+            _start(settings, supervisor, name, console)
+        wait_healthy(settings, supervisor, kafka_selected, deadline, console)
+    elif needs_kafka and kafka_nodes:
+        infos = supervisor.processes()
+        stopped = [name for name in kafka_nodes if infos[name]["statename"] != "RUNNING"]
+        if stopped:
+            raise PlatformError(f"{', '.join(stopped)} not running; start it too (drop --only, or add "
+                                f"{' '.join('--only ' + name for name in stopped)})")
+    if needs_kafka and len(kafka_nodes) > 1:
+        # A port open is a node up, not a cluster: topics of replication factor 3 need three
+        # registered brokers.
+        registered = broker.wait_registered(settings, timeout=max(deadline - time.monotonic(), 5.0))
+        console.print(f"    brokers {', '.join(map(str, registered))} registered", highlight=False)
+    if needs_kafka and kafka_nodes and settings.kafka_uses_embedded_auth:
         from tickcast.platform import broker_auth
 
         _say(console, "granting each Kafka principal its ACLs")
@@ -295,7 +372,18 @@ def up(
     # The streams first, the batch side once they are healthy: Airflow's first runs (a retrain
     # that trains two networks, alt_data, maintenance) would otherwise take the two cores the
     # streaming queries need to start.
-    rest = [name for name in selected if name != "kafka"]
+    spark = [name for name in selected if name.startswith("spark-")]
+    if spark:
+        from tickcast.platform import spark_cluster
+
+        # Before the Spark applications, which would otherwise wait for executors.
+        _say(console, f"starting the Spark standalone cluster ({spark_cluster.layout_for(settings).master_url})")
+        spark_cluster.prepare(spark_cluster.layout_for(settings))
+        for name in spark:
+            _start(settings, supervisor, name, console)
+        wait_healthy(settings, supervisor, spark, deadline, console)
+    rest = [name for name in selected
+            if name not in ("postgres", "redis") and not broker.is_program(name) and name not in spark]
     streams = [name for name in rest if not name.startswith("airflow")]
     batch = [name for name in rest if name.startswith("airflow")]
     for group in (streams, batch):

@@ -17,6 +17,10 @@ from typing import Any
 
 from tickcast.catalog.progress import read_progress
 from tickcast.core.settings import Settings
+from tickcast.platform.broker import BrokerNodeStatus
+from tickcast.platform.postgres import PostgresStatus
+from tickcast.platform.redis_server import RedisStatus
+from tickcast.platform.spark_cluster import SparkClusterStatus
 from tickcast.platform.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -158,6 +162,16 @@ class PlatformStatus:
     programs: list[ProgramStatus] = field(default_factory=list)
     queries: list[QueryStatus] = field(default_factory=list)
     kafka_error: str | None = None
+    # Each embedded Kafka node (kafka_embedded): alive, the ticks partitions it leads.
+    kafka_nodes: list[BrokerNodeStatus] = field(default_factory=list)
+    kafka_nodes_error: str | None = None
+    # The embedded Redis (redis_embedded), None without one.
+    redis: RedisStatus | None = None
+    # The embedded PostgreSQL (postgres_embedded), None without one.
+    postgres: PostgresStatus | None = None
+    # The Spark standalone cluster (spark_workers > 0) as its master reports it; None without one.
+    spark: SparkClusterStatus | None = None
+    spark_error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -221,6 +235,18 @@ def collect_status(settings: Settings) -> PlatformStatus:
     status = PlatformStatus(running=supervisor.is_running(), home=str(settings.home_dir))
     if status.running:
         status.programs = program_statuses(supervisor)
+    if status.running and settings.kafka_embedded:
+        status.kafka_nodes, status.kafka_nodes_error = kafka_node_status(settings)
+    if status.running and settings.redis_embedded:
+        from tickcast.platform import redis_server
+
+        status.redis = redis_server.status(settings)
+    if status.running and settings.postgres_embedded:
+        from tickcast.platform import postgres
+
+        status.postgres = postgres.status(postgres.Layout.for_settings(settings))
+    if status.running and settings.spark_workers > 0:
+        status.spark, status.spark_error = spark_status(settings)
     progress = read_progress(settings) if status.running else {}
     if progress:
         topics = sorted({t for p in progress.values() for t in consumed_offsets(p)})
@@ -243,3 +269,28 @@ def table_version(settings: Settings, table: str) -> int | None:
         return None
     found = open_table(settings, table)
     return None if found is None else found.version()
+
+
+def spark_status(settings: Settings) -> tuple[SparkClusterStatus | None, str | None]:
+    """The cluster by its master's account, or why the master did not give one."""
+    import httpx
+
+    from tickcast.platform import spark_cluster
+
+    layout = spark_cluster.layout_for(settings)
+    try:
+        return spark_cluster.cluster_status(spark_cluster.master_json(layout.webui_url)), None
+    except (httpx.HTTPError, ValueError) as exc:
+        return None, f"{layout.webui_url}/json/: {exc}"
+
+
+def kafka_node_status(settings: Settings) -> tuple[list[BrokerNodeStatus], str | None]:
+    """Each embedded Kafka node, or why the cluster gave no answer."""
+    from confluent_kafka import KafkaException
+
+    from tickcast.platform import broker
+
+    try:
+        return broker.node_statuses(settings), None
+    except KafkaException as exc:
+        return [], str(exc)

@@ -25,8 +25,12 @@ from tickcast.platform.permissions import PRIVATE_UMASK
 # Every program is started explicitly by `tickcast up`, in dependency order, so
 # supervisord itself autostarts nothing; priorities still order `stopAllProcesses`
 # and shutdown (feed and ingest stop before the broker they talk to).
-PROGRAM_ORDER = ("kafka", "mlflow", "ingest", "bars", "scorer", "api", "dashboard", "alerts", "metrics",
-                 "prometheus", "maintain", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+PROGRAM_ORDER = ("postgres", "redis", "kafka",
+                 # A cluster's Kafka nodes (broker.program_name), as many as settings.kafka_nodes allows.
+                 *(f"kafka-{i}" for i in range(1, 10)), "mlflow", "spark-master",
+                 # The Spark workers, as many as settings.spark_workers allows (spark_cluster.worker_program).
+                 *(f"spark-worker-{i}" for i in range(1, 17)), "ingest", "bars", "scorer", "api", "dashboard", "alerts",
+                 "metrics", "prometheus", "maintain", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
                  "airflow-triggerer", "feed")
 
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
@@ -55,6 +59,8 @@ class Program:
     killasgroup: bool = True
     # Exit codes that count as a clean stop.
     exitcodes: tuple[int, ...] = (0,)
+    # What supervisord stops it with.
+    stopsignal: str = "TERM"
     # Added to the TICKCAST_* environment every program gets.
     environment: dict[str, str] = field(default_factory=dict)
 
@@ -97,18 +103,35 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
 
     tickcast = str((bin_dir or venv_bin()) / "tickcast")
     result: list[Program] = []
+    if settings.postgres_embedded:
+        from tickcast.platform import postgres
+
+        # First: MLflow, the alert engine, Airflow and the API keep their state in it. INT is
+        # PostgreSQL's fast shutdown (TERM waits for every client to disconnect), sent to the
+        # postmaster alone, which stops its backends itself.
+        result.append(Program("postgres", postgres.server_command(postgres.Layout.for_settings(settings)),
+                              priority=5, startsecs=2, stopwaitsecs=60, stopsignal="INT", stopasgroup=False))
+    if settings.redis_embedded:
+        from tickcast.platform import redis_server
+
+        # First: the scorer, the API and the stream's Feast pushes read and write it from their start.
+        result.append(Program("redis", redis_server.server_command(settings), priority=6, startsecs=2,
+                              stopwaitsecs=30))
     if settings.kafka_embedded:
-        result.append(
+        # One program per node (`kafka`, or `kafka-1`..`kafka-N` in a cluster): each is
+        # restarted by itself, as a node of a real cluster would be.
+        result += [
             Program(
-                "kafka",
-                broker.broker_command(settings, broker.layout_for(settings)),
+                broker.program_name(settings, layout),
+                broker.broker_command(settings, layout),
                 priority=10,
                 startsecs=3,
                 stopwaitsecs=60,
                 stopasgroup=False,
                 exitcodes=(0, 143),  # the JVM exits 143 after a clean shutdown on TERM
             )
-        )
+            for layout in broker.cluster_layouts(settings)
+        ]
     if tracking.is_local(settings):
         result.append(
             Program(
@@ -121,6 +144,19 @@ def programs(settings: Settings, bin_dir: Path | None = None) -> list[Program]:
                 environment=tracking.server_environment(settings),
             )
         )
+    if settings.spark_workers > 0:
+        from tickcast.platform import spark_cluster
+
+        # The standalone cluster the Spark applications are submitted to (spark_master). The
+        # workers register with the master by themselves, retrying until it answers.
+        cluster = spark_cluster.layout_for(settings)
+        result.append(Program(spark_cluster.MASTER_PROGRAM, spark_cluster.master_command(cluster), priority=16,
+                              startsecs=3, stopwaitsecs=30, exitcodes=(0, 143),
+                              environment=spark_cluster.environment(cluster)))
+        result += [Program(spark_cluster.worker_program(i), spark_cluster.worker_command(cluster, i), priority=17,
+                           startsecs=3, stopwaitsecs=30, exitcodes=(0, 143),
+                           environment=spark_cluster.environment(cluster, i))
+                   for i in range(1, settings.spark_workers + 1)]
     result += [
         # Each ingest query is Python driving Spark's JVM (a child that exits when Python
         # closes its stdin). TERM goes to Python only so it can stop its queries cleanly; the
@@ -265,7 +301,7 @@ def render_config(
             f"startsecs={program.startsecs}",
             f"startretries={program.startretries}",
             f"exitcodes={','.join(map(str, program.exitcodes))}",
-            "stopsignal=TERM",
+            f"stopsignal={program.stopsignal}",
             f"stopwaitsecs={program.stopwaitsecs}",
             f"stopasgroup={'true' if program.stopasgroup else 'false'}",
             f"killasgroup={'true' if program.killasgroup else 'false'}",

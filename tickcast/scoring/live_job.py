@@ -137,7 +137,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaError
 
     from tickcast.catalog.events import EventPublisher, StateReporter
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import PredictionStoreUnavailable, open_online_store
     from tickcast.catalog.progress import ProgressFile, progress_path
     from tickcast.core.predictions import frame_payloads
     from tickcast.scoring.live import LiveMarket, parse_ticks, score_cycle, score_stale
@@ -148,7 +148,7 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
     market = LiveMarket(interval, late_tolerance_us=settings.late_tolerance_seconds * 1_000_000,
                         rescore_per_cycle=settings.live_rescore_per_cycle)
     future_us = settings.future_tolerance_seconds * 1_000_000
-    store = OnlineStore(settings.online_store_path, timeout=settings.live_store_timeout_seconds)
+    store = open_online_store(settings, timeout=settings.live_store_timeout_seconds)
     publisher = PredictionPublisher(settings) if settings.scorer_publish_kafka else None
     history = HistoryWriter(settings)
     events = EventPublisher(settings, "scorer")
@@ -254,8 +254,8 @@ def run(settings: Settings, stop_after_seconds: float | None = None) -> None:
             return
         try:
             store.upsert_rows(list(unstored.values()))
-        except (sqlite3.Error, OSError) as exc:
-            log.error("online store %s not written (%d symbol(s) kept for the next try): %s", store.path,
+        except (sqlite3.Error, OSError, PredictionStoreUnavailable) as exc:
+            log.error("online store %s not written (%d symbol(s) kept for the next try): %s", store.where,
                       len(unstored), exc)
             store_health.state("online_store_unavailable", True,
                                f"the scorer cannot write the online store: {exc}; served predictions are aging",

@@ -41,7 +41,7 @@ from tickcast.core.predictions import stale_after
 from tickcast.scoring.prediction_feed import KafkaPredictionFeed
 
 if TYPE_CHECKING:
-    from tickcast.catalog.online import OnlineStore
+    from tickcast.catalog.online import PredictionStore
     from tickcast.core.kafka_auth import KafkaRole
     from tickcast.core.settings import Settings
 
@@ -121,7 +121,7 @@ class Subscriber:
 
 
 class LivePredictions:
-    def __init__(self, store: OnlineStore, poll_seconds: float, settings: Settings | None = None,
+    def __init__(self, store: PredictionStore, poll_seconds: float, settings: Settings | None = None,
                  client: KafkaRole = "api"):
         """``settings``: follow its Kafka ``predictions`` topic when ``scorer_publish_kafka`` is
         on; without them (or with it off) the online store is polled every ``poll_seconds``.
