@@ -289,13 +289,20 @@ def spark_append(frame: DataFrame, settings: Settings, name: str, txn: tuple[str
                  user_metadata: str | None = None) -> None:
     """Append ``frame``; with ``txn`` = (app id, version) the append is idempotent: Delta skips a
     second commit of the same pair (a replayed micro-batch). ``user_metadata`` is shown by
-    ``DESCRIBE HISTORY``."""
+    ``DESCRIBE HISTORY``.
+
+    A commit lost to a concurrent one that conflicts even with a blind append (the maintenance
+    setting the table's log retention: MetadataChangedException) is retried: the lost attempt
+    committed nothing, so the retry cannot double a row, and a streaming batch is not failed
+    (and its query stopped) for a race it did not cause."""
     writer = frame.write.format("delta").mode("append")
     if txn is not None:
         writer = writer.option("txnAppId", txn[0]).option("txnVersion", txn[1])
     if user_metadata is not None:
         writer = writer.option("userMetadata", user_metadata)
-    writer.save(table_path(settings, name))
+    for attempt in commit_conflict_retrying(name):
+        with attempt:
+            writer.save(table_path(settings, name))
 
 
 def ensure_tables(spark: SparkSession, settings: Settings, names: list[str] | None = None) -> None:
