@@ -284,6 +284,30 @@ def test_rewritten_config_is_applied_like_supervisorctl_update(settings: Setting
         assert control.down(settings) is True
 
 
+def test_down_stops_each_wave_at_once_and_the_engines_after_their_users(settings: Settings, tmp_path: Path) -> None:
+    settings = _isolated(settings)
+    journal = tmp_path / "journal"
+
+    def slow_to_stop(name: str, priority: int) -> Program:
+        # Notes the TERM, takes a moment to stop, notes the exit.
+        script = (f'trap \'echo "term {name}" >> {journal}; sleep 1; echo "exit {name}" >> {journal}; exit 0\' TERM; '
+                  "while :; do sleep 0.1; done")
+        return Program(name, ["/bin/sh", "-c", script], priority=priority, startsecs=0, stopasgroup=False)
+
+    write_config(settings, [slow_to_stop("kafka", 10), slow_to_stop("api", 30), slow_to_stop("feed", 50)])
+    supervisor = Supervisor(settings)
+    supervisor.start_daemon()
+    for name in ("kafka", "api", "feed"):
+        supervisor.start(name)
+    assert control.down(settings) is True
+    lines = journal.read_text().splitlines()
+    # The broker's users were told to stop together (neither waited for the other's exit), and
+    # the broker only once both had exited.
+    assert set(lines[:2]) == {"term api", "term feed"}
+    assert set(lines[2:4]) == {"exit api", "exit feed"}
+    assert lines[4:] == ["term kafka", "exit kafka"]
+
+
 @pytest.mark.slow  # a real Kafka broker started and stopped by supervisord
 def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) -> None:
     settings = _isolated(settings)

@@ -252,6 +252,8 @@ def test_the_stream_keeps_storing_while_redis_is_down_and_catches_the_features_u
     wait_until(lambda: events.of("feature_push_failed")[-1] == "resolved", timeout=60, interval=0.5,
                what="feature_push_failed resolved", on_timeout=job.log_tail)
     events.close()
+    # Closed before the test's broker stops: an open producer would go on reconnecting to it.
+    ticks.producer.close()
     job.stop()
     assert job.proc.returncode == 0, job.log_tail()
 

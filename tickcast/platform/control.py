@@ -21,6 +21,7 @@ from tickcast.platform.permissions import secure_home
 from tickcast.platform.processes import client_host
 from tickcast.platform.supervisor import (
     PROGRAM_ORDER,
+    STOP_WAVES,
     PlatformError,
     Supervisor,
     program_log,
@@ -442,10 +443,21 @@ def down(settings: Settings, console: Console | None = None) -> bool:
         return False
     priorities = supervisor.priorities()
     infos = supervisor.processes()
-    for name in sorted(infos, key=lambda n: priorities.get(n, 0), reverse=True):
-        if infos[name]["statename"] in ALIVE:
-            _say(console, f"stopping {name}")
-            supervisor.stop(name)
+    alive = [name for name in infos if infos[name]["statename"] in ALIVE]
+    stopwait = {program.name: program.stopwaitsecs for program in programs(settings)}
+    upper = None
+    for lowest in STOP_WAVES:
+        wave = sorted((name for name in alive if priorities.get(name, 0) >= lowest
+                       and (upper is None or priorities.get(name, 0) < upper)),
+                      key=lambda name: (PROGRAM_ORDER.index(name) if name in PROGRAM_ORDER else len(PROGRAM_ORDER), name))
+        upper = lowest
+        if not wave:
+            continue
+        _say(console, f"stopping {', '.join(wave)}")
+        # supervisord SIGKILLs each after its stopwaitsecs; the margin covers its own polling.
+        stuck = supervisor.stop_all(wave, timeout=max(stopwait.get(name, 60) for name in wave) + 30)
+        if stuck:
+            raise PlatformError(f"{', '.join(stuck)} did not stop; see {settings.log_dir}")
     leftovers = stop_leftovers(supervisor.paths.pidfile)
     if leftovers:
         _say(console, f"stopped {len(leftovers)} process(es) the programs left behind: {', '.join(leftovers)}")

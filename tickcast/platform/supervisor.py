@@ -33,6 +33,12 @@ PROGRAM_ORDER = ("postgres", "redis", "kafka",
                  "metrics", "prometheus", "maintain", "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
                  "airflow-triggerer", "feed")
 
+# `down` stops the programs in waves, each wave at once: first everything that uses the engines
+# (priority 20 and up: the streams, the services, Airflow, the feed), then MLflow and Spark, then
+# the Kafka nodes, then the data stores (PostgreSQL, Redis). A program waits only for those it
+# depends on, not for every program before it: one at a time took 3 minutes on the cluster profile.
+STOP_WAVES = (20, 15, 10, 0)
+
 # Linux limit for AF_UNIX paths is 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 100
 
@@ -432,6 +438,26 @@ class Supervisor:
         except xmlrpc.client.Fault as fault:
             if fault.faultCode != Faults.NOT_RUNNING:
                 raise PlatformError(f"supervisord cannot stop {name}: {fault.faultString}") from fault
+
+    def stop_all(self, names: list[str], timeout: float) -> list[str]:
+        """Stop ``names`` at once (each by its own stop signal, SIGKILLed by supervisord after its
+        stopwaitsecs); return once none is alive, or the names still alive after ``timeout``."""
+        from supervisor.xmlrpc import Faults
+
+        for name in names:
+            try:
+                self.call("stopProcess", name, False)
+            except xmlrpc.client.Fault as fault:
+                if fault.faultCode != Faults.NOT_RUNNING:
+                    raise PlatformError(f"supervisord cannot stop {name}: {fault.faultString}") from fault
+        deadline = time.monotonic() + timeout
+        while True:
+            infos = self.processes()
+            alive = [name for name in names if infos[name]["statename"] in ("STARTING", "RUNNING", "BACKOFF",
+                                                                            "STOPPING")]
+            if not alive or time.monotonic() > deadline:
+                return alive
+            time.sleep(0.2)
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Ask supervisord to exit and wait until its process is gone."""
