@@ -39,3 +39,29 @@ def test_production_serves_off_loopback_with_tls() -> None:
 ])
 def test_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    ({"alerts_database_url": "postgresql+psycopg://alerts:changeme@db/alerts"}, "TICKCAST_ALERTS_DATABASE_URL"),
+    ({"api_keys_database_url": "postgresql+psycopg://keys:secret@db/auth"}, "TICKCAST_API_KEYS_DATABASE_URL"),
+    ({"airflow_database_url": "postgresql+psycopg2://af:Change-Me@db/airflow"}, "TICKCAST_AIRFLOW_DATABASE_URL"),
+    ({"predictions_redis_url": "redis://:token@cache:6379/2"}, "TICKCAST_PREDICTIONS_REDIS_URL"),
+    ({"api_rate_limit_storage": "redis://:changeme@cache:6379/1"}, "TICKCAST_API_RATE_LIMIT_STORAGE"),
+    ({"feast_redis_connection": "cache:6379,db=0,password=changeme"}, "TICKCAST_FEAST_REDIS_CONNECTION"),
+    ({"mlflow_tracking_password": "test"}, "TICKCAST_MLFLOW_TRACKING_PASSWORD"),
+])
+def test_production_refuses_a_placeholder_password_inside_an_address(overrides: dict, named: str) -> None:
+    with pytest.raises(SettingsError) as refused:
+        load_settings(mode="production", **overrides)
+    assert f"{named} carries a placeholder password" in str(refused.value)
+    # The same address with a real password, or none (a unix socket, a trusted network), is taken.
+    real = {name: value.replace("changeme", "s3cr3t-x").replace("secret@", "s3cr3t-x@")
+            .replace("Change-Me", "s3cr3t-x").replace(":token@", ":s3cr3t-x@").replace("test", "s3cr3t-x")
+            for name, value in overrides.items()}
+    load_settings(mode="production", **real)
+
+
+def test_production_takes_an_address_without_a_password() -> None:
+    settings = load_settings(mode="production", alerts_database_url="postgresql+psycopg://alerts@/alerts?host=/run/pg",
+                             feast_redis_connection="cache:6379,db=0")
+    assert settings.alerts_db_url.startswith("postgresql+psycopg://alerts@")

@@ -462,7 +462,34 @@ class Settings(BaseSettings):
                 secret = getattr(self, name)
                 if secret is not None and secret.get_secret_value().lower() in PLACEHOLDER_SECRETS:
                     raise ValueError(f"TICKCAST_{name.upper()} is a placeholder; set a real secret outside local mode")
+            self._refuse_placeholder_passwords_in_addresses()
         return self
+
+    def _refuse_placeholder_passwords_in_addresses(self) -> None:
+        """A database or Redis address may carry its password (``scheme://user:pass@host``, or
+        Feast's ``host:port,password=...``): a placeholder there is as open as anywhere else."""
+        from urllib.parse import unquote, urlsplit
+
+        def password_of(name: str) -> str | None:
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if not text:
+                return None
+            if name == "feast_redis_connection":
+                options = dict(part.split("=", 1) for part in text.split(",")[1:] if "=" in part)
+                return options.get("password")
+            try:
+                password = urlsplit(text).password
+            except ValueError:
+                return None
+            return None if password is None else unquote(password)
+
+        for name in ("alerts_database_url", "api_keys_database_url", "airflow_database_url", "predictions_redis_url",
+                     "api_rate_limit_storage", "feast_redis_connection", "mlflow_tracking_password"):
+            password = (self._secret(name) or None) if name == "mlflow_tracking_password" else password_of(name)
+            if password is not None and password.lower() in PLACEHOLDER_SECRETS:
+                raise ValueError(f"TICKCAST_{name.upper()} carries a placeholder password; set a real secret "
+                                 "outside local mode")
 
     def _refuse_open_kafka(self) -> None:
         """Outside local mode no Kafka client is anonymous, none logs in with a placeholder, and
