@@ -15,9 +15,10 @@ metrics_app = typer.Typer(
 
 @metrics_app.command("serve")
 def serve_command(
-    port: int = typer.Option(None, help="Port on 127.0.0.1 (default TICKCAST_PIPELINE_METRICS_PORT)."),
+    port: int = typer.Option(None, help="Port (default TICKCAST_PIPELINE_METRICS_PORT), on TICKCAST_PIPELINE_METRICS_HOST "
+                             "(127.0.0.1)."),
 ) -> None:
-    """Serve /metrics on loopback until SIGTERM/Ctrl-C, read from the streaming progress files at
+    """Serve /metrics (on loopback unless TICKCAST_PIPELINE_METRICS_HOST says otherwise) until SIGTERM/Ctrl-C, read from the streaming progress files at
     every scrape (the numbers `tickcast status` shows). Prometheus scrapes it."""
     from tickcast.platform import exporter
 

@@ -410,6 +410,9 @@ class Settings(BaseSettings):
     # the dashboard reads that one. The ports are not Prometheus' usual 9090, which a system-wide
     # Prometheus started by the Debian package may hold.
     pipeline_metrics_port: int = 9191
+    # Where the exporter listens: loopback, unless a Prometheus on another host scrapes it (a pod of
+    # its own in Kubernetes). Its numbers are the pipeline's rates and lags, no data and no secret.
+    pipeline_metrics_host: str = "127.0.0.1"
     prometheus_port: int = 9190
     prometheus_scrape_seconds: float = Field(default=5.0, ge=1, le=300)
     prometheus_retention_days: int = Field(default=15, ge=1)

@@ -198,7 +198,7 @@ def registry_for(settings: Settings, **collector_options: Any) -> Any:
 
 
 def serve(settings: Settings, port: int | None = None, stop: threading.Event | None = None) -> None:
-    """Serve /metrics on loopback until SIGTERM/SIGINT (or ``stop``)."""
+    """Serve /metrics on ``pipeline_metrics_host`` (loopback by default) until SIGTERM/SIGINT (or ``stop``)."""
     from prometheus_client import start_http_server
 
     port = settings.pipeline_metrics_port if port is None else port
@@ -206,8 +206,9 @@ def serve(settings: Settings, port: int | None = None, stop: threading.Event | N
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry_for(settings))
-    log.info("pipeline metrics on http://127.0.0.1:%d/metrics (from the progress files in %s)", port,
+    host = settings.pipeline_metrics_host
+    server, thread = start_http_server(port, addr=host, registry=registry_for(settings))
+    log.info("pipeline metrics on http://%s:%d/metrics (from the progress files in %s)", host, port,
              settings.run_dir)
     try:
         while not stop.wait(1.0):
