@@ -68,15 +68,18 @@ FEED_LINE = re.compile(r"produced ([\d,]+), delivered ([\d,]+), failed ([\d,]+) 
 # -- the Spark side of the capacity runs (a subprocess each: its own JVM) ---------------------------
 
 
-def spark_drain(kind: str, home: Path, bootstrap: str, topic: str, max_offsets: int, shuffle: int) -> dict:
-    """Drain ``topic`` with the B1 query (``bare``) or the ``ticks`` query; rows/s over batches."""
+def spark_drain(kind: str, home: Path, bootstrap: str, topic: str, max_offsets: int, shuffle: int,
+                master: str | None = None) -> dict:
+    """Drain ``topic`` with the B1 query (``bare``) or the ``ticks`` query; rows/s over batches.
+    ``master``: another Spark master than the settings' default (bench/cluster.py: ``spark://``)."""
     from spark_jobs.ingest.ticks import TicksQuery
     from spark_jobs.session import build_spark
     from tickcast.catalog import tables
     from tickcast.core.settings import Settings
 
     settings = Settings(home=home, kafka_bootstrap_servers=bootstrap, topic_ticks=topic,
-                        ingest_max_offsets_per_trigger=max_offsets, spark_shuffle_partitions=shuffle)
+                        ingest_max_offsets_per_trigger=max_offsets, spark_shuffle_partitions=shuffle,
+                        kafka_embedded_auth=False, **({"spark_master": master} if master else {}))
     spark = build_spark(settings, f"bench-stream-{kind}")
     tables.ensure_tables(spark, settings, [tables.TICKS, tables.QUARANTINE])
     if kind == "ticks":
@@ -134,8 +137,16 @@ def consume_rate(bootstrap: str, topic: str, expected: int) -> dict:
 
 
 def spark_subprocess(kind: str, home: Path, bootstrap: str, topic: str, args) -> dict:
+    return spark_subprocess_on(None, home, bootstrap, topic, args.max_offsets, args.shuffle, kind=kind)
+
+
+def spark_subprocess_on(master: str | None, home: Path, bootstrap: str, topic: str, max_offsets: int, shuffle: int,
+                        kind: str = "ticks") -> dict:
+    """``spark_drain`` in a process (and JVM) of its own, on ``master`` (None: the settings' default)."""
     command = [sys.executable, __file__, "--drain-kind", kind, "--drain-home", str(home), "--bootstrap", bootstrap,
-               "--topic", topic, "--max-offsets", str(args.max_offsets), "--shuffle", str(args.shuffle)]
+               "--topic", topic, "--max-offsets", str(max_offsets), "--shuffle", str(shuffle)]
+    if master:
+        command += ["--drain-master", master]
     done = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     if done.returncode:
         raise RuntimeError(f"{kind} drain failed:\n{done.stderr[-3000:]}")
@@ -272,10 +283,11 @@ def main() -> int:
     parser.add_argument("--drain-home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)
+    parser.add_argument("--drain-master", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.drain_kind:
         print(json.dumps(spark_drain(args.drain_kind, args.drain_home, args.bootstrap, args.topic, args.max_offsets,
-                                     args.shuffle)))
+                                     args.shuffle, master=args.drain_master)))
         return 0
     if args.quick:
         args.symbols, args.repeats = 200, 2
