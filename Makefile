@@ -10,7 +10,7 @@ XDIST ?= -n 2 --dist loadscope
 UP_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-api-abuse bench-live bench-soak bench-alerts bench-dashboard clean
+.PHONY: help bootstrap up down status lint test test-fast bench-stream bench-features bench-inference bench-api bench-api-abuse bench-live bench-soak bench-alerts bench-dashboard bench-cluster clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -64,6 +64,9 @@ bench-soak: bootstrap ## The whole stream with maintenance running for 20 minute
 
 bench-alerts: bootstrap ## Alert engine: predictions/s at 5,000 symbols and 1,000 rules, prediction -> SMS provider latency
 	$(VENV)/bin/python bench/alerts.py
+
+bench-cluster: bootstrap ## The cluster profile: Kafka per partition at RF 3, the ticks query per core on spark://, up time and memory
+	$(VENV)/bin/python bench/cluster.py
 
 # The load generator of bench-api and bench-stream (autocannon, pinned by bench/package-lock.json).
 bench/node_modules: bench/package.json bench/package-lock.json
