@@ -5,8 +5,8 @@
 
 Everything is real, on scratch homes and free ports.
 
-1. ``kafka``: produce throughput per partition of one producer (acks=all, idempotent, 300-byte
-   ticks, the project's delivery settings) and a bare consumer's, on the three-node embedded
+1. ``kafka``: produce throughput per partition of one producer (the feeds' producer settings:
+   acks=all, idempotent, lz4; JSON ticks of about 250 bytes, no two alike) and a bare consumer's, on the three-node embedded
    cluster at replication factor 3 with min.insync.replicas 2 (SCRAM logins, as `up` runs it)
    against one node at replication factor 1 (baseline), interleaved ``--repeats`` times, for
    each topic size in ``--partitions``.
@@ -40,17 +40,16 @@ sys.path.insert(0, str(REPO))
 
 from machine import describe_machine, save_result  # noqa: E402 - bench/ is sys.path[0] for a benchmark
 
-TICK_BYTES = 300
-
-
 # -- 1. Kafka per partition -----------------------------------------------------------------------
 
 
 def _tick(i: int) -> bytes:
-    body = json.dumps({"schema_version": 1, "msg_id": f"bench-{i}", "symbol": f"S{i % 5000:04d}",
-                       "ts": "2026-12-06T10:00:00.000000Z", "price": 100.0 + i % 97 * 0.01, "volume": 1.0,
-                       "bid": None, "ask": None, "source": "bench", "produced_at": "2026-12-06T10:00:00.000000Z"})
-    return body.ljust(TICK_BYTES).encode()
+    """A tick as the feeds send it (JSON, about 250 bytes), no two alike."""
+    at = f"2026-12-06T10:{i // 60 % 60:02d}:{i % 60:02d}.{i * 7919 % 1_000_000:06d}Z"
+    return json.dumps({"schema_version": 1, "msg_id": f"bench-{i:08d}-{i * 2654435761 % 2**32:08x}",
+                       "symbol": f"S{i % 5000:04d}", "ts": at, "price": round(20 + (i * 37 % 10_000) * 0.0173, 4),
+                       "volume": float(1 + i * 13 % 500), "bid": None, "ask": None, "source": "bench",
+                       "produced_at": at}).encode()
 
 
 def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
@@ -61,14 +60,16 @@ def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
     from confluent_kafka import Consumer, Producer
     from confluent_kafka.admin import AdminClient, NewTopic
 
+    from tickcast.feeds.producer import DEFAULT_PRODUCER_CONFIG
+
+    # The admin principal throughout: the roles' ACLs name the platform's own topics only.
     admin = AdminClient(settings.kafka_client_config("admin"))
     replication = settings.topic_replication_factor
     new = NewTopic(topic, num_partitions=partitions, replication_factor=replication,
                    config={"min.insync.replicas": str(settings.topic_min_insync_replicas)})
     for future in admin.create_topics([new]).values():
         future.result(timeout=60)
-    producer = Producer({**settings.kafka_client_config("feed"), "acks": "all", "enable.idempotence": True,
-                         "linger.ms": 5, "compression.type": "lz4", "queue.buffering.max.messages": 1_000_000})
+    producer = Producer({**DEFAULT_PRODUCER_CONFIG, **settings.kafka_client_config("admin")})
     failed = 0
 
     def delivered(err, _msg) -> None:
@@ -76,12 +77,13 @@ def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
         if err is not None:
             failed += 1
 
-    payloads = [_tick(i) for i in range(1000)]
+    payloads = [_tick(i) for i in range(10_000)]
+    tick_bytes = statistics.mean(len(p) for p in payloads)
     started = time.monotonic()
     for i in range(messages):
         while True:
             try:
-                producer.produce(topic, key=f"S{i % 5000:04d}".encode(), value=payloads[i % 1000],
+                producer.produce(topic, key=f"S{i % 5000:04d}".encode(), value=payloads[i % 10_000],
                                  on_delivery=delivered)
                 break
             except BufferError:
@@ -90,7 +92,7 @@ def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
             producer.poll(0)
     assert producer.flush(120) == 0, "the producer did not deliver everything"
     produce_seconds = time.monotonic() - started
-    consumer = Consumer({**settings.kafka_client_config("ingest"), "group.id": f"bench-{uuid.uuid4().hex}",
+    consumer = Consumer({**settings.kafka_client_config("admin"), "group.id": f"bench-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     count, first = 0, None
@@ -103,7 +105,8 @@ def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
     consume_seconds = time.monotonic() - (first or time.monotonic())
     consumer.close()
     return {"partitions": partitions, "replication": replication, "messages": messages, "failed": failed,
-            "produce_msg_s": messages / produce_seconds, "produce_mb_s": messages * TICK_BYTES / produce_seconds / 1e6,
+            "tick_bytes": tick_bytes, "produce_msg_s": messages / produce_seconds,
+            "produce_mb_s": messages * tick_bytes / produce_seconds / 1e6,
             "consumed": count, "consume_msg_s": count / consume_seconds if consume_seconds else None}
 
 
@@ -247,8 +250,9 @@ def run_up(args, scratch: Path) -> list[dict]:
 def report(machine: str, kafka: list[dict], spark: list[dict], up: list[dict], args) -> None:
     print(f"\nmachine: {machine}")
     if kafka:
-        print(f"\nKafka, one producer then one consumer, {args.messages:,} ticks of {TICK_BYTES} B per round "
-              f"(acks=all, idempotent, lz4), medians of {args.repeats} interleaved rounds:")
+        size = statistics.mean(r["tick_bytes"] for r in kafka)
+        print(f"\nKafka, one producer (the feeds' settings: acks=all, idempotent, lz4) then one consumer, "
+              f"{args.messages:,} ticks of {size:.0f} B (JSON) per round, medians of {args.repeats} interleaved rounds:")
         print("| partitions | setup | produce msg/s | produce MB/s | consume msg/s | produce vs 1 node |")
         print("|---|---|---|---|---|---|")
         for partitions in args.partitions:
@@ -291,7 +295,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=400_000, help="ticks per Kafka round")
     parser.add_argument("--partitions", default="1,6", help="topic sizes of the Kafka rounds")
     parser.add_argument("--drain", type=int, default=200_000, help="ticks drained by each Spark round")
-    parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds of each part")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each part")
     parser.add_argument("--airflow", action="store_true", help="Airflow on in the `up` part (as `make up` runs it)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds between the two memory readings")
     parser.add_argument("--quick", action="store_true", help="a smoke run at a small scale (not a measurement)")

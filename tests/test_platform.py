@@ -333,6 +333,12 @@ def test_up_and_down_with_the_real_broker_under_supervisord(settings: Settings) 
         control.up(settings, only=["kafka"], timeout=60)
         assert {p.name: p for p in collect_status(settings).programs}["kafka"].pid == pid
         assert (settings.log_dir / "kafka.log").stat().st_size > 0
+        # `up` made MLflow's store before any program could race on its migrations.
+        import sqlite3
+
+        with sqlite3.connect(settings.mlflow_dir / "mlflow.db") as db:
+            assert db.execute("SELECT name FROM experiments WHERE experiment_id = 0").fetchone() == ("Default",)
+            assert not db.execute("SELECT name FROM sqlite_master WHERE name LIKE '_alembic_tmp%'").fetchall()
     finally:
         stopped = control.down(settings)
     assert stopped is True

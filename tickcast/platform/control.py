@@ -332,6 +332,11 @@ def up(
         made = postgres.ensure_databases(postgres.Layout.for_settings(settings), settings.POSTGRES_DATABASES)
         console.print(f"    databases {', '.join(settings.POSTGRES_DATABASES)}"
                       + (f" (created {', '.join(made)})" if made else " (all existed)"), highlight=False)
+    if "mlflow" in configured and tracking.is_local(settings):
+        # The store's tables made once, here, before the server, the scorer, the API and Airflow's
+        # first retrain open it at once: two first openings of a new store race on its migrations
+        # (a fresh SQLite store was left half-migrated, `_alembic_tmp_experiments already exists`).
+        tracking.prepare_local_store(settings)
     if "redis" in selected:
         # Before the parts that keep their state in it, so that none starts on an outage.
         _say(console, "starting Redis")
