@@ -55,10 +55,10 @@ def _tick(i: int) -> bytes:
 def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
     """Create ``topic`` (the settings' replication), produce ``messages`` through one producer,
     then read them all with one consumer: msg/s and MB/s of each."""
-    import uuid
 
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient, NewTopic
+    from stream import consume_rate
 
     from tickcast.feeds.producer import DEFAULT_PRODUCER_CONFIG
 
@@ -92,22 +92,12 @@ def kafka_round(settings, topic: str, partitions: int, messages: int) -> dict:
             producer.poll(0)
     assert producer.flush(120) == 0, "the producer did not deliver everything"
     produce_seconds = time.monotonic() - started
-    consumer = Consumer({**settings.kafka_client_config("admin"), "group.id": f"bench-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "enable.auto.commit": False})
-    consumer.subscribe([topic])
-    count, first = 0, None
-    deadline = time.monotonic() + 600
-    while count < messages and time.monotonic() < deadline:
-        batch = consumer.consume(10_000, timeout=1.0)
-        if batch and first is None:
-            first = time.monotonic()
-        count += sum(1 for m in batch if m.error() is None)
-    consume_seconds = time.monotonic() - (first or time.monotonic())
-    consumer.close()
+    consumed = consume_rate(settings.kafka_bootstrap_servers, topic, messages,
+                            client=settings.kafka_client_config("admin"))
     return {"partitions": partitions, "replication": replication, "messages": messages, "failed": failed,
             "tick_bytes": tick_bytes, "produce_msg_s": messages / produce_seconds,
             "produce_mb_s": messages * tick_bytes / produce_seconds / 1e6,
-            "consumed": count, "consume_msg_s": count / consume_seconds if consume_seconds else None}
+            "consumed": consumed["rows"], "consume_msg_s": consumed["rows_per_s"]}
 
 
 def run_kafka(args, scratch: Path) -> list[dict]:

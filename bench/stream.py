@@ -115,13 +115,14 @@ def run_cli(env: dict[str, str], *args: str, log: Path) -> str:
     return done.stdout
 
 
-def consume_rate(bootstrap: str, topic: str, expected: int) -> dict:
-    """B0: a bare consumer of every message of ``topic``, from the earliest offset."""
+def consume_rate(bootstrap: str, topic: str, expected: int, client: dict | None = None) -> dict:
+    """B0: a bare consumer of every message of ``topic``, from the earliest offset (``client``:
+    the connection's settings, for a broker that wants a login)."""
     import uuid
 
     from confluent_kafka import Consumer
 
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-b0-{uuid.uuid4().hex}",
+    consumer = Consumer({**(client or {"bootstrap.servers": bootstrap}), "group.id": f"bench-b0-{uuid.uuid4().hex}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([topic])
     count, started = 0, None
