@@ -32,6 +32,12 @@ CLUSTER: dict[str, Any] = {
 PROFILES: dict[str, dict[str, Any]] = {"single": {}, "cluster": CLUSTER}
 
 
+def kafka_node_port(base: int, node: int) -> int:
+    """Node ``node``'s (from 0) port of an embedded Kafka cluster whose node 0 listens on ``base``:
+    each node takes two ports, its clients' and its controller's, side by side."""
+    return base + 2 * node
+
+
 def _given(data: dict[str, Any], name: str) -> bool:
     return name in data and data[name] is not None
 
@@ -49,7 +55,7 @@ def apply_profile(data: dict[str, Any]) -> dict[str, Any]:
         # Every embedded node: a client that reaches any of them finds the others.
         port = int(data.get("kafka_broker_port") or 9092)
         nodes = int(data.get("kafka_nodes") or 1)
-        data["kafka_bootstrap_servers"] = ",".join(f"127.0.0.1:{port + 2 * i}" for i in range(nodes))
+        data["kafka_bootstrap_servers"] = ",".join(f"127.0.0.1:{kafka_node_port(port, i)}" for i in range(nodes))
     workers = int(data.get("spark_workers") or 0)
     if workers > 0 and not _given(data, "spark_master"):
         data["spark_master"] = f"spark://127.0.0.1:{int(data.get('spark_master_port') or 7077)}"

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from tickcast.core import kafka_auth
 from tickcast.core.intervals import IntervalName
 from tickcast.core.kafka_auth import KafkaRole
+from tickcast.core.profiles import apply_profile, kafka_node_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -441,8 +442,6 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _profile_defaults(cls, data: object) -> object:
-        from tickcast.core.profiles import apply_profile
-
         return apply_profile(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
@@ -612,11 +611,16 @@ class Settings(BaseSettings):
         """The embedded Redis's password (mode 0600), generated at setup."""
         return self.home_dir / "auth" / "redis_password"
 
+    @property
+    def embedded_redis_password(self) -> str:
+        """The embedded Redis's password, read from redis_password_path."""
+        return self.redis_password_path.read_text().strip()
+
     def embedded_redis_url(self, db: int = 0) -> str:
         """redis:// URL of the embedded Redis, database ``db``. Reads the password file."""
         from urllib.parse import quote
 
-        password = self.redis_password_path.read_text().strip()
+        password = self.embedded_redis_password
         return f"redis://:{quote(password, safe='')}@127.0.0.1:{self.redis_port}/{db}"
 
     @property
@@ -625,8 +629,7 @@ class Settings(BaseSettings):
         if self.feast_redis_connection:
             return self.feast_redis_connection
         if self.redis_embedded:
-            password = self.redis_password_path.read_text().strip()
-            return f"127.0.0.1:{self.redis_port},db=0,password={password}"
+            return f"127.0.0.1:{self.redis_port},db=0,password={self.embedded_redis_password}"
         return "127.0.0.1:6379"
 
     @property
@@ -646,7 +649,8 @@ class Settings(BaseSettings):
     @property
     def kafka_node_ports(self) -> list[tuple[int, int]]:
         """(client port, controller port) of each embedded Kafka node."""
-        return [(self.kafka_broker_port + 2 * i, self.kafka_controller_port + 2 * i) for i in range(self.kafka_nodes)]
+        return [(kafka_node_port(self.kafka_broker_port, i), kafka_node_port(self.kafka_controller_port, i))
+                for i in range(self.kafka_nodes)]
 
     @property
     def alerts_link_base(self) -> str:

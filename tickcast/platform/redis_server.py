@@ -145,7 +145,7 @@ def client(port: int, password: str | None, db: int = 0, timeout: float = 2.0) -
 
 
 def _embedded_client(settings: Settings, timeout: float) -> redis.Redis:
-    return client(settings.redis_port, settings.redis_password_path.read_text().strip(), timeout=timeout)
+    return client(settings.redis_port, settings.embedded_redis_password, timeout=timeout)
 
 
 def ping(settings: Settings, timeout: float = 1.0) -> str | None:
