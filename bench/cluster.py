@@ -1,7 +1,8 @@
 """Benchmark: the cluster profile's figures for docs/scaling.md, each beside a same-run baseline.
 
     .venv/bin/python bench/cluster.py [--part all|kafka|spark|up] [--quick] [--messages 400000]
-                                      [--partitions 1,6] [--drain 200000] [--repeats 2] [--airflow]
+                                      [--partitions 1,6] [--drain 200000] [--queries ticks,bars]
+                                      [--repeats 2] [--airflow]
 
 Everything is real, on scratch homes and free ports.
 
@@ -11,9 +12,9 @@ Everything is real, on scratch homes and free ports.
    against one node at replication factor 1 (baseline), interleaved ``--repeats`` times, for
    each topic size in ``--partitions``.
 2. ``spark``: the ``ticks`` query draining ``--drain`` ticks with one core, on a Spark standalone
-   cluster (one worker of one core: ``spark://``) against ``local[1]`` (baseline), interleaved.
-   Rows/s over the micro-batches' own durations, the first batch left out (bench/stream.py's
-   ``spark_drain``).
+   cluster (one worker of one core: ``spark://``) against ``local[1]`` (baseline), interleaved;
+   then the ``bars`` query folding the ticks it stored. Rows/s over the micro-batches' own
+   durations, the first batch left out when there are several (bench/stream.py's ``spark_drain``).
 3. ``up``: ``tickcast up`` with the cluster profile on a fresh home (Airflow off unless
    ``--airflow``): seconds to healthy, the platform's memory (PSS and RSS summed over every process
    of supervisord's session) once up and after ``--settle`` seconds, and ``tickcast down``'s
@@ -142,13 +143,15 @@ def run_spark(args, scratch: Path) -> list[dict]:
         topic = "bench-ticks"
         produce_backlog(settings, topic, args.drain, symbols=2000)
         for repeat in range(args.repeats):
-            for name, master in (("local[1]", "local[1]"), ("spark:// (1 core)", cluster.url)):
-                home = scratch / f"drain-{repeat}-{'local' if master.startswith('local') else 'cluster'}"
-                row = spark_subprocess_on(master, home, bootstrap, topic, max_offsets=50_000, shuffle=2)
-                row.update(setup=name, repeat=repeat)
-                rows.append(row)
-                print(f"  spark {name}, round {repeat + 1}: {row['rows_per_s']:,.0f} ticks/s over "
-                      f"{row['batches']} batches", flush=True)
+            for query in args.queries:
+                for name, master in (("local[1]", "local[1]"), ("spark:// (1 core)", cluster.url)):
+                    home = scratch / f"drain-{query}-{repeat}-{'local' if master.startswith('local') else 'cluster'}"
+                    row = spark_subprocess_on(master, home, bootstrap, topic, max_offsets=50_000, shuffle=2,
+                                              kind=query)
+                    row.update(setup=name, repeat=repeat, query=query)
+                    rows.append(row)
+                    print(f"  spark {query} query, {name}, round {repeat + 1}: {row['rows_per_s']:,.0f} ticks/s over "
+                          f"{row['batches']} batches", flush=True)
     return rows
 
 
@@ -189,18 +192,12 @@ def platform_memory(pidfile: Path) -> dict:
 
 
 def profile_env(profile: str, home: Path, airflow: bool) -> dict[str, str]:
-    from tickcast.platform.processes import free_port, free_port_block
+    from tickcast.platform.processes import free_platform_ports
 
-    kafka = free_port_block(6)
-    env = {**os.environ, "TICKCAST_PROFILE": profile, "TICKCAST_HOME": str(home),
-           "TICKCAST_KAFKA_BROKER_PORT": str(kafka), "TICKCAST_KAFKA_CONTROLLER_PORT": str(kafka + 1),
-           "TICKCAST_AIRFLOW_ENABLED": "true" if airflow else "false"}
-    for name in ("API", "DASHBOARD", "MLFLOW", "PROMETHEUS", "PIPELINE_METRICS", "AIRFLOW", "POSTGRES", "REDIS",
-                 "SPARK_MASTER"):
-        env[f"TICKCAST_{name}_PORT"] = str(free_port())
-    env["TICKCAST_SPARK_MASTER_WEBUI_PORT"] = str(free_port_block(4))
-    env["TICKCAST_KAFKA_JMX_EXPORTER_PORT"] = str(free_port_block(3)) if profile == "cluster" else "0"
-    return env
+    cluster = profile == "cluster"
+    return {**os.environ, "TICKCAST_PROFILE": profile, "TICKCAST_HOME": str(home),
+            "TICKCAST_AIRFLOW_ENABLED": "true" if airflow else "false",
+            **free_platform_ports(kafka_nodes=3 if cluster else 1, spark_workers=2 if cluster else 0)}
 
 
 def run_up(args, scratch: Path) -> list[dict]:
@@ -256,14 +253,17 @@ def report(machine: str, kafka: list[dict], spark: list[dict], up: list[dict], a
                 print(f"| {partitions} | {setup} | {m['produce_msg_s']:,.0f} | {m['produce_mb_s']:.1f} | "
                       f"{m['consume_msg_s']:,.0f} | {ratio:.2f} |")
     if spark:
-        print(f"\nThe ticks query with one core, draining {args.drain:,} ticks of 2,000 symbols, 50,000 per batch, "
-              f"medians of {args.repeats} interleaved rounds:")
-        print("| setup | ticks/s | vs local[1] |")
-        print("|---|---|---|")
-        local = statistics.median(r["rows_per_s"] for r in spark if r["setup"] == "local[1]")
-        for setup in ("local[1]", "spark:// (1 core)"):
-            value = statistics.median(r["rows_per_s"] for r in spark if r["setup"] == setup)
-            print(f"| {setup} | {value:,.0f} | {value / local:.2f} |")
+        print(f"\nEach query with one core on {args.drain:,} ticks of 2,000 symbols: ticks drains them from Kafka, "
+              f"50,000 per batch (the first batch left out); bars folds what ticks stored (one batch: the "
+              f"whole table); medians of {args.repeats} interleaved rounds:")
+        print("| query | setup | ticks/s | vs local[1] |")
+        print("|---|---|---|---|")
+        for query in args.queries:
+            picked = [r for r in spark if r["query"] == query]
+            local = statistics.median(r["rows_per_s"] for r in picked if r["setup"] == "local[1]")
+            for setup in ("local[1]", "spark:// (1 core)"):
+                value = statistics.median(r["rows_per_s"] for r in picked if r["setup"] == setup)
+                print(f"| {query} | {setup} | {value:,.0f} | {value / local:.2f} |")
     if up:
         print(f"\n`tickcast up` on a fresh home, Airflow {'on' if args.airflow else 'off'}; memory summed over the "
               f"platform's processes (PSS / RSS), once healthy and {args.settle:.0f} s later:")
@@ -285,6 +285,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=400_000, help="ticks per Kafka round")
     parser.add_argument("--partitions", default="1,6", help="topic sizes of the Kafka rounds")
     parser.add_argument("--drain", type=int, default=200_000, help="ticks drained by each Spark round")
+    parser.add_argument("--queries", default="ticks,bars", help="the ingest queries of the Spark part")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of each part")
     parser.add_argument("--airflow", action="store_true", help="Airflow on in the `up` part (as `make up` runs it)")
     parser.add_argument("--settle", type=float, default=60.0, help="seconds between the two memory readings")
@@ -292,6 +293,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=REPO / "bench" / "results" / "cluster.json")
     args = parser.parse_args()
     args.partitions = [int(p) for p in str(args.partitions).split(",")]
+    args.queries = [q for q in str(args.queries).split(",") if q]
     if args.quick:
         args.messages, args.drain, args.repeats, args.settle = 20_000, 20_000, 1, 5
     machine = describe_machine(java=True)

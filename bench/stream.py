@@ -71,7 +71,9 @@ FEED_LINE = re.compile(r"produced ([\d,]+), delivered ([\d,]+), failed ([\d,]+) 
 def spark_drain(kind: str, home: Path, bootstrap: str, topic: str, max_offsets: int, shuffle: int,
                 master: str | None = None) -> dict:
     """Drain ``topic`` with the B1 query (``bare``) or the ``ticks`` query; rows/s over batches.
-    ``master``: another Spark master than the settings' default (bench/cluster.py: ``spark://``)."""
+    ``bars``: the ``ticks`` query first, then the ``bars`` query folding what it stored (its rows/s
+    are ticks folded per second). ``master``: another Spark master than the settings' default
+    (bench/cluster.py: ``spark://``)."""
     from spark_jobs.ingest.ticks import TicksQuery
     from spark_jobs.session import build_spark
     from tickcast.catalog import tables
@@ -81,9 +83,14 @@ def spark_drain(kind: str, home: Path, bootstrap: str, topic: str, max_offsets: 
                         ingest_max_offsets_per_trigger=max_offsets, spark_shuffle_partitions=shuffle,
                         kafka_embedded_auth=False, **({"spark_master": master} if master else {}))
     spark = build_spark(settings, f"bench-stream-{kind}")
-    tables.ensure_tables(spark, settings, [tables.TICKS, tables.QUARANTINE])
-    if kind == "ticks":
+    tables.ensure_tables(spark, settings, None if kind == "bars" else [tables.TICKS, tables.QUARANTINE])
+    if kind in ("ticks", "bars"):
         query = TicksQuery(settings, spark).start("earliest", available_now=True)
+        if kind == "bars":
+            from spark_jobs.ingest.bars import BarsQuery
+
+            query.awaitTermination()
+            query = BarsQuery(settings, spark).start(available_now=True)
     else:
         source = (spark.readStream.format("kafka").option("kafka.bootstrap.servers", bootstrap)
                   .option("subscribe", topic).option("startingOffsets", "earliest")
@@ -280,7 +287,7 @@ def main() -> int:
     predictions.add_argument("--get-connections", type=int, default=50)
     predictions.add_argument("--seed", type=int, default=3, help="of the synthetic history and feed")
     # One capacity run in its own process (used by the driver).
-    parser.add_argument("--drain-kind", choices=("bare", "ticks"), help=argparse.SUPPRESS)
+    parser.add_argument("--drain-kind", choices=("bare", "ticks", "bars"), help=argparse.SUPPRESS)
     parser.add_argument("--drain-home", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--topic", help=argparse.SUPPRESS)

@@ -47,7 +47,8 @@ class BarsQuery:
         # Failed audits, for the alert engine (a produce when the state changes, or each minute).
         self.reporter = StateReporter(EventPublisher(settings, "ingest"), f"ingest:{QUERY_NAME}")
 
-    def start(self) -> StreamingQuery:
+    def start(self, *, available_now: bool = False) -> StreamingQuery:
+        """Start the query; ``available_now``: fold what ``ticks`` holds, then stop (benchmarks)."""
         settings = self.settings
         if settings.feast_push_enabled:
             from tickcast.catalog import featurestore
@@ -61,14 +62,15 @@ class BarsQuery:
             # itself: a first bars query beside its checkpoint starts after them.
             log.info("new bars checkpoint after a single-query ingest: folding the ticks stored from now on")
             reader = reader.option("startingVersion", "latest")
-        return (
+        writer = (
             reader.load(tables.table_path(settings, tables.TICKS))
             .writeStream.queryName(QUERY_NAME)
             .foreachBatch(self.process_batch)
             .option("checkpointLocation", str(self.checkpoint / "spark"))
-            .trigger(processingTime=f"{settings.bars_trigger_seconds} seconds")
-            .start()
         )
+        if available_now:
+            return writer.trigger(availableNow=True).start()
+        return writer.trigger(processingTime=f"{settings.bars_trigger_seconds} seconds").start()
 
     def process_batch(self, ticks: DataFrame, batch_id: int) -> None:
         batch = Batch.open(ticks.sparkSession, self.app_id, batch_id)

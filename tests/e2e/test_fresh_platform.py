@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.listeners import is_loopback, platform_listeners
 from tickcast.platform.processes import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -127,54 +128,14 @@ def test_the_quickstart_works_as_written_on_a_fresh_platform(platform) -> None:
 PROBE_USER = "tickcast-probe"
 
 
-def _descendants(root_pid: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for proc_stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            pid, rest = proc_stat.read_text().split(" (", 1)
-        except OSError:
-            continue
-        ppid = int(rest.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(pid))
-    found, todo = {root_pid}, [root_pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child)
-    return found
-
-
-def _listeners() -> list[tuple[str, int, set[int]]]:
-    """(address, port, pids) of every listening TCP socket, from ``ss -ltnpH``."""
-    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
-    result = []
-    for line in out.splitlines():
-        fields = line.split()
-        address, _, port = fields[3].rpartition(":")
-        pids = {int(pid) for pid in re.findall(r"pid=(\d+)", line)}
-        result.append((address.strip("[]"), int(port), pids))
-    return result
-
-
 def test_every_listener_of_the_platform_is_on_loopback(platform) -> None:
-    import ipaddress
-
     root, _env, ports, _ = platform
-    supervisord = int((root / "var" / "run" / "supervisord.pid").read_text())
-    ours = _descendants(supervisord)
-    listening = [(address, port) for address, port, pids in _listeners() if pids & ours]
+    listening = platform_listeners(root / "var")
     # The platform's services are all found (the API, the dashboard, MLflow, the broker, ...),
     # Spark's driver and block manager and py4j among the rest.
     assert {ports[name] for name in ("api", "dashboard", "mlflow", "kafka", "controller", "metrics")} <= \
         {port for _, port in listening}, listening
-    def loopback(address: str) -> bool:
-        if address == "*":
-            return False
-        ip = ipaddress.ip_address(address.split("%")[0])
-        # A JVM bound to 127.0.0.1 on a dual-stack socket shows as ::ffff:127.0.0.1.
-        return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback
-
-    off_loopback = [(address, port) for address, port in listening if not loopback(address)]
+    off_loopback = [(address, port) for address, port in listening if not is_loopback(address)]
     assert off_loopback == [], off_loopback
 
 

@@ -1,6 +1,6 @@
 """The embedded Kafka as a cluster of KRaft nodes (kafka_nodes > 1): each node's rendered
 configuration, the supervisor programs and where `up` starts them. No JVM here; the cluster
-itself runs in tests/faults/test_cluster_broker_faults.py."""
+itself runs in tests/e2e/test_cluster_platform.py."""
 
 from __future__ import annotations
 

@@ -34,7 +34,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tickcast.core import kafka_auth
 from tickcast.core.kafka_auth import KafkaRole
@@ -480,10 +479,10 @@ def running_broker(settings: Settings, root: Path, auth: bool = False) -> Iterat
 
 
 class ClusterProcess:
-    """The embedded cluster (``nodes`` KRaft nodes) as child processes of this one, each of which
-    can be killed, paused, resumed and restarted on its ports and log dir, as the supervisor
-    restarts a node (the fault tests do it by hand). A context manager: started on entry (every
-    node registered, and with ``auth`` every role's ACLs granted), stopped on exit.
+    """The embedded cluster (``nodes`` KRaft nodes) as child processes of this one, for a benchmark
+    beside another broker (the fault tests run the cluster `up` starts, tests/e2e/
+    test_cluster_platform.py). A context manager: started on entry (every node registered, and
+    with ``auth`` every role's ACLs granted), stopped on exit.
 
     Its ports follow ``Settings.kafka_node_ports`` from a free block, so ``settings`` (the
     clients' settings) is the configuration `up` would run with those ports: node ids 1..N,
@@ -509,23 +508,13 @@ class ClusterProcess:
     def bootstrap(self) -> str:
         return self.settings.kafka_bootstrap_servers
 
-    def log_path(self, node: int) -> Path:
-        return self.layouts[node].root / "broker.log"
-
-    def _spawn(self, node: int) -> None:
-        with self.log_path(node).open("a") as log_file:  # the child keeps its own descriptor
-            self.procs[node] = subprocess.Popen(broker_command(self.settings, self.layouts[node]), stdout=log_file,
-                                                stderr=subprocess.STDOUT)
-
-    def start_node(self, node: int, timeout: float = 90) -> None:
-        self._spawn(node)
-        wait_for_port(self.layouts[node].port, timeout=timeout, proc=self.procs[node])
-
     def start(self, timeout: float = 120) -> ClusterProcess:
         try:
             # All at once: a node waits for a quorum of voters before it serves.
-            for node in self.layouts:
-                self._spawn(node)
+            for node, layout in self.layouts.items():
+                with (layout.root / "broker.log").open("a") as log_file:  # the child keeps its own descriptor
+                    self.procs[node] = subprocess.Popen(broker_command(self.settings, layout), stdout=log_file,
+                                                        stderr=subprocess.STDOUT)
             for node, layout in self.layouts.items():
                 wait_for_port(layout.port, timeout=timeout, proc=self.procs[node])
             wait_registered(self.settings, timeout=timeout)
@@ -538,55 +527,9 @@ class ClusterProcess:
             raise
         return self
 
-    def alive(self, node: int) -> bool:
-        proc = self.procs.get(node)
-        return proc is not None and proc.poll() is None
-
-    def kill(self, node: int) -> None:
-        """SIGKILL one node: no clean shutdown, its log recovered at its next start."""
-        self.procs[node].kill()
-        self.procs[node].wait(timeout=60)
-
-    def pause(self, node: int) -> None:
-        """SIGSTOP one node: its connections stay open and nothing answers."""
-        self.procs[node].send_signal(signal.SIGSTOP)
-
-    def resume(self, node: int) -> None:
-        self.procs[node].send_signal(signal.SIGCONT)
-
-    def restart(self, node: int, timeout: float = 90) -> None:
-        """Start a node again on its ports and log dir (killed first if it still runs)."""
-        if self.alive(node):
-            self.kill(node)
-        self.start_node(node, timeout=timeout)
-
-    def _partitions(self, topic: str, timeout: float = 10.0) -> dict[int, Any]:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient(self.settings.kafka_client_config("admin"))
-        try:
-            found = admin.list_topics(topic, timeout=timeout).topics.get(topic)
-        finally:
-            del admin
-        if found is None or found.error is not None:
-            raise BrokerError(f"topic {topic!r} not found: {None if found is None else found.error}")
-        return dict(found.partitions)
-
-    def partition_leaders(self, topic: str) -> dict[int, int]:
-        """{partition: the node id leading it (-1: none)} as the cluster has it now."""
-        return {number: partition.leader for number, partition in self._partitions(topic).items()}
-
-    def under_replicated(self, topic: str) -> int:
-        """The topic's partitions with a replica out of the in-sync set."""
-        return sum(1 for p in self._partitions(topic).values() if len(p.isrs) < len(p.replicas))
-
-    def leader_of(self, topic: str, partition: int) -> int:
-        return self.partition_leaders(topic)[partition]
-
     def stop(self) -> None:
-        for node, proc in self.procs.items():
+        for proc in self.procs.values():
             if proc.poll() is None:
-                self.resume(node)  # a paused node cannot act on SIGTERM
                 stop_process(proc)
 
     def __enter__(self) -> ClusterProcess:

@@ -46,6 +46,21 @@ def free_port_block(count: int, attempts: int = 50) -> int:
     raise RuntimeError(f"no {count} consecutive free ports found in {attempts} attempts")
 
 
+def free_platform_ports(kafka_nodes: int = 1, spark_workers: int = 0) -> dict[str, str]:
+    """``TICKCAST_*_PORT`` settings that put a whole platform on free loopback ports, so that a
+    scratch platform (a test's, a benchmark's) runs beside another one. Blocks where servers take
+    consecutive ports: two per Kafka node, one exporter per node, the Spark master's web UI then
+    each worker's."""
+    kafka = free_port_block(2 * kafka_nodes)
+    env = {"TICKCAST_KAFKA_BROKER_PORT": str(kafka), "TICKCAST_KAFKA_CONTROLLER_PORT": str(kafka + 1),
+           "TICKCAST_SPARK_MASTER_WEBUI_PORT": str(free_port_block(spark_workers + 1)),
+           "TICKCAST_KAFKA_JMX_EXPORTER_PORT": str(free_port_block(kafka_nodes)) if kafka_nodes > 1 else "0"}
+    for name in ("API", "DASHBOARD", "MLFLOW", "PROMETHEUS", "PIPELINE_METRICS", "AIRFLOW", "POSTGRES", "REDIS",
+                 "SPARK_MASTER"):
+        env[f"TICKCAST_{name}_PORT"] = str(free_port())
+    return env
+
+
 def wait_for_port(port: int, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -221,6 +221,16 @@ def alive_worker(status: SparkClusterStatus, webui_url: str) -> WorkerStatus | N
     return None
 
 
+def worker_executors(webui_url: str, timeout: float = 3.0) -> list[dict[str, Any]]:
+    """The executors the worker serving its web UI at ``webui_url`` runs now (its own ``/json/``;
+    each names its application in ``appdesc.name``)."""
+    import httpx
+
+    response = httpx.get(f"{webui_url}/json/", timeout=timeout)
+    response.raise_for_status()
+    return list(response.json().get("executors") or [])
+
+
 def probe(layout: ClusterLayout, name: str) -> str | None:
     """None when program ``name`` is healthy by the master's account, else what it waits for."""
     import httpx
@@ -242,9 +252,9 @@ def probe(layout: ClusterLayout, name: str) -> str | None:
 
 
 class StandaloneCluster:
-    """A master and ``workers`` workers on free loopback ports under ``root``, each in a process
-    group of its own, so that killing a worker kills the executors it launched too (a lost
-    machine). A context manager: started on entry, stopped on exit."""
+    """A master and ``workers`` workers on free loopback ports under ``root`` (the batch parity test,
+    the benchmarks), each in a process group of its own, so that stopping a worker stops the
+    executors it launched too. A context manager: started on entry, stopped on exit."""
 
     def __init__(self, root: Path, workers: int = 2, cores: int = 1, memory: str = "1g"):
         self.layout = ClusterLayout(root=root, port=free_port(), webui_port=free_port(),
@@ -263,16 +273,13 @@ class StandaloneCluster:
             return subprocess.Popen(command, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
-    def start_worker(self, index: int) -> None:
-        self.workers[index] = self._spawn(worker_command(self.layout, index), environment(self.layout, index),
-                                          f"worker-{index}.out")
-
     def start(self, timeout: float = 120.0) -> StandaloneCluster:
         from tickcast.platform.processes import wait_until
 
         self.master = self._spawn(master_command(self.layout), environment(self.layout), "master.out")
         for index in range(1, self.layout.workers + 1):
-            self.start_worker(index)
+            self.workers[index] = self._spawn(worker_command(self.layout, index), environment(self.layout, index),
+                                              f"worker-{index}.out")
         try:
             wait_until(lambda: all(self.probe(worker_program(i)) is None for i in range(1, self.layout.workers + 1)),
                        timeout=timeout, interval=0.5, what=f"a Spark master and {self.layout.workers} workers",
@@ -287,20 +294,6 @@ class StandaloneCluster:
 
     def status(self) -> SparkClusterStatus:
         return cluster_status(master_json(self.layout.webui_url))
-
-    def worker_executors(self, index: int) -> list[dict[str, Any]]:
-        """The executors worker ``index`` runs now (its own ``/json/``)."""
-        import httpx
-
-        response = httpx.get(f"{self.layout.worker_webui_url(index)}/json/", timeout=3.0)
-        response.raise_for_status()
-        return list(response.json().get("executors") or [])
-
-    def kill_worker(self, index: int) -> None:
-        """SIGKILL worker ``index`` and everything it started (its executors and their Python)."""
-        proc = self.workers[index]
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(f"== {path.name}\n" + "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
