@@ -33,7 +33,9 @@ lint: bootstrap ## Static checks: ruff, the import contracts (import-linter), ty
 	$(VENV)/bin/mypy
 
 test: bootstrap lint ## Lint, then run every test (PYTEST_ARGS overrides the flags)
-	$(VENV)/bin/pytest $(XDIST) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not cluster" $(XDIST) $(PYTEST_ARGS)
+	@# The cluster profile takes most of the machine: alone, after the rest (5: none selected by PYTEST_ARGS).
+	$(VENV)/bin/pytest -m cluster $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 test-fast: bootstrap lint ## Lint, then the fast tier: every test not marked slow (pytest -m "not slow")
 	$(VENV)/bin/pytest -m "not slow" $(XDIST) $(PYTEST_ARGS)

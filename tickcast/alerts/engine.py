@@ -11,11 +11,13 @@ reconciled with their providers.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tickcast.alerts.channels import Channel, channels_from_settings
 from tickcast.alerts.delivery import Dispatcher
@@ -33,6 +35,9 @@ log = logging.getLogger("tickcast.alerts")
 
 MAX_MESSAGES = 2000
 POLL_SECONDS = 0.1
+
+
+T = TypeVar("T")
 
 
 class AlertEngine:
@@ -95,7 +100,7 @@ class AlertEngine:
                 with self._events_lock:
                     events, self._own = events + self._own, []
                 if predictions or events:
-                    made = self.evaluator.process(predictions, events)
+                    made = self._while_store_away(stop, functools.partial(self.evaluator.process, predictions, events))
                     self.counts["alerts"] += len(made)
                     if made:
                         log.info("%d alert(s) queued", len(made))
@@ -103,7 +108,7 @@ class AlertEngine:
                     fault_point(FaultPoint.ALERTS_AFTER_OUTBOX_WRITE)
                     # Only after the outbox is durable: a crash before this consumes the batch again.
                     consumer.commit(asynchronous=False)
-                self.dispatcher.dispatch_due()
+                self._while_store_away(stop, self.dispatcher.dispatch_due)
                 window["messages"] += len(messages)
                 window["cycles"] += 1
                 window["busy"] += time.monotonic() - started
@@ -116,6 +121,30 @@ class AlertEngine:
             self._record(progress, window)
             self.store.close()
             log.info("alert engine stopped: %s", ", ".join(f"{k} {v}" for k, v in self.counts.items()))
+
+    @staticmethod
+    def _while_store_away(stop: threading.Event, call: Callable[[], T]) -> T:
+        """``call()``, tried again while the alert store cannot be reached (its database restarting):
+        the engine waits for it rather than exiting, and commits nothing to Kafka meanwhile, so the
+        batch in hand is evaluated once the store is back. Gives up only when asked to stop."""
+        from sqlalchemy.exc import OperationalError
+        from tenacity import Retrying, retry_if_exception_type, wait_exponential
+
+        def waiting(state: Any) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            log.warning("alert store unreachable (%s); trying again in %.1f s",
+                        str(getattr(error, "orig", error)).splitlines()[0][:200],
+                        state.next_action.sleep if state.next_action else 0.0)
+
+        def pause(seconds: float) -> None:
+            stop.wait(seconds)  # a stop request ends the wait, and the stop condition the retries
+
+        for attempt in Retrying(retry=retry_if_exception_type(OperationalError),
+                                wait=wait_exponential(multiplier=0.5, max=10), stop=lambda _state: stop.is_set(),
+                                sleep=pause, before_sleep=waiting, reraise=True):
+            with attempt:
+                return call()
+        raise AssertionError("unreachable: Retrying either returns or raises")
 
     def _decode(self, messages: list[Any]) -> tuple[list[dict[str, Any]], list[PipelineEvent]]:
         import orjson
