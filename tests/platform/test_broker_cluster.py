@@ -1,5 +1,5 @@
 """The embedded Kafka as a cluster of KRaft nodes (kafka_nodes > 1): each node's rendered
-configuration, the supervisor programs and where `up` starts them. No JVM here; the cluster
+configuration, the supervisor programs and where `up` starts them, and the storage format; the cluster
 itself runs in tests/e2e/test_cluster_platform.py."""
 
 from __future__ import annotations
@@ -77,3 +77,15 @@ def test_a_cluster_runs_a_program_per_node_first_in_order(cluster: Settings) -> 
     assert str(cluster.home_dir / "kafka" / "node-2" / "server.properties") in by_name["kafka-2"].command
     assert {(19096, "TICKCAST_KAFKA_BROKER_PORT"), (19097, "TICKCAST_KAFKA_CONTROLLER_PORT")} <= set(_ports(cluster, "kafka-3"))
     assert not broker.is_program("kafka-ui") and not broker.is_program("kafkaesque")
+
+
+def test_a_cluster_id_that_begins_with_a_dash_formats(tmp_path: Path) -> None:
+    """One id in 64 begins with "-" (URL-safe base64); given as its own argument, StorageTool
+    read it as an option and refused to format (found in CI)."""
+    settings = Settings(home=tmp_path / "home", kafka_broker_port=19092, kafka_controller_port=19093)
+    layout = broker.layout_for(settings, root=tmp_path / "kafka")
+    layout.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+    layout.cluster_id_file.write_text("-A3ptrI-TdSnbrgkKNwJ4Q\n")
+    broker.prepare(settings, layout, auth=False)
+    meta = _properties((layout.log_dir / "meta.properties").read_text())
+    assert meta["cluster.id"] == "-A3ptrI-TdSnbrgkKNwJ4Q"

@@ -289,7 +289,8 @@ def prepare(settings: Settings, layout: BrokerLayout, auth: bool | None = None) 
         _java(), "-cp", _classpath(settings),
         f"-Dlog4j2.configurationFile={layout.log4j_file}",
         "kafka.tools.StorageTool", "format", "--ignore-formatted",
-        "-t", cluster_id, "-c", str(layout.config_file),
+        # One argument: an id may begin with "-", which as a separate argument reads as an option.
+        f"--cluster-id={cluster_id}", "-c", str(layout.config_file),
     ]
     scram = layout.root / ".format-arguments"
     try:
