@@ -5,9 +5,11 @@ as a re-fold of the stored ticks, and the stream's features as the batch backfil
 from __future__ import annotations
 
 import json
+import os
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,6 +23,14 @@ from tickcast.catalog.tables import delta_count, delta_rows
 from tickcast.core.bars import BAR_FIELDS, BAR_FOLD, TIE_BREAK_COLUMN, TIME_COLUMN
 from tickcast.core.featureset import FEATURE_NAMES
 from tickcast.core.intervals import INTERVAL_NAMES, INTERVALS
+
+
+def checkpoint_batches(directory: Path) -> list[int]:
+    """The batch ids a Spark checkpoint's ``offsets`` or ``commits`` directory holds, in order."""
+    try:
+        return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+    except FileNotFoundError:
+        return []
 
 
 def topic_records(bootstrap: str, topic: str) -> dict[tuple[int, int], str | None]:

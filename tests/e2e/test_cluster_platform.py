@@ -28,14 +28,13 @@ import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 from unittest import mock
 
 import httpx
 import pytest
 
 from tests.e2e.listeners import is_loopback, platform_listeners
-from tests.invariants import delta_frame
+from tests.invariants import checkpoint_batches, delta_frame
 from tickcast.catalog import tables
 from tickcast.catalog.tables import delta_rows
 from tickcast.core.settings import Settings
@@ -158,13 +157,6 @@ def _status(env: dict[str, str]) -> dict:
     shown = subprocess.run([TICKCAST, "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
     assert shown.returncode == 0, shown.stderr[-2000:]
     return json.loads(shown.stdout)
-
-
-def _batch_ids(directory: Path) -> list[int]:
-    try:
-        return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
-    except FileNotFoundError:
-        return []
 
 
 def _stored(settings: Settings) -> set[str]:
@@ -328,7 +320,7 @@ def test_faults_on_the_running_cluster_lose_no_tick_and_the_platform_recovers(cl
             return hosts[0] if len(hosts) == 1 else None
 
         def in_flight() -> int | None:
-            planned, committed = _batch_ids(checkpoint / "offsets"), _batch_ids(checkpoint / "commits")
+            planned, committed = checkpoint_batches(checkpoint / "offsets"), checkpoint_batches(checkpoint / "commits")
             return planned[-1] if planned and committed and planned[-1] > committed[-1] else None
 
         wait_until(lambda: ingest_worker() is not None and in_flight() is not None, timeout=120, interval=0.1,
@@ -340,7 +332,7 @@ def test_faults_on_the_running_cluster_lose_no_tick_and_the_platform_recovers(cl
         log_offset = ingest_log.stat().st_size
         os.killpg(pid(lost), signal.SIGKILL)  # supervisord makes each program a process group
         stores(f"ticks stored after {lost} was killed with batch {batch} in flight", timeout=300)
-        wait_until(lambda: batch in _batch_ids(checkpoint / "commits"), timeout=120, interval=0.5,
+        wait_until(lambda: batch in checkpoint_batches(checkpoint / "commits"), timeout=120, interval=0.5,
                    what=f"batch {batch} committed")
         with ingest_log.open("rb") as log:
             log.seek(log_offset)

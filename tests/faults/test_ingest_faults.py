@@ -24,7 +24,6 @@ committed point, and only the last run reads it."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -39,6 +38,7 @@ from tests.faults.conftest import FaultHome, Job
 from tests.invariants import (
     assert_bars_are_a_refold,
     assert_features_equal_the_backfill,
+    checkpoint_batches,
     delta_frame,
     topic_records,
 )
@@ -125,13 +125,6 @@ BARS_KILLS = (
 )
 
 
-def _batch_ids(directory: Path) -> list[int]:
-    try:
-        return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
-    except FileNotFoundError:
-        return []
-
-
 def _written(settings, query: str, app_id: str, batch: int) -> set[str]:
     """Which writes of the query's batch ``batch`` the Delta logs (or the feed watermarks) hold."""
     from deltalake import DeltaTable
@@ -175,7 +168,7 @@ class KilledQuery:
         kill, job = self.kills.pop(0), self.job
         assert job.proc is not None and job.proc.returncode == -signal.SIGKILL, job.log_tail()
         assert f"fault injected at {kill.point.value}" in job.log_since_start(), job.log_tail()
-        planned, committed = (_batch_ids(self.root / "spark" / d) for d in ("offsets", "commits"))
+        planned, committed = (checkpoint_batches(self.root / "spark" / d) for d in ("offsets", "commits"))
         assert planned, job.log_tail()
         batch = planned[-1]
         in_flight = not committed or committed[-1] < batch
